@@ -1,0 +1,63 @@
+import express, { type Express } from 'express';
+import { type Logger, VERSION } from '../../shared/index.js';
+import type { JobService } from '../jobs/job-service.js';
+import type { NodeLiveness } from '../liveness/node-liveness.js';
+import type { Metrics } from '../metrics.js';
+import type { Store } from '../store/index.js';
+import { requireApiToken } from './auth.js';
+import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
+import { jobRoutes } from './routes/jobs.js';
+import { nodeRoutes } from './routes/nodes.js';
+
+export interface ApiDependencies {
+  store: Store;
+  jobs: JobService;
+  liveness: NodeLiveness;
+  metrics: Metrics;
+  apiToken: string;
+  dashboardDir?: string;
+  logger: Logger;
+}
+
+/** The operator HTTP API of CONTRACT.md, plus `/metrics` and the dashboard. */
+export function createApi(deps: ApiDependencies): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use((req, res, next) => {
+    res.on('finish', () => deps.metrics.httpRequests.inc({ method: req.method, status: String(res.statusCode) }));
+    next();
+  });
+  app.get('/api/health', (_req, res) => {
+    res.json({ status: 'ok', version: VERSION });
+  });
+  if (deps.dashboardDir) app.use(express.static(deps.dashboardDir, { index: 'index.html' }));
+
+  const auth = requireApiToken(deps.apiToken);
+  app.get('/metrics', auth, async (_req, res) => {
+    refreshGauges(deps);
+    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+  });
+  const api = express.Router();
+  api.use(auth, requireJson, express.json({ limit: '1mb', type: () => true, strict: false }));
+  api.use('/nodes', nodeRoutes(deps.store, deps.liveness));
+  api.use('/jobs', jobRoutes(deps.jobs));
+  api.get('/events', (req, res) => {
+    const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));
+    res.json(deps.store.events.recent(limit));
+  });
+  app.use('/api', api);
+  app.use(unknownRoute);
+  app.use(errorHandler(deps.logger));
+  return app;
+}
+
+function refreshGauges({ store, liveness, metrics }: ApiDependencies): void {
+  const nodes = store.nodes.list();
+  const online = nodes.filter((node) => liveness.isOnline(node.id)).length;
+  metrics.nodes.set({ status: 'online' }, online);
+  metrics.nodes.set({ status: 'offline' }, nodes.length - online);
+  metrics.instances.reset();
+  for (const instance of store.jobs.allInstances()) metrics.instances.inc({ status: instance.status });
+  metrics.unackedCommands.set(store.commands.unacked().length);
+}

@@ -1,0 +1,197 @@
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Server as SocketServer } from 'socket.io';
+import { connectMqtt, type Logger, type MqttClient } from '../shared/index.js';
+import { createApi } from './api/app.js';
+import { EmbeddedBroker } from './broker/embedded-broker.js';
+import type { ClusterManagerConfig } from './config.js';
+import { dashboardDir } from './dashboard/index.js';
+import { CommandOutbox } from './dispatch/command-outbox.js';
+import { subscribeToNodes } from './dispatch/node-messages.js';
+import { JobService } from './jobs/job-service.js';
+import { NodeReports } from './jobs/node-reports.js';
+import { Placement } from './jobs/placement.js';
+import { NodeLiveness } from './liveness/node-liveness.js';
+import { createMetrics } from './metrics.js';
+import { NodeRegistry } from './registry/node-registry.js';
+import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
+import { Store } from './store/index.js';
+
+const PRUNE_ACKED_AFTER_MS = 24 * 3600_000;
+
+/** Wires the cluster manager's parts together: store, broker, registry, dispatch, liveness, API. */
+export class ClusterManager {
+  readonly store: Store;
+  readonly joinToken: string;
+  readonly apiToken: string;
+  readonly jobs: JobService;
+  private broker?: EmbeddedBroker;
+  private mqtt?: MqttClient;
+  private http?: HttpServer;
+  private io?: SocketServer;
+  private readonly outbox: CommandOutbox;
+  private readonly liveness: NodeLiveness;
+  private readonly reports: NodeReports;
+  private readonly placement: Placement;
+  private readonly metrics = createMetrics();
+  private readonly internalSecret = newSecret();
+  private pruneTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly config: ClusterManagerConfig,
+    private readonly logger: Logger,
+  ) {
+    this.store = Store.open(config.dataDir);
+    this.joinToken = loadOrCreateToken(config.dataDir, 'join-token', config.joinToken);
+    this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
+    const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
+    const isOnline = (nodeId: string) => this.liveness.isOnline(nodeId);
+    this.outbox = new CommandOutbox(this.store, clusterId, isOnline, logger);
+    this.placement = new Placement(this.store, this.outbox, isOnline, logger);
+    this.reports = new NodeReports(this.store, this.outbox, this.placement, logger);
+    this.jobs = new JobService(this.store, this.outbox, this.placement, isOnline, logger);
+    this.liveness = new NodeLiveness(
+      this.store,
+      config.nodeTimeoutMs,
+      {
+        onOnline: (nodeId) => {
+          this.outbox.resendTo(nodeId);
+          this.placement.placePending();
+        },
+        onOffline: (nodeId) => this.reports.onNodeOffline(nodeId),
+      },
+      logger,
+    );
+  }
+
+  async start(): Promise<{ httpPort: number; mqttUrl: string }> {
+    const { config, logger } = this;
+    let mqttUrl = config.mqttUrl;
+    let login = { username: config.mqttUsername, password: config.mqttPassword };
+    if (!mqttUrl) {
+      this.broker = await EmbeddedBroker.start({
+        port: config.mqttPort,
+        host: config.host,
+        authenticate: (username, password) => this.authenticateMqtt(username, password),
+        logger,
+      });
+      mqttUrl = `mqtt://127.0.0.1:${this.broker.port}`;
+      login = { username: 'cluster-manager', password: this.internalSecret };
+    }
+    this.mqtt = connectMqtt(mqttUrl, { ...login, clientId: `cluster-manager-${newSecret(6)}`, clean: true });
+    this.mqtt.on('error', (error) => logger.warn({ err: error.message }, 'mqtt error'));
+    this.mqtt.on('offline', () => logger.warn('mqtt broker unreachable; retrying'));
+    this.mqtt.on('connect', () => {
+      logger.info({ url: mqttUrl }, 'connected to the MQTT broker');
+      this.outbox.flush();
+    });
+    subscribeToNodes(this.mqtt, this.nodeMessageHandlers(), logger);
+    this.outbox.attach(this.mqtt);
+    this.liveness.start();
+
+    const app = createApi({
+      store: this.store,
+      jobs: this.jobs,
+      liveness: this.liveness,
+      metrics: this.metrics,
+      apiToken: this.apiToken,
+      dashboardDir: dashboardDir(),
+      logger,
+    });
+    this.http = createServer(app);
+    this.io = new SocketServer(this.http, { transports: ['websocket', 'polling'], serveClient: false });
+    new NodeRegistry(
+      this.store,
+      {
+        joinToken: this.joinToken,
+        telemetryIntervalMs: config.telemetryIntervalMs,
+        mqttFor: (node, host) => this.mqttLoginFor(node, host),
+        onRegistered: (node) => {
+          this.liveness.seen(node.id);
+          this.placement.placePending();
+        },
+      },
+      logger,
+    ).attach(this.io);
+    await new Promise<void>((resolve, reject) => {
+      this.http!.once('error', reject);
+      this.http!.listen(config.httpPort, config.host, () => resolve());
+    });
+    const httpPort = (this.http.address() as AddressInfo).port;
+    this.pruneTimer = setInterval(() => this.store.commands.pruneAcked(Date.now() - PRUNE_ACKED_AFTER_MS), 3600_000);
+    return { httpPort, mqttUrl: this.broker ? `mqtt://${config.host}:${this.broker.port}` : mqttUrl };
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.pruneTimer);
+    this.outbox.stop();
+    this.liveness.stop();
+    this.io?.disconnectSockets(true);
+    await new Promise<void>((resolve) => (this.io ? this.io.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (this.mqtt ? this.mqtt.end(false, {}, () => resolve()) : resolve()));
+    await this.broker?.close();
+    this.store.close();
+  }
+
+  private authenticateMqtt(username: string | undefined, password: string | undefined) {
+    if (!username || !password) return null;
+    if (username === 'cluster-manager') {
+      return sameSecret(password, this.internalSecret) ? ({ role: 'cluster-manager' } as const) : null;
+    }
+    if (username === 'operator') return sameSecret(password, this.apiToken) ? ({ role: 'operator' } as const) : null;
+    const node = this.store.nodes.get(username);
+    if (node && sameSecret(hashSecret(password), node.secretHash)) return { role: 'node', nodeId: node.id } as const;
+    return null;
+  }
+
+  /** Embedded broker: the node logs in as itself. External: the configured node login. */
+  private mqttLoginFor(node: { id: string; secret: string }, host: string | undefined) {
+    const { config } = this;
+    if (!this.broker) {
+      return {
+        url: config.advertiseMqttUrl ?? config.mqttUrl!,
+        username: config.mqttNodeUsername ?? '',
+        password: config.mqttNodePassword ?? '',
+      };
+    }
+    const hostname = host ? new URL(`http://${host}`).hostname : '127.0.0.1';
+    return {
+      url: config.advertiseMqttUrl ?? `mqtt://${hostname}:${this.broker.port}`,
+      username: node.id,
+      password: node.secret,
+    };
+  }
+
+  private nodeMessageHandlers() {
+    const known = (nodeId: string) => this.store.nodes.get(nodeId) !== undefined;
+    return {
+      telemetry: (nodeId: string, telemetry: Parameters<NodeLiveness['recordTelemetry']>[1]) => {
+        if (!known(nodeId)) return;
+        this.liveness.recordTelemetry(nodeId, telemetry);
+        this.reports.onInstanceSummaries(nodeId, telemetry.instances);
+      },
+      jobResources: (nodeId: string) => {
+        if (known(nodeId)) this.liveness.seen(nodeId);
+      },
+      status: (nodeId: string, report: Parameters<NodeReports['onStatus']>[1]) => {
+        if (!known(nodeId)) return;
+        this.liveness.seen(nodeId);
+        this.reports.onStatus(nodeId, report);
+      },
+      ack: (nodeId: string, ack: Parameters<NodeReports['onAck']>[1]) => {
+        if (!known(nodeId)) return;
+        this.liveness.seen(nodeId);
+        this.reports.onAck(nodeId, ack);
+      },
+      presence: (nodeId: string, online: boolean) => {
+        if (!known(nodeId)) return;
+        if (online) this.liveness.seen(nodeId);
+        else this.liveness.markOffline(nodeId, 'MQTT last will');
+      },
+      rejected: (topic: string, reason: string) => {
+        this.metrics.rejectedMessages.inc({ topic_kind: topic.split('/').slice(2).join('/') || 'other' });
+        this.logger.warn({ topic, reason }, 'dropped a malformed node message');
+      },
+    };
+  }
+}

@@ -1,0 +1,93 @@
+import type { z } from 'zod';
+import {
+  CommandAckSchema,
+  describeProblems,
+  InstanceStatusReportSchema,
+  JobResourcesSchema,
+  type Logger,
+  type MqttClient,
+  NodeTelemetrySchema,
+  parseJson,
+  parseNodeTopic,
+  topicFilters,
+} from '../../shared/index.js';
+import type { CommandAck, InstanceStatusReport, JobResources, NodeTelemetry } from '../../shared/index.js';
+
+export interface NodeMessageHandlers {
+  telemetry(nodeId: string, telemetry: NodeTelemetry): void;
+  jobResources(nodeId: string, resources: JobResources): void;
+  status(nodeId: string, report: InstanceStatusReport): void;
+  ack(nodeId: string, ack: CommandAck): void;
+  /** The retained `online`/`offline` of `nodes/<id>/status` (the last will says `offline`). */
+  presence(nodeId: string, online: boolean): void;
+  /** A message that did not parse: logged, counted, dropped. */
+  rejected(topic: string, reason: string): void;
+}
+
+/** Subscribes to what nodes publish and hands each message, parsed with its schema, to its handler. */
+export function subscribeToNodes(mqtt: MqttClient, handlers: NodeMessageHandlers, logger: Logger): void {
+  const filters = Object.values(topicFilters);
+  mqtt.on('connect', () => {
+    mqtt.subscribe(filters, { qos: 1 }, (error) => {
+      if (error) logger.error({ err: error.message }, 'subscribing to node topics failed');
+    });
+  });
+  mqtt.on('message', (topic, payload) => {
+    try {
+      route(topic, payload, handlers);
+    } catch (error) {
+      // A handler bug must not take the process down with it; the message is dropped and counted.
+      logger.error({ topic, err: (error as Error).stack }, 'handling a node message failed');
+      handlers.rejected(topic, 'handler error');
+    }
+  });
+}
+
+function route(topic: string, payload: Buffer, handlers: NodeMessageHandlers): void {
+  const parsed = parseNodeTopic(topic);
+  if (!parsed) return;
+  const { nodeId, kind } = parsed;
+  if (kind === 'status') {
+    const text = payload.toString();
+    if (text === 'online' || text === 'offline') handlers.presence(nodeId, text === 'online');
+    else if (text !== '') handlers.rejected(topic, 'status must be online or offline');
+    return;
+  }
+  const decode = <T>(schema: z.ZodType<T>): T | undefined => {
+    const json = parseJson(payload);
+    if (json === undefined) {
+      handlers.rejected(topic, 'not JSON');
+      return undefined;
+    }
+    const result = schema.safeParse(json);
+    if (!result.success) {
+      handlers.rejected(topic, describeProblems(result.error));
+      return undefined;
+    }
+    return result.data;
+  };
+  switch (kind) {
+    case 'information': {
+      const telemetry = decode(NodeTelemetrySchema);
+      if (telemetry) handlers.telemetry(nodeId, telemetry);
+      break;
+    }
+    case 'jobResources': {
+      const resources = decode(JobResourcesSchema);
+      if (resources) handlers.jobResources(nodeId, resources);
+      break;
+    }
+    case 'jobStatus': {
+      const report = decode(InstanceStatusReportSchema);
+      if (report) handlers.status(nodeId, report);
+      break;
+    }
+    case 'controlAck': {
+      const ack = decode(CommandAckSchema);
+      if (ack) handlers.ack(nodeId, ack);
+      break;
+    }
+    default:
+      break;
+  }
+}

@@ -1,0 +1,21 @@
+import type { FieldProblem } from '../shared/index.js';
+
+/** An error a client caused; mapped once to an HTTP status and the contract's error body. */
+export class ClientError extends Error {
+  constructor(
+    readonly status: 400 | 401 | 404 | 409 | 413 | 415,
+    readonly code: string,
+    message: string,
+    readonly details?: FieldProblem[],
+  ) {
+    super(message);
+  }
+}
+
+export const notFound = (what: string, id: string) => new ClientError(404, 'not_found', `${what} "${id}" not found`);
+
+export const conflict = (message: string, details?: FieldProblem[]) =>
+  new ClientError(409, 'conflict', message, details);
+
+export const invalid = (message: string, details: FieldProblem[]) =>
+  new ClientError(400, 'invalid_input', message, details);

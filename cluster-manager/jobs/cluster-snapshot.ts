@@ -1,0 +1,53 @@
+import type { SchedulableNode } from '../scheduler/types.js';
+import type { InstanceRecord, JobRecord, NodeRecord, Store } from '../store/index.js';
+
+/** Statuses whose instance no longer holds resources on its node. */
+const RELEASED = new Set(['failed', 'stopped', 'pending']);
+
+export function holdsResources(instance: InstanceRecord): boolean {
+  return instance.nodeId !== null && !RELEASED.has(instance.status);
+}
+
+/**
+ * The scheduler's view of the cluster: each node with what its placed instances (and moves in flight to it)
+ * requested. Built fresh for each decision; the scheduler itself never touches the store.
+ */
+export function schedulableNodes(
+  store: Store,
+  isOnline: (nodeId: string) => boolean,
+  nodes: NodeRecord[] = store.nodes.list(),
+): SchedulableNode[] {
+  const jobs = new Map<string, JobRecord>(store.jobs.listJobs().map((job) => [job.id, job]));
+  const byNode = new Map<string, SchedulableNode>();
+  for (const node of nodes) {
+    byNode.set(node.id, {
+      id: node.id,
+      name: node.name,
+      status: isOnline(node.id) ? 'online' : 'offline',
+      arch: node.info.arch,
+      runtimes: node.info.runtimes,
+      labels: node.info.labels,
+      sensors: node.info.sensors,
+      capacity: { cpus: node.info.cpus, memoryBytes: node.info.memoryBytes, gpus: node.info.gpus.length },
+      allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
+      usedHostPorts: [],
+      instancesByJob: {},
+    });
+  }
+  const charge = (nodeId: string, jobId: string) => {
+    const node = byNode.get(nodeId);
+    const job = jobs.get(jobId);
+    if (!node || !job) return;
+    const { resources, ports } = job.spec;
+    node.allocated.cpus += resources.cpus ?? 0;
+    node.allocated.memoryBytes += (resources.memoryMB ?? 0) * 1024 * 1024;
+    node.allocated.gpus += resources.gpus;
+    for (const port of ports) if (port.host !== undefined) node.usedHostPorts.push(`${port.protocol}/${port.host}`);
+    node.instancesByJob[jobId] = (node.instancesByJob[jobId] ?? 0) + 1;
+  };
+  for (const instance of store.jobs.allInstances()) {
+    if (holdsResources(instance)) charge(instance.nodeId!, instance.jobId);
+  }
+  for (const node of nodes) for (const move of store.moves.toNode(node.id)) charge(node.id, move.jobId);
+  return [...byNode.values()];
+}

@@ -1,0 +1,199 @@
+import { randomUUID } from 'node:crypto';
+import type { Job, JobSpec, Logger } from '../../shared/index.js';
+import type { CommandOutbox } from '../dispatch/command-outbox.js';
+import { conflict, notFound } from '../errors.js';
+import { pickMoveTarget } from '../scheduler/index.js';
+import { jobDefinition, type InstanceRecord, type JobRecord, type Store } from '../store/index.js';
+import { schedulableNodes } from './cluster-snapshot.js';
+import { jobView, nodeNameMap } from './job-views.js';
+import type { Placement } from './placement.js';
+
+/** What operators do to jobs: create, delete, scale, move. Each is one transaction plus its commands. */
+export class JobService {
+  constructor(
+    private readonly store: Store,
+    private readonly outbox: CommandOutbox,
+    private readonly placement: Placement,
+    private readonly isOnline: (nodeId: string) => boolean,
+    private readonly logger: Logger,
+  ) {}
+
+  list(): Job[] {
+    const names = nodeNameMap(this.store);
+    return this.store.jobs.listJobs().map((job) => jobView(this.store, job, names));
+  }
+
+  get(idOrName: string): Job {
+    return jobView(this.store, this.find(idOrName));
+  }
+
+  create(spec: JobSpec, now = Date.now()): Job {
+    const job: JobRecord = {
+      id: randomUUID(),
+      name: spec.name,
+      spec,
+      state: 'active',
+      createdAt: now,
+      updatedAt: now,
+      serviceIp: null,
+    };
+    this.store.transaction(() => {
+      if (this.store.jobs.findLiveJobByName(spec.name)) {
+        throw conflict(`a job named "${spec.name}" exists`, [{ path: 'name', message: 'already used by a live job' }]);
+      }
+      this.store.jobs.insertJob(job);
+      const numbers = Array.from({ length: spec.replicas }, (_, number) => number);
+      for (const number of numbers) this.store.jobs.insertInstance(newInstance(job.id, number, now));
+      this.placement.place(job, numbers, now);
+      this.store.events.record('job.created', `job ${job.name} created with ${spec.replicas} replica(s)`, {
+        jobId: job.id,
+      });
+    });
+    this.outbox.flush();
+    this.logger.info({ job: job.id, name: job.name, replicas: spec.replicas }, 'job created');
+    return this.get(job.id);
+  }
+
+  /**
+   * Marks the job `deleting` (its name is free at once) and sends `delete` to every node that was ever told
+   * to run it; the job disappears once they all acked, also nodes that were offline when it was deleted.
+   */
+  remove(idOrName: string, now = Date.now()): Job {
+    const job = this.find(idOrName);
+    if (job.state === 'deleting') return this.get(job.id);
+    this.store.transaction(() => {
+      this.store.jobs.setJobState(job.id, 'deleting', now);
+      const generation = this.store.jobs.nextGeneration(job.id);
+      const nodes = new Set(this.store.commands.nodesEverCommanded(job.id));
+      for (const instance of this.store.jobs.instancesOf(job.id)) {
+        if (instance.nodeId) nodes.add(instance.nodeId);
+        this.store.jobs.updateInstance({ ...instance, status: instance.nodeId ? 'stopping' : 'stopped', updatedAt: now });
+      }
+      for (const nodeId of nodes) {
+        this.outbox.enqueue(nodeId, { kind: 'delete', job: jobDefinition(job), instance: -1, generation, worker: [nodeId] });
+      }
+      this.store.events.record('job.deleting', `job ${job.name} deleting on ${nodes.size} node(s)`, { jobId: job.id });
+      if (nodes.size === 0) this.store.jobs.removeJob(job.id);
+    });
+    this.outbox.flush();
+    const remaining = this.store.jobs.getJob(job.id);
+    return remaining ? this.get(job.id) : { ...jobView(this.store, { ...job, state: 'deleting' }), instances: [] };
+  }
+
+  /** Scales to `replicas`: up takes the lowest free numbers, down removes the highest-numbered instances. */
+  replicate(idOrName: string, replicas: number, now = Date.now()): Job {
+    const job = this.findActive(idOrName);
+    this.store.transaction(() => {
+      const instances = this.store.jobs.instancesOf(job.id);
+      const live = instances.filter((instance) => instance.status !== 'stopping');
+      const updated: JobRecord = { ...job, spec: { ...job.spec, replicas }, updatedAt: now };
+      this.store.jobs.setJobSpec(job.id, updated.spec, now);
+      if (live.length < replicas) {
+        const taken = new Set(instances.map((instance) => instance.number));
+        const numbers: number[] = [];
+        for (let number = 0; numbers.length < replicas - live.length; number++) {
+          if (!taken.has(number)) numbers.push(number);
+        }
+        for (const number of numbers) this.store.jobs.insertInstance(newInstance(job.id, number, now));
+        this.placement.place(updated, numbers, now);
+      } else {
+        const surplus = [...live].sort((a, b) => b.number - a.number).slice(0, live.length - replicas);
+        for (const instance of surplus) this.stopInstance(updated, instance, now);
+      }
+      this.store.events.record('job.scaled', `job ${job.name} scaled from ${live.length} to ${replicas}`, {
+        jobId: job.id,
+      });
+    });
+    this.outbox.flush();
+    this.placement.placePending();
+    return this.get(job.id);
+  }
+
+  /** Make-before-break: the target starts the instance; the source gets `delete` once it runs there. */
+  move(idOrName: string, number: number, to: string | undefined, now = Date.now()): Job {
+    const job = this.findActive(idOrName);
+    this.store.transaction(() => {
+      const instance = this.store.jobs.getInstance(job.id, number);
+      if (!instance) throw notFound('instance', `${job.name}#${number}`);
+      if (!instance.nodeId) throw conflict(`instance ${number} is not placed on any node yet`);
+      if (this.store.moves.get(job.id, number)) throw conflict(`a move of instance ${number} is already in flight`);
+      const definition = jobDefinition(job);
+      const nodes = schedulableNodes(this.store, this.isOnline);
+      const target = pickMoveTarget(definition, number, instance.nodeId, nodes, to);
+      if (!('nodeId' in target)) {
+        throw conflict(
+          `cannot move instance ${number}: ${target.summary}`,
+          Object.entries(target.reasons).map(([path, message]) => ({ path, message })),
+        );
+      }
+      const generation = this.store.jobs.nextGeneration(job.id);
+      this.store.moves.insert({
+        jobId: job.id,
+        number,
+        fromNode: instance.nodeId,
+        toNode: target.nodeId,
+        generation,
+        startedAt: now,
+      });
+      this.outbox.enqueue(target.nodeId, {
+        kind: 'move',
+        job: definition,
+        instance: number,
+        generation,
+        worker: [instance.nodeId, target.nodeId],
+      });
+      this.store.events.record('move.started', `move ${job.name}#${number} from ${instance.nodeId} to ${target.nodeId}`, {
+        jobId: job.id,
+        nodeId: target.nodeId,
+      });
+    });
+    this.outbox.flush();
+    return this.get(job.id);
+  }
+
+  /** Sends `delete` for one instance; it disappears when its node acks. Unplaced ones go at once. */
+  private stopInstance(job: JobRecord, instance: InstanceRecord, now: number): void {
+    if (!instance.nodeId) {
+      this.store.jobs.removeInstance(job.id, instance.number);
+      return;
+    }
+    this.store.jobs.updateInstance({ ...instance, status: 'stopping', updatedAt: now });
+    this.outbox.enqueue(instance.nodeId, {
+      kind: 'delete',
+      job: jobDefinition(job),
+      instance: instance.number,
+      generation: instance.generation,
+      worker: [instance.nodeId],
+    });
+  }
+
+  private find(idOrName: string): JobRecord {
+    const job = this.store.jobs.findJob(idOrName);
+    if (!job) throw notFound('job', idOrName);
+    return job;
+  }
+
+  private findActive(idOrName: string): JobRecord {
+    const job = this.find(idOrName);
+    if (job.state !== 'active') throw conflict(`job ${job.name} is being deleted`);
+    return job;
+  }
+}
+
+function newInstance(jobId: string, number: number, now: number): InstanceRecord {
+  return {
+    jobId,
+    number,
+    nodeId: null,
+    status: 'pending',
+    detail: 'waiting for placement',
+    containerId: null,
+    generation: 0,
+    restarts: 0,
+    startedAt: null,
+    exitCode: null,
+    updatedAt: now,
+    instanceIp: null,
+    namespaceIp: null,
+  };
+}

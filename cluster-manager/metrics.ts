@@ -1,0 +1,32 @@
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+
+/** The cluster manager's Prometheus metrics, on its own registry. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'edge_cm_' });
+  return {
+    registry,
+    rejectedMessages: new Counter({
+      name: 'edge_cm_rejected_messages_total',
+      help: 'MQTT messages from nodes dropped because they did not parse',
+      labelNames: ['topic_kind'],
+      registers: [registry],
+    }),
+    httpRequests: new Counter({
+      name: 'edge_cm_http_requests_total',
+      help: 'HTTP API requests by method and status',
+      labelNames: ['method', 'status'],
+      registers: [registry],
+    }),
+    nodes: new Gauge({ name: 'edge_cm_nodes', help: 'registered nodes by status', labelNames: ['status'], registers: [registry] }),
+    instances: new Gauge({
+      name: 'edge_cm_instances',
+      help: 'instances by status',
+      labelNames: ['status'],
+      registers: [registry],
+    }),
+    unackedCommands: new Gauge({ name: 'edge_cm_unacked_commands', help: 'commands waiting for an ack', registers: [registry] }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

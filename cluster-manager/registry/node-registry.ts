@@ -1,0 +1,138 @@
+import { randomUUID } from 'node:crypto';
+import type { Server, Socket } from 'socket.io';
+import {
+  fieldProblems,
+  type Logger,
+  type NodeInfo,
+  NodeInfoSchema,
+  NodeRegistrationAuthSchema,
+  type RegisterAck,
+} from '../../shared/index.js';
+import { hashSecret, newSecret, sameSecret } from '../secrets.js';
+import type { NodeRecord, Store } from '../store/index.js';
+
+export interface MqttLogin {
+  url: string;
+  username: string;
+  password: string;
+}
+
+export interface RegistryOptions {
+  joinToken: string;
+  telemetryIntervalMs: number;
+  /** The MQTT login and URL handed to a node; `host` is how the node reached us. */
+  mqttFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin;
+  onRegistered(node: NodeRecord, firstTime: boolean): void;
+}
+
+type Identity = { kind: 'token' } | { kind: 'node'; nodeId: string; nodeSecret: string };
+
+/**
+ * The `/init` namespace: nodes connect with the join token (first time) or their id and secret (after), then
+ * emit `register` with their node info and get their identity and MQTT login back.
+ */
+export class NodeRegistry {
+  constructor(
+    private readonly store: Store,
+    private readonly options: RegistryOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  attach(io: Server): void {
+    const namespace = io.of('/init');
+    namespace.use((socket, next) => {
+      const identity = this.authenticate(socket.handshake.auth);
+      if (!identity) {
+        this.logger.warn({ address: socket.handshake.address }, 'node registration refused: unauthorized');
+        next(new Error('unauthorized'));
+        return;
+      }
+      socket.data.identity = identity;
+      next();
+    });
+    namespace.on('connection', (socket) => {
+      socket.on('register', (info: unknown, ack: unknown) => {
+        if (typeof ack !== 'function') return;
+        try {
+          ack(this.register(socket, info));
+        } catch (error) {
+          this.logger.error({ err: (error as Error).stack }, 'registration failed');
+          ack({ error: { code: 'internal', message: 'registration failed; try again' } });
+        }
+      });
+    });
+  }
+
+  private authenticate(auth: unknown): Identity | null {
+    const parsed = NodeRegistrationAuthSchema.safeParse(auth);
+    if (!parsed.success) return null;
+    if ('token' in parsed.data) {
+      return sameSecret(parsed.data.token, this.options.joinToken) ? { kind: 'token' } : null;
+    }
+    const node = this.store.nodes.get(parsed.data.nodeId);
+    if (!node || !sameSecret(hashSecret(parsed.data.nodeSecret), node.secretHash)) return null;
+    return { kind: 'node', nodeId: node.id, nodeSecret: parsed.data.nodeSecret };
+  }
+
+  private register(socket: Socket, raw: unknown): RegisterAck {
+    const parsed = NodeInfoSchema.safeParse(raw);
+    if (!parsed.success) {
+      return { error: { code: 'invalid_input', message: 'invalid node info', details: fieldProblems(parsed.error) } };
+    }
+    const info: NodeInfo = parsed.data;
+    const identity = socket.data.identity as Identity;
+    const now = Date.now();
+    const sameName = this.store.nodes.findByName(info.name);
+    let id: string;
+    let secret: string;
+    if (identity.kind === 'node') {
+      id = identity.nodeId;
+      secret = identity.nodeSecret;
+      if (sameName && sameName.id !== id) {
+        return { error: { code: 'conflict', message: `node name "${info.name}" is taken by node ${sameName.id}` } };
+      }
+    } else {
+      if (sameName && sameName.status === 'online') {
+        return {
+          error: { code: 'conflict', message: `node name "${info.name}" is taken by online node ${sameName.id}` },
+        };
+      }
+      // A node that lost its identity (a reinstalled machine) and comes back under its name takes the old id.
+      id = sameName?.id ?? randomUUID();
+      secret = newSecret();
+    }
+    const previous = this.store.nodes.get(id);
+    const record: NodeRecord = {
+      id,
+      name: info.name,
+      secretHash: hashSecret(secret),
+      info,
+      address: normalizeAddress(socket.handshake.address),
+      status: previous?.status ?? 'offline',
+      registeredAt: previous?.registeredAt ?? now,
+      lastSeen: previous?.lastSeen ?? null,
+      telemetry: previous?.telemetry ?? null,
+      subnet: previous?.subnet ?? null,
+    };
+    this.store.nodes.upsert(record);
+    this.store.events.record(
+      'node.registered',
+      `node ${info.name} ${previous ? 'registered again' : 'registered'} (${info.arch}, ${info.cpus} cpus)`,
+      { nodeId: id },
+    );
+    this.logger.info({ nodeId: id, name: info.name, firstTime: !previous }, 'node registered');
+    this.options.onRegistered(record, !previous);
+    const hostHeader = socket.handshake.headers.host;
+    return {
+      nodeId: id,
+      nodeSecret: secret,
+      mqtt: this.options.mqttFor({ id, secret }, hostHeader),
+      telemetryIntervalMs: this.options.telemetryIntervalMs,
+      ...(record.subnet ? { subnet: record.subnet } : {}),
+    };
+  }
+}
+
+function normalizeAddress(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}

@@ -1,0 +1,42 @@
+import type { Db } from './database.js';
+
+export interface ClusterEvent {
+  id: number;
+  ts: number;
+  type: string;
+  message: string;
+  nodeId?: string;
+  jobId?: string;
+}
+
+const KEEP_EVENTS = 10_000;
+
+/** Recent cluster events (registrations, commands, status changes), newest first on read. */
+export class EventLog {
+  private writes = 0;
+
+  constructor(private readonly db: Db) {}
+
+  record(type: string, message: string, refs: { nodeId?: string; jobId?: string } = {}, now = Date.now()): void {
+    this.db
+      .prepare('INSERT INTO events (ts, type, message, node_id, job_id) VALUES (?, ?, ?, ?, ?)')
+      .run(now, type, message, refs.nodeId ?? null, refs.jobId ?? null);
+    if (++this.writes % 500 === 0) {
+      this.db.prepare('DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?').run(KEEP_EVENTS);
+    }
+  }
+
+  recent(limit: number): ClusterEvent[] {
+    const rows = this.db
+      .prepare('SELECT * FROM events ORDER BY id DESC LIMIT ?')
+      .all(limit) as { id: number; ts: number; type: string; message: string; node_id: string | null; job_id: string | null }[];
+    return rows.map((row) => ({
+      id: row.id,
+      ts: row.ts,
+      type: row.type,
+      message: row.message,
+      ...(row.node_id ? { nodeId: row.node_id } : {}),
+      ...(row.job_id ? { jobId: row.job_id } : {}),
+    }));
+  }
+}

@@ -1,0 +1,41 @@
+import { CommandStore } from './command-store.js';
+import { type Db, openDatabase } from './database.js';
+import { EventLog } from './event-log.js';
+import { JobStore, MoveStore } from './job-store.js';
+import { NodeStore } from './node-store.js';
+
+export * from './command-store.js';
+export * from './database.js';
+export * from './event-log.js';
+export * from './job-store.js';
+export * from './node-store.js';
+
+/** The cluster manager's state, one SQLite database behind small stores. */
+export class Store {
+  readonly nodes: NodeStore;
+  readonly jobs: JobStore;
+  readonly commands: CommandStore;
+  readonly events: EventLog;
+  readonly moves: MoveStore;
+
+  constructor(readonly db: Db) {
+    this.nodes = new NodeStore(db);
+    this.jobs = new JobStore(db);
+    this.commands = new CommandStore(db);
+    this.events = new EventLog(db);
+    this.moves = new MoveStore(db);
+  }
+
+  static open(dataDir: string): Store {
+    return new Store(openDatabase(dataDir));
+  }
+
+  /** Runs fn in one transaction: all of it lands or none. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

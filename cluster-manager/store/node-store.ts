@@ -1,0 +1,94 @@
+import type { NodeInfo, NodeStatus, NodeTelemetry } from '../../shared/index.js';
+import type { Db } from './database.js';
+
+export interface NodeRecord {
+  id: string;
+  name: string;
+  secretHash: string;
+  info: NodeInfo;
+  address: string | null;
+  status: NodeStatus;
+  registeredAt: number;
+  lastSeen: number | null;
+  telemetry: NodeTelemetry | null;
+  subnet: string | null;
+}
+
+interface NodeRow {
+  id: string;
+  name: string;
+  secret_hash: string;
+  info: string;
+  address: string | null;
+  status: NodeStatus;
+  registered_at: number;
+  last_seen: number | null;
+  telemetry: string | null;
+  subnet: string | null;
+}
+
+function fromRow(row: NodeRow): NodeRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    secretHash: row.secret_hash,
+    info: JSON.parse(row.info) as NodeInfo,
+    address: row.address,
+    status: row.status,
+    registeredAt: row.registered_at,
+    lastSeen: row.last_seen,
+    telemetry: row.telemetry ? (JSON.parse(row.telemetry) as NodeTelemetry) : null,
+    subnet: row.subnet,
+  };
+}
+
+/** Nodes and their latest telemetry. Telemetry is kept in memory and written at most every few seconds. */
+export class NodeStore {
+  constructor(private readonly db: Db) {}
+
+  list(): NodeRecord[] {
+    return (this.db.prepare('SELECT * FROM nodes ORDER BY name').all() as NodeRow[]).map(fromRow);
+  }
+
+  get(id: string): NodeRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM nodes WHERE id = ?').get(id) as NodeRow | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  /** By id first, else by name. */
+  find(idOrName: string): NodeRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM nodes WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(
+      idOrName,
+      idOrName,
+      idOrName,
+    ) as NodeRow | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  findByName(name: string): NodeRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM nodes WHERE name = ?').get(name) as NodeRow | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  upsert(node: Omit<NodeRecord, 'telemetry' | 'subnet'>): void {
+    this.db
+      .prepare(
+        `INSERT INTO nodes (id, name, secret_hash, info, address, status, registered_at, last_seen)
+         VALUES (@id, @name, @secretHash, @info, @address, @status, @registeredAt, @lastSeen)
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash,
+           info = excluded.info, address = excluded.address, status = excluded.status,
+           last_seen = excluded.last_seen`,
+      )
+      .run({ ...node, info: JSON.stringify(node.info) });
+  }
+
+  setStatus(id: string, status: NodeStatus): void {
+    this.db.prepare('UPDATE nodes SET status = ? WHERE id = ?').run(status, id);
+  }
+
+  recordTelemetry(id: string, telemetry: NodeTelemetry, seenAt: number): void {
+    this.db
+      .prepare('UPDATE nodes SET telemetry = ?, last_seen = ? WHERE id = ?')
+      .run(JSON.stringify(telemetry), seenAt, id);
+  }
+}

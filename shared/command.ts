@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { InstanceStatusSchema, JobDefinitionSchema } from './job.js';
+
+export const COMMAND_KINDS = ['deploy', 'delete', 'move', 'replicate'] as const;
+export type CommandKind = (typeof COMMAND_KINDS)[number];
+
+/** `nodes/<id>/control`: the seed message format `{command, job, cluster, worker}` extended with ids. */
+export const CommandSchema = z.object({
+  id: z.string().min(1).max(128),
+  command: z.enum(COMMAND_KINDS),
+  job: JobDefinitionSchema,
+  /** The instance number; -1 on `delete` means every instance of the job on this node. */
+  instance: z.number().int().min(-1),
+  generation: z.number().int().min(0),
+  cluster: z.array(z.string()),
+  /** `move`: `[from, to]`; otherwise the node ids the command is for. */
+  worker: z.array(z.string()),
+  issuedAt: z.number(),
+});
+export type Command = z.infer<typeof CommandSchema>;
+
+export const CommandErrorSchema = z.object({ code: z.string(), message: z.string() });
+
+/** `nodes/<id>/control/ack`: sent once the command is durably in the node's desired state. */
+export const CommandAckSchema = z.object({
+  id: z.string().min(1).max(128),
+  ok: z.boolean(),
+  error: CommandErrorSchema.optional(),
+});
+export type CommandAck = z.infer<typeof CommandAckSchema>;
+
+/** `nodes/<id>/job`: an instance's status, on every change, QoS 1. */
+export const InstanceStatusReportSchema = z.object({
+  job: z.string(),
+  instance: z.number().int().min(0),
+  generation: z.number().int().min(0),
+  status: InstanceStatusSchema,
+  detail: z.string().max(4096).default(''),
+  containerId: z.string().nullable().default(null),
+  exitCode: z.number().int().optional(),
+  restarts: z.number().int().min(0).default(0),
+  startedAt: z.number().optional(),
+  namespaceIp: z.string().optional(),
+  ts: z.number(),
+});
+export type InstanceStatusReport = z.infer<typeof InstanceStatusReportSchema>;
+export type InstanceStatusReportInput = z.input<typeof InstanceStatusReportSchema>;

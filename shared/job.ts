@@ -1,0 +1,128 @@
+import { z } from 'zod';
+
+/** Job names are DNS labels, as in Kubernetes and Nomad. */
+export const JOB_NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export const TECHNOLOGIES = ['docker', 'native'] as const;
+export type Technology = (typeof TECHNOLOGIES)[number];
+export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
+export const ARCHES = ['amd64', 'arm64', 'arm-7'] as const;
+
+export const PortMappingSchema = z.strictObject({
+  container: z.number().int().min(1).max(65535),
+  host: z.number().int().min(1).max(65535).optional(),
+  protocol: z.enum(['tcp', 'udp']).default('tcp'),
+});
+export type PortMapping = z.infer<typeof PortMappingSchema>;
+
+export const ResourcesSchema = z.strictObject({
+  cpus: z.number().positive().max(1024).optional(),
+  memoryMB: z.number().int().positive().max(16 * 1024 * 1024).optional(),
+  gpus: z.number().int().min(0).max(64).default(0),
+  pids: z.number().int().positive().max(4_194_304).optional(),
+});
+export type Resources = z.infer<typeof ResourcesSchema>;
+
+export const RestartSchema = z.strictObject({
+  policy: z.enum(RESTART_POLICIES).default('always'),
+  maxRetries: z.number().int().min(0).max(1_000_000).default(5),
+});
+export type Restart = z.infer<typeof RestartSchema>;
+
+export const ConstraintsSchema = z.strictObject({
+  nodes: z.array(z.string().min(1).max(253)).max(1000).optional(),
+  arch: z.array(z.enum(ARCHES)).max(3).optional(),
+  labels: z.record(z.string().min(1).max(253), z.string().max(253)).optional(),
+  sensors: z.array(z.string().min(1).max(253)).max(100).optional(),
+});
+export type Constraints = z.infer<typeof ConstraintsSchema>;
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
+
+/** What an operator posts to `POST /api/jobs`. Defaults are filled in on parse. */
+export const JobSpecSchema = z
+  .strictObject({
+    name: z.string().regex(JOB_NAME_PATTERN, 'a lowercase DNS label (a-z, 0-9, -; at most 63 characters)'),
+    image: z.string().min(1).max(4096),
+    technology: z.enum(TECHNOLOGIES).default('docker'),
+    command: z.array(z.string().max(65536)).max(1000).optional(),
+    env: z.record(envName, z.string().max(65536)).default({}),
+    ports: z.array(PortMappingSchema).max(100).default([]),
+    resources: ResourcesSchema.default({ gpus: 0 }),
+    replicas: z.number().int().min(1).max(1000).default(1),
+    restart: RestartSchema.default({ policy: 'always', maxRetries: 5 }),
+    devices: z.array(z.string().startsWith('/dev/', 'a path under /dev/')).max(100).default([]),
+    disconnect: z.strictObject({ replaceAfterMs: z.number().int().min(0).max(86_400_000).default(0) }).default({
+      replaceAfterMs: 0,
+    }),
+    constraints: ConstraintsSchema.default({}),
+  })
+  .superRefine((spec, ctx) => {
+    if (spec.technology === 'native' && !spec.image.startsWith('/')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['image'],
+        message: 'for technology "native", image is the absolute path of an executable on the node',
+      });
+    }
+    const hostPorts = new Set<string>();
+    spec.ports.forEach((port, index) => {
+      if (port.host === undefined) return;
+      const key = `${port.protocol}/${port.host}`;
+      if (hostPorts.has(key)) {
+        ctx.addIssue({ code: 'custom', path: ['ports', index, 'host'], message: `host port ${key} used twice` });
+      }
+      hostPorts.add(key);
+    });
+  });
+export type JobSpec = z.infer<typeof JobSpecSchema>;
+export type JobSpecInput = z.input<typeof JobSpecSchema>;
+
+/** A job spec with the id the cluster manager gave it: what commands carry. */
+export const JobDefinitionSchema = z.intersection(z.object({ id: z.string().min(1).max(128) }), JobSpecSchema);
+export type JobDefinition = JobSpec & { id: string };
+
+export const INSTANCE_STATUSES = [
+  'pending',
+  'scheduled',
+  'pulling',
+  'creating',
+  'running',
+  'exited',
+  'failed',
+  'stopping',
+  'stopped',
+  'lost',
+] as const;
+export const InstanceStatusSchema = z.enum(INSTANCE_STATUSES);
+export type InstanceStatus = z.infer<typeof InstanceStatusSchema>;
+
+export const InstanceSchema = z.object({
+  number: z.number().int().min(0),
+  nodeId: z.string().nullable(),
+  nodeName: z.string().nullable().optional(),
+  status: InstanceStatusSchema,
+  detail: z.string(),
+  containerId: z.string().nullable(),
+  generation: z.number().int().min(0),
+  instanceIp: z.string().optional(),
+  namespaceIp: z.string().optional(),
+  restarts: z.number().int().min(0),
+  startedAt: z.number().optional(),
+  exitCode: z.number().int().optional(),
+  updatedAt: z.number(),
+});
+export type Instance = z.infer<typeof InstanceSchema>;
+
+export const JOB_STATES = ['active', 'deleting'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+/** A job as the API returns it: the spec, its id and state, and its instances. */
+export type Job = JobDefinition & {
+  state: JobState;
+  createdAt: number;
+  updatedAt: number;
+  serviceIp?: string;
+  instances: Instance[];
+  instanceCounts: Partial<Record<InstanceStatus, number>>;
+};

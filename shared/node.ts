@@ -1,0 +1,101 @@
+import { z } from 'zod';
+import { ARCHES, TECHNOLOGIES } from './job.js';
+
+export const GpuSchema = z.object({
+  index: z.number().int().min(0),
+  vendor: z.string().max(200),
+  model: z.string().max(200),
+  memoryTotalMB: z.number().min(0).nullable(),
+  memoryUsedMB: z.number().min(0).nullable().optional(),
+  utilizationPercent: z.number().min(0).max(100).nullable().optional(),
+  temperatureC: z.number().nullable().optional(),
+});
+export type Gpu = z.infer<typeof GpuSchema>;
+
+/** One entry of the `--sensors` YAML file. */
+export const SensorConfigSchema = z.strictObject({
+  id: z.string().min(1).max(253),
+  type: z.string().min(1).max(253),
+  device: z.string().startsWith('/dev/').optional(),
+  file: z.string().startsWith('/').optional(),
+  scale: z.number().default(1),
+  unit: z.string().max(32).optional(),
+});
+export type SensorConfig = z.infer<typeof SensorConfigSchema>;
+export const SensorsFileSchema = z.array(SensorConfigSchema).max(1000);
+
+/** A sensor as a node announces it. */
+export const SensorSchema = z.object({
+  id: z.string().min(1).max(253),
+  type: z.string().min(1).max(253),
+  device: z.string().optional(),
+  unit: z.string().optional(),
+  available: z.boolean(),
+});
+export type Sensor = z.infer<typeof SensorSchema>;
+
+/** What a node engine sends with `register` on the `/init` namespace. */
+export const NodeInfoSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/, 'a host name'),
+  arch: z.enum(ARCHES),
+  os: z.string().min(1).max(200),
+  cpus: z.number().positive().max(100_000),
+  memoryBytes: z.number().int().positive(),
+  gpus: z.array(GpuSchema).max(64).default([]),
+  sensors: z.array(SensorSchema).max(1000).default([]),
+  runtimes: z.array(z.enum(TECHNOLOGIES)).max(TECHNOLOGIES.length),
+  labels: z.record(z.string().min(1).max(253), z.string().max(253)).default({}),
+  version: z.string().max(64),
+  overlay: z.boolean().default(false),
+});
+export type NodeInfo = z.infer<typeof NodeInfoSchema>;
+export type NodeInfoInput = z.input<typeof NodeInfoSchema>;
+
+export const NodeRegistrationAuthSchema = z.union([
+  z.strictObject({ token: z.string().min(1).max(512) }),
+  z.strictObject({ nodeId: z.string().min(1).max(128), nodeSecret: z.string().min(1).max(512) }),
+]);
+export type NodeRegistrationAuth = z.infer<typeof NodeRegistrationAuthSchema>;
+
+export const ApiErrorBodySchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  details: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+});
+export type ApiErrorBody = z.infer<typeof ApiErrorBodySchema>;
+
+export const RegisterAckSchema = z.union([
+  z.object({
+    nodeId: z.string(),
+    nodeSecret: z.string(),
+    mqtt: z.object({ url: z.string(), username: z.string(), password: z.string() }),
+    telemetryIntervalMs: z.number().int().positive(),
+    subnet: z.string().optional(),
+  }),
+  z.object({ error: ApiErrorBodySchema }),
+]);
+export type RegisterAck = z.infer<typeof RegisterAckSchema>;
+
+export const NODE_STATUSES = ['online', 'offline'] as const;
+export type NodeStatus = (typeof NODE_STATUSES)[number];
+
+/** A node as the API returns it. */
+export interface NodeView {
+  id: string;
+  name: string;
+  status: NodeStatus;
+  address: string | null;
+  arch: NodeInfo['arch'];
+  os: string;
+  runtimes: NodeInfo['runtimes'];
+  labels: Record<string, string>;
+  capacity: { cpus: number; memoryBytes: number; gpus: Gpu[] };
+  allocated: { cpus: number; memoryBytes: number; gpus: number };
+  usage: { cpuPercent: number | null; memoryPercent: number | null; diskPercent: number | null };
+  sensors: Sensor[];
+  overlay: boolean;
+  subnet?: string;
+  version: string;
+  registeredAt: number;
+  lastSeen: number | null;
+}

@@ -1,0 +1,58 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { ClusterManager } from '../../cluster-manager/cluster-manager.js';
+import type { ClusterManagerConfig } from '../../cluster-manager/config.js';
+
+export interface RunningClusterManager {
+  manager: ClusterManager;
+  url: string;
+  mqttUrl: string;
+  apiToken: string;
+  joinToken: string;
+  dataDir: string;
+  api(path: string, init?: RequestInit & { json?: unknown }): Promise<Response>;
+  stop(options?: { keepData?: boolean }): Promise<void>;
+}
+
+/** A cluster manager in this process on random loopback ports, with its own data dir. */
+export async function startClusterManager(overrides: Partial<ClusterManagerConfig> = {}): Promise<RunningClusterManager> {
+  const dataDir = overrides.dataDir ?? mkdtempSync(join(tmpdir(), 'edge-cm-'));
+  const config: ClusterManagerConfig = {
+    httpPort: 0,
+    host: '127.0.0.1',
+    mqttPort: 0,
+    dataDir,
+    nodeTimeoutMs: 6000,
+    telemetryIntervalMs: 2000,
+    workerSubnets: '10.18.0.0-10.29.255.255',
+    serviceSubnet: '10.30.0.0/16',
+    ...overrides,
+  };
+  const manager = new ClusterManager(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
+  const { httpPort, mqttUrl } = await manager.start();
+  const url = `http://127.0.0.1:${httpPort}`;
+  return {
+    manager,
+    url,
+    mqttUrl,
+    apiToken: manager.apiToken,
+    joinToken: manager.joinToken,
+    dataDir,
+    api(path, init = {}) {
+      const headers = new Headers(init.headers);
+      if (!headers.has('authorization')) headers.set('authorization', `Bearer ${manager.apiToken}`);
+      let body = init.body;
+      if (init.json !== undefined) {
+        headers.set('content-type', 'application/json');
+        body = JSON.stringify(init.json);
+      }
+      return fetch(`${url}${path}`, { ...init, headers, body });
+    },
+    async stop(options = {}) {
+      await manager.stop();
+      if (!options.keepData && !overrides.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

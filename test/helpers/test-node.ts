@@ -1,0 +1,104 @@
+import mqtt, { type MqttClient } from 'mqtt';
+import { io, type Socket } from 'socket.io-client';
+import type { Command, NodeInfoInput, RegisterAck } from '../../shared/index.js';
+import { topics } from '../../shared/index.js';
+
+/**
+ * A bare node for cluster manager tests: a real Socket.IO registration and a real MQTT session that records
+ * the commands it receives and acks them. It runs nothing; node engine tests cover that.
+ */
+export class TestNode {
+  readonly commands: Command[] = [];
+  mqtt?: MqttClient;
+  socket?: Socket;
+  ack?: Extract<RegisterAck, { nodeId: string }>;
+
+  constructor(
+    private readonly clusterManagerUrl: string,
+    readonly info: NodeInfoInput,
+  ) {}
+
+  static info(name: string, overrides: Partial<NodeInfoInput> = {}): NodeInfoInput {
+    return {
+      name,
+      arch: 'amd64',
+      os: 'linux',
+      cpus: 4,
+      memoryBytes: 8 * 1024 ** 3,
+      gpus: [],
+      sensors: [],
+      runtimes: ['docker', 'native'],
+      labels: {},
+      version: 'test',
+      ...overrides,
+    };
+  }
+
+  /** Connects to `/init` with `auth` and emits `register`; resolves with the ack or rejects with connect_error. */
+  register(auth: Record<string, unknown>, info: unknown = this.info): Promise<RegisterAck> {
+    return new Promise((resolve, reject) => {
+      const socket = io(`${this.clusterManagerUrl}/init`, { transports: ['websocket'], auth, reconnection: false });
+      this.socket = socket;
+      socket.on('connect_error', (error) => {
+        socket.close();
+        reject(error);
+      });
+      socket.on('connect', () => {
+        socket.emit('register', info, (ack: RegisterAck) => {
+          if ('nodeId' in ack) this.ack = ack;
+          resolve(ack);
+        });
+      });
+    });
+  }
+
+  /** Logs in to MQTT with what registration handed out; acks every command unless `autoAck` is false. */
+  async connectMqtt(autoAck = true): Promise<MqttClient> {
+    const ack = this.ack;
+    if (!ack) throw new Error('register first');
+    const client = mqtt.connect(ack.mqtt.url, {
+      protocolVersion: 4,
+      username: ack.mqtt.username || undefined,
+      password: ack.mqtt.password || undefined,
+      clientId: `test-node-${ack.nodeId}`,
+      reconnectPeriod: 0,
+      will: { topic: topics.status(ack.nodeId), payload: Buffer.from('offline'), qos: 1, retain: true },
+    });
+    this.mqtt = client;
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () => resolve());
+      client.once('error', reject);
+    });
+    client.on('message', (_topic, payload) => {
+      const command = JSON.parse(payload.toString()) as Command;
+      this.commands.push(command);
+      if (autoAck) this.publish(topics.controlAck(ack.nodeId), { id: command.id, ok: true });
+    });
+    await client.subscribeAsync(topics.control(ack.nodeId), { qos: 1 });
+    return client;
+  }
+
+  publish(topic: string, payload: unknown): Promise<unknown> {
+    return this.mqtt!.publishAsync(topic, typeof payload === 'string' ? payload : JSON.stringify(payload), { qos: 1 });
+  }
+
+  /** One telemetry message with plausible numbers. */
+  sendTelemetry(instances: { job: string; instance: number; generation: number; status: 'running' }[] = []) {
+    const nodeId = this.ack!.nodeId;
+    return this.publish(topics.information(nodeId), {
+      nodeId,
+      ts: Date.now(),
+      cpu: { percent: 12.5, cores: 4, load1: 0.3 },
+      memory: { totalBytes: 8e9, usedBytes: 2e9, percent: 25 },
+      disk: { totalBytes: 1e11, usedBytes: 5e10, percent: 50 },
+      gpus: [],
+      sensors: [],
+      instances,
+    });
+  }
+
+  async close(): Promise<void> {
+    this.socket?.close();
+    await this.mqtt?.endAsync(true);
+  }
+}

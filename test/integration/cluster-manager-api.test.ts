@@ -1,0 +1,101 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+
+describe('operator HTTP API: auth and bad input', () => {
+  let cm: RunningClusterManager;
+  beforeAll(async () => {
+    cm = await startClusterManager();
+  });
+  afterAll(async () => {
+    await cm.stop();
+  });
+
+  const job = { name: 'hello', image: 'edge/busybox:latest', command: ['sleep', '3600'] };
+
+  it('serves /api/health without a token', async () => {
+    const res = await fetch(`${cm.url}/api/health`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'ok', version: expect.any(String) });
+  });
+
+  it('answers 401 without the token or with a wrong one, on every guarded route', async () => {
+    for (const path of ['/api/nodes', '/api/jobs', '/api/events', '/metrics']) {
+      const none = await fetch(`${cm.url}${path}`);
+      expect(none.status, path).toBe(401);
+      expect(await none.json()).toMatchObject({ error: { code: 'unauthorized' } });
+      const wrong = await fetch(`${cm.url}${path}`, { headers: { authorization: 'Bearer nope' } });
+      expect(wrong.status, path).toBe(401);
+    }
+    const post = await fetch(`${cm.url}/api/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(job),
+    });
+    expect(post.status).toBe(401);
+    expect((await (await cm.api('/api/jobs')).json()) as unknown[]).toEqual([]);
+  });
+
+  it('answers 400 naming each bad field, and creates nothing', async () => {
+    const res = await cm.api('/api/jobs', {
+      method: 'POST',
+      json: { name: 'Bad Name', image: '', replicas: 0, resources: { cpus: -1 }, bogus: 1 },
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { code: string; details: { path: string }[] } };
+    expect(body.error.code).toBe('invalid_input');
+    expect(body.error.details.map((d) => d.path)).toEqual(
+      expect.arrayContaining(['name', 'image', 'replicas', 'resources.cpus']),
+    );
+    expect((await (await cm.api('/api/jobs')).json()) as unknown[]).toEqual([]);
+  });
+
+  it('answers 400 for broken JSON, 415 for a body that is not JSON, 413 over 1 MiB', async () => {
+    const broken = await cm.api('/api/jobs', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"name": "x",',
+    });
+    expect(broken.status).toBe(400);
+    expect(await broken.json()).toMatchObject({ error: { code: 'invalid_json' } });
+    const text = await cm.api('/api/jobs', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hi' });
+    expect(text.status).toBe(415);
+    const huge = await cm.api('/api/jobs', {
+      method: 'POST',
+      json: { ...job, env: { BIG: 'x'.repeat(1024 * 1024 + 10) } },
+    });
+    expect(huge.status).toBe(413);
+    const missing = await cm.api('/api/jobs', { method: 'POST' });
+    expect(missing.status).toBe(400);
+  });
+
+  it('answers 404 for unknown jobs, nodes and routes', async () => {
+    for (const path of ['/api/jobs/nope', '/api/nodes/nope', '/api/nothing']) {
+      const res = await cm.api(path);
+      expect(res.status, path).toBe(404);
+      expect(await res.json()).toMatchObject({ error: { code: 'not_found' } });
+    }
+    expect((await cm.api('/api/jobs/nope', { method: 'DELETE' })).status).toBe(404);
+    expect((await cm.api('/api/jobs/nope/replicate', { method: 'POST', json: { replicas: 2 } })).status).toBe(404);
+  });
+
+  it('keeps a job that fits no node pending with the reason, and refuses a duplicate name with 409', async () => {
+    const res = await cm.api('/api/jobs', { method: 'POST', json: job });
+    expect(res.status).toBe(201);
+    const created = (await res.json()) as { id: string; instances: { status: string; detail: string }[] };
+    expect(created.instances).toEqual([expect.objectContaining({ status: 'pending', detail: 'no nodes registered' })]);
+    const duplicate = await cm.api('/api/jobs', { method: 'POST', json: job });
+    expect(duplicate.status).toBe(409);
+    const byName = await cm.api('/api/jobs/hello');
+    expect(((await byName.json()) as { id: string }).id).toBe(created.id);
+    const deleted = await cm.api(`/api/jobs/${created.id}`, { method: 'DELETE' });
+    expect(deleted.status).toBe(202);
+    expect((await cm.api('/api/jobs', { method: 'POST', json: job })).status).toBe(201);
+  });
+
+  it('serves events and Prometheus metrics', async () => {
+    const events = (await (await cm.api('/api/events?limit=2')).json()) as { type: string }[];
+    expect(events.length).toBe(2);
+    const metrics = await (await cm.api('/metrics')).text();
+    expect(metrics).toContain('edge_cm_http_requests_total');
+  });
+});
