@@ -181,12 +181,16 @@ export class ClusterManager {
       ack: (nodeId: string, ack: Parameters<NodeReports['onAck']>[1]) => {
         if (!known(nodeId)) return;
         this.liveness.seen(nodeId);
+        this.outbox.acked(ack.id);
         this.reports.onAck(nodeId, ack);
       },
       presence: (nodeId: string, online: boolean) => {
         if (!known(nodeId)) return;
-        if (online) this.liveness.seen(nodeId);
-        else this.liveness.markOffline(nodeId, 'MQTT last will');
+        // `online` is published on every MQTT connect: whatever the node has not acked goes out again.
+        if (online) {
+          this.liveness.seen(nodeId);
+          this.outbox.resendTo(nodeId);
+        } else this.liveness.markOffline(nodeId, 'MQTT last will');
       },
       rejected: (topic: string, reason: string) => {
         this.metrics.rejectedMessages.inc({ topic_kind: topic.split('/').slice(2).join('/') || 'other' });

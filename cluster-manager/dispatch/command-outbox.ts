@@ -27,6 +27,8 @@ export function retryDelay(attempts: number): number {
 export class CommandOutbox {
   private timer: NodeJS.Timeout | undefined;
   private mqtt: MqttClient | undefined;
+  /** Commands sent by this process: one sent before a restart is due again at once. */
+  private readonly sentHere = new Set<string>();
 
   constructor(
     private readonly store: Store,
@@ -65,7 +67,8 @@ export class CommandOutbox {
     if (!this.mqtt?.connected) return;
     for (const record of this.store.commands.unacked()) {
       if (!this.isOnline(record.nodeId)) continue;
-      if (record.sentAt !== null && now - record.sentAt < retryDelay(record.attempts)) continue;
+      const recent = record.sentAt !== null && now - record.sentAt < retryDelay(record.attempts);
+      if (recent && this.sentHere.has(record.id)) continue;
       this.send(record, now);
     }
   }
@@ -76,7 +79,13 @@ export class CommandOutbox {
     for (const record of this.store.commands.unacked(nodeId)) this.send(record, now);
   }
 
+  /** An ack arrived: the command leaves the outbox. */
+  acked(id: string): void {
+    this.sentHere.delete(id);
+  }
+
   private send(record: CommandRecord, now: number): void {
+    this.sentHere.add(record.id);
     this.store.commands.markSent(record.id, now);
     this.mqtt?.publish(topics.control(record.nodeId), JSON.stringify(record.payload), { qos: 1 }, (error) => {
       if (error) this.logger.warn({ command: record.id, err: error.message }, 'command publish failed; will retry');

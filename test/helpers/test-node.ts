@@ -75,6 +75,7 @@ export class TestNode {
       if (autoAck) this.publish(topics.controlAck(ack.nodeId), { id: command.id, ok: true });
     });
     await client.subscribeAsync(topics.control(ack.nodeId), { qos: 1 });
+    await client.publishAsync(topics.status(ack.nodeId), 'online', { qos: 1, retain: true });
     return client;
   }
 

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { mayPublish, maySubscribe } from '../../cluster-manager/broker/acl.js';
+
+const node = { role: 'node', nodeId: 'n1' } as const;
+const operator = { role: 'operator' } as const;
+const manager = { role: 'cluster-manager' } as const;
+
+describe('MQTT topic ACLs', () => {
+  it('lets a node publish under its own nodes/<id>/ only, never to its own control topic', () => {
+    expect(mayPublish(node, 'nodes/n1/information')).toBe(true);
+    expect(mayPublish(node, 'nodes/n1/control/ack')).toBe(true);
+    expect(mayPublish(node, 'nodes/n1/job')).toBe(true);
+    expect(mayPublish(node, 'nodes/n1/control')).toBe(false);
+    expect(mayPublish(node, 'nodes/n2/information')).toBe(false);
+    expect(mayPublish(node, 'nodes/n1')).toBe(false);
+    expect(mayPublish(node, 'nodes/n10/information')).toBe(false);
+    expect(mayPublish(node, 'other/topic')).toBe(false);
+  });
+
+  it('lets a node subscribe to its own control and net topics only', () => {
+    expect(maySubscribe(node, 'nodes/n1/control')).toBe(true);
+    expect(maySubscribe(node, 'nodes/n1/net/#')).toBe(true);
+    expect(maySubscribe(node, 'nodes/n1/net/table/+')).toBe(true);
+    expect(maySubscribe(node, 'nodes/n2/control')).toBe(false);
+    expect(maySubscribe(node, 'nodes/+/control')).toBe(false);
+    expect(maySubscribe(node, 'nodes/#')).toBe(false);
+    expect(maySubscribe(node, '#')).toBe(false);
+    expect(maySubscribe(node, 'nodes/n1/#')).toBe(false);
+  });
+
+  it('lets operators watch telemetry, status and job topics but publish nothing', () => {
+    for (const filter of ['nodes/+/information', 'nodes/+/jobs/resources', 'nodes/n1/job', 'nodes/+/status']) {
+      expect(maySubscribe(operator, filter), filter).toBe(true);
+    }
+    for (const filter of ['nodes/+/control', 'nodes/#', '#', 'nodes/+/+', 'nodes/n1/net/#', 'nodes/+/control/ack']) {
+      expect(maySubscribe(operator, filter), filter).toBe(false);
+    }
+    expect(mayPublish(operator, 'nodes/n1/information')).toBe(false);
+  });
+
+  it('lets the cluster manager do anything', () => {
+    expect(mayPublish(manager, 'nodes/n1/control')).toBe(true);
+    expect(maySubscribe(manager, 'nodes/#')).toBe(true);
+  });
+});
