@@ -118,7 +118,10 @@ export class ClusterManager {
       this.http!.listen(config.httpPort, config.host, () => resolve());
     });
     const httpPort = (this.http.address() as AddressInfo).port;
-    this.pruneTimer = setInterval(() => this.store.commands.pruneAcked(Date.now() - PRUNE_ACKED_AFTER_MS), 3600_000);
+    this.pruneTimer = setInterval(
+      () => this.store.commands.pruneAcked(Date.now() - PRUNE_ACKED_AFTER_MS),
+      3600_000,
+    );
     return { httpPort, mqttUrl: this.broker ? `mqtt://${config.host}:${this.broker.port}` : mqttUrl };
   }
 
@@ -138,9 +141,11 @@ export class ClusterManager {
     if (username === 'cluster-manager') {
       return sameSecret(password, this.internalSecret) ? ({ role: 'cluster-manager' } as const) : null;
     }
-    if (username === 'operator') return sameSecret(password, this.apiToken) ? ({ role: 'operator' } as const) : null;
+    if (username === 'operator')
+      return sameSecret(password, this.apiToken) ? ({ role: 'operator' } as const) : null;
     const node = this.store.nodes.get(username);
-    if (node && sameSecret(hashSecret(password), node.secretHash)) return { role: 'node', nodeId: node.id } as const;
+    if (node && sameSecret(hashSecret(password), node.secretHash))
+      return { role: 'node', nodeId: node.id } as const;
     return null;
   }
 

@@ -12,7 +12,8 @@ export class ClientError extends Error {
   }
 }
 
-export const notFound = (what: string, id: string) => new ClientError(404, 'not_found', `${what} "${id}" not found`);
+export const notFound = (what: string, id: string) =>
+  new ClientError(404, 'not_found', `${what} "${id}" not found`);
 
 export const conflict = (message: string, details?: FieldProblem[]) =>
   new ClientError(409, 'conflict', message, details);

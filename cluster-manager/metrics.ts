@@ -18,14 +18,23 @@ export function createMetrics() {
       labelNames: ['method', 'status'],
       registers: [registry],
     }),
-    nodes: new Gauge({ name: 'edge_cm_nodes', help: 'registered nodes by status', labelNames: ['status'], registers: [registry] }),
+    nodes: new Gauge({
+      name: 'edge_cm_nodes',
+      help: 'registered nodes by status',
+      labelNames: ['status'],
+      registers: [registry],
+    }),
     instances: new Gauge({
       name: 'edge_cm_instances',
       help: 'instances by status',
       labelNames: ['status'],
       registers: [registry],
     }),
-    unackedCommands: new Gauge({ name: 'edge_cm_unacked_commands', help: 'commands waiting for an ack', registers: [registry] }),
+    unackedCommands: new Gauge({
+      name: 'edge_cm_unacked_commands',
+      help: 'commands waiting for an ack',
+      registers: [registry],
+    }),
   };
 }
 

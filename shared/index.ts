@@ -1,5 +1,6 @@
 export * from './backoff.js';
 export * from './command.js';
+export * from './events.js';
 export * from './job.js';
 export * from './logger.js';
 export * from './mqtt-client.js';

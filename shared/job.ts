@@ -17,7 +17,12 @@ export type PortMapping = z.infer<typeof PortMappingSchema>;
 
 export const ResourcesSchema = z.strictObject({
   cpus: z.number().positive().max(1024).optional(),
-  memoryMB: z.number().int().positive().max(16 * 1024 * 1024).optional(),
+  memoryMB: z
+    .number()
+    .int()
+    .positive()
+    .max(16 * 1024 * 1024)
+    .optional(),
   gpus: z.number().int().min(0).max(64).default(0),
   pids: z.number().int().positive().max(4_194_304).optional(),
 });
@@ -52,9 +57,11 @@ export const JobSpecSchema = z
     replicas: z.number().int().min(1).max(1000).default(1),
     restart: RestartSchema.default({ policy: 'always', maxRetries: 5 }),
     devices: z.array(z.string().startsWith('/dev/', 'a path under /dev/')).max(100).default([]),
-    disconnect: z.strictObject({ replaceAfterMs: z.number().int().min(0).max(86_400_000).default(0) }).default({
-      replaceAfterMs: 0,
-    }),
+    disconnect: z
+      .strictObject({ replaceAfterMs: z.number().int().min(0).max(86_400_000).default(0) })
+      .default({
+        replaceAfterMs: 0,
+      }),
     constraints: ConstraintsSchema.default({}),
   })
   .superRefine((spec, ctx) => {
@@ -70,7 +77,11 @@ export const JobSpecSchema = z
       if (port.host === undefined) return;
       const key = `${port.protocol}/${port.host}`;
       if (hostPorts.has(key)) {
-        ctx.addIssue({ code: 'custom', path: ['ports', index, 'host'], message: `host port ${key} used twice` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ports', index, 'host'],
+          message: `host port ${key} used twice`,
+        });
       }
       hostPorts.add(key);
     });
@@ -79,7 +90,10 @@ export type JobSpec = z.infer<typeof JobSpecSchema>;
 export type JobSpecInput = z.input<typeof JobSpecSchema>;
 
 /** A job spec with the id the cluster manager gave it: what commands carry. */
-export const JobDefinitionSchema = z.intersection(z.object({ id: z.string().min(1).max(128) }), JobSpecSchema);
+export const JobDefinitionSchema = z.intersection(
+  z.object({ id: z.string().min(1).max(128) }),
+  JobSpecSchema,
+);
 export type JobDefinition = JobSpec & { id: string };
 
 export const INSTANCE_STATUSES = [

@@ -10,7 +10,11 @@ export interface OptionSpec {
 
 export type OptionSpecs = Record<string, OptionSpec>;
 
-type ValueOf<S extends OptionSpec> = S['type'] extends 'integer' ? number : S['type'] extends 'boolean' ? boolean : string;
+type ValueOf<S extends OptionSpec> = S['type'] extends 'integer'
+  ? number
+  : S['type'] extends 'boolean'
+    ? boolean
+    : string;
 export type ParsedOptions<S extends OptionSpecs> = {
   [K in keyof S]: S[K]['default'] extends undefined ? ValueOf<S[K]> | undefined : ValueOf<S[K]>;
 };
@@ -61,12 +65,15 @@ export function formatHelp(program: string, summary: string, specs: OptionSpecs)
   const lines = [`Usage: ${program} [options]`, '', summary, '', 'Options:'];
   for (const [flag, spec] of Object.entries(specs)) {
     const value = spec.type === 'boolean' ? '' : ' <value>';
-    const extras = [spec.env ? `env ${spec.env}` : '', spec.default !== undefined ? `default ${spec.default}` : '']
+    const extras = [
+      spec.env ? `env ${spec.env}` : '',
+      spec.default !== undefined ? `default ${spec.default}` : '',
+    ]
       .filter(Boolean)
       .join(', ');
     lines.push(`  --${flag}${value}`.padEnd(34) + spec.description + (extras ? ` (${extras})` : ''));
   }
-  lines.push('  --help'.padEnd(34) + 'show this help');
+  lines.push(`${'  --help'.padEnd(34)}show this help`);
   return lines.join('\n');
 }
 

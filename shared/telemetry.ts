@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { GpuSchema } from './node.js';
 import { InstanceStatusSchema } from './job.js';
+import { GpuSchema } from './node.js';
 
 export const SensorReadingSchema = z.object({
   id: z.string(),
@@ -25,7 +25,11 @@ export const NodeTelemetrySchema = z.object({
   nodeId: z.string(),
   ts: z.number(),
   cpu: z.object({ percent: z.number().min(0), cores: z.number().int().min(0), load1: z.number().min(0) }),
-  memory: z.object({ totalBytes: z.number().min(0), usedBytes: z.number().min(0), percent: z.number().min(0) }),
+  memory: z.object({
+    totalBytes: z.number().min(0),
+    usedBytes: z.number().min(0),
+    percent: z.number().min(0),
+  }),
   disk: z.object({ totalBytes: z.number().min(0), usedBytes: z.number().min(0), percent: z.number().min(0) }),
   gpus: z.array(GpuSchema),
   sensors: z.array(SensorReadingSchema),

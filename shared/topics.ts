@@ -18,7 +18,14 @@ export const topicFilters = {
   status: 'nodes/+/status',
 } as const;
 
-export type TopicKind = 'information' | 'jobResources' | 'jobStatus' | 'controlAck' | 'status' | 'control' | 'net';
+export type TopicKind =
+  | 'information'
+  | 'jobResources'
+  | 'jobStatus'
+  | 'controlAck'
+  | 'status'
+  | 'control'
+  | 'net';
 
 /** Splits `nodes/<id>/<rest>` into the node id and what the topic is, or null for any other topic. */
 export function parseNodeTopic(topic: string): { nodeId: string; kind: TopicKind } | null {

@@ -15,8 +15,13 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out || '(body)';
 }
 
+/** One problem per bad field; an unknown key is named itself (`resources.cpu: unknown field`). */
 export function fieldProblems(error: z.ZodError): FieldProblem[] {
-  return error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message }));
+  return error.issues.flatMap((issue) =>
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown field' }))
+      : [{ path: formatPath(issue.path), message: issue.message }],
+  );
 }
 
 /** One line naming every bad field, for logs and error messages. */

@@ -25,7 +25,9 @@ export function createApi(deps: ApiDependencies): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use((req, res, next) => {
-    res.on('finish', () => deps.metrics.httpRequests.inc({ method: req.method, status: String(res.statusCode) }));
+    res.on('finish', () =>
+      deps.metrics.httpRequests.inc({ method: req.method, status: String(res.statusCode) }),
+    );
     next();
   });
   app.get('/api/health', (_req, res) => {

@@ -4,12 +4,15 @@ import { ClientError } from '../errors.js';
 
 /** The contract's error body: `{"error":{"code","message","details"}}`. */
 export function errorBody(error: ClientError) {
-  return { error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) } };
+  return {
+    error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) },
+  };
 }
 
 /** POST bodies must be JSON: anything else is 415 before parsing. */
 export const requireJson: RequestHandler = (req, _res, next) => {
-  const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+  const hasBody =
+    Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
   if (req.method === 'POST' && hasBody && !req.is('application/json')) {
     next(new ClientError(415, 'unsupported_media_type', 'send the body as application/json'));
     return;
@@ -40,6 +43,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       return;
     }
     logger.error({ err: error?.stack ?? String(error) }, 'request failed');
-    res.status(500).json({ error: { code: 'internal', message: 'internal error; see the cluster manager log' } });
+    res
+      .status(500)
+      .json({ error: { code: 'internal', message: 'internal error; see the cluster manager log' } });
   };
 }

@@ -3,10 +3,17 @@ import { schedulableNodes } from '../jobs/cluster-snapshot.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import type { NodeRecord, Store } from '../store/index.js';
 
-export function nodeViews(store: Store, liveness: NodeLiveness, nodes: NodeRecord[] = store.nodes.list()): NodeView[] {
-  const allocations = new Map(schedulableNodes(store, liveness.isOnline, nodes).map((node) => [node.id, node.allocated]));
+export function nodeViews(
+  store: Store,
+  liveness: NodeLiveness,
+  nodes: NodeRecord[] = store.nodes.list(),
+): NodeView[] {
+  const allocations = new Map(
+    schedulableNodes(store, liveness.isOnline, nodes).map((node) => [node.id, node.allocated]),
+  );
   return nodes.map((node) => {
-    const telemetry: NodeTelemetry | undefined = liveness.latestTelemetry(node.id) ?? node.telemetry ?? undefined;
+    const telemetry: NodeTelemetry | undefined =
+      liveness.latestTelemetry(node.id) ?? node.telemetry ?? undefined;
     return {
       id: node.id,
       name: node.name,
@@ -16,7 +23,11 @@ export function nodeViews(store: Store, liveness: NodeLiveness, nodes: NodeRecor
       os: node.info.os,
       runtimes: node.info.runtimes,
       labels: node.info.labels,
-      capacity: { cpus: node.info.cpus, memoryBytes: node.info.memoryBytes, gpus: telemetry?.gpus ?? node.info.gpus },
+      capacity: {
+        cpus: node.info.cpus,
+        memoryBytes: node.info.memoryBytes,
+        gpus: telemetry?.gpus ?? node.info.gpus,
+      },
       allocated: allocations.get(node.id) ?? { cpus: 0, memoryBytes: 0, gpus: 0 },
       usage: {
         cpuPercent: telemetry?.cpu.percent ?? null,

@@ -1,5 +1,8 @@
 /** Who an MQTT client is, once it logged in. */
-export type MqttPrincipal = { role: 'cluster-manager' } | { role: 'operator' } | { role: 'node'; nodeId: string };
+export type MqttPrincipal =
+  | { role: 'cluster-manager' }
+  | { role: 'operator' }
+  | { role: 'node'; nodeId: string };
 
 /** What operators may watch: telemetry, status and job topics of every node, never control or net. */
 const OPERATOR_FILTER = /^nodes\/(\+|[^/+#]+)\/(information|jobs\/resources|jobs\/\+|job|status)$/;

@@ -3,7 +3,10 @@ import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { Logger } from '../../shared/index.js';
 import { type MqttPrincipal, mayPublish, maySubscribe } from './acl.js';
 
-export type Authenticator = (username: string | undefined, password: string | undefined) => MqttPrincipal | null;
+export type Authenticator = (
+  username: string | undefined,
+  password: string | undefined,
+) => MqttPrincipal | null;
 
 const principals = new WeakMap<Client, MqttPrincipal>();
 
@@ -52,7 +55,9 @@ export class EmbeddedBroker {
         callback(null, null);
       },
     });
-    aedes.on('clientError', (client, error) => logger.debug({ clientId: client.id, err: error.message }, 'mqtt client error'));
+    aedes.on('clientError', (client, error) =>
+      logger.debug({ clientId: client.id, err: error.message }, 'mqtt client error'),
+    );
     const server = createServer({ noDelay: true }, (socket: Socket) => {
       socket.setNoDelay(true);
       aedes.handle(socket);

@@ -50,10 +50,14 @@ export class CommandOutbox {
       issuedAt: now,
     };
     this.store.commands.insert(message, nodeId, now);
-    this.store.events.record('command', `${command.kind} ${command.job.name}#${command.instance} to ${nodeId}`, {
-      nodeId,
-      jobId: command.job.id,
-    });
+    this.store.events.record(
+      'command',
+      `${command.kind} ${command.job.name}#${command.instance} to ${nodeId}`,
+      {
+        nodeId,
+        jobId: command.job.id,
+      },
+    );
     return message;
   }
 
@@ -88,7 +92,8 @@ export class CommandOutbox {
     this.sentHere.add(record.id);
     this.store.commands.markSent(record.id, now);
     this.mqtt?.publish(topics.control(record.nodeId), JSON.stringify(record.payload), { qos: 1 }, (error) => {
-      if (error) this.logger.warn({ command: record.id, err: error.message }, 'command publish failed; will retry');
+      if (error)
+        this.logger.warn({ command: record.id, err: error.message }, 'command publish failed; will retry');
     });
   }
 

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { CommandAck, InstanceStatusReport, JobResources, NodeTelemetry } from '../../shared/index.js';
 import {
   CommandAckSchema,
   describeProblems,
@@ -11,7 +12,6 @@ import {
   parseNodeTopic,
   topicFilters,
 } from '../../shared/index.js';
-import type { CommandAck, InstanceStatusReport, JobResources, NodeTelemetry } from '../../shared/index.js';
 
 export interface NodeMessageHandlers {
   telemetry(nodeId: string, telemetry: NodeTelemetry): void;

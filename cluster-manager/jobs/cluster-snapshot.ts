@@ -42,7 +42,8 @@ export function schedulableNodes(
     node.allocated.cpus += resources.cpus ?? 0;
     node.allocated.memoryBytes += (resources.memoryMB ?? 0) * 1024 * 1024;
     node.allocated.gpus += resources.gpus;
-    for (const port of ports) if (port.host !== undefined) node.usedHostPorts.push(`${port.protocol}/${port.host}`);
+    for (const port of ports)
+      if (port.host !== undefined) node.usedHostPorts.push(`${port.protocol}/${port.host}`);
     node.instancesByJob[jobId] = (node.instancesByJob[jobId] ?? 0) + 1;
   };
   for (const instance of store.jobs.allInstances()) {

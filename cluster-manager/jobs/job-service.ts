@@ -3,7 +3,7 @@ import type { Job, JobSpec, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { conflict, notFound } from '../errors.js';
 import { pickMoveTarget } from '../scheduler/index.js';
-import { jobDefinition, type InstanceRecord, type JobRecord, type Store } from '../store/index.js';
+import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { schedulableNodes } from './cluster-snapshot.js';
 import { jobView, nodeNameMap } from './job-views.js';
 import type { Placement } from './placement.js';
@@ -39,7 +39,9 @@ export class JobService {
     };
     this.store.transaction(() => {
       if (this.store.jobs.findLiveJobByName(spec.name)) {
-        throw conflict(`a job named "${spec.name}" exists`, [{ path: 'name', message: 'already used by a live job' }]);
+        throw conflict(`a job named "${spec.name}" exists`, [
+          { path: 'name', message: 'already used by a live job' },
+        ]);
       }
       this.store.jobs.insertJob(job);
       const numbers = Array.from({ length: spec.replicas }, (_, number) => number);
@@ -67,17 +69,31 @@ export class JobService {
       const nodes = new Set(this.store.commands.nodesEverCommanded(job.id));
       for (const instance of this.store.jobs.instancesOf(job.id)) {
         if (instance.nodeId) nodes.add(instance.nodeId);
-        this.store.jobs.updateInstance({ ...instance, status: instance.nodeId ? 'stopping' : 'stopped', updatedAt: now });
+        this.store.jobs.updateInstance({
+          ...instance,
+          status: instance.nodeId ? 'stopping' : 'stopped',
+          updatedAt: now,
+        });
       }
       for (const nodeId of nodes) {
-        this.outbox.enqueue(nodeId, { kind: 'delete', job: jobDefinition(job), instance: -1, generation, worker: [nodeId] });
+        this.outbox.enqueue(nodeId, {
+          kind: 'delete',
+          job: jobDefinition(job),
+          instance: -1,
+          generation,
+          worker: [nodeId],
+        });
       }
-      this.store.events.record('job.deleting', `job ${job.name} deleting on ${nodes.size} node(s)`, { jobId: job.id });
+      this.store.events.record('job.deleting', `job ${job.name} deleting on ${nodes.size} node(s)`, {
+        jobId: job.id,
+      });
       if (nodes.size === 0) this.store.jobs.removeJob(job.id);
     });
     this.outbox.flush();
     const remaining = this.store.jobs.getJob(job.id);
-    return remaining ? this.get(job.id) : { ...jobView(this.store, { ...job, state: 'deleting' }), instances: [] };
+    return remaining
+      ? this.get(job.id)
+      : { ...jobView(this.store, { ...job, state: 'deleting' }), instances: [] };
   }
 
   /** Scales to `replicas`: up takes the lowest free numbers, down removes the highest-numbered instances. */
@@ -116,7 +132,8 @@ export class JobService {
       const instance = this.store.jobs.getInstance(job.id, number);
       if (!instance) throw notFound('instance', `${job.name}#${number}`);
       if (!instance.nodeId) throw conflict(`instance ${number} is not placed on any node yet`);
-      if (this.store.moves.get(job.id, number)) throw conflict(`a move of instance ${number} is already in flight`);
+      if (this.store.moves.get(job.id, number))
+        throw conflict(`a move of instance ${number} is already in flight`);
       const definition = jobDefinition(job);
       const nodes = schedulableNodes(this.store, this.isOnline);
       const target = pickMoveTarget(definition, number, instance.nodeId, nodes, to);
@@ -142,10 +159,14 @@ export class JobService {
         generation,
         worker: [instance.nodeId, target.nodeId],
       });
-      this.store.events.record('move.started', `move ${job.name}#${number} from ${instance.nodeId} to ${target.nodeId}`, {
-        jobId: job.id,
-        nodeId: target.nodeId,
-      });
+      this.store.events.record(
+        'move.started',
+        `move ${job.name}#${number} from ${instance.nodeId} to ${target.nodeId}`,
+        {
+          jobId: job.id,
+          nodeId: target.nodeId,
+        },
+      );
     });
     this.outbox.flush();
     return this.get(job.id);

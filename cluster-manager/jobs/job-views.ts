@@ -2,12 +2,19 @@ import type { Instance, InstanceStatus, Job } from '../../shared/index.js';
 import { instanceView, type JobRecord, type Store } from '../store/index.js';
 
 /** A job as the API shows it: the spec, its state, every instance and counts by status. */
-export function jobView(store: Store, job: JobRecord, nodeNames: Map<string, string> = nodeNameMap(store)): Job {
+export function jobView(
+  store: Store,
+  job: JobRecord,
+  nodeNames: Map<string, string> = nodeNameMap(store),
+): Job {
   const instances: Instance[] = store.jobs
     .instancesOf(job.id)
-    .map((instance) => instanceView(instance, instance.nodeId ? (nodeNames.get(instance.nodeId) ?? null) : null));
+    .map((instance) =>
+      instanceView(instance, instance.nodeId ? (nodeNames.get(instance.nodeId) ?? null) : null),
+    );
   const instanceCounts: Partial<Record<InstanceStatus, number>> = {};
-  for (const instance of instances) instanceCounts[instance.status] = (instanceCounts[instance.status] ?? 0) + 1;
+  for (const instance of instances)
+    instanceCounts[instance.status] = (instanceCounts[instance.status] ?? 0) + 1;
   return {
     id: job.id,
     ...job.spec,

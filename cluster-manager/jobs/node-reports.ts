@@ -41,13 +41,22 @@ export class NodeReports {
       const job = this.store.jobs.getJob(command.jobId);
       if (!job) return;
       if (!ack.ok) {
-        this.store.events.record('command.refused', `${command.kind} ${job.name}#${command.instance}: ${error}`, {
-          nodeId,
-          jobId: job.id,
-        });
+        this.store.events.record(
+          'command.refused',
+          `${command.kind} ${job.name}#${command.instance}: ${error}`,
+          {
+            nodeId,
+            jobId: job.id,
+          },
+        );
         const instance = this.store.jobs.getInstance(job.id, command.instance);
         if (instance && instance.nodeId === nodeId && instance.generation === command.generation) {
-          this.store.jobs.updateInstance({ ...instance, status: 'failed', detail: error ?? 'refused', updatedAt: now });
+          this.store.jobs.updateInstance({
+            ...instance,
+            status: 'failed',
+            detail: error ?? 'refused',
+            updatedAt: now,
+          });
           freed = true;
         }
       }
@@ -61,7 +70,11 @@ export class NodeReports {
         return;
       }
       const instance = this.store.jobs.getInstance(job.id, command.instance);
-      if (instance?.status === 'stopping' && instance.nodeId === nodeId && instance.generation <= command.generation) {
+      if (
+        instance?.status === 'stopping' &&
+        instance.nodeId === nodeId &&
+        instance.generation <= command.generation
+      ) {
         this.store.jobs.removeInstance(job.id, instance.number);
         freed = true;
       }
@@ -84,7 +97,12 @@ export class NodeReports {
     this.store.transaction(() => {
       for (const instance of this.store.jobs.instancesOnNode(nodeId)) {
         if (['stopping', 'stopped', 'failed', 'lost'].includes(instance.status)) continue;
-        this.store.jobs.updateInstance({ ...instance, status: 'lost', detail: 'node offline', updatedAt: now });
+        this.store.jobs.updateInstance({
+          ...instance,
+          status: 'lost',
+          detail: 'node offline',
+          updatedAt: now,
+        });
       }
     });
   }
@@ -155,10 +173,14 @@ export class NodeReports {
           generation: move.generation,
           worker: [move.toNode],
         });
-        this.store.events.record('move.failed', `move of ${job.name}#${move.number} failed: ${report.detail}`, {
-          jobId: job.id,
-          nodeId: move.toNode,
-        });
+        this.store.events.record(
+          'move.failed',
+          `move of ${job.name}#${move.number} failed: ${report.detail}`,
+          {
+            jobId: job.id,
+            nodeId: move.toNode,
+          },
+        );
       }
     });
     this.outbox.flush();

@@ -1,7 +1,7 @@
 import type { Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { placeInstances } from '../scheduler/index.js';
-import { jobDefinition, type JobRecord, type Store } from '../store/index.js';
+import { type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { schedulableNodes } from './cluster-snapshot.js';
 
 /** Places instances with the scheduler and turns each placement into a deploy command in the outbox. */
@@ -44,7 +44,13 @@ export class Placement {
     for (const unplaced of result.unplaced) {
       const instance = this.store.jobs.getInstance(job.id, unplaced.instance);
       if (!instance || (instance.status === 'pending' && instance.detail === unplaced.summary)) continue;
-      this.store.jobs.updateInstance({ ...instance, nodeId: null, status: 'pending', detail: unplaced.summary, updatedAt: now });
+      this.store.jobs.updateInstance({
+        ...instance,
+        nodeId: null,
+        status: 'pending',
+        detail: unplaced.summary,
+        updatedAt: now,
+      });
     }
   }
 
@@ -53,7 +59,8 @@ export class Placement {
     const pending = this.store.jobs.pendingInstances();
     if (pending.length === 0) return;
     const byJob = new Map<string, number[]>();
-    for (const instance of pending) byJob.set(instance.jobId, [...(byJob.get(instance.jobId) ?? []), instance.number]);
+    for (const instance of pending)
+      byJob.set(instance.jobId, [...(byJob.get(instance.jobId) ?? []), instance.number]);
     this.store.transaction(() => {
       for (const [jobId, numbers] of byJob) {
         const job = this.store.jobs.getJob(jobId);

@@ -77,7 +77,9 @@ export class NodeRegistry {
   private register(socket: Socket, raw: unknown): RegisterAck {
     const parsed = NodeInfoSchema.safeParse(raw);
     if (!parsed.success) {
-      return { error: { code: 'invalid_input', message: 'invalid node info', details: fieldProblems(parsed.error) } };
+      return {
+        error: { code: 'invalid_input', message: 'invalid node info', details: fieldProblems(parsed.error) },
+      };
     }
     const info: NodeInfo = parsed.data;
     const identity = socket.data.identity as Identity;
@@ -89,12 +91,17 @@ export class NodeRegistry {
       id = identity.nodeId;
       secret = identity.nodeSecret;
       if (sameName && sameName.id !== id) {
-        return { error: { code: 'conflict', message: `node name "${info.name}" is taken by node ${sameName.id}` } };
+        return {
+          error: { code: 'conflict', message: `node name "${info.name}" is taken by node ${sameName.id}` },
+        };
       }
     } else {
       if (sameName && sameName.status === 'online') {
         return {
-          error: { code: 'conflict', message: `node name "${info.name}" is taken by online node ${sameName.id}` },
+          error: {
+            code: 'conflict',
+            message: `node name "${info.name}" is taken by online node ${sameName.id}`,
+          },
         };
       }
       // A node that lost its identity (a reinstalled machine) and comes back under its name takes the old id.

@@ -78,7 +78,9 @@ export class CommandStore {
 
   unacked(nodeId?: string): CommandRecord[] {
     const rows = nodeId
-      ? this.db.prepare('SELECT * FROM commands WHERE acked_at IS NULL AND node_id = ? ORDER BY created_at').all(nodeId)
+      ? this.db
+          .prepare('SELECT * FROM commands WHERE acked_at IS NULL AND node_id = ? ORDER BY created_at')
+          .all(nodeId)
       : this.db.prepare('SELECT * FROM commands WHERE acked_at IS NULL ORDER BY created_at').all();
     return (rows as CommandRow[]).map(fromRow);
   }
@@ -98,7 +100,9 @@ export class CommandStore {
   /** Nodes that were ever sent a command for this job: they must all ack its delete. */
   nodesEverCommanded(jobId: string): string[] {
     return (
-      this.db.prepare('SELECT DISTINCT node_id FROM commands WHERE job_id = ?').all(jobId) as { node_id: string }[]
+      this.db.prepare('SELECT DISTINCT node_id FROM commands WHERE job_id = ?').all(jobId) as {
+        node_id: string;
+      }[]
     ).map((row) => row.node_id);
   }
 
@@ -112,6 +116,7 @@ export class CommandStore {
 
   /** Acked commands older than the horizon are history; the outbox keeps only what matters. */
   pruneAcked(before: number): number {
-    return this.db.prepare('DELETE FROM commands WHERE acked_at IS NOT NULL AND acked_at < ?').run(before).changes;
+    return this.db.prepare('DELETE FROM commands WHERE acked_at IS NOT NULL AND acked_at < ?').run(before)
+      .changes;
   }
 }

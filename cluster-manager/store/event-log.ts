@@ -1,13 +1,5 @@
+import type { ClusterEvent } from '../../shared/index.js';
 import type { Db } from './database.js';
-
-export interface ClusterEvent {
-  id: number;
-  ts: number;
-  type: string;
-  message: string;
-  nodeId?: string;
-  jobId?: string;
-}
 
 const KEEP_EVENTS = 10_000;
 
@@ -17,7 +9,12 @@ export class EventLog {
 
   constructor(private readonly db: Db) {}
 
-  record(type: string, message: string, refs: { nodeId?: string; jobId?: string } = {}, now = Date.now()): void {
+  record(
+    type: string,
+    message: string,
+    refs: { nodeId?: string; jobId?: string } = {},
+    now = Date.now(),
+  ): void {
     this.db
       .prepare('INSERT INTO events (ts, type, message, node_id, job_id) VALUES (?, ?, ?, ?, ?)')
       .run(now, type, message, refs.nodeId ?? null, refs.jobId ?? null);
@@ -27,9 +24,14 @@ export class EventLog {
   }
 
   recent(limit: number): ClusterEvent[] {
-    const rows = this.db
-      .prepare('SELECT * FROM events ORDER BY id DESC LIMIT ?')
-      .all(limit) as { id: number; ts: number; type: string; message: string; node_id: string | null; job_id: string | null }[];
+    const rows = this.db.prepare('SELECT * FROM events ORDER BY id DESC LIMIT ?').all(limit) as {
+      id: number;
+      ts: number;
+      type: string;
+      message: string;
+      node_id: string | null;
+      job_id: string | null;
+    }[];
     return rows.map((row) => ({
       id: row.id,
       ts: row.ts,

@@ -140,7 +140,9 @@ export class JobStore {
   }
 
   setJobSpec(id: string, spec: JobSpec, now: number): void {
-    this.db.prepare('UPDATE jobs SET spec = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(spec), now, id);
+    this.db
+      .prepare('UPDATE jobs SET spec = ?, updated_at = ? WHERE id = ?')
+      .run(JSON.stringify(spec), now, id);
   }
 
   /** Generations are monotonic per job, so a number reused after a scale-down never looks stale to a node. */
@@ -189,9 +191,9 @@ export class JobStore {
   }
 
   getInstance(jobId: string, number: number): InstanceRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM instances WHERE job_id = ? AND number = ?').get(jobId, number) as
-      | InstanceRow
-      | undefined;
+    const row = this.db
+      .prepare('SELECT * FROM instances WHERE job_id = ? AND number = ?')
+      .get(jobId, number) as InstanceRow | undefined;
     return row ? instanceFromRow(row) : undefined;
   }
 
@@ -203,7 +205,9 @@ export class JobStore {
 
   instancesOnNode(nodeId: string): InstanceRecord[] {
     return (
-      this.db.prepare('SELECT * FROM instances WHERE node_id = ? ORDER BY job_id, number').all(nodeId) as InstanceRow[]
+      this.db
+        .prepare('SELECT * FROM instances WHERE node_id = ? ORDER BY job_id, number')
+        .all(nodeId) as InstanceRow[]
     ).map(instanceFromRow);
   }
 
@@ -272,7 +276,9 @@ export class MoveStore {
 
   /** Moves whose target is this node: they reserve its capacity. */
   toNode(nodeId: string): MoveRecord[] {
-    return (this.db.prepare('SELECT * FROM moves WHERE to_node = ?').all(nodeId) as MoveRow[]).map(moveFromRow);
+    return (this.db.prepare('SELECT * FROM moves WHERE to_node = ?').all(nodeId) as MoveRow[]).map(
+      moveFromRow,
+    );
   }
 
   remove(jobId: string, number: number): void {

@@ -57,11 +57,9 @@ export class NodeStore {
 
   /** By id first, else by name. */
   find(idOrName: string): NodeRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM nodes WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(
-      idOrName,
-      idOrName,
-      idOrName,
-    ) as NodeRow | undefined;
+    const row = this.db
+      .prepare('SELECT * FROM nodes WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1')
+      .get(idOrName, idOrName, idOrName) as NodeRow | undefined;
     return row ? fromRow(row) : undefined;
   }
 

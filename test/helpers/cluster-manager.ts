@@ -17,7 +17,9 @@ export interface RunningClusterManager {
 }
 
 /** A cluster manager in this process on random loopback ports, with its own data dir. */
-export async function startClusterManager(overrides: Partial<ClusterManagerConfig> = {}): Promise<RunningClusterManager> {
+export async function startClusterManager(
+  overrides: Partial<ClusterManagerConfig> = {},
+): Promise<RunningClusterManager> {
   const dataDir = overrides.dataDir ?? mkdtempSync(join(tmpdir(), 'edge-cm-'));
   const config: ClusterManagerConfig = {
     httpPort: 0,

@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
 import { waitFor } from './wait.js';
-import { connect } from 'node:net';
 
 /** Debian's mosquitto on a loopback port of its own, anonymous allowed: the external-broker path. */
 export class Mosquitto {

@@ -37,7 +37,11 @@ export class TestNode {
   /** Connects to `/init` with `auth` and emits `register`; resolves with the ack or rejects with connect_error. */
   register(auth: Record<string, unknown>, info: unknown = this.info): Promise<RegisterAck> {
     return new Promise((resolve, reject) => {
-      const socket = io(`${this.clusterManagerUrl}/init`, { transports: ['websocket'], auth, reconnection: false });
+      const socket = io(`${this.clusterManagerUrl}/init`, {
+        transports: ['websocket'],
+        auth,
+        reconnection: false,
+      });
       this.socket = socket;
       socket.on('connect_error', (error) => {
         socket.close();
@@ -80,7 +84,9 @@ export class TestNode {
   }
 
   publish(topic: string, payload: unknown): Promise<unknown> {
-    return this.mqtt!.publishAsync(topic, typeof payload === 'string' ? payload : JSON.stringify(payload), { qos: 1 });
+    return this.mqtt!.publishAsync(topic, typeof payload === 'string' ? payload : JSON.stringify(payload), {
+      qos: 1,
+    });
   }
 
   /** One telemetry message with plausible numbers. */

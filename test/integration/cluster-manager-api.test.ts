@@ -57,7 +57,11 @@ describe('operator HTTP API: auth and bad input', () => {
     });
     expect(broken.status).toBe(400);
     expect(await broken.json()).toMatchObject({ error: { code: 'invalid_json' } });
-    const text = await cm.api('/api/jobs', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hi' });
+    const text = await cm.api('/api/jobs', {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: 'hi',
+    });
     expect(text.status).toBe(415);
     const huge = await cm.api('/api/jobs', {
       method: 'POST',
@@ -75,14 +79,18 @@ describe('operator HTTP API: auth and bad input', () => {
       expect(await res.json()).toMatchObject({ error: { code: 'not_found' } });
     }
     expect((await cm.api('/api/jobs/nope', { method: 'DELETE' })).status).toBe(404);
-    expect((await cm.api('/api/jobs/nope/replicate', { method: 'POST', json: { replicas: 2 } })).status).toBe(404);
+    expect((await cm.api('/api/jobs/nope/replicate', { method: 'POST', json: { replicas: 2 } })).status).toBe(
+      404,
+    );
   });
 
   it('keeps a job that fits no node pending with the reason, and refuses a duplicate name with 409', async () => {
     const res = await cm.api('/api/jobs', { method: 'POST', json: job });
     expect(res.status).toBe(201);
     const created = (await res.json()) as { id: string; instances: { status: string; detail: string }[] };
-    expect(created.instances).toEqual([expect.objectContaining({ status: 'pending', detail: 'no nodes registered' })]);
+    expect(created.instances).toEqual([
+      expect.objectContaining({ status: 'pending', detail: 'no nodes registered' }),
+    ]);
     const duplicate = await cm.api('/api/jobs', { method: 'POST', json: job });
     expect(duplicate.status).toBe(409);
     const byName = await cm.api('/api/jobs/hello');

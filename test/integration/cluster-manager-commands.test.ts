@@ -27,8 +27,16 @@ async function joinedNode(cm: RunningClusterManager, name: string, autoAck = tru
 async function deployRunDelete(cm: RunningClusterManager, node: TestNode) {
   const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
   expect(created.instances[0]).toMatchObject({ status: 'scheduled', nodeId: node.ack!.nodeId });
-  const deploy = await waitFor(() => node.commands.find((c) => c.command === 'deploy'), 'the deploy command', 5000);
-  expect(deploy).toMatchObject({ job: { id: created.id, name: 'hello' }, instance: 0, worker: [node.ack!.nodeId] });
+  const deploy = await waitFor(
+    () => node.commands.find((c) => c.command === 'deploy'),
+    'the deploy command',
+    5000,
+  );
+  expect(deploy).toMatchObject({
+    job: { id: created.id, name: 'hello' },
+    instance: 0,
+    worker: [node.ack!.nodeId],
+  });
   await node.publish(topics.jobStatus(node.ack!.nodeId), {
     job: created.id,
     instance: 0,
@@ -43,9 +51,16 @@ async function deployRunDelete(cm: RunningClusterManager, node: TestNode) {
     return body.instances[0]?.status === 'running';
   }, 'instance running');
   expect((await cm.api(`/api/jobs/${created.id}`, { method: 'DELETE' })).status).toBe(202);
-  const remove = await waitFor(() => node.commands.find((c) => c.command === 'delete'), 'the delete command', 5000);
+  const remove = await waitFor(
+    () => node.commands.find((c) => c.command === 'delete'),
+    'the delete command',
+    5000,
+  );
   expect(remove).toMatchObject({ instance: -1, job: { id: created.id } });
-  await waitFor(async () => (await cm.api(`/api/jobs/${created.id}`)).status === 404, 'job gone after the ack');
+  await waitFor(
+    async () => (await cm.api(`/api/jobs/${created.id}`)).status === 404,
+    'job gone after the ack',
+  );
 }
 
 describe('commands over MQTT', () => {
@@ -103,10 +118,14 @@ describe('commands over MQTT', () => {
     const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
     // Dropping the socket without DISCONNECT makes the broker publish the will.
     (node.mqtt as unknown as { stream: { destroy(): void } }).stream.destroy();
-    await waitFor(async () => {
-      const nodesNow = (await (await cm!.api('/api/nodes')).json()) as { status: string }[];
-      return nodesNow[0]?.status === 'offline';
-    }, 'node offline', 5000);
+    await waitFor(
+      async () => {
+        const nodesNow = (await (await cm!.api('/api/nodes')).json()) as { status: string }[];
+        return nodesNow[0]?.status === 'offline';
+      },
+      'node offline',
+      5000,
+    );
     const body = (await (await cm.api(`/api/jobs/${created.id}`)).json()) as JobBody;
     expect(body.instances[0]?.status).toBe('lost');
     node.socket?.close();

@@ -21,18 +21,28 @@ describe('node registration over Socket.IO /init', () => {
 
   it('registers a node with the join token and hands out its identity and MQTT login', async () => {
     const ack = await node('edge-a').register({ token: cm.joinToken });
-    expect(ack).toMatchObject({ nodeId: expect.any(String), nodeSecret: expect.any(String), telemetryIntervalMs: 2000 });
+    expect(ack).toMatchObject({
+      nodeId: expect.any(String),
+      nodeSecret: expect.any(String),
+      telemetryIntervalMs: 2000,
+    });
     if (!('nodeId' in ack)) throw new Error('expected a node id');
     expect(ack.mqtt.url).toBe(cm.mqttUrl);
     expect(ack.mqtt.username).toBe(ack.nodeId);
-    const listed = (await (await cm.api('/api/nodes')).json()) as { id: string; name: string; status: string }[];
+    const listed = (await (await cm.api('/api/nodes')).json()) as {
+      id: string;
+      name: string;
+      status: string;
+    }[];
     expect(listed).toEqual([expect.objectContaining({ id: ack.nodeId, name: 'edge-a', status: 'online' })]);
   });
 
   it('refuses a bad join token at connect time with "unauthorized"', async () => {
     await expect(node('edge-b').register({ token: 'wrong' })).rejects.toThrow('unauthorized');
     await expect(node('edge-b').register({})).rejects.toThrow('unauthorized');
-    await expect(node('edge-b').register({ nodeId: 'nope', nodeSecret: 'nope' })).rejects.toThrow('unauthorized');
+    await expect(node('edge-b').register({ nodeId: 'nope', nodeSecret: 'nope' })).rejects.toThrow(
+      'unauthorized',
+    );
     const listed = (await (await cm.api('/api/nodes')).json()) as unknown[];
     expect(listed).toEqual([]);
   });
@@ -50,7 +60,10 @@ describe('node registration over Socket.IO /init', () => {
   });
 
   it('answers invalid node info with an error naming the fields, and registers nothing', async () => {
-    const ack = await node('edge-d').register({ token: cm.joinToken }, { name: 'edge-d', arch: 'sparc', cpus: -1 });
+    const ack = await node('edge-d').register(
+      { token: cm.joinToken },
+      { name: 'edge-d', arch: 'sparc', cpus: -1 },
+    );
     expect(ack).toMatchObject({ error: { code: 'invalid_input' } });
     if (!('error' in ack)) throw new Error('expected an error');
     const paths = ack.error.details?.map((d) => d.path) ?? [];

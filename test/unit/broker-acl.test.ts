@@ -29,10 +29,22 @@ describe('MQTT topic ACLs', () => {
   });
 
   it('lets operators watch telemetry, status and job topics but publish nothing', () => {
-    for (const filter of ['nodes/+/information', 'nodes/+/jobs/resources', 'nodes/n1/job', 'nodes/+/status']) {
+    for (const filter of [
+      'nodes/+/information',
+      'nodes/+/jobs/resources',
+      'nodes/n1/job',
+      'nodes/+/status',
+    ]) {
       expect(maySubscribe(operator, filter), filter).toBe(true);
     }
-    for (const filter of ['nodes/+/control', 'nodes/#', '#', 'nodes/+/+', 'nodes/n1/net/#', 'nodes/+/control/ack']) {
+    for (const filter of [
+      'nodes/+/control',
+      'nodes/#',
+      '#',
+      'nodes/+/+',
+      'nodes/n1/net/#',
+      'nodes/+/control/ack',
+    ]) {
       expect(maySubscribe(operator, filter), filter).toBe(false);
     }
     expect(mayPublish(operator, 'nodes/n1/information')).toBe(false);

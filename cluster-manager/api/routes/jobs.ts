@@ -12,7 +12,8 @@ const ReplicateRequestSchema = z.strictObject({ replicas: z.number().int().min(0
 
 /** Parses a body with its schema or answers 400 naming each bad field. */
 function parseBody<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
-  if (body === undefined) throw invalid(`send ${what} as a JSON body`, [{ path: '(body)', message: 'missing' }]);
+  if (body === undefined)
+    throw invalid(`send ${what} as a JSON body`, [{ path: '(body)', message: 'missing' }]);
   const result = schema.safeParse(body);
   if (!result.success) {
     const details = fieldProblems(result.error);

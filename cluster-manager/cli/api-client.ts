@@ -1,0 +1,160 @@
+import {
+  type ApiErrorBody,
+  ApiErrorBodySchema,
+  type ClusterEvent,
+  type Job,
+  type NodeView,
+} from '../../shared/index.js';
+
+export interface Health {
+  status: string;
+  version: string;
+}
+
+/** The API answered with an error body (`{error: {code, message, details}}`) or an unexpected status. */
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    readonly status: number,
+    readonly body: ApiErrorBody,
+  ) {
+    super(body.message);
+  }
+}
+
+/** No HTTP answer at all: refused, unresolvable, timed out. */
+export class ServerUnreachableError extends Error {
+  override name = 'ServerUnreachableError';
+  constructor(
+    readonly server: string,
+    readonly reason: string,
+  ) {
+    super(`cannot reach the cluster manager at ${server}: ${reason}`);
+  }
+}
+
+export interface ApiClientOptions {
+  server: string;
+  token?: string;
+  fetch?: typeof fetch;
+  timeoutMs?: number;
+}
+
+/** The operator HTTP API of CONTRACT.md, one method per route; no formatting here. */
+export class ApiClient {
+  private readonly server: string;
+  private readonly token: string | undefined;
+  private readonly fetchImpl: typeof fetch;
+  private readonly timeoutMs: number;
+
+  constructor(options: ApiClientOptions) {
+    this.server = options.server.replace(/\/+$/, '');
+    this.token = options.token;
+    this.fetchImpl = options.fetch ?? fetch;
+    this.timeoutMs = options.timeoutMs ?? 15_000;
+  }
+
+  health(): Promise<Health> {
+    return this.request('GET', '/api/health');
+  }
+
+  listNodes(): Promise<NodeView[]> {
+    return this.request('GET', '/api/nodes');
+  }
+
+  getNode(ref: string): Promise<NodeView & Record<string, unknown>> {
+    return this.request('GET', `/api/nodes/${encodeURIComponent(ref)}`);
+  }
+
+  listJobs(): Promise<Job[]> {
+    return this.request('GET', '/api/jobs');
+  }
+
+  getJob(ref: string): Promise<Job> {
+    return this.request('GET', `/api/jobs/${encodeURIComponent(ref)}`);
+  }
+
+  createJob(spec: unknown): Promise<Job> {
+    return this.request('POST', '/api/jobs', spec);
+  }
+
+  deleteJob(ref: string): Promise<unknown> {
+    return this.request('DELETE', `/api/jobs/${encodeURIComponent(ref)}`);
+  }
+
+  moveInstance(ref: string, instance: number, to?: string): Promise<unknown> {
+    return this.request(
+      'POST',
+      `/api/jobs/${encodeURIComponent(ref)}/move`,
+      to ? { instance, to } : { instance },
+    );
+  }
+
+  scaleJob(ref: string, replicas: number): Promise<unknown> {
+    return this.request('POST', `/api/jobs/${encodeURIComponent(ref)}/replicate`, { replicas });
+  }
+
+  listEvents(limit?: number): Promise<ClusterEvent[]> {
+    return this.request('GET', limit === undefined ? '/api/events' : `/api/events?limit=${limit}`);
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let response: Response;
+    try {
+      response = await this.fetchImpl(`${this.server}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (error) {
+      throw new ServerUnreachableError(this.server, describeFetchFailure(error));
+    }
+    const text = await response.text();
+    const parsed = parseBody(text);
+    if (!response.ok) throw new ApiError(response.status, errorBodyOf(response, parsed));
+    return parsed as T;
+  }
+}
+
+function parseBody(text: string): unknown {
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** The API's own error body when it sent one; otherwise something as useful as the status line. */
+function errorBodyOf(response: Response, parsed: unknown): ApiErrorBody {
+  const wrapped = ApiErrorBodySchema.safeParse((parsed as { error?: unknown } | undefined)?.error);
+  if (wrapped.success) return wrapped.data;
+  return {
+    code: `http_${response.status}`,
+    message: `HTTP ${response.status} ${response.statusText}`.trim(),
+  };
+}
+
+const NETWORK_ERRORS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'timed out',
+  UND_ERR_CONNECT_TIMEOUT: 'timed out connecting',
+};
+
+/** undici hides the useful part (ECONNREFUSED, ENOTFOUND) in `cause`. */
+function describeFetchFailure(error: unknown): string {
+  if (error instanceof DOMException && error.name === 'TimeoutError') return 'no answer in time';
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  if (cause?.code)
+    return NETWORK_ERRORS[cause.code] ? `${NETWORK_ERRORS[cause.code]} (${cause.code})` : cause.code;
+  return cause?.message ?? (error as Error).message;
+}

@@ -1,0 +1,246 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { resolveDataDir, UsageError, VERSION } from '../../shared/index.js';
+import { ApiClient, ApiError, ServerUnreachableError } from './api-client.js';
+import {
+  formatApiError,
+  formatEventsTable,
+  formatJobsTable,
+  formatNodesTable,
+  formatOutput,
+  type OutputFormat,
+} from './format.js';
+import { JobFileError, readJobFile } from './job-file.js';
+
+export const DEFAULT_SERVER = 'http://127.0.0.1:10100';
+/** Where the cluster manager keeps its generated API token, under the project directory. */
+export const DEFAULT_TOKEN_FILE = 'var/cluster-manager/api-token';
+
+/** Everything edgectl touches outside itself, so that tests can run it in-process. */
+export interface EdgectlIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+  fetch?: typeof fetch;
+  readStdin: () => Promise<string>;
+  now: () => number;
+}
+
+interface GlobalOptions {
+  server?: string;
+  token?: string;
+}
+
+/** Runs one edgectl command line (without `node edgectl`); resolves to the exit code. */
+export async function runEdgectl(argv: string[], io: EdgectlIo): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (error) {
+    return exitCodeFor(error, io);
+  }
+}
+
+function exitCodeFor(error: unknown, io: EdgectlIo): number {
+  // Commander has already printed its one line; `--help` and `--version` are not errors.
+  if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+  if (error instanceof UsageError) {
+    io.stderr(`edgectl: ${error.message}\n`);
+    return 2;
+  }
+  if (error instanceof ApiError) {
+    io.stderr(`${formatApiError(error.body, error.status)}\n`);
+    if (error.status === 401) {
+      io.stderr(
+        `hint: pass --token or set EDGE_API_TOKEN (the cluster manager keeps it in ${DEFAULT_TOKEN_FILE})\n`,
+      );
+    }
+    return 1;
+  }
+  if (error instanceof ServerUnreachableError || error instanceof JobFileError) {
+    io.stderr(`edgectl: ${error.message}\n`);
+    return 1;
+  }
+  throw error;
+}
+
+export function buildProgram(io: EdgectlIo): Command {
+  const program = new Command('edgectl')
+    .description('Operate an edge cluster through its cluster manager')
+    .version(VERSION)
+    .option(
+      '--server <url>',
+      `cluster manager URL (env EDGE_SERVER, default ${DEFAULT_SERVER})`,
+      parseServerUrl,
+    )
+    .option('--token <token>', `API token (env EDGE_API_TOKEN, else ${DEFAULT_TOKEN_FILE})`)
+    .exitOverride()
+    .configureOutput({
+      writeOut: io.stdout,
+      writeErr: io.stderr,
+      // One line per mistake, named after the program, as the other programs of the project print it.
+      outputError: (text, write) =>
+        write(
+          `edgectl: ${text
+            .trim()
+            .replace(/^error: /, '')
+            .replace(/\n/g, ' ')}\n`,
+        ),
+    })
+    .showHelpAfterError(false);
+
+  const client = () => createClient(program.opts<GlobalOptions>(), io);
+  const print = (text: string) => io.stdout(`${text}\n`);
+
+  program
+    .command('nodes')
+    .description('list nodes')
+    .addOption(outputOption('table'))
+    .action(async (options: { output: OutputFormat }) => {
+      const nodes = await client().listNodes();
+      print(formatOutput(nodes, options.output, () => formatNodesTable(nodes, io.now())));
+    });
+
+  program
+    .command('node')
+    .description('show one node, its telemetry and its instances')
+    .argument('<node>', 'node id or name')
+    .addOption(outputOption('yaml'))
+    .action(async (ref: string, options: { output: OutputFormat }) => {
+      print(formatOutput(await client().getNode(ref), options.output));
+    });
+
+  program
+    .command('jobs')
+    .description('list jobs')
+    .addOption(outputOption('table'))
+    .action(async (options: { output: OutputFormat }) => {
+      const jobs = await client().listJobs();
+      print(formatOutput(jobs, options.output, () => formatJobsTable(jobs)));
+    });
+
+  program
+    .command('job')
+    .description('show one job with its instances')
+    .argument('<job>', 'job id or name')
+    .addOption(outputOption('yaml'))
+    .action(async (ref: string, options: { output: OutputFormat }) => {
+      print(formatOutput(await client().getJob(ref), options.output));
+    });
+
+  program
+    .command('deploy')
+    .description('deploy a job from a YAML or JSON spec')
+    .requiredOption('-f, --file <path>', 'job spec file, or - for stdin')
+    .action(async (options: { file: string }) => {
+      const job = await client().createJob(await readJobFile(options.file, io.readStdin));
+      print(`created job ${job.name} (id ${job.id})`);
+    });
+
+  program
+    .command('delete')
+    .description('delete a job and stop its instances')
+    .argument('<job>', 'job id or name')
+    .action(async (ref: string) => {
+      await client().deleteJob(ref);
+      print(`deleting job ${ref}`);
+    });
+
+  program
+    .command('move')
+    .description('move one instance of a job to another node')
+    .argument('<job>', 'job id or name')
+    .requiredOption('--instance <number>', 'instance number', parseWholeNumber)
+    .option('--to <node>', 'target node id or name (default: the scheduler picks one)')
+    .action(async (ref: string, options: { instance: number; to?: string }) => {
+      await client().moveInstance(ref, options.instance, options.to);
+      print(`moving instance ${options.instance} of ${ref}${options.to ? ` to ${options.to}` : ''}`);
+    });
+
+  program
+    .command('scale')
+    .description('set the number of instances of a job')
+    .argument('<job>', 'job id or name')
+    .argument('<replicas>', 'desired number of instances', parseWholeNumber)
+    .action(async (ref: string, replicas: number) => {
+      await client().scaleJob(ref, replicas);
+      print(`scaling job ${ref} to ${replicas} replicas`);
+    });
+
+  program
+    .command('events')
+    .description('recent cluster events, newest first')
+    .option('--limit <n>', 'how many events', parsePositiveNumber)
+    .addOption(outputOption('table'))
+    .action(async (options: { limit?: number; output: OutputFormat }) => {
+      const events = await client().listEvents(options.limit);
+      print(formatOutput(events, options.output, () => formatEventsTable(events)));
+    });
+
+  program
+    .command('health')
+    .description("the cluster manager's health and version")
+    .addOption(outputOption('table'))
+    .action(async (options: { output: OutputFormat }) => {
+      const health = await client().health();
+      print(formatOutput(health, options.output, () => `${health.status} (version ${health.version})`));
+    });
+
+  return program;
+}
+
+function outputOption(defaultFormat: OutputFormat): Option {
+  const choices = defaultFormat === 'table' ? ['table', 'yaml', 'json'] : ['yaml', 'json'];
+  return new Option('-o, --output <format>', 'output format').choices(choices).default(defaultFormat);
+}
+
+function createClient(options: GlobalOptions, io: EdgectlIo): ApiClient {
+  const server = options.server ?? serverFromEnv(io.env.EDGE_SERVER) ?? DEFAULT_SERVER;
+  const token = options.token || io.env.EDGE_API_TOKEN || readTokenFile();
+  return new ApiClient({ server, token, fetch: io.fetch });
+}
+
+function serverFromEnv(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  try {
+    return parseServerUrl(value);
+  } catch (error) {
+    throw new UsageError(`EDGE_SERVER: ${(error as Error).message}`);
+  }
+}
+
+/** The all-in-one install keeps the token next to the project; an operator there needs no flag. */
+function readTokenFile(): string | undefined {
+  const path = resolveDataDir(DEFAULT_TOKEN_FILE);
+  if (!existsSync(path)) return undefined;
+  try {
+    return readFileSync(path, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseServerUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError(`not a URL: ${value}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidArgumentError(`not an http(s) URL: ${value}`);
+  }
+  return value;
+}
+
+function parseWholeNumber(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number');
+  return Number(value);
+}
+
+function parsePositiveNumber(value: string): number {
+  const number = parseWholeNumber(value);
+  if (number === 0) throw new InvalidArgumentError('must be at least 1');
+  return number;
+}

@@ -1,0 +1,135 @@
+import { hostname } from 'node:os';
+import {
+  type OptionSpecs,
+  type ParsedOptions,
+  resolveDataDir,
+  TECHNOLOGIES,
+  type Technology,
+} from '../shared/index.js';
+
+/** The flags of CONTRACT.md, with their env vars and defaults. */
+export const optionSpecs = {
+  'cluster-manager': {
+    env: 'CLUSTER_MANAGER_URL',
+    description: 'cluster manager URL',
+    type: 'string',
+    default: 'http://127.0.0.1:10100',
+  },
+  'join-token': {
+    env: 'JOIN_TOKEN',
+    description: 'join token, required on first registration',
+    type: 'string',
+  },
+  name: { env: 'NODE_NAME', description: 'node name (default: host name)', type: 'string' },
+  'data-dir': {
+    env: 'NE_DATA_DIR',
+    description: 'identity and local desired state',
+    type: 'string',
+    default: 'var/node-engine',
+  },
+  'telemetry-interval': {
+    env: 'NE_TELEMETRY_MS',
+    description: "telemetry interval in ms (default: the cluster manager's)",
+    type: 'integer',
+  },
+  sensors: { env: 'NE_SENSORS_FILE', description: 'YAML list of attached sensors', type: 'string' },
+  runtimes: {
+    env: 'NE_RUNTIMES',
+    description: 'runtimes to offer, comma-separated',
+    type: 'string',
+    default: 'docker,native',
+  },
+  'docker-socket': {
+    env: 'DOCKER_SOCKET',
+    description: 'Docker engine socket',
+    type: 'string',
+    default: '/var/run/docker.sock',
+  },
+  port: { env: 'NE_PORT', description: 'local info API port on 127.0.0.1', type: 'integer', default: 3000 },
+  labels: {
+    env: 'NE_LABELS',
+    description: 'node labels k=v,k2=v2 for placement constraints',
+    type: 'string',
+  },
+  'net-manager': {
+    env: 'NE_NET_MANAGER_SOCKET',
+    description: 'net manager socket',
+    type: 'string',
+    default: 'var/net-manager/net-manager.sock',
+  },
+} satisfies OptionSpecs;
+
+export interface NodeEngineConfig {
+  clusterManagerUrl: string;
+  joinToken: string | undefined;
+  name: string;
+  dataDir: string;
+  telemetryIntervalMs: number | undefined;
+  sensorsFile: string | undefined;
+  runtimes: Technology[];
+  dockerSocket: string;
+  port: number;
+  labels: Record<string, string>;
+  netManagerSocket: string;
+}
+
+/** A flag value that parses but makes no sense; the program prints it in one line and exits 2. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const NAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
+
+export function parseLabels(text: string | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  if (!text) return labels;
+  for (const pair of text.split(',')) {
+    const at = pair.indexOf('=');
+    const key = pair.slice(0, at).trim();
+    if (at <= 0 || !key || key.length > 253 || pair.length - at - 1 > 253) {
+      throw new ConfigError(`--labels: "${pair}" is not k=v (expected k=v,k2=v2)`);
+    }
+    labels[key] = pair.slice(at + 1).trim();
+  }
+  return labels;
+}
+
+function parseRuntimes(text: string): Technology[] {
+  const names = text
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
+  for (const name of names) {
+    if (!(TECHNOLOGIES as readonly string[]).includes(name)) {
+      throw new ConfigError(`--runtimes: unknown runtime "${name}" (known: ${TECHNOLOGIES.join(', ')})`);
+    }
+  }
+  return [...new Set(names)] as Technology[];
+}
+
+export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NodeEngineConfig {
+  const name = options.name ?? hostname();
+  if (!NAME_PATTERN.test(name)) throw new ConfigError(`--name: "${name}" is not a valid host name`);
+  try {
+    new URL(options['cluster-manager']);
+  } catch {
+    throw new ConfigError(`--cluster-manager: "${options['cluster-manager']}" is not a URL`);
+  }
+  const interval = options['telemetry-interval'];
+  if (interval !== undefined && interval < 100)
+    throw new ConfigError('--telemetry-interval must be at least 100 ms');
+  if (options.port > 65535) throw new ConfigError('--port must be at most 65535');
+  return {
+    clusterManagerUrl: options['cluster-manager'].replace(/\/+$/, ''),
+    joinToken: options['join-token'],
+    name,
+    dataDir: resolveDataDir(options['data-dir']),
+    telemetryIntervalMs: interval,
+    sensorsFile: options.sensors,
+    runtimes: parseRuntimes(options.runtimes),
+    dockerSocket: options['docker-socket'],
+    port: options.port,
+    labels: parseLabels(options.labels),
+    netManagerSocket: resolveDataDir(options['net-manager']),
+  };
+}

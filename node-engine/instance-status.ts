@@ -1,0 +1,81 @@
+import type { InstanceStatus, InstanceStatusReport, Technology } from '../shared/index.js';
+import { instanceKey } from './state/desired-state.js';
+
+/** What the node engine last said about one instance. */
+export interface InstanceState {
+  job: string;
+  jobName: string;
+  instance: number;
+  generation: number;
+  technology: Technology;
+  status: InstanceStatus;
+  detail: string;
+  containerId: string | null;
+  restarts: number;
+  exitCode?: number;
+  startedAt?: number;
+}
+
+export type StatusPublisher = (report: InstanceStatusReport) => void;
+
+function sameReport(a: InstanceState, b: InstanceState): boolean {
+  return (
+    a.generation === b.generation &&
+    a.status === b.status &&
+    a.detail === b.detail &&
+    a.containerId === b.containerId &&
+    a.restarts === b.restarts &&
+    a.exitCode === b.exitCode &&
+    a.startedAt === b.startedAt
+  );
+}
+
+export function toReport(state: InstanceState, ts = Date.now()): InstanceStatusReport {
+  return {
+    job: state.job,
+    instance: state.instance,
+    generation: state.generation,
+    status: state.status,
+    detail: state.detail.slice(0, 4096),
+    containerId: state.containerId,
+    restarts: state.restarts,
+    ...(state.exitCode !== undefined ? { exitCode: state.exitCode } : {}),
+    ...(state.startedAt !== undefined ? { startedAt: state.startedAt } : {}),
+    ts,
+  };
+}
+
+/**
+ * The latest status of every instance on this node. A change is published as a status report; setting the
+ * same status again publishes nothing, so the reconciler can say what it sees on every pass.
+ */
+export class InstanceStatusBook {
+  private readonly states = new Map<string, InstanceState>();
+  private readonly publishers = new Set<StatusPublisher>();
+
+  onChange(publisher: StatusPublisher): () => void {
+    this.publishers.add(publisher);
+    return () => this.publishers.delete(publisher);
+  }
+
+  set(state: InstanceState): void {
+    const key = instanceKey(state.job, state.instance);
+    const previous = this.states.get(key);
+    if (previous && sameReport(previous, state)) return;
+    this.states.set(key, state);
+    const report = toReport(state);
+    for (const publish of this.publishers) publish(report);
+  }
+
+  get(jobId: string, instance: number): InstanceState | undefined {
+    return this.states.get(instanceKey(jobId, instance));
+  }
+
+  forget(jobId: string, instance: number): void {
+    this.states.delete(instanceKey(jobId, instance));
+  }
+
+  all(): InstanceState[] {
+    return [...this.states.values()];
+  }
+}

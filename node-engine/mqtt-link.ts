@@ -1,0 +1,103 @@
+import {
+  type CommandAck,
+  connectMqtt,
+  type InstanceStatusReport,
+  type JobResources,
+  type Logger,
+  type MqttClient,
+  type NodeTelemetry,
+  topics,
+} from '../shared/index.js';
+
+export interface MqttSettings {
+  url: string;
+  username: string;
+  password: string;
+}
+
+export interface MqttLinkOptions {
+  nodeId: string;
+  settings: MqttSettings;
+  logger: Logger;
+  /** Every message on `nodes/<id>/control`, raw: the command handler parses it. */
+  onCommand: (payload: Buffer) => void;
+  /** Called on every (re)connect, e.g. to send the current status of every instance again. */
+  onConnect?: () => void;
+}
+
+/**
+ * The node's MQTT session: a persistent session (clean: false) so QoS 1 commands sent while the node was away
+ * arrive when it is back; a retained `online` on each connect and `offline` as the last will.
+ */
+export class MqttLink {
+  readonly nodeId: string;
+  readonly settings: MqttSettings;
+  private readonly client: MqttClient;
+  private readonly logger: Logger;
+
+  constructor(options: MqttLinkOptions) {
+    this.nodeId = options.nodeId;
+    this.settings = options.settings;
+    this.logger = options.logger.child({ part: 'mqtt', url: options.settings.url });
+    const statusTopic = topics.status(this.nodeId);
+    const controlTopic = topics.control(this.nodeId);
+    this.client = connectMqtt(options.settings.url, {
+      username: options.settings.username,
+      password: options.settings.password,
+      clientId: `node-${this.nodeId}`,
+      clean: false,
+      will: { topic: statusTopic, payload: Buffer.from('offline'), retain: true, qos: 1 },
+    });
+    this.client.on('connect', () => {
+      this.logger.info('MQTT connected');
+      this.client.publish(statusTopic, 'online', { qos: 1, retain: true });
+      this.client.subscribe(controlTopic, { qos: 1 }, (error) => {
+        if (error) this.logger.error({ err: error.message }, 'cannot subscribe to the control topic');
+      });
+      options.onConnect?.();
+    });
+    this.client.on('message', (topic, payload) => {
+      if (topic === controlTopic) options.onCommand(payload);
+    });
+    this.client.on('error', (error) => this.logger.warn({ err: error.message }, 'MQTT error'));
+    this.client.on('offline', () => this.logger.warn('MQTT offline; reconnecting'));
+  }
+
+  get connected(): boolean {
+    return this.client.connected;
+  }
+
+  publishStatus(report: InstanceStatusReport): void {
+    this.publish(topics.jobStatus(this.nodeId), report, 1);
+  }
+
+  publishAck(ack: CommandAck): void {
+    this.publish(topics.controlAck(this.nodeId), ack, 1);
+  }
+
+  publishTelemetry(telemetry: NodeTelemetry): void {
+    if (this.connected) this.publish(topics.information(this.nodeId), telemetry, 0);
+  }
+
+  publishResources(resources: JobResources): void {
+    if (this.connected) this.publish(topics.jobResources(this.nodeId), resources, 0);
+  }
+
+  /** QoS 1 messages published while offline wait in mqtt.js's queue and go out on reconnect. */
+  private publish(topic: string, payload: unknown, qos: 0 | 1): void {
+    this.client.publish(topic, JSON.stringify(payload), { qos }, (error) => {
+      if (error) this.logger.warn({ topic, err: error.message }, 'publish failed');
+    });
+  }
+
+  /** Closes the session; with `offline` true the retained status says so (a clean shutdown sends no will). */
+  async close(offline = true): Promise<void> {
+    if (offline && this.client.connected) {
+      await new Promise<void>((resolve) => {
+        this.client.publish(topics.status(this.nodeId), 'offline', { qos: 1, retain: true }, () => resolve());
+        setTimeout(resolve, 1000).unref();
+      });
+    }
+    await this.client.endAsync();
+  }
+}

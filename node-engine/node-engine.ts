@@ -1,0 +1,238 @@
+import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import Dockerode from 'dockerode';
+import { type Logger, type NodeInfo, type SensorConfig, type Technology, VERSION } from '../shared/index.js';
+import { startLocalApi } from './api.js';
+import type { NodeEngineConfig } from './config.js';
+import { CommandHandler } from './control/command-handler.js';
+import { InstanceStatusBook, toReport } from './instance-status.js';
+import { MqttLink } from './mqtt-link.js';
+import { NetManagerLink } from './net-manager-link.js';
+import { collectNodeInfo } from './node-info.js';
+import { Reconciler } from './reconciler.js';
+import { NodeRegistration, type Registered } from './registration.js';
+import { DockerRuntime } from './runtimes/docker.js';
+import { NativeRuntime } from './runtimes/native.js';
+import type { Runtime } from './runtimes/runtime.js';
+import { DesiredStateStore } from './state/desired-state.js';
+import { GpuMonitor } from './telemetry/gpus.js';
+import { describeSensors } from './telemetry/sensors.js';
+import { TelemetryPublisher } from './telemetry/telemetry-publisher.js';
+
+/** The parts that exist once the node knows its id. */
+interface ActiveNode {
+  nodeId: string;
+  runtimes: Runtime[];
+  reconciler: Reconciler;
+  commands: CommandHandler;
+}
+
+/**
+ * Wires the node engine together: registration gives the node id and MQTT settings; commands change the
+ * local desired state; the reconciler makes the runtimes match it; telemetry and status go out on MQTT.
+ * With a stored identity the node runs its workloads before (and without) the cluster manager.
+ */
+export class NodeEngine {
+  readonly statuses = new InstanceStatusBook();
+  private readonly docker: Dockerode;
+  private readonly netManager: NetManagerLink;
+  private readonly registration: NodeRegistration;
+  private runtimesAvailable: Technology[] = [];
+  private nodeInfo: NodeInfo | undefined;
+  private gpus: GpuMonitor | undefined;
+  private active: ActiveNode | undefined;
+  private mqtt: MqttLink | undefined;
+  private telemetry: TelemetryPublisher | undefined;
+  private api: Server | undefined;
+  private activation: Promise<void> = Promise.resolve();
+  private statusesUnsubscribe: (() => void) | undefined;
+  private telemetryNodeId: string | undefined;
+
+  constructor(
+    private readonly config: NodeEngineConfig,
+    private readonly sensors: SensorConfig[],
+    private readonly logger: Logger,
+  ) {
+    this.docker = new Dockerode({ socketPath: config.dockerSocket });
+    this.netManager = new NetManagerLink(config.netManagerSocket, logger);
+    this.registration = new NodeRegistration({
+      clusterManagerUrl: config.clusterManagerUrl,
+      dataDir: config.dataDir,
+      joinToken: config.joinToken,
+      nodeInfo: () => ({ ...(this.nodeInfo as NodeInfo), overlay: this.netManager.overlay }),
+      onRegistered: (registered) => this.onRegistered(registered),
+      logger,
+    });
+  }
+
+  /** Starts everything; resolves with the local API's URL. */
+  async start(): Promise<string> {
+    await mkdir(this.config.dataDir, { recursive: true, mode: 0o700 });
+    if (!(await this.netManager.present())) {
+      this.logger.warn(
+        { socket: this.config.netManagerSocket },
+        'no net manager: running with the overlay off',
+      );
+    }
+    this.runtimesAvailable = await this.probeRuntimes();
+    this.gpus = await GpuMonitor.create(this.logger);
+    this.nodeInfo = await collectNodeInfo({
+      name: this.config.name,
+      gpus: this.gpus.inventory,
+      sensors: await describeSensors(this.sensors),
+      runtimes: this.runtimesAvailable,
+      labels: this.config.labels,
+      overlay: false,
+    });
+    const api = await startLocalApi(
+      { info: () => this.info(), instances: () => this.statuses.all() },
+      this.config.port,
+    );
+    this.api = api.server;
+    const identity = await this.registration.loadIdentity();
+    if (identity) await this.activate(identity.nodeId);
+    this.registration.start();
+    return api.url;
+  }
+
+  /** Stops cleanly; workloads keep running and are adopted when the node engine starts again. */
+  async stop(): Promise<void> {
+    this.registration.stop();
+    this.telemetry?.stop();
+    await this.activation;
+    await this.active?.reconciler.stop();
+    await this.mqtt?.close(true);
+    await new Promise<void>((resolve) => (this.api ? this.api.close(() => resolve()) : resolve()));
+  }
+
+  private async probeRuntimes(): Promise<Technology[]> {
+    const available: Technology[] = [];
+    for (const technology of this.config.runtimes) {
+      const works = await this.createRuntime(technology, 'probe').available();
+      if (works) available.push(technology);
+      else this.logger.warn({ runtime: technology }, 'runtime not available on this node; not announced');
+    }
+    this.logger.info({ runtimes: available }, 'runtimes');
+    return available;
+  }
+
+  private createRuntime(technology: Technology, nodeId: string): Runtime {
+    if (technology === 'docker')
+      return new DockerRuntime({ docker: this.docker, nodeId, logger: this.logger });
+    return new NativeRuntime({ nodeId, dataDir: this.config.dataDir, logger: this.logger });
+  }
+
+  private info() {
+    return {
+      nodeId: this.active?.nodeId ?? null,
+      name: this.config.name,
+      registration: this.registration.state,
+      mqttConnected: this.mqtt?.connected ?? false,
+      runtimes: this.runtimesAvailable,
+      overlay: this.netManager.overlay,
+      version: VERSION,
+      clusterManager: this.config.clusterManagerUrl,
+    };
+  }
+
+  /** Serialized: a registration during start-up's activation waits for it. */
+  private activate(nodeId: string): Promise<void> {
+    const next = this.activation.then(() => this.activateNow(nodeId));
+    this.activation = next.catch(() => undefined);
+    return next;
+  }
+
+  private async activateNow(nodeId: string): Promise<void> {
+    if (this.active?.nodeId === nodeId) return;
+    if (this.active) await this.retire(this.active);
+    const store = await DesiredStateStore.load(this.config.dataDir, nodeId);
+    const runtimes = this.runtimesAvailable.map((technology) => this.createRuntime(technology, nodeId));
+    const reconciler = new Reconciler({
+      nodeId,
+      store,
+      runtimes,
+      statuses: this.statuses,
+      logger: this.logger,
+    });
+    const commands = new CommandHandler({
+      store,
+      ack: (ack) => this.mqtt?.publishAck(ack),
+      onChange: () => reconciler.trigger(),
+      logger: this.logger,
+    });
+    this.active = { nodeId, runtimes, reconciler, commands };
+    reconciler.start();
+    this.logger.info({ nodeId, desired: store.all().length }, 'node active: reconciling its desired state');
+  }
+
+  /**
+   * The cluster manager forgot the old id and gave a new one: the old id's workloads belong to a node that no
+   * longer exists (the cluster manager places them anew), so they go.
+   */
+  private async retire(old: ActiveNode): Promise<void> {
+    this.logger.warn({ nodeId: old.nodeId }, 'node id changed: removing the workloads of the old id');
+    await old.reconciler.stop();
+    for (const runtime of old.runtimes) {
+      for (const workload of await runtime.list().catch(() => [])) {
+        await runtime.remove(workload.handle).catch(() => undefined);
+      }
+    }
+    for (const state of this.statuses.all()) this.statuses.forget(state.job, state.instance);
+  }
+
+  private async onRegistered(registered: Registered): Promise<void> {
+    await this.activate(registered.nodeId);
+    const active = this.active;
+    if (!active) return;
+    const same =
+      this.mqtt?.nodeId === registered.nodeId &&
+      this.mqtt.settings.url === registered.mqtt.url &&
+      this.mqtt.settings.username === registered.mqtt.username &&
+      this.mqtt.settings.password === registered.mqtt.password;
+    if (!same) {
+      await this.mqtt?.close(false);
+      this.statusesUnsubscribe?.();
+      const link = new MqttLink({
+        nodeId: registered.nodeId,
+        settings: registered.mqtt,
+        logger: this.logger,
+        onCommand: (payload) => void active.commands.handle(payload),
+        // The cluster manager may have missed reports while the link was down: say where everything stands.
+        onConnect: () => {
+          for (const state of this.statuses.all()) link.publishStatus(toReport(state));
+        },
+      });
+      this.mqtt = link;
+      this.statusesUnsubscribe = this.statuses.onChange((report) => link.publishStatus(report));
+    }
+    this.startTelemetry(registered, active);
+    void this.netManager.handOver({
+      nodeId: registered.nodeId,
+      mqtt: registered.mqtt,
+      ...(registered.subnet !== undefined ? { subnet: registered.subnet } : {}),
+    });
+  }
+
+  private startTelemetry(registered: Registered, active: ActiveNode): void {
+    const intervalMs = this.config.telemetryIntervalMs ?? registered.telemetryIntervalMs;
+    if (this.telemetry && this.telemetryNodeId === active.nodeId) {
+      this.telemetry.setInterval(intervalMs);
+      return;
+    }
+    this.telemetry?.stop();
+    this.telemetryNodeId = active.nodeId;
+    this.telemetry = new TelemetryPublisher({
+      nodeId: active.nodeId,
+      dataDir: this.config.dataDir,
+      gpus: this.gpus as GpuMonitor,
+      sensors: this.sensors,
+      statuses: this.statuses,
+      runtimes: active.runtimes,
+      intervalMs,
+      publishTelemetry: (telemetry) => this.mqtt?.publishTelemetry(telemetry),
+      publishResources: (resources) => this.mqtt?.publishResources(resources),
+      logger: this.logger,
+    });
+    this.telemetry.start();
+  }
+}

@@ -1,0 +1,200 @@
+import { io, type Socket } from 'socket.io-client';
+import {
+  backoffDelay,
+  describeProblems,
+  type Logger,
+  type NodeInfo,
+  type NodeRegistrationAuth,
+  RegisterAckSchema,
+} from '../shared/index.js';
+import { type Identity, loadIdentity, saveIdentity } from './identity.js';
+
+/** A successful registration: who this node is and how it reaches the broker. */
+export interface Registered {
+  nodeId: string;
+  nodeSecret: string;
+  mqtt: { url: string; username: string; password: string };
+  telemetryIntervalMs: number;
+  subnet?: string;
+}
+
+export type RegistrationState = 'connecting' | 'registered' | 'refused' | 'no-credentials' | 'disconnected';
+
+export interface RegistrationOptions {
+  clusterManagerUrl: string;
+  dataDir: string;
+  joinToken: string | undefined;
+  /** Called on every attempt, so a registration announces what holds now (runtimes, overlay). */
+  nodeInfo: () => NodeInfo;
+  /** Called after every successful registration (also after a reconnect), once the identity is stored. */
+  onRegistered: (registered: Registered) => void | Promise<void>;
+  logger: Logger;
+  registerTimeoutMs?: number;
+}
+
+const RETRY_BASE_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
+/**
+ * Registration on the cluster manager's `/init` Socket.IO namespace. The node keeps the socket open and
+ * registers again on every reconnect; it never gives up while the cluster manager is away. A stored identity
+ * is tried first; when the cluster manager refuses it, the join token takes over.
+ */
+export class NodeRegistration {
+  state: RegistrationState = 'connecting';
+  identity: Identity | undefined;
+  private socket: Socket | undefined;
+  private useIdentity = true;
+  private attempt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly logger: Logger;
+
+  constructor(private readonly options: RegistrationOptions) {
+    this.logger = options.logger.child({ part: 'registration', url: options.clusterManagerUrl });
+  }
+
+  /** The stored identity, read before `start` so the node can run its workloads before the CM answers. */
+  async loadIdentity(): Promise<Identity | undefined> {
+    this.identity = await loadIdentity(this.options.dataDir);
+    return this.identity;
+  }
+
+  start(): void {
+    this.socket = io(`${this.options.clusterManagerUrl}/init`, {
+      transports: ['websocket'],
+      // Reconnects are ours: the credentials may change between attempts, and the backoff is the project's.
+      reconnection: false,
+      autoConnect: false,
+      timeout: 10_000,
+      auth: (callback) => callback(this.auth() ?? {}),
+    });
+    this.socket.on('connect', () => this.register());
+    this.socket.on('connect_error', (error) => this.connectFailed(error));
+    this.socket.on('disconnect', (reason) => {
+      if (this.stopped) return;
+      this.state = 'disconnected';
+      this.logger.warn({ reason }, 'disconnected from the cluster manager');
+      this.retry();
+    });
+    this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.socket?.disconnect();
+    this.socket?.removeAllListeners();
+  }
+
+  private auth(): NodeRegistrationAuth | undefined {
+    if (this.useIdentity && this.identity) {
+      return { nodeId: this.identity.nodeId, nodeSecret: this.identity.nodeSecret };
+    }
+    return this.options.joinToken ? { token: this.options.joinToken } : undefined;
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    if (!this.auth()) {
+      this.state = 'no-credentials';
+      this.logger.error(
+        'cannot register: no stored identity and no join token (pass --join-token or JOIN_TOKEN)',
+      );
+      this.retry();
+      return;
+    }
+    this.state = 'connecting';
+    this.socket?.connect();
+  }
+
+  private retry(): void {
+    if (this.stopped || this.timer) return;
+    const delay = backoffDelay(this.attempt++, RETRY_BASE_MS, RETRY_MAX_MS);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.connect();
+    }, delay);
+  }
+
+  private connectFailed(error: Error): void {
+    if (error.message === 'unauthorized' && this.useIdentity && this.identity) {
+      this.useIdentity = false;
+      if (this.options.joinToken) {
+        this.logger.warn(
+          { nodeId: this.identity.nodeId },
+          'the cluster manager refused the stored identity: joining with the join token',
+        );
+        this.attempt = 0;
+      } else {
+        this.logger.error(
+          { nodeId: this.identity.nodeId },
+          'the cluster manager refused the stored identity and no join token was given (pass --join-token); retrying',
+        );
+      }
+    } else if (error.message === 'unauthorized') {
+      this.state = 'refused';
+      this.logger.error('the cluster manager refused the join token; retrying');
+      // A refused token may become valid (an operator fixes it); the stored identity is worth another try too.
+      this.useIdentity = true;
+    } else {
+      this.logger.warn({ err: error.message }, 'cannot reach the cluster manager; retrying');
+    }
+    this.retry();
+  }
+
+  private register(): void {
+    const socket = this.socket;
+    if (!socket) return;
+    socket
+      .timeout(this.options.registerTimeoutMs ?? 10_000)
+      .emit(
+        'register',
+        this.options.nodeInfo(),
+        (error: Error | null, ack: unknown) => void this.registered(error, ack),
+      );
+  }
+
+  private async registered(error: Error | null, ack: unknown): Promise<void> {
+    if (error) {
+      this.logger.warn('no answer to register; reconnecting');
+      this.socket?.disconnect();
+      this.retry();
+      return;
+    }
+    const parsed = RegisterAckSchema.safeParse(ack);
+    if (!parsed.success || 'error' in parsed.data) {
+      this.state = 'refused';
+      const reason =
+        parsed.success && 'error' in parsed.data ? parsed.data.error : describeProblems(parsed.error!);
+      this.logger.error({ reason }, 'registration refused; retrying');
+      this.socket?.disconnect();
+      this.retry();
+      return;
+    }
+    const registered: Registered = parsed.data;
+    if (registered.nodeId !== this.identity?.nodeId || registered.nodeSecret !== this.identity.nodeSecret) {
+      try {
+        await saveIdentity(this.options.dataDir, {
+          nodeId: registered.nodeId,
+          nodeSecret: registered.nodeSecret,
+        });
+      } catch (saveError) {
+        this.logger.error({ err: (saveError as Error).message }, 'cannot store the node identity; retrying');
+        this.socket?.disconnect();
+        this.retry();
+        return;
+      }
+      this.identity = { nodeId: registered.nodeId, nodeSecret: registered.nodeSecret };
+    }
+    this.useIdentity = true;
+    this.attempt = 0;
+    this.state = 'registered';
+    this.logger.info({ nodeId: registered.nodeId }, 'registered with the cluster manager');
+    try {
+      await this.options.onRegistered(registered);
+    } catch (callbackError) {
+      this.logger.error({ err: (callbackError as Error).message }, 'cannot apply the registration');
+    }
+  }
+}

@@ -1,0 +1,94 @@
+import type { JobDefinition, Technology } from '../../shared/index.js';
+
+/** What a runtime is asked to run: one instance of a job at one generation, for one node. */
+export interface InstanceSpec {
+  nodeId: string;
+  job: JobDefinition;
+  instance: number;
+  generation: number;
+}
+
+/** Identifies a workload inside its runtime (a container id, a native instance's name). */
+export interface RuntimeHandle {
+  technology: Technology;
+  id: string;
+}
+
+export type WorkloadState = 'running' | 'exited' | 'created' | 'other';
+
+/** A workload a runtime found running (or stopped) for this node, read back from its labels or pid file. */
+export interface RuntimeWorkload {
+  handle: RuntimeHandle;
+  jobId: string;
+  jobName: string;
+  instance: number;
+  generation: number;
+  state: WorkloadState;
+  exitCode?: number;
+  startedAt?: number;
+  finishedAt?: number;
+}
+
+/** A workload just started, with the time its runtime says it started. */
+export interface DeployedWorkload {
+  handle: RuntimeHandle;
+  startedAt?: number;
+}
+
+export interface WorkloadStats {
+  cpuPercent: number;
+  memoryBytes: number;
+}
+
+/** Phases a deploy goes through before the workload runs; the reconciler reports each one. */
+export type DeployPhase = 'pulling' | 'creating';
+export type DeployProgress = (phase: DeployPhase, detail: string) => void;
+
+export type RuntimeErrorCode = 'image_pull_failed' | 'create_failed' | 'start_failed' | 'not_found';
+
+/** A deploy or start the runtime refused, with a reason a user can act on. */
+export class RuntimeError extends Error {
+  override name = 'RuntimeError';
+  constructor(
+    readonly code: RuntimeErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** One interface for Docker and native processes, so the reconciler does not care which runs a job. */
+export interface Runtime {
+  readonly technology: Technology;
+  /** Whether this runtime works on this machine now (the Docker daemon answers, ...). */
+  available(): Promise<boolean>;
+  /** Prepares (pulls), creates and starts the workload. Throws RuntimeError with a clear message. */
+  deploy(spec: InstanceSpec, progress: DeployProgress): Promise<DeployedWorkload>;
+  /** Starts an exited workload again (a restart by the node engine's own policy); resolves to its start time. */
+  start(handle: RuntimeHandle, spec: InstanceSpec): Promise<number | undefined>;
+  /** Stops (with a grace period) and removes the workload; removing one already gone is not an error. */
+  remove(handle: RuntimeHandle): Promise<void>;
+  /** Every workload of this node, found by labels or pid files. */
+  list(): Promise<RuntimeWorkload[]>;
+  stats(handle: RuntimeHandle): Promise<WorkloadStats | null>;
+  logs(handle: RuntimeHandle, tailLines?: number): Promise<string>;
+  /** Calls `onChange` when a workload of this node changes behind the node engine's back; returns an unsubscribe. */
+  watch(onChange: () => void): () => void;
+}
+
+/** The container (or native instance) name: node id and generation in it, as node engines may share a Docker engine. */
+export function workloadName(spec: InstanceSpec): string {
+  const nodeId = spec.nodeId.replace(/[^a-zA-Z0-9_.-]/g, '-');
+  return `edge-${spec.job.name}-${spec.instance}-${nodeId}-g${spec.generation}`;
+}
+
+/** Labels that tie a workload to its node, job, instance and generation. */
+export function workloadLabels(spec: InstanceSpec): Record<string, string> {
+  return {
+    'edge.node': spec.nodeId,
+    'edge.job': spec.job.id,
+    'edge.job.name': spec.job.name,
+    'edge.instance': String(spec.instance),
+    'edge.generation': String(spec.generation),
+  };
+}

@@ -1,0 +1,204 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { type Command, type JobDefinition, JobDefinitionSchema } from '../../shared/index.js';
+import { writeFileAtomic } from './atomic-file.js';
+
+/** How many command ids are remembered for deduplication; older ones fall off first. */
+export const PROCESSED_COMMANDS_LIMIT = 10_000;
+/** How many tombstones are kept; the oldest are forgotten first. */
+export const TOMBSTONES_LIMIT = 10_000;
+
+export type Want = 'run' | 'removed';
+
+/** What the node should do with one instance of a job. Tombstones (`removed`) keep older deploys out. */
+export interface DesiredInstance {
+  job: JobDefinition;
+  instance: number;
+  generation: number;
+  want: Want;
+  updatedAt: number;
+}
+
+const DesiredInstanceSchema = z.object({
+  job: JobDefinitionSchema,
+  instance: z.number().int().min(0),
+  generation: z.number().int().min(0),
+  want: z.enum(['run', 'removed']),
+  updatedAt: z.number(),
+});
+
+const DesiredStateFileSchema = z.object({
+  nodeId: z.string(),
+  instances: z.array(DesiredInstanceSchema),
+  /** jobId -> generation of a `delete` with `instance: -1`: deploys of that job at or below it are stale. */
+  jobTombstones: z.record(z.string(), z.number()).default({}),
+  processedCommands: z.array(z.string()),
+});
+type DesiredStateFile = z.infer<typeof DesiredStateFileSchema>;
+
+/** What applying a command did. */
+export type ApplyOutcome =
+  | { kind: 'applied'; changed: DesiredInstance[] }
+  | { kind: 'duplicate' }
+  | { kind: 'stale'; reason: string };
+
+export function instanceKey(jobId: string, instance: number): string {
+  return `${jobId}/${instance}`;
+}
+
+/**
+ * The node's desired state, persisted in `<data-dir>/desired-state.json`. Commands change it; the reconciler
+ * makes the runtimes match it. Every change is written atomically before `apply` resolves, so an ack sent
+ * after it means the command survives a crash.
+ */
+export class DesiredStateStore {
+  private readonly instances = new Map<string, DesiredInstance>();
+  private readonly jobTombstones = new Map<string, number>();
+  private readonly processed = new Set<string>();
+  private writing: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly path: string,
+    readonly nodeId: string,
+  ) {}
+
+  /** Loads the state of `nodeId`; a file written for another node id (the node re-joined) starts empty. */
+  static async load(dataDir: string, nodeId: string): Promise<DesiredStateStore> {
+    const store = new DesiredStateStore(join(dataDir, 'desired-state.json'), nodeId);
+    let text: string | undefined;
+    try {
+      text = await readFile(store.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    if (text !== undefined) {
+      const parsed = DesiredStateFileSchema.parse(JSON.parse(text));
+      if (parsed.nodeId === nodeId) store.restore(parsed);
+    }
+    return store;
+  }
+
+  private restore(file: DesiredStateFile): void {
+    for (const entry of file.instances) {
+      this.instances.set(instanceKey(entry.job.id, entry.instance), entry as DesiredInstance);
+    }
+    for (const [jobId, generation] of Object.entries(file.jobTombstones))
+      this.jobTombstones.set(jobId, generation);
+    for (const id of file.processedCommands) this.processed.add(id);
+  }
+
+  hasProcessed(commandId: string): boolean {
+    return this.processed.has(commandId);
+  }
+
+  get(jobId: string, instance: number): DesiredInstance | undefined {
+    return this.instances.get(instanceKey(jobId, instance));
+  }
+
+  all(): DesiredInstance[] {
+    return [...this.instances.values()];
+  }
+
+  /** Applies a command to the state and persists it. Repeats and stale generations change nothing. */
+  async apply(command: Command, now = Date.now()): Promise<ApplyOutcome> {
+    if (this.processed.has(command.id)) return { kind: 'duplicate' };
+    const outcome = this.transition(command, now);
+    this.remember(command.id);
+    try {
+      await this.persist();
+    } catch (error) {
+      // Not durable, so not processed: a redelivery must apply it again rather than be acked as a repeat.
+      this.processed.delete(command.id);
+      throw error;
+    }
+    return outcome;
+  }
+
+  private transition(command: Command, now: number): ApplyOutcome {
+    const jobId = command.job.id;
+    if (command.command === 'delete') {
+      if (command.instance === -1) return this.deleteJob(command, now);
+      return this.setInstance(command, 'removed', now);
+    }
+    if (command.instance < 0) return { kind: 'stale', reason: `instance ${command.instance} cannot be run` };
+    const jobTombstone = this.jobTombstones.get(jobId);
+    if (jobTombstone !== undefined && command.generation <= jobTombstone) {
+      return { kind: 'stale', reason: `job ${jobId} was deleted at generation ${jobTombstone}` };
+    }
+    return this.setInstance(command, 'run', now);
+  }
+
+  private setInstance(command: Command, want: Want, now: number): ApplyOutcome {
+    const key = instanceKey(command.job.id, command.instance);
+    const current = this.instances.get(key);
+    if (current) {
+      if (command.generation < current.generation) {
+        return {
+          kind: 'stale',
+          reason: `generation ${command.generation} is older than ${current.generation}`,
+        };
+      }
+      // At the same generation a tombstone wins: a redelivered deploy must not revive a deleted instance.
+      if (command.generation === current.generation && current.want === 'removed' && want === 'run') {
+        return { kind: 'stale', reason: `generation ${command.generation} was already deleted` };
+      }
+    }
+    const next: DesiredInstance = {
+      job: command.job as JobDefinition,
+      instance: command.instance,
+      generation: command.generation,
+      want,
+      updatedAt: now,
+    };
+    this.instances.set(key, next);
+    return { kind: 'applied', changed: [next] };
+  }
+
+  private deleteJob(command: Command, now: number): ApplyOutcome {
+    const jobId = command.job.id;
+    this.jobTombstones.set(jobId, Math.max(command.generation, this.jobTombstones.get(jobId) ?? 0));
+    const changed: DesiredInstance[] = [];
+    for (const entry of this.instances.values()) {
+      if (entry.job.id !== jobId || entry.want === 'removed') continue;
+      entry.want = 'removed';
+      entry.generation = Math.max(entry.generation, command.generation);
+      entry.updatedAt = now;
+      changed.push(entry);
+    }
+    return { kind: 'applied', changed };
+  }
+
+  private remember(commandId: string): void {
+    this.processed.add(commandId);
+    // A Set iterates in insertion order: the first entries are the oldest.
+    for (const id of this.processed) {
+      if (this.processed.size <= PROCESSED_COMMANDS_LIMIT) break;
+      this.processed.delete(id);
+    }
+  }
+
+  private pruneTombstones(): void {
+    const tombstones = this.all().filter((entry) => entry.want === 'removed');
+    if (tombstones.length <= TOMBSTONES_LIMIT) return;
+    tombstones.sort((a, b) => a.updatedAt - b.updatedAt);
+    for (const entry of tombstones.slice(0, tombstones.length - TOMBSTONES_LIMIT)) {
+      this.instances.delete(instanceKey(entry.job.id, entry.instance));
+    }
+  }
+
+  /** Writes are queued so that two commands never interleave their writes of the file. */
+  private persist(): Promise<void> {
+    this.pruneTombstones();
+    const file: DesiredStateFile = {
+      nodeId: this.nodeId,
+      instances: this.all(),
+      jobTombstones: Object.fromEntries(this.jobTombstones),
+      processedCommands: [...this.processed],
+    };
+    const content = JSON.stringify(file);
+    const write = this.writing.then(() => writeFileAtomic(this.path, content));
+    this.writing = write.catch(() => undefined);
+    return write;
+  }
+}

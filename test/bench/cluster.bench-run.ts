@@ -1,0 +1,174 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { containersWithLabel, removeContainersWithLabel } from '../helpers/docker.js';
+import { freePort } from '../helpers/ports.js';
+import { BINS, Program } from '../helpers/programs.js';
+import { waitFor } from '../helpers/wait.js';
+import { median, percentile, report, rssMiB } from './report.js';
+
+const API_TOKEN = 'bench-api-token';
+const JOIN_TOKEN = 'bench-join-token';
+const DEPLOYS = Number(process.env.BENCH_DEPLOYS ?? 20);
+const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 60_000);
+
+const dir = mkdtempSync(join(tmpdir(), 'edge-bench-'));
+let httpPort: number;
+let cm: Program;
+let engine: Program;
+let nodeId: string;
+
+const api = (path: string, init: RequestInit & { json?: unknown } = {}) =>
+  fetch(`http://127.0.0.1:${httpPort}${path}`, {
+    ...init,
+    headers: {
+      authorization: `Bearer ${API_TOKEN}`,
+      ...(init.json !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
+  });
+
+beforeAll(async () => {
+  httpPort = await freePort();
+  cm = Program.start(
+    'cluster-manager',
+    BINS.clusterManager,
+    [
+      ...['--host', '127.0.0.1', '--http-port', String(httpPort), '--mqtt-port', String(await freePort())],
+      ...['--data-dir', join(dir, 'cm'), '--api-token', API_TOKEN, '--join-token', JOIN_TOKEN],
+    ],
+    { LOG_LEVEL: 'warn' },
+  );
+  await waitFor(
+    async () => (await fetch(`http://127.0.0.1:${httpPort}/api/health`)).ok,
+    'cluster manager up',
+  );
+  engine = Program.start(
+    'node-engine',
+    BINS.nodeEngine,
+    [
+      ...[
+        '--cluster-manager',
+        `http://127.0.0.1:${httpPort}`,
+        '--join-token',
+        JOIN_TOKEN,
+        '--name',
+        'bench-worker',
+      ],
+      ...['--data-dir', join(dir, 'ne'), '--port', String(await freePort()), '--runtimes', 'docker'],
+    ],
+    { LOG_LEVEL: 'warn' },
+  );
+  const nodes = await waitFor(
+    async () => {
+      const list = (await (await api('/api/nodes')).json()) as { id: string; status: string }[];
+      return list[0]?.status === 'online' && list;
+    },
+    'node online',
+    30_000,
+  );
+  nodeId = nodes[0]!.id;
+});
+
+afterAll(async () => {
+  await engine?.stop();
+  await cm?.stop();
+  if (nodeId) removeContainersWithLabel(`edge.node=${nodeId}`);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** `docker run -d` then `docker rm -f`: the baseline for the same image, in the same run. */
+function dockerRunOnce(): number {
+  const started = performance.now();
+  const id = execFileSync(
+    'docker',
+    ['run', '-d', '--label', 'edge.bench=1', 'edge/busybox:latest', 'sleep', '3600'],
+    {
+      encoding: 'utf8',
+    },
+  ).trim();
+  const elapsed = performance.now() - started;
+  execFileSync('docker', ['rm', '-f', id], { stdio: 'ignore' });
+  return elapsed;
+}
+
+async function deployOnce(index: number): Promise<number> {
+  const started = performance.now();
+  const res = await api('/api/jobs', {
+    method: 'POST',
+    json: {
+      name: `bench-${index}`,
+      image: 'edge/busybox:latest',
+      command: ['sleep', '3600'],
+      restart: { policy: 'never' },
+    },
+  });
+  const job = (await res.json()) as { id: string };
+  await waitFor(
+    async () => {
+      const body = (await (await api(`/api/jobs/${job.id}`)).json()) as { instances: { status: string }[] };
+      return body.instances[0]?.status === 'running';
+    },
+    'instance running',
+    30_000,
+    5,
+  );
+  const elapsed = performance.now() - started;
+  await api(`/api/jobs/${job.id}`, { method: 'DELETE' });
+  await waitFor(
+    () => containersWithLabel(`edge.job=${job.id}`).length === 0,
+    'container removed',
+    30_000,
+    50,
+  );
+  return elapsed;
+}
+
+it('deploy latency: POST /api/jobs to running, against docker run -d', async () => {
+  dockerRunOnce();
+  await deployOnce(-1);
+  const direct: number[] = [];
+  const orchestrated: number[] = [];
+  // Interleaved so that both see the same machine load.
+  for (let index = 0; index < DEPLOYS; index++) {
+    direct.push(dockerRunOnce());
+    orchestrated.push(await deployOnce(index));
+  }
+  const rows = [
+    {
+      path: 'docker run -d',
+      medianMs: Math.round(median(direct)),
+      p95Ms: Math.round(percentile(direct, 95)),
+    },
+    {
+      path: 'POST /api/jobs -> running',
+      medianMs: Math.round(median(orchestrated)),
+      p95Ms: Math.round(percentile(orchestrated, 95)),
+    },
+  ];
+  const ratio = Math.round((median(orchestrated) / median(direct)) * 100) / 100;
+  report('deploy-latency', rows, { deploys: DEPLOYS, ratioOfMedians: ratio, direct, orchestrated });
+  console.log(`deploy latency: median ratio ${ratio}x against docker run -d`);
+  expect(orchestrated).toHaveLength(DEPLOYS);
+});
+
+it('idle memory after a minute with one job running', async () => {
+  const res = await api('/api/jobs', {
+    method: 'POST',
+    json: { name: 'bench-idle', image: 'edge/busybox:latest', command: ['sleep', '3600'] },
+  });
+  const job = (await res.json()) as { id: string };
+  await waitFor(async () => {
+    const body = (await (await api(`/api/jobs/${job.id}`)).json()) as { instances: { status: string }[] };
+    return body.instances[0]?.status === 'running';
+  }, 'instance running');
+  await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+  const rows = [
+    { process: 'cluster manager (embedded broker)', rssMiB: rssMiB(cm.pid), targetMiB: 150 },
+    { process: 'node engine', rssMiB: rssMiB(engine.pid), targetMiB: 80 },
+  ];
+  report('idle-memory', rows, { idleMs: IDLE_MS });
+  expect(rows.every((row) => row.rssMiB > 0)).toBe(true);
+});

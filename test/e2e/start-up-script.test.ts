@@ -1,0 +1,217 @@
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { arch, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+const PROJECT_DIR = fileURLToPath(new URL('../..', import.meta.url));
+const SCRIPT = join(PROJECT_DIR, 'start-up.sh');
+const USAGE_LINE = /usage: \.\/start-up\.sh <amd64\|arm64\|arm-7>/;
+
+/** The start-up name of this machine's architecture. */
+function machineArch(): string {
+  const names: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm-7' };
+  const name = names[arch()];
+  if (!name) throw new Error(`unsupported test machine architecture ${arch()}`);
+  return name;
+}
+
+/** This process's environment without the variables that pick the start-up mode. */
+function baseEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env['CLUSTER_MANAGER_URL'];
+  delete env['JOIN_TOKEN'];
+  return env;
+}
+
+function runScript(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 20_000,
+): SpawnSyncReturns<string> & { output_: string } {
+  const result = spawnSync(SCRIPT, args, {
+    cwd: PROJECT_DIR,
+    env,
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    // No terminal: the script must never wait for an answer.
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return Object.assign(result, { output_: `${result.stdout ?? ''}${result.stderr ?? ''}` });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject()));
+    });
+  });
+}
+
+/** Alive and not a zombie (an orphaned zombie may never be reaped inside a container). */
+function pidAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** The pids named by the pid files in a start-up state dir (supervisors and programs). */
+function pidsIn(stateDir: string): number[] {
+  const runDir = join(stateDir, 'run');
+  if (!existsSync(runDir)) return [];
+  return readdirSync(runDir)
+    .filter((file) => file.endsWith('.pid'))
+    .map((file) => Number(readFileSync(join(runDir, file), 'utf8').trim()))
+    .filter((pid) => Number.isInteger(pid) && pid > 0);
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+describe('start-up.sh: arguments and environment', () => {
+  let stateDir: string;
+  let env: NodeJS.ProcessEnv;
+
+  beforeEach(() => {
+    // Its own state dir: `stop` here must never touch a cluster started from the project's var/.
+    stateDir = mkdtempSync(join(tmpdir(), 'start-up-args-'));
+    env = { ...baseEnv(), START_UP_STATE_DIR: stateDir };
+  });
+  afterEach(() => rmSync(stateDir, { recursive: true, force: true }));
+
+  it('rejects an unknown architecture with a usage line and exit 2', () => {
+    const result = runScript(['sparc'], env);
+    expect(result.status, result.output_).toBe(2);
+    expect(result.stderr).toMatch(USAGE_LINE);
+  });
+
+  it('exits 2 with a usage line when given no arguments', () => {
+    const result = runScript([], env);
+    expect(result.status, result.output_).toBe(2);
+    expect(result.stderr).toMatch(USAGE_LINE);
+  });
+
+  it('exits 2 on an unknown option', () => {
+    const result = runScript([machineArch(), '--bogus'], env);
+    expect(result.status, result.output_).toBe(2);
+    expect(result.stderr).toMatch(USAGE_LINE);
+  });
+
+  it('prints its help and exits 0 on --help', () => {
+    const result = runScript(['--help'], env);
+    expect(result.status, result.output_).toBe(0);
+    expect(result.stdout).toMatch(USAGE_LINE);
+  });
+
+  it("exits 2 naming the machine's architecture when asked for another one", () => {
+    const other = machineArch() === 'amd64' ? 'arm64' : 'amd64';
+    const result = runScript([other], env);
+    expect(result.status, result.output_).toBe(2);
+    expect(result.stderr).toContain(`./start-up.sh ${machineArch()}`);
+  });
+
+  it('says nothing runs and exits 0 on stop when nothing was started', () => {
+    const result = runScript(['stop'], env);
+    expect(result.status, result.output_).toBe(0);
+    expect(result.stdout).toContain('nothing running');
+  });
+
+  it('exits 3 on status when nothing was started', () => {
+    const result = runScript(['status'], env);
+    expect(result.status, result.output_).toBe(3);
+    expect(result.stdout).toContain('cluster-manager: not running');
+  });
+
+  it('exits 2 when only CLUSTER_MANAGER_URL is set', () => {
+    const result = runScript([machineArch(), '-y'], {
+      ...env,
+      CLUSTER_MANAGER_URL: 'http://127.0.0.1:10100',
+    });
+    expect(result.status, result.output_).toBe(2);
+    expect(result.stderr).toContain('JOIN_TOKEN is not');
+  });
+
+  it('exits 2 when only JOIN_TOKEN is set', () => {
+    const result = runScript([machineArch(), '-y'], { ...env, JOIN_TOKEN: 'some-token' });
+    expect(result.status, result.output_).toBe(2);
+    expect(result.stderr).toContain('CLUSTER_MANAGER_URL is not');
+  });
+});
+
+describe('start-up.sh: an all-in-one cluster', () => {
+  const tempDir = mkdtempSync(join(tmpdir(), 'start-up-all-in-one-'));
+  const stateDir = join(tempDir, 'state');
+  const nodeName = `start-up-e2e-${process.pid}`;
+  // Set from the start: even a skipped test's afterAll must stop only what lives in this state dir.
+  const env: NodeJS.ProcessEnv = { ...baseEnv(), START_UP_STATE_DIR: stateDir };
+
+  afterAll(() => {
+    // Whatever the test left running: stop it through the script, then by the pids it wrote (all ours:
+    // the state dir was made by this test).
+    runScript(['stop'], env, 60_000);
+    for (const pid of pidsIn(stateDir)) {
+      if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
+    rmSync(tempDir, { recursive: true, force: true });
+  });
+
+  it('starts, registers its node, and stops every process it started', { timeout: 600_000 }, async () => {
+    const [httpPort, mqttPort, nodePort] = [await freePort(), await freePort(), await freePort()];
+    Object.assign(env, {
+      CM_HTTP_PORT: String(httpPort),
+      CM_MQTT_PORT: String(mqttPort),
+      NE_PORT: String(nodePort),
+      CM_DATA_DIR: join(tempDir, 'cluster-manager'),
+      NE_DATA_DIR: join(tempDir, 'node-engine'),
+      NM_DATA_DIR: join(tempDir, 'net-manager'),
+      NODE_NAME: nodeName,
+    });
+    // The net manager would claim the machine's overlay TUN device and route, which other tests may hold.
+    const started = runScript([machineArch(), '-y', '--no-net-manager'], env, 540_000);
+    expect(started.status, started.output_).toBe(0);
+    const apiToken = readFileSync(join(tempDir, 'cluster-manager', 'api-token'), 'utf8').trim();
+    expect(started.stdout).toContain(`API token:  ${apiToken}`);
+    expect(started.stdout).toContain(`curl -sS -X POST http://127.0.0.1:${httpPort}/api/jobs`);
+
+    const baseUrl = `http://127.0.0.1:${httpPort}`;
+    const health = await fetch(`${baseUrl}/api/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'ok' });
+
+    const node = await waitFor('the node in GET /api/nodes', 30_000, async () => {
+      const response = await fetch(`${baseUrl}/api/nodes`, {
+        headers: { authorization: `Bearer ${apiToken}` },
+      });
+      const nodes = (await response.json()) as { name: string; status: string }[];
+      return nodes.find((n) => n.name === nodeName && n.status === 'online');
+    });
+    expect(node.name).toBe(nodeName);
+
+    const status = runScript(['status'], env);
+    expect(status.status, status.output_).toBe(0);
+    const pids = pidsIn(stateDir);
+    expect(pids.length).toBeGreaterThanOrEqual(4); // supervisor + program, for cluster manager and node engine
+    expect(pids.every(pidAlive)).toBe(true);
+
+    const stopped = runScript(['stop'], env, 60_000);
+    expect(stopped.status, stopped.output_).toBe(0);
+    expect(pids.filter(pidAlive)).toEqual([]);
+    expect(pidsIn(stateDir)).toEqual([]);
+    await expect(fetch(`${baseUrl}/api/health`)).rejects.toThrow();
+  });
+});

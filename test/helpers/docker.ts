@@ -1,0 +1,48 @@
+import { execFileSync } from 'node:child_process';
+
+export interface ContainerSummary {
+  id: string;
+  name: string;
+  state: string;
+  labels: Record<string, string>;
+}
+
+/** Containers with a label, as `docker ps -a` sees them: the ground truth for tests. */
+export function containersWithLabel(label: string): ContainerSummary[] {
+  const out = execFileSync(
+    'docker',
+    ['ps', '-a', '--no-trunc', '--filter', `label=${label}`, '--format', '{{json .}}'],
+    {
+      encoding: 'utf8',
+    },
+  );
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const row = JSON.parse(line) as { ID: string; Names: string; State: string; Labels: string };
+      const labels = Object.fromEntries(
+        row.Labels.split(',')
+          .filter(Boolean)
+          .map((pair) => {
+            const at = pair.indexOf('=');
+            return [pair.slice(0, at), pair.slice(at + 1)];
+          }),
+      );
+      return { id: row.ID, name: row.Names, state: row.State, labels };
+    });
+}
+
+export function inspectContainer(id: string): {
+  HostConfig: { NanoCpus: number; Memory: number; PidsLimit: number };
+  State: { Running: boolean; Pid: number };
+  Config: { Labels: Record<string, string> };
+} {
+  return JSON.parse(execFileSync('docker', ['inspect', id], { encoding: 'utf8' }))[0];
+}
+
+/** Removes every container carrying the label (test cleanup). */
+export function removeContainersWithLabel(label: string): void {
+  const ids = containersWithLabel(label).map((c) => c.id);
+  if (ids.length > 0) execFileSync('docker', ['rm', '-f', ...ids], { stdio: 'ignore' });
+}

@@ -1,0 +1,83 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { waitFor } from './wait.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+export const BINS = {
+  clusterManager: join(ROOT, 'dist/cluster-manager/main.js'),
+  nodeEngine: join(ROOT, 'dist/node-engine/main.js'),
+  netManager: join(ROOT, 'dist/net-manager/main.js'),
+  edgectl: join(ROOT, 'dist/cluster-manager/cli/edgectl.js'),
+} as const;
+
+/** One of the project's programs, started from its built bin as a user would, with its log kept. */
+export class Program {
+  output = '';
+  private exit?: Promise<number | null>;
+
+  private constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    child.stdout?.on('data', (chunk) => this.append(chunk));
+    child.stderr?.on('data', (chunk) => this.append(chunk));
+    this.exit = new Promise((resolve) =>
+      child.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))),
+    );
+  }
+
+  static start(name: string, bin: string, args: string[], env: Record<string, string> = {}): Program {
+    const child = spawn(process.execPath, [bin, ...args], {
+      env: { ...process.env, LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'info', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new Program(name, child);
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  waitForLog(pattern: RegExp, timeoutMs = 20_000): Promise<string> {
+    return waitFor(
+      () => {
+        if (!this.running) throw new Error(`${this.name} exited:\n${this.output.slice(-3000)}`);
+        return this.output.match(pattern)?.[0];
+      },
+      `${this.name} to log ${pattern}`,
+      timeoutMs,
+    );
+  }
+
+  /** SIGTERM and wait; SIGKILL after the grace period. Resolves with the exit code. */
+  async stop(graceMs = 10_000): Promise<number | null> {
+    if (this.running) {
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+      const code = await this.exit;
+      clearTimeout(timer);
+      return code ?? null;
+    }
+    return this.exit ?? null;
+  }
+
+  /** kill -9: no chance to clean up, as in a crash. */
+  async crash(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await this.exit;
+  }
+
+  exited(): Promise<number | null> {
+    return this.exit ?? Promise.resolve(null);
+  }
+
+  private append(chunk: Buffer): void {
+    this.output += chunk.toString();
+    if (this.output.length > 2_000_000) this.output = this.output.slice(-1_000_000);
+  }
+}
