@@ -1,5 +1,6 @@
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { ScheduledTask } from 'node-cron';
 import { Server as SocketServer } from 'socket.io';
 import { connectMqtt, type Logger, type MqttClient } from '../shared/index.js';
 import { createApi } from './api/app.js';
@@ -8,6 +9,7 @@ import type { ClusterManagerConfig } from './config.js';
 import { dashboardDir } from './dashboard/index.js';
 import { CommandOutbox } from './dispatch/command-outbox.js';
 import { subscribeToNodes } from './dispatch/node-messages.js';
+import { scheduleGarbageCollection } from './garbage-collection.js';
 import { JobService } from './jobs/job-service.js';
 import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
@@ -16,8 +18,6 @@ import { createMetrics } from './metrics.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
 import { Store } from './store/index.js';
-
-const PRUNE_ACKED_AFTER_MS = 24 * 3600_000;
 
 /** Wires the cluster manager's parts together: store, broker, registry, dispatch, liveness, API. */
 export class ClusterManager {
@@ -35,7 +35,7 @@ export class ClusterManager {
   private readonly placement: Placement;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
-  private pruneTimer?: NodeJS.Timeout;
+  private garbageCollection?: ScheduledTask;
 
   constructor(
     private readonly config: ClusterManagerConfig,
@@ -118,15 +118,12 @@ export class ClusterManager {
       this.http!.listen(config.httpPort, config.host, () => resolve());
     });
     const httpPort = (this.http.address() as AddressInfo).port;
-    this.pruneTimer = setInterval(
-      () => this.store.commands.pruneAcked(Date.now() - PRUNE_ACKED_AFTER_MS),
-      3600_000,
-    );
+    this.garbageCollection = scheduleGarbageCollection(this.store, logger);
     return { httpPort, mqttUrl: this.broker ? `mqtt://${config.host}:${this.broker.port}` : mqttUrl };
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.pruneTimer);
+    await this.garbageCollection?.destroy();
     this.outbox.stop();
     this.liveness.stop();
     this.io?.disconnectSockets(true);

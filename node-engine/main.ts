@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 import { createLogger, readProgramOptions } from '../shared/index.js';
 import { buildConfig, ConfigError, optionSpecs } from './config.js';
 import { NodeEngine } from './node-engine.js';

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import Dockerode from 'dockerode';
+import type Dockerode from 'dockerode';
 import { type Logger, type NodeInfo, type SensorConfig, type Technology, VERSION } from '../shared/index.js';
 import { startLocalApi } from './api.js';
 import type { NodeEngineConfig } from './config.js';
@@ -12,6 +12,7 @@ import { collectNodeInfo } from './node-info.js';
 import { Reconciler } from './reconciler.js';
 import { NodeRegistration, type Registered } from './registration.js';
 import { DockerRuntime } from './runtimes/docker.js';
+import { createDockerClient } from './runtimes/docker-client.js';
 import { NativeRuntime } from './runtimes/native.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { DesiredStateStore } from './state/desired-state.js';
@@ -34,7 +35,7 @@ interface ActiveNode {
  */
 export class NodeEngine {
   readonly statuses = new InstanceStatusBook();
-  private readonly docker: Dockerode;
+  private docker: Dockerode | undefined;
   private readonly netManager: NetManagerLink;
   private readonly registration: NodeRegistration;
   private runtimesAvailable: Technology[] = [];
@@ -53,7 +54,6 @@ export class NodeEngine {
     private readonly sensors: SensorConfig[],
     private readonly logger: Logger,
   ) {
-    this.docker = new Dockerode({ socketPath: config.dockerSocket });
     this.netManager = new NetManagerLink(config.netManagerSocket, logger);
     this.registration = new NodeRegistration({
       clusterManagerUrl: config.clusterManagerUrl,
@@ -74,6 +74,7 @@ export class NodeEngine {
         'no net manager: running with the overlay off',
       );
     }
+    this.docker = await createDockerClient(this.config.dockerSocket);
     this.runtimesAvailable = await this.probeRuntimes();
     this.gpus = await GpuMonitor.create(this.logger);
     this.nodeInfo = await collectNodeInfo({
@@ -118,7 +119,7 @@ export class NodeEngine {
 
   private createRuntime(technology: Technology, nodeId: string): Runtime {
     if (technology === 'docker')
-      return new DockerRuntime({ docker: this.docker, nodeId, logger: this.logger });
+      return new DockerRuntime({ docker: this.docker!, nodeId, logger: this.logger });
     return new NativeRuntime({ nodeId, dataDir: this.config.dataDir, logger: this.logger });
   }
 

@@ -5,8 +5,6 @@ const KEEP_EVENTS = 10_000;
 
 /** Recent cluster events (registrations, commands, status changes), newest first on read. */
 export class EventLog {
-  private writes = 0;
-
   constructor(private readonly db: Db) {}
 
   record(
@@ -18,9 +16,12 @@ export class EventLog {
     this.db
       .prepare('INSERT INTO events (ts, type, message, node_id, job_id) VALUES (?, ?, ?, ?, ?)')
       .run(now, type, message, refs.nodeId ?? null, refs.jobId ?? null);
-    if (++this.writes % 500 === 0) {
-      this.db.prepare('DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?').run(KEEP_EVENTS);
-    }
+  }
+
+  /** Keeps the newest events only; returns how many went. */
+  prune(keep = KEEP_EVENTS): number {
+    return this.db.prepare('DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?').run(keep)
+      .changes;
   }
 
   recent(limit: number): ClusterEvent[] {

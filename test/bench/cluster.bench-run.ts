@@ -12,6 +12,8 @@ import { median, percentile, report, rssMiB } from './report.js';
 const API_TOKEN = 'bench-api-token';
 const JOIN_TOKEN = 'bench-join-token';
 const DEPLOYS = Number(process.env.BENCH_DEPLOYS ?? 20);
+/** A workload that exits on SIGTERM (a bare `sleep` as PID 1 ignores it and waits out Docker's 10 s). */
+const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 60_000);
 
 const dir = mkdtempSync(join(tmpdir(), 'edge-bench-'));
@@ -84,7 +86,7 @@ function dockerRunOnce(): number {
   const started = performance.now();
   const id = execFileSync(
     'docker',
-    ['run', '-d', '--label', 'edge.bench=1', 'edge/busybox:latest', 'sleep', '3600'],
+    ['run', '-d', '--label', 'edge.bench=1', 'edge/busybox:latest', ...WORKLOAD],
     {
       encoding: 'utf8',
     },
@@ -101,7 +103,7 @@ async function deployOnce(index: number): Promise<number> {
     json: {
       name: `bench-${index}`,
       image: 'edge/busybox:latest',
-      command: ['sleep', '3600'],
+      command: WORKLOAD,
       restart: { policy: 'never' },
     },
   });

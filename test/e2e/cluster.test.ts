@@ -134,6 +134,52 @@ describe('an all-in-one cluster from the built programs', () => {
     await waitFor(async () => (await api(`/api/jobs/${created.id}`)).status === 404, 'job gone', 15_000);
   });
 
+  it('ends an unpullable image failed with a clear detail within seconds', async () => {
+    const started = Date.now();
+    const res = await api('/api/jobs', {
+      method: 'POST',
+      json: {
+        name: 'e2e-unpullable',
+        image: '127.0.0.1:1/none/nope:1',
+        constraints: { nodes: ['e2e-worker-a'] },
+      },
+    });
+    const created = (await res.json()) as JobBody;
+    const failed = await waitFor(
+      async () => {
+        const job = await getJob(created.id);
+        return job.instances[0]?.status === 'failed' && job.instances[0];
+      },
+      'instance failed',
+      20_000,
+    );
+    expect(failed.detail).toMatch(/127\.0\.0\.1:1\/none\/nope:1/);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    await api(`/api/jobs/${created.id}`, { method: 'DELETE' });
+  });
+
+  it('sends telemetry with real numbers that an independent mosquitto_sub receives', async () => {
+    const out = execFileSync(
+      'mosquitto_sub',
+      [
+        ...['-h', '127.0.0.1', '-p', String(mqttPort), '-V', 'mqttv311', '-u', 'operator', '-P', API_TOKEN],
+        ...['-t', 'nodes/+/information', '-C', '1', '-W', '15'],
+      ],
+      { encoding: 'utf8' },
+    );
+    const telemetry = JSON.parse(out) as {
+      nodeId: string;
+      cpu: { cores: number; percent: number };
+      memory: { totalBytes: number; usedBytes: number };
+      disk: { totalBytes: number };
+    };
+    expect(nodeIds).toContain(telemetry.nodeId);
+    expect(telemetry.cpu.cores).toBeGreaterThan(0);
+    expect(telemetry.memory.totalBytes).toBeGreaterThan(telemetry.memory.usedBytes);
+    expect(telemetry.memory.usedBytes).toBeGreaterThan(0);
+    expect(telemetry.disk.totalBytes).toBeGreaterThan(0);
+  });
+
   it('answers malformed bodies with 400 naming the field and a missing token with 401', async () => {
     const bad = await api('/api/jobs', {
       method: 'POST',

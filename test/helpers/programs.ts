@@ -11,6 +11,14 @@ export const BINS = {
   edgectl: join(ROOT, 'dist/cluster-manager/cli/edgectl.js'),
 } as const;
 
+/** Node flags and environment each program runs with, as start-up.sh starts it. */
+const NODE_FLAGS: Record<string, string[]> = {
+  [BINS.nodeEngine]: ['--max-semi-space-size=1'],
+};
+const TUNING_ENV: Record<string, Record<string, string>> = {
+  [BINS.nodeEngine]: { MALLOC_ARENA_MAX: '2' },
+};
+
 /** One of the project's programs, started from its built bin as a user would, with its log kept. */
 export class Program {
   output = '';
@@ -28,8 +36,8 @@ export class Program {
   }
 
   static start(name: string, bin: string, args: string[], env: Record<string, string> = {}): Program {
-    const child = spawn(process.execPath, [bin, ...args], {
-      env: { ...process.env, LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'info', ...env },
+    const child = spawn(process.execPath, [...(NODE_FLAGS[bin] ?? []), bin, ...args], {
+      env: { ...process.env, LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'info', ...TUNING_ENV[bin], ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new Program(name, child);
