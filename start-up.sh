@@ -276,15 +276,15 @@ missing_build_tools() {
 }
 
 # Native modules (better-sqlite3, the net manager's TUN addon) compile from source where no prebuilt binary
-# can be downloaded. Without a toolchain npm ci may still succeed, so this only warns when it cannot install.
+# can be downloaded. Without a toolchain npm install may still succeed, so this only warns when it cannot install.
 ensure_build_tools() {
   local missing
   missing=$(missing_build_tools)
   [ -z "$missing" ] && return 0
   if confirm "Native modules need a C++ toolchain ($missing missing). Install build-essential and python3 with apt-get?"; then
-    apt_install build-essential python3 || warn "installing the toolchain failed; npm ci may fail to compile native modules"
+    apt_install build-essential python3 || warn "installing the toolchain failed; npm install may fail to compile native modules"
   else
-    warn "missing $missing: npm ci fails if a native module has no prebuilt binary (install build-essential python3, or use -y)"
+    warn "missing $missing: npm install fails if a native module has no prebuilt binary (install build-essential python3, or use -y)"
   fi
 }
 
@@ -301,8 +301,11 @@ install_dependencies() {
     return 0
   fi
   ensure_build_tools
-  say "installing dependencies (npm ci; native modules may take a few minutes to compile)"
-  npm ci --no-audit --no-fund || die 1 "npm ci failed (see above); a missing C++ toolchain (build-essential python3) is the usual cause"
+  say "installing dependencies (native modules may take a few minutes to compile)"
+  # Not `npm ci`: it refuses a lock file without every platform's optional packages (biome's), and some
+  # registries and mirrors do not serve them all. `npm install --no-save` follows the lock and leaves it as is.
+  npm install --no-save --no-audit --no-fund ||
+    die 1 "npm install failed (see above); a missing C++ toolchain (build-essential python3) is the usual cause"
 }
 
 # Sources that go into dist/; a build stamp newer than all of them means dist/ is current.

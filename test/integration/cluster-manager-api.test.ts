@@ -100,6 +100,14 @@ describe('operator HTTP API: auth and bad input', () => {
     expect((await cm.api('/api/jobs', { method: 'POST', json: job })).status).toBe(201);
   });
 
+  it('serves the dashboard without a token', async () => {
+    const page = await fetch(`${cm.url}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/text\/html/);
+    expect(await page.text()).toContain('app.js');
+    expect((await fetch(`${cm.url}/app.js`)).status).toBe(200);
+  });
+
   it('serves events and Prometheus metrics', async () => {
     const events = (await (await cm.api('/api/events?limit=2')).json()) as { type: string }[];
     expect(events.length).toBe(2);
