@@ -10,6 +10,7 @@ import { dashboardDir } from './dashboard/index.js';
 import { CommandOutbox } from './dispatch/command-outbox.js';
 import { subscribeToNodes } from './dispatch/node-messages.js';
 import { scheduleGarbageCollection } from './garbage-collection.js';
+import { Failover } from './jobs/failover.js';
 import { JobService } from './jobs/job-service.js';
 import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
@@ -33,6 +34,7 @@ export class ClusterManager {
   private readonly liveness: NodeLiveness;
   private readonly reports: NodeReports;
   private readonly placement: Placement;
+  private readonly failover: Failover;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
   private garbageCollection?: ScheduledTask;
@@ -58,10 +60,20 @@ export class ClusterManager {
           this.outbox.resendTo(nodeId);
           this.placement.placePending();
         },
-        onOffline: (nodeId) => this.reports.onNodeOffline(nodeId),
+        onOffline: (nodeId) => {
+          this.reports.onNodeOffline(nodeId);
+          this.failover.run();
+        },
       },
       logger,
     );
+    this.failover = new Failover({
+      store: this.store,
+      placement: this.placement,
+      outbox: this.outbox,
+      offlineSince: this.liveness.offlineSince,
+      logger,
+    });
   }
 
   async start(): Promise<{ httpPort: number; mqttUrl: string }> {
@@ -88,6 +100,7 @@ export class ClusterManager {
     subscribeToNodes(this.mqtt, this.nodeMessageHandlers(), logger);
     this.outbox.attach(this.mqtt);
     this.liveness.start();
+    this.failover.start();
 
     const app = createApi({
       store: this.store,
@@ -125,6 +138,7 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.garbageCollection?.destroy();
     this.outbox.stop();
+    this.failover.stop();
     this.liveness.stop();
     this.io?.disconnectSockets(true);
     await new Promise<void>((resolve) => (this.io ? this.io.close(() => resolve()) : resolve()));

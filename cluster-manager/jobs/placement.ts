@@ -1,7 +1,7 @@
 import type { Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { placeInstances } from '../scheduler/index.js';
-import { type JobRecord, jobDefinition, type Store } from '../store/index.js';
+import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { schedulableNodes } from './cluster-snapshot.js';
 
 /** Places instances with the scheduler and turns each placement into a deploy command in the outbox. */
@@ -20,26 +20,7 @@ export class Placement {
     const result = placeInstances(definition, numbers, schedulableNodes(this.store, this.isOnline));
     for (const placement of result.placements) {
       const instance = this.store.jobs.getInstance(job.id, placement.instance);
-      if (!instance) continue;
-      const generation = this.store.jobs.nextGeneration(job.id);
-      this.store.jobs.updateInstance({
-        ...instance,
-        nodeId: placement.nodeId,
-        status: 'scheduled',
-        detail: '',
-        containerId: null,
-        generation,
-        startedAt: null,
-        exitCode: null,
-        updatedAt: now,
-      });
-      this.outbox.enqueue(placement.nodeId, {
-        kind: 'deploy',
-        job: definition,
-        instance: placement.instance,
-        generation,
-        worker: [placement.nodeId],
-      });
+      if (instance) this.assign(job, instance, placement.nodeId, '', now);
     }
     for (const unplaced of result.unplaced) {
       const instance = this.store.jobs.getInstance(job.id, unplaced.instance);
@@ -52,6 +33,67 @@ export class Placement {
         updatedAt: now,
       });
     }
+  }
+
+  /**
+   * Call inside a transaction. Places a `lost` instance on another node under a new generation and queues a
+   * `delete` of the old generation for its old node, delivered when that node returns. Returns false (and
+   * leaves the instance where it is, with the reasons in `detail`) when no other node fits.
+   */
+  replace(job: JobRecord, lost: InstanceRecord, now = Date.now()): boolean {
+    const definition = jobDefinition(job);
+    const result = placeInstances(definition, [lost.number], schedulableNodes(this.store, this.isOnline));
+    const placement = result.placements[0];
+    if (!placement || !lost.nodeId) {
+      const detail = `node offline; ${result.unplaced[0]?.summary ?? 'not placed'}`;
+      if (lost.detail !== detail) this.store.jobs.updateInstance({ ...lost, detail, updatedAt: now });
+      return false;
+    }
+    this.outbox.enqueue(lost.nodeId, {
+      kind: 'delete',
+      job: definition,
+      instance: lost.number,
+      generation: lost.generation,
+      worker: [lost.nodeId],
+    });
+    this.assign(
+      job,
+      lost,
+      placement.nodeId,
+      `replaces generation ${lost.generation} lost with node ${lost.nodeId}`,
+      now,
+    );
+    return true;
+  }
+
+  /** Binds an instance to a node under a new generation and queues its deploy. */
+  private assign(
+    job: JobRecord,
+    instance: InstanceRecord,
+    nodeId: string,
+    detail: string,
+    now: number,
+  ): void {
+    const generation = this.store.jobs.nextGeneration(job.id);
+    this.store.jobs.updateInstance({
+      ...instance,
+      nodeId,
+      status: 'scheduled',
+      detail,
+      containerId: null,
+      generation,
+      restarts: 0,
+      startedAt: null,
+      exitCode: null,
+      updatedAt: now,
+    });
+    this.outbox.enqueue(nodeId, {
+      kind: 'deploy',
+      job: jobDefinition(job),
+      instance: instance.number,
+      generation,
+      worker: [nodeId],
+    });
   }
 
   /** Tries again every pending instance of every live job: a node joined or capacity freed up. */

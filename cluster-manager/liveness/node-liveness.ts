@@ -19,6 +19,7 @@ export class NodeLiveness {
   private readonly telemetry = new Map<string, NodeTelemetry>();
   private readonly persistedAt = new Map<string, number>();
   private readonly dirty = new Set<string>();
+  private readonly wentOffline = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -34,6 +35,8 @@ export class NodeLiveness {
       if (node.status === 'online') {
         this.online.add(node.id);
         this.lastSeen.set(node.id, now);
+      } else {
+        this.wentOffline.set(node.id, node.lastSeen ?? node.registeredAt);
       }
     }
   }
@@ -54,6 +57,10 @@ export class NodeLiveness {
     return this.telemetry.get(nodeId);
   }
 
+  /** When the node went offline; undefined while it is online. */
+  offlineSince = (nodeId: string): number | undefined =>
+    this.online.has(nodeId) ? undefined : (this.wentOffline.get(nodeId) ?? this.lastSeen.get(nodeId) ?? 0);
+
   lastSeenAt(nodeId: string): number | null {
     return this.lastSeen.get(nodeId) ?? this.store.nodes.get(nodeId)?.lastSeen ?? null;
   }
@@ -63,6 +70,7 @@ export class NodeLiveness {
     this.lastSeen.set(nodeId, now);
     if (this.online.has(nodeId)) return;
     this.online.add(nodeId);
+    this.wentOffline.delete(nodeId);
     this.store.nodes.setStatus(nodeId, 'online');
     this.store.events.record('node.online', `node ${nodeId} online`, { nodeId });
     this.logger.info({ nodeId }, 'node online');
@@ -77,6 +85,7 @@ export class NodeLiveness {
 
   markOffline(nodeId: string, reason: string): void {
     if (!this.online.delete(nodeId)) return;
+    this.wentOffline.set(nodeId, Date.now());
     this.store.nodes.setStatus(nodeId, 'offline');
     this.store.events.record('node.offline', `node ${nodeId} offline: ${reason}`, { nodeId });
     this.logger.warn({ nodeId, reason }, 'node offline');

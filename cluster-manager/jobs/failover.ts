@@ -1,0 +1,78 @@
+import type { Logger } from '../../shared/index.js';
+import type { CommandOutbox } from '../dispatch/command-outbox.js';
+import type { InstanceRecord, JobRecord, Store } from '../store/index.js';
+import type { Placement } from './placement.js';
+
+/** A job replaces at most this many instances (or its replica count, if larger) per window. */
+const MIN_REPLACEMENTS_PER_WINDOW = 2;
+const RATE_WINDOW_MS = 60_000;
+
+export interface FailoverOptions {
+  store: Store;
+  placement: Placement;
+  outbox: CommandOutbox;
+  /** When the node went offline, or undefined while it is online. */
+  offlineSince(nodeId: string): number | undefined;
+  logger: Logger;
+}
+
+/**
+ * Replaces `lost` instances on nodes that fit, once their node has been offline for the job's
+ * `disconnect.replaceAfterMs`. The number and instance IP stay; the generation rises, so the old node is told
+ * to stop the old copy when it comes back. A per-job rate limit keeps a flapping fleet from a storm of moves.
+ */
+export class Failover {
+  private readonly recentReplacements = new Map<string, number[]>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: FailoverOptions) {}
+
+  start(): void {
+    this.timer ??= setInterval(() => this.run(), 1000);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One pass over every lost instance; also called at once when a node goes offline. */
+  run(now = Date.now()): void {
+    const { store, placement, outbox, offlineSince, logger } = this.options;
+    const lost = store.jobs
+      .allInstances()
+      .filter((instance) => instance.status === 'lost' && instance.nodeId);
+    if (lost.length === 0) return;
+    let replaced = 0;
+    store.transaction(() => {
+      for (const instance of lost) {
+        const job = store.jobs.getJob(instance.jobId);
+        const since = offlineSince(instance.nodeId!);
+        if (job?.state !== 'active' || since === undefined) continue;
+        if (now - since < job.spec.disconnect.replaceAfterMs || !this.allowed(job, now)) continue;
+        if (placement.replace(job, instance, now)) {
+          this.recentReplacements.get(job.id)!.push(now);
+          replaced++;
+          store.events.record('instance.replaced', describe(job, instance), {
+            jobId: job.id,
+            nodeId: instance.nodeId!,
+          });
+        }
+      }
+    });
+    if (replaced > 0) {
+      logger.info({ replaced }, 'replaced instances lost with offline nodes');
+      outbox.flush();
+    }
+  }
+
+  private allowed(job: JobRecord, now: number): boolean {
+    const recent = (this.recentReplacements.get(job.id) ?? []).filter((at) => now - at < RATE_WINDOW_MS);
+    this.recentReplacements.set(job.id, recent);
+    return recent.length < Math.max(MIN_REPLACEMENTS_PER_WINDOW, job.spec.replicas);
+  }
+}
+
+function describe(job: JobRecord, instance: InstanceRecord): string {
+  return `${job.name}#${instance.number} lost with node ${instance.nodeId} (generation ${instance.generation}): placed again`;
+}

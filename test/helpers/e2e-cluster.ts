@@ -1,0 +1,154 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { removeContainersWithLabel } from './docker.js';
+import { freePort } from './ports.js';
+import { BINS, Program } from './programs.js';
+import { waitFor } from './wait.js';
+
+export interface JobBody {
+  id: string;
+  name: string;
+  state: string;
+  instances: {
+    number: number;
+    nodeId: string | null;
+    nodeName: string | null;
+    status: string;
+    detail: string;
+    containerId: string | null;
+    generation: number;
+    restarts: number;
+    exitCode?: number;
+  }[];
+}
+
+export const API_TOKEN = 'e2e-api-token';
+export const JOIN_TOKEN = 'e2e-join-token';
+
+/**
+ * A cluster from the built programs, as a user runs it: one cluster manager with its embedded broker and
+ * node engines sharing this machine's dockerd, each with its own name, data dir and port.
+ */
+export class E2eCluster {
+  readonly dir = mkdtempSync(join(tmpdir(), 'edge-e2e-'));
+  httpPort = 0;
+  mqttPort = 0;
+  cm?: Program;
+  readonly engines = new Map<string, Program>();
+  private readonly enginePorts = new Map<string, number>();
+  readonly nodeIds = new Map<string, string>();
+
+  constructor(private readonly options: { nodeTimeoutMs?: number } = {}) {}
+
+  async startClusterManager(): Promise<void> {
+    this.httpPort ||= await freePort();
+    this.mqttPort ||= await freePort();
+    this.cm = Program.start('cluster-manager', BINS.clusterManager, [
+      ...['--host', '127.0.0.1', '--http-port', String(this.httpPort), '--mqtt-port', String(this.mqttPort)],
+      ...['--data-dir', join(this.dir, 'cm'), '--api-token', API_TOKEN, '--join-token', JOIN_TOKEN],
+      ...['--node-timeout', String(this.options.nodeTimeoutMs ?? 4000), '--telemetry-interval', '1000'],
+    ]);
+    await this.cm.waitForLog(/cluster manager listening/);
+  }
+
+  /** Starts (or starts again, with the same data dir and port) the node engine called `name`. */
+  async startEngine(name: string, extraArgs: string[] = []): Promise<Program> {
+    if (!this.enginePorts.has(name)) this.enginePorts.set(name, await freePort());
+    const engine = Program.start(name, BINS.nodeEngine, [
+      ...[
+        '--cluster-manager',
+        `http://127.0.0.1:${this.httpPort}`,
+        '--join-token',
+        JOIN_TOKEN,
+        '--name',
+        name,
+      ],
+      ...[
+        '--data-dir',
+        join(this.dir, name),
+        '--port',
+        String(this.enginePorts.get(name)),
+        '--runtimes',
+        'docker',
+      ],
+      ...extraArgs,
+    ]);
+    this.engines.set(name, engine);
+    return engine;
+  }
+
+  /** Starts the cluster manager and the named node engines, and waits until every node is online. */
+  async start(names: string[]): Promise<void> {
+    await this.startClusterManager();
+    for (const name of names) await this.startEngine(name);
+    await this.waitForNodes(names);
+  }
+
+  async waitForNodes(names: string[], timeoutMs = 30_000): Promise<void> {
+    const nodes = await waitFor(
+      async () => {
+        const list = (await (await this.api('/api/nodes')).json()) as {
+          id: string;
+          name: string;
+          status: string;
+        }[];
+        const wanted = list.filter((node) => names.includes(node.name) && node.status === 'online');
+        return wanted.length === names.length && wanted;
+      },
+      `nodes ${names.join(', ')} online`,
+      timeoutMs,
+    );
+    for (const node of nodes) this.nodeIds.set(node.name, node.id);
+  }
+
+  api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
+    return fetch(`http://127.0.0.1:${this.httpPort}${path}`, {
+      ...init,
+      headers: {
+        authorization: `Bearer ${API_TOKEN}`,
+        ...(init.json !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(init.headers as Record<string, string>),
+      },
+      body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
+    });
+  }
+
+  async createJob(spec: Record<string, unknown>): Promise<JobBody> {
+    const res = await this.api('/api/jobs', { method: 'POST', json: spec });
+    if (res.status !== 201) throw new Error(`POST /api/jobs answered ${res.status}: ${await res.text()}`);
+    return (await res.json()) as JobBody;
+  }
+
+  async job(id: string): Promise<JobBody> {
+    return (await (await this.api(`/api/jobs/${id}`)).json()) as JobBody;
+  }
+
+  /** Waits until the job's instances satisfy `check` and returns the job. */
+  waitForJob(
+    id: string,
+    check: (job: JobBody) => boolean,
+    what: string,
+    timeoutMs = 45_000,
+  ): Promise<JobBody> {
+    return waitFor(
+      async () => {
+        const job = await this.job(id);
+        return check(job) && job;
+      },
+      what,
+      timeoutMs,
+    );
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.engines.values()].map((engine) => engine.stop()));
+    await this.cm?.stop();
+    for (const id of this.nodeIds.values()) removeContainersWithLabel(`edge.node=${id}`);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Every instance of the job is running. */
+export const allRunning = (job: JobBody) =>
+  job.instances.length > 0 && job.instances.every((instance) => instance.status === 'running');
