@@ -1,0 +1,171 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Command } from '../../shared/index.js';
+import { topics } from '../../shared/index.js';
+import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+import { TestNode } from '../helpers/test-node.js';
+import { waitFor } from '../helpers/wait.js';
+
+interface JobBody {
+  id: string;
+  instances: { number: number; nodeId: string | null; status: string; generation: number; detail: string }[];
+}
+
+const job = { name: 'flappy', image: 'edge/busybox:latest', command: ['sleep', '3600'] };
+
+describe('failover of lost instances', () => {
+  let cm: RunningClusterManager;
+  const live = new Map<string, TestNode>();
+
+  async function join(name: string, auth?: { nodeId: string; nodeSecret: string }): Promise<TestNode> {
+    const node = new TestNode(cm.url, TestNode.info(name));
+    await node.register(auth ?? { token: cm.joinToken });
+    await node.connectMqtt(true);
+    await node.sendTelemetry();
+    live.set(name, node);
+    return node;
+  }
+
+  /** The broker sees the connection drop without DISCONNECT and publishes the node's last will. */
+  async function cut(name: string): Promise<TestNode> {
+    const node = live.get(name)!;
+    (node.mqtt as unknown as { stream: { destroy(): void } }).stream.destroy();
+    node.socket?.close();
+    live.delete(name);
+    await waitFor(
+      async () => {
+        const nodes = (await (await cm.api('/api/nodes')).json()) as { name: string; status: string }[];
+        return nodes.find((n) => n.name === name)?.status === 'offline';
+      },
+      `${name} offline`,
+      5000,
+    );
+    return node;
+  }
+
+  const getJob = async (id: string) => (await (await cm.api(`/api/jobs/${id}`)).json()) as JobBody;
+  const deployOf = (node: TestNode, jobId: string, generation: number) =>
+    node.commands.find(
+      (c: Command) => c.command === 'deploy' && c.job.id === jobId && c.generation === generation,
+    );
+  const report = (node: TestNode, jobId: string, generation: number) =>
+    node.publish(topics.jobStatus(node.ack!.nodeId), {
+      job: jobId,
+      instance: 0,
+      generation,
+      status: 'running',
+      detail: '',
+      containerId: `c-${generation}`,
+      ts: Date.now(),
+    });
+
+  beforeEach(async () => {
+    cm = await startClusterManager();
+  });
+  afterEach(async () => {
+    await Promise.all([...live.values()].map((node) => node.close()));
+    live.clear();
+    await cm.stop();
+  });
+
+  it('places a lost instance on another node and tells the old node to delete its copy when it returns', async () => {
+    const a = await join('edge-a');
+    const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
+    const first = created.instances[0]!;
+    expect(first.nodeId).toBe(a.ack!.nodeId);
+    await waitFor(() => deployOf(a, created.id, first.generation), 'deploy to edge-a');
+    await report(a, created.id, first.generation);
+    const b = await join('edge-b');
+
+    const old = await cut('edge-a');
+    const replaced = await waitFor(
+      async () => {
+        const now = await getJob(created.id);
+        return now.instances[0]?.nodeId === b.ack!.nodeId && now.instances[0];
+      },
+      'instance placed on edge-b',
+      5000,
+    );
+    expect(replaced.number).toBe(0);
+    expect(replaced.generation).toBeGreaterThan(first.generation);
+    await waitFor(() => deployOf(b, created.id, replaced.generation), 'deploy to edge-b');
+
+    const back = await join('edge-a', { nodeId: old.ack!.nodeId, nodeSecret: old.ack!.nodeSecret });
+    const remove = await waitFor(
+      () => back.commands.find((c) => c.command === 'delete' && c.job.id === created.id),
+      'a delete of the old copy for edge-a',
+      5000,
+    );
+    expect(remove).toMatchObject({ instance: 0, generation: first.generation });
+    // A late report of the old generation from the old node changes nothing.
+    await report(back, created.id, first.generation);
+    await report(b, created.id, replaced.generation);
+    await waitFor(
+      async () => (await getJob(created.id)).instances[0]?.status === 'running',
+      'running on edge-b',
+    );
+    expect((await getJob(created.id)).instances[0]!.nodeId).toBe(b.ack!.nodeId);
+  });
+
+  it('waits disconnect.replaceAfterMs before replacing, and keeps the instance if its node returns first', async () => {
+    const a = await join('edge-a');
+    await join('edge-b');
+    const created = (await (
+      await cm.api('/api/jobs', {
+        method: 'POST',
+        json: {
+          ...job,
+          name: 'patient',
+          disconnect: { replaceAfterMs: 60_000 },
+          constraints: { nodes: ['edge-a', 'edge-b'] },
+        },
+      })
+    ).json()) as JobBody;
+    const holderName = created.instances[0]!.nodeId === a.ack!.nodeId ? 'edge-a' : 'edge-b';
+    const holder = live.get(holderName)!;
+    await waitFor(() => deployOf(holder, created.id, created.instances[0]!.generation), 'deploy');
+    await cut(holderName);
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const waiting = await getJob(created.id);
+    expect(waiting.instances[0]).toMatchObject({ status: 'lost', nodeId: holder.ack!.nodeId });
+    const back = await join(holderName, { nodeId: holder.ack!.nodeId, nodeSecret: holder.ack!.nodeSecret });
+    await back.sendTelemetry([
+      { job: created.id, instance: 0, generation: created.instances[0]!.generation, status: 'running' },
+    ]);
+    await waitFor(
+      async () => (await getJob(created.id)).instances[0]?.status === 'running',
+      'running again in place',
+    );
+    expect((await getJob(created.id)).instances[0]!.generation).toBe(created.instances[0]!.generation);
+  });
+
+  it('limits replacements per job so that flapping nodes cause no storm', async () => {
+    for (const name of ['edge-a', 'edge-b', 'edge-c']) await join(name);
+    const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
+    const holderOf = async () => {
+      const now = await getJob(created.id);
+      const nodes = (await (await cm.api('/api/nodes')).json()) as { id: string; name: string }[];
+      return {
+        instance: now.instances[0]!,
+        name: nodes.find((n) => n.id === now.instances[0]!.nodeId)!.name,
+      };
+    };
+    // Two replacements in a minute are allowed (max(2, replicas)); the third waits.
+    for (let round = 0; round < 2; round++) {
+      const { instance, name } = await holderOf();
+      const old = await cut(name);
+      await waitFor(
+        async () => (await getJob(created.id)).instances[0]!.generation > instance.generation,
+        `replacement ${round + 1}`,
+        5000,
+      );
+      await join(name, { nodeId: old.ack!.nodeId, nodeSecret: old.ack!.nodeSecret });
+    }
+    const { instance, name } = await holderOf();
+    await cut(name);
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect((await getJob(created.id)).instances[0]).toMatchObject({
+      status: 'lost',
+      generation: instance.generation,
+    });
+  });
+});
