@@ -1,0 +1,99 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allRunning, E2eCluster } from '../helpers/e2e-cluster.js';
+import { waitFor } from '../helpers/wait.js';
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('native runtime through the whole cluster', () => {
+  const cluster = new E2eCluster();
+  const nativeDir = () => join(cluster.dir, 'native-a', 'native');
+  /** The pid file the node engine keeps for each native workload. */
+  const workloads = () =>
+    existsSync(nativeDir())
+      ? readdirSync(nativeDir()).flatMap((name) => {
+          const file = join(nativeDir(), name, 'workload.json');
+          return existsSync(file)
+            ? [
+                {
+                  dir: join(nativeDir(), name),
+                  ...(JSON.parse(readFileSync(file, 'utf8')) as { pid: number }),
+                },
+              ]
+            : [];
+        })
+      : [];
+
+  beforeAll(async () => {
+    await cluster.startClusterManager();
+    await cluster.startEngine('native-a', ['--runtimes', 'docker,native']);
+    await cluster.waitForNodes(['native-a']);
+  });
+  afterAll(async () => {
+    for (const workload of workloads()) if (alive(workload.pid)) process.kill(workload.pid, 'SIGKILL');
+    await cluster.stop();
+  });
+
+  it('runs a process with its limits and output, restarts it, adopts it after a node engine restart, and removes it', async () => {
+    const created = await cluster.createJob({
+      name: 'native-sleeper',
+      technology: 'native',
+      image: '/bin/sh',
+      command: ['-c', 'echo hello-native; trap "exit 0" TERM; sleep 3600 & wait'],
+      resources: { memoryMB: 32, pids: 16 },
+      restart: { policy: 'always' },
+    });
+    await cluster.waitForJob(created.id, allRunning, 'native instance running');
+    const [first] = workloads();
+    expect(first && alive(first.pid)).toBe(true);
+    await waitFor(
+      () => readFileSync(join(first!.dir, 'stdout.log'), 'utf8').includes('hello-native'),
+      'output kept',
+    );
+    const cgroups = readFileSync(`/proc/${first!.pid}/cgroup`, 'utf8');
+    const limited = cgroups.includes('edge-node-engine');
+    if (limited) {
+      const memory = /:memory:(\/.*)$/m.exec(cgroups)?.[1];
+      expect(memory).toContain('edge-node-engine');
+      const limit = readFileSync(
+        join('/sys/fs/cgroup/memory', memory!, 'memory.limit_in_bytes'),
+        'utf8',
+      ).trim();
+      expect(Number(limit)).toBe(32 * 1024 * 1024);
+    } else {
+      // Without writable cgroups the node engine falls back to prlimit: the address-space limit is set.
+      expect(readFileSync(`/proc/${first!.pid}/limits`, 'utf8')).toMatch(/Max address space\s+33554432/);
+    }
+
+    process.kill(first!.pid, 'SIGKILL');
+    const restarted = await cluster.waitForJob(
+      created.id,
+      (job) => allRunning(job) && job.instances[0]!.restarts === 1,
+      'restarted after kill -9',
+      20_000,
+    );
+    expect(restarted.instances[0]!.restarts).toBe(1);
+    const [second] = workloads();
+    expect(second!.pid).not.toBe(first!.pid);
+    expect(alive(second!.pid)).toBe(true);
+
+    await cluster.engines.get('native-a')!.stop();
+    await cluster.startEngine('native-a', ['--runtimes', 'docker,native']);
+    await cluster.waitForNodes(['native-a']);
+    await cluster.waitForJob(created.id, allRunning, 'running after the node engine restart', 20_000);
+    const adopted = workloads();
+    expect(adopted.map((w) => w.pid)).toEqual([second!.pid]);
+
+    expect((await cluster.api(`/api/jobs/${created.id}`, { method: 'DELETE' })).status).toBe(202);
+    await waitFor(() => !alive(second!.pid), 'process stopped', 20_000);
+    await waitFor(() => workloads().length === 0, 'pid file removed', 10_000);
+  });
+});
