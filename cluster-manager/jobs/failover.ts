@@ -1,8 +1,11 @@
 import type { Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import type { InstanceRecord, JobRecord, Store } from '../store/index.js';
+import { abandonMove } from './moves.js';
 import type { Placement } from './placement.js';
 
+/** A move whose target has not run the instance by then is given up (slow pulls on thin links included). */
+export const MOVE_TIMEOUT_MS = 10 * 60_000;
 /** A job replaces at most this many instances (or its replica count, if larger) per window. */
 const MIN_REPLACEMENTS_PER_WINDOW = 2;
 const RATE_WINDOW_MS = 60_000;
@@ -36,12 +39,39 @@ export class Failover {
     this.timer = undefined;
   }
 
-  /** One pass over every lost instance; also called at once when a node goes offline. */
+  /** One pass over moves and lost instances; also called at once when a node goes offline. */
   run(now = Date.now()): void {
+    this.abandonStuckMoves(now);
+    this.replaceLost(now);
+  }
+
+  /** A move whose target went offline or never got there would otherwise stay in flight forever. */
+  private abandonStuckMoves(now: number): void {
+    const { store, outbox, offlineSince } = this.options;
+    const stuck = store.moves.all().flatMap((move) => {
+      if (offlineSince(move.toNode) !== undefined) return [{ move, reason: 'the target went offline' }];
+      if (now - move.startedAt > MOVE_TIMEOUT_MS) return [{ move, reason: 'the target did not run it in time' }];
+      return [];
+    });
+    if (stuck.length === 0) return;
+    store.transaction(() => {
+      for (const { move, reason } of stuck) {
+        const job = store.jobs.getJob(move.jobId);
+        if (job) abandonMove(store, outbox, job, move, reason);
+      }
+    });
+    outbox.flush();
+  }
+
+  private replaceLost(now: number): void {
     const { store, placement, outbox, offlineSince, logger } = this.options;
+    // A lost instance with a move under way is the move's: its target may still take it over.
     const lost = store.jobs
       .allInstances()
-      .filter((instance) => instance.status === 'lost' && instance.nodeId);
+      .filter(
+        (instance) =>
+          instance.status === 'lost' && instance.nodeId && !store.moves.get(instance.jobId, instance.number),
+      );
     if (lost.length === 0) return;
     let replaced = 0;
     store.transaction(() => {

@@ -1,6 +1,7 @@
 import type { CommandAck, InstanceStatusReport, InstanceSummary, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
-import { type InstanceRecord, jobDefinition, type MoveRecord, type Store } from '../store/index.js';
+import type { InstanceRecord, MoveRecord, Store } from '../store/index.js';
+import { abandonMove, completeMove } from './moves.js';
 import type { Placement } from './placement.js';
 
 /** What nodes tell the cluster manager about instances: status reports, command acks, telemetry summaries. */
@@ -40,7 +41,11 @@ export class NodeReports {
       if (!this.store.commands.markAcked(ack.id, ack.ok, error, now)) return;
       const job = this.store.jobs.getJob(command.jobId);
       if (!job) return;
-      if (!ack.ok) {
+      if (!ack.ok && command.kind === 'move') {
+        const move = this.store.moves.get(job.id, command.instance);
+        if (move?.generation === command.generation)
+          abandonMove(this.store, this.outbox, job, move, error ?? 'refused');
+      } else if (!ack.ok) {
         this.store.events.record(
           'command.refused',
           `${command.kind} ${job.name}#${command.instance}: ${error}`,
@@ -140,48 +145,9 @@ export class NodeReports {
     const instance = this.store.jobs.getInstance(move.jobId, move.number);
     if (!job || !instance) return;
     this.store.transaction(() => {
-      this.store.moves.remove(move.jobId, move.number);
-      if (report.status === 'running') {
-        this.outbox.enqueue(move.fromNode, {
-          kind: 'delete',
-          job: jobDefinition(job),
-          instance: move.number,
-          generation: instance.generation,
-          worker: [move.fromNode],
-        });
-        this.store.jobs.updateInstance({
-          ...instance,
-          nodeId: move.toNode,
-          generation: move.generation,
-          status: 'running',
-          detail: '',
-          containerId: report.containerId,
-          startedAt: report.startedAt ?? now,
-          restarts: 0,
-          exitCode: null,
-          updatedAt: now,
-        });
-        this.store.events.record('move.done', `${job.name}#${move.number} moved to ${move.toNode}`, {
-          jobId: job.id,
-          nodeId: move.toNode,
-        });
-      } else {
-        this.outbox.enqueue(move.toNode, {
-          kind: 'delete',
-          job: jobDefinition(job),
-          instance: move.number,
-          generation: move.generation,
-          worker: [move.toNode],
-        });
-        this.store.events.record(
-          'move.failed',
-          `move of ${job.name}#${move.number} failed: ${report.detail}`,
-          {
-            jobId: job.id,
-            nodeId: move.toNode,
-          },
-        );
-      }
+      if (report.status === 'running')
+        completeMove(this.store, this.outbox, job, instance, move, report, now);
+      else abandonMove(this.store, this.outbox, job, move, report.detail || 'the target could not start it');
     });
     this.outbox.flush();
   }

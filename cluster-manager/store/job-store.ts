@@ -274,6 +274,10 @@ export class MoveStore {
     return row ? moveFromRow(row) : undefined;
   }
 
+  all(): MoveRecord[] {
+    return (this.db.prepare('SELECT * FROM moves').all() as MoveRow[]).map(moveFromRow);
+  }
+
   /** Moves whose target is this node: they reserve its capacity. */
   toNode(nodeId: string): MoveRecord[] {
     return (this.db.prepare('SELECT * FROM moves WHERE to_node = ?').all(nodeId) as MoveRow[]).map(

@@ -168,4 +168,54 @@ describe('failover of lost instances', () => {
       generation: instance.generation,
     });
   });
+
+  it('gives up a move whose target goes offline: the instance stays on its source', async () => {
+    const a = await join('edge-a');
+    const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
+    const first = created.instances[0]!;
+    await report(a, created.id, first.generation);
+    const b = await join('edge-b');
+    expect(
+      (await cm.api(`/api/jobs/${created.id}/move`, { method: 'POST', json: { to: 'edge-b' } })).status,
+    ).toBe(202);
+    const move = await waitFor(
+      () => b.commands.find((c) => c.command === 'move'),
+      'the move command on edge-b',
+    );
+    expect(move.worker).toEqual([a.ack!.nodeId, b.ack!.nodeId]);
+    const old = await cut('edge-b');
+    await waitFor(async () => {
+      const events = (await (await cm.api('/api/events?limit=20')).json()) as { type: string }[];
+      return events.some((event) => event.type === 'move.failed');
+    }, 'the move given up');
+    expect((await getJob(created.id)).instances[0]).toMatchObject({
+      nodeId: a.ack!.nodeId,
+      generation: first.generation,
+    });
+    const back = await join('edge-b', { nodeId: old.ack!.nodeId, nodeSecret: old.ack!.nodeSecret });
+    const remove = await waitFor(
+      () => back.commands.find((c) => c.command === 'delete'),
+      'a delete for the target',
+    );
+    expect(remove.generation).toBe(move.generation);
+  });
+
+  it('deletes a job on nodes that were offline when it was deleted, once they return', async () => {
+    const a = await join('edge-a');
+    const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
+    await waitFor(() => deployOf(a, created.id, created.instances[0]!.generation), 'deploy');
+    const old = await cut('edge-a');
+    expect((await cm.api(`/api/jobs/${created.id}`, { method: 'DELETE' })).status).toBe(202);
+    expect(await getJob(created.id)).toMatchObject({ state: 'deleting' });
+    expect((await cm.api('/api/jobs', { method: 'POST', json: job })).status).toBe(201);
+    const back = await join('edge-a', { nodeId: old.ack!.nodeId, nodeSecret: old.ack!.nodeSecret });
+    await waitFor(
+      () => back.commands.find((c) => c.command === 'delete' && c.job.id === created.id),
+      'the delete',
+    );
+    await waitFor(
+      async () => (await cm.api(`/api/jobs/${created.id}`)).status === 404,
+      'the job gone after the ack',
+    );
+  });
 });

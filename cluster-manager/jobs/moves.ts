@@ -1,0 +1,73 @@
+import type { InstanceStatusReport } from '../../shared/index.js';
+import type { CommandOutbox } from '../dispatch/command-outbox.js';
+import {
+  type InstanceRecord,
+  type JobRecord,
+  jobDefinition,
+  type MoveRecord,
+  type Store,
+} from '../store/index.js';
+
+/**
+ * The end of a make-before-break move. Call inside a transaction. The target runs the instance: it becomes the
+ * holder under the move's generation, and the source is told to delete its copy.
+ */
+export function completeMove(
+  store: Store,
+  outbox: CommandOutbox,
+  job: JobRecord,
+  instance: InstanceRecord,
+  move: MoveRecord,
+  report: InstanceStatusReport,
+  now: number,
+): void {
+  store.moves.remove(move.jobId, move.number);
+  outbox.enqueue(move.fromNode, {
+    kind: 'delete',
+    job: jobDefinition(job),
+    instance: move.number,
+    generation: instance.generation,
+    worker: [move.fromNode],
+  });
+  store.jobs.updateInstance({
+    ...instance,
+    nodeId: move.toNode,
+    generation: move.generation,
+    status: 'running',
+    detail: '',
+    containerId: report.containerId,
+    startedAt: report.startedAt ?? now,
+    restarts: 0,
+    exitCode: null,
+    updatedAt: now,
+  });
+  store.events.record('move.done', `${job.name}#${move.number} moved to ${move.toNode}`, {
+    jobId: job.id,
+    nodeId: move.toNode,
+  });
+}
+
+/**
+ * A move that cannot finish: the instance stays on its source, and the target is told to delete whatever it
+ * started. Call inside a transaction.
+ */
+export function abandonMove(
+  store: Store,
+  outbox: CommandOutbox,
+  job: JobRecord,
+  move: MoveRecord,
+  reason: string,
+): void {
+  store.moves.remove(move.jobId, move.number);
+  outbox.enqueue(move.toNode, {
+    kind: 'delete',
+    job: jobDefinition(job),
+    instance: move.number,
+    generation: move.generation,
+    worker: [move.toNode],
+  });
+  store.events.record('move.failed', `move of ${job.name}#${move.number} failed: ${reason}`, {
+    jobId: job.id,
+    nodeId: move.toNode,
+  });
+}
