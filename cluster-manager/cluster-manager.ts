@@ -87,7 +87,7 @@ export class ClusterManager {
         authenticate: (username, password) => this.authenticateMqtt(username, password),
         logger,
       });
-      mqttUrl = `mqtt://127.0.0.1:${this.broker.port}`;
+      mqttUrl = `mqtt://${localAddress(config.host)}:${this.broker.port}`;
       login = { username: 'cluster-manager', password: this.internalSecret };
     }
     this.mqtt = connectMqtt(mqttUrl, { ...login, clientId: `cluster-manager-${newSecret(6)}`, clean: true });
@@ -214,4 +214,11 @@ export class ClusterManager {
       },
     };
   }
+}
+
+/** Where this process reaches its own embedded broker: it listens on `host` only, unless that is a wildcard. */
+function localAddress(host: string): string {
+  if (host === '' || host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

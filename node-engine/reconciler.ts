@@ -248,12 +248,7 @@ export class Reconciler {
     const key = instanceKey(desired.job.id, desired.instance);
     for (const removingKey of this.removing.values()) if (removingKey === key) return;
     track.deploying = true;
-    const spec: InstanceSpec = {
-      nodeId: this.nodeId,
-      job: desired.job,
-      instance: desired.instance,
-      generation: desired.generation,
-    };
+    const spec = this.specOf(desired);
     this.background(async () => {
       try {
         const deployed = await runtime.deploy(spec, (phase, detail) =>
@@ -355,12 +350,7 @@ export class Reconciler {
       track.restarts++;
       track.consecutiveFailures++;
     }
-    const spec: InstanceSpec = {
-      nodeId: this.nodeId,
-      job: desired.job,
-      instance: desired.instance,
-      generation: desired.generation,
-    };
+    const spec = this.specOf(desired);
     this.background(async () => {
       try {
         const startedAt = await runtime.start(workload.handle, spec);
@@ -375,6 +365,15 @@ export class Reconciler {
         track.deploying = false;
       }
     });
+  }
+
+  private specOf(desired: DesiredInstance): InstanceSpec {
+    return {
+      nodeId: this.nodeId,
+      job: desired.job,
+      instance: desired.instance,
+      generation: desired.generation,
+    };
   }
 
   private schedule(delayMs: number): void {

@@ -61,6 +61,11 @@ export class CommandOutbox {
     return message;
   }
 
+  /** Queues `delete` of one instance (at the generation the node has it) or, with -1, of the whole job. */
+  enqueueDelete(nodeId: string, job: JobDefinition, instance: number, generation: number): Command {
+    return this.enqueue(nodeId, { kind: 'delete', job, instance, generation, worker: [nodeId] });
+  }
+
   attach(mqtt: MqttClient): void {
     this.mqtt = mqtt;
     this.timer ??= setInterval(() => this.flush(), 1000);

@@ -50,7 +50,8 @@ export class Failover {
     const { store, outbox, offlineSince } = this.options;
     const stuck = store.moves.all().flatMap((move) => {
       if (offlineSince(move.toNode) !== undefined) return [{ move, reason: 'the target went offline' }];
-      if (now - move.startedAt > MOVE_TIMEOUT_MS) return [{ move, reason: 'the target did not run it in time' }];
+      if (now - move.startedAt > MOVE_TIMEOUT_MS)
+        return [{ move, reason: 'the target did not run it in time' }];
       return [];
     });
     if (stuck.length === 0) return;

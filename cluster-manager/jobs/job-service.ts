@@ -76,13 +76,7 @@ export class JobService {
         });
       }
       for (const nodeId of nodes) {
-        this.outbox.enqueue(nodeId, {
-          kind: 'delete',
-          job: jobDefinition(job),
-          instance: -1,
-          generation,
-          worker: [nodeId],
-        });
+        this.outbox.enqueueDelete(nodeId, jobDefinition(job), -1, generation);
       }
       this.store.events.record('job.deleting', `job ${job.name} deleting on ${nodes.size} node(s)`, {
         jobId: job.id,
@@ -179,13 +173,7 @@ export class JobService {
       return;
     }
     this.store.jobs.updateInstance({ ...instance, status: 'stopping', updatedAt: now });
-    this.outbox.enqueue(instance.nodeId, {
-      kind: 'delete',
-      job: jobDefinition(job),
-      instance: instance.number,
-      generation: instance.generation,
-      worker: [instance.nodeId],
-    });
+    this.outbox.enqueueDelete(instance.nodeId, jobDefinition(job), instance.number, instance.generation);
   }
 
   private find(idOrName: string): JobRecord {

@@ -22,13 +22,7 @@ export function completeMove(
   now: number,
 ): void {
   store.moves.remove(move.jobId, move.number);
-  outbox.enqueue(move.fromNode, {
-    kind: 'delete',
-    job: jobDefinition(job),
-    instance: move.number,
-    generation: instance.generation,
-    worker: [move.fromNode],
-  });
+  outbox.enqueueDelete(move.fromNode, jobDefinition(job), move.number, instance.generation);
   store.jobs.updateInstance({
     ...instance,
     nodeId: move.toNode,
@@ -59,13 +53,7 @@ export function abandonMove(
   reason: string,
 ): void {
   store.moves.remove(move.jobId, move.number);
-  outbox.enqueue(move.toNode, {
-    kind: 'delete',
-    job: jobDefinition(job),
-    instance: move.number,
-    generation: move.generation,
-    worker: [move.toNode],
-  });
+  outbox.enqueueDelete(move.toNode, jobDefinition(job), move.number, move.generation);
   store.events.record('move.failed', `move of ${job.name}#${move.number} failed: ${reason}`, {
     jobId: job.id,
     nodeId: move.toNode,

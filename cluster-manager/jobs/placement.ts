@@ -49,13 +49,7 @@ export class Placement {
       if (lost.detail !== detail) this.store.jobs.updateInstance({ ...lost, detail, updatedAt: now });
       return false;
     }
-    this.outbox.enqueue(lost.nodeId, {
-      kind: 'delete',
-      job: definition,
-      instance: lost.number,
-      generation: lost.generation,
-      worker: [lost.nodeId],
-    });
+    this.outbox.enqueueDelete(lost.nodeId, definition, lost.number, lost.generation);
     this.assign(
       job,
       lost,
