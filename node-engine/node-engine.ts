@@ -16,6 +16,7 @@ import { createDockerClient } from './runtimes/docker-client.js';
 import { NativeRuntime } from './runtimes/native.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { DesiredStateStore } from './state/desired-state.js';
+import { RestartLedger } from './state/restart-ledger.js';
 import { GpuMonitor } from './telemetry/gpus.js';
 import { describeSensors } from './telemetry/sensors.js';
 import { TelemetryPublisher } from './telemetry/telemetry-publisher.js';
@@ -147,11 +148,13 @@ export class NodeEngine {
     if (this.active?.nodeId === nodeId) return;
     if (this.active) await this.retire(this.active);
     const store = await DesiredStateStore.load(this.config.dataDir, nodeId);
+    const ledger = await RestartLedger.load(this.config.dataDir);
     const runtimes = this.runtimesAvailable.map((technology) => this.createRuntime(technology, nodeId));
     const reconciler = new Reconciler({
       nodeId,
       store,
       runtimes,
+      ledger,
       statuses: this.statuses,
       logger: this.logger,
     });

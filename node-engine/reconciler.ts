@@ -3,6 +3,7 @@ import { type InstanceState, InstanceStatusBook } from './instance-status.js';
 import { decideAfterExit, RESTART_BACKOFF_RESET_MS } from './restart-policy.js';
 import { type InstanceSpec, type Runtime, RuntimeError, type RuntimeWorkload } from './runtimes/runtime.js';
 import { type DesiredInstance, type DesiredStateStore, instanceKey } from './state/desired-state.js';
+import type { RestartLedger } from './state/restart-ledger.js';
 
 export interface ReconcilerOptions {
   nodeId: string;
@@ -12,6 +13,8 @@ export interface ReconcilerOptions {
   logger: Logger;
   /** How often the loop runs without any trigger, to heal what no event told about. */
   periodMs?: number;
+  /** Where restart counts outlive the process; without it they live in memory only. */
+  ledger?: RestartLedger;
 }
 
 /** What the reconciler remembers about one instance between passes (restart counts, pending actions). */
@@ -43,6 +46,7 @@ export class Reconciler {
   private readonly runtimes: Map<Technology, Runtime>;
   private readonly logger: Logger;
   private readonly periodMs: number;
+  private readonly ledger: RestartLedger | undefined;
   private readonly tracks = new Map<string, Track>();
   /** Workloads being removed: handle id -> instance key. */
   private readonly removing = new Map<string, string>();
@@ -61,6 +65,7 @@ export class Reconciler {
     this.statuses = options.statuses ?? new InstanceStatusBook();
     this.logger = options.logger.child({ part: 'reconciler' });
     this.periodMs = options.periodMs ?? 5000;
+    this.ledger = options.ledger;
   }
 
   start(): void {
@@ -156,15 +161,20 @@ export class Reconciler {
     for (const state of this.statuses.all()) {
       if (!this.store.get(state.job, state.instance)) this.statuses.forget(state.job, state.instance);
     }
+    const wanted = this.store.all().filter((desired) => desired.want === 'run');
+    this.ledger
+      ?.retain(new Set(wanted.map((desired) => instanceKey(desired.job.id, desired.instance))))
+      .catch(() => {});
   }
 
   private track(key: string, generation: number): Track {
     let track = this.tracks.get(key);
     if (!track || track.generation !== generation) {
+      const saved = this.ledger?.get(key, generation);
       track = {
         generation,
-        restarts: 0,
-        consecutiveFailures: 0,
+        restarts: saved?.restarts ?? 0,
+        consecutiveFailures: saved?.consecutiveFailures ?? 0,
         deploying: false,
         failed: false,
         settled: false,
@@ -288,8 +298,11 @@ export class Reconciler {
     const containerId = workload.handle.id;
     if (workload.state === 'running') {
       track.settled = false;
-      if (workload.startedAt !== undefined && Date.now() - workload.startedAt >= RESTART_BACKOFF_RESET_MS) {
+      const ranLong =
+        workload.startedAt !== undefined && Date.now() - workload.startedAt >= RESTART_BACKOFF_RESET_MS;
+      if (ranLong && track.consecutiveFailures > 0) {
         track.consecutiveFailures = 0;
+        this.saveCounts(desired, track);
       }
       this.report(desired, 'running', {
         containerId,
@@ -349,6 +362,7 @@ export class Reconciler {
     if (counts) {
       track.restarts++;
       track.consecutiveFailures++;
+      this.saveCounts(desired, track);
     }
     const spec = this.specOf(desired);
     this.background(async () => {
@@ -364,6 +378,14 @@ export class Reconciler {
       } finally {
         track.deploying = false;
       }
+    });
+  }
+
+  private saveCounts(desired: DesiredInstance, track: Track): void {
+    const key = instanceKey(desired.job.id, desired.instance);
+    const { generation, restarts, consecutiveFailures } = track;
+    this.ledger?.record(key, { generation, restarts, consecutiveFailures }).catch((error: Error) => {
+      this.logger.warn({ err: error.message }, 'cannot save restart counts');
     });
   }
 

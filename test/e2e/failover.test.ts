@@ -90,6 +90,18 @@ describe('a cluster that heals itself', () => {
       );
       expect(back.instances[0]!.restarts).toBe(1);
     }
+    // Restart counts outlive the node engine: after its restart the next kill counts as the second.
+    await cluster.engines.get('heal-b')!.stop();
+    await cluster.startEngine('heal-b');
+    await cluster.waitForNodes(['heal-b']);
+    const always = await cluster.waitForJob(jobs.always!.id, allRunning, 'always running after the restart');
+    execFileSync('docker', ['kill', containerOf(always)], { stdio: 'ignore' });
+    await cluster.waitForJob(
+      jobs.always!.id,
+      (job) => job.instances[0]?.status === 'running' && job.instances[0].restarts === 2,
+      'always restarted a second time',
+      20_000,
+    );
     const never = await cluster.waitForJob(
       jobs.never!.id,
       (job) => job.instances[0]?.status === 'failed',
