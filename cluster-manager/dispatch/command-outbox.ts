@@ -52,7 +52,7 @@ export class CommandOutbox {
     this.store.commands.insert(message, nodeId, now);
     this.store.events.record(
       'command',
-      `${command.kind} ${command.job.name}#${command.instance} to ${nodeId}`,
+      `${command.kind} ${command.job.name}#${command.instance} to ${this.store.nodes.nameOf(nodeId)}`,
       {
         nodeId,
         jobId: command.job.id,

@@ -84,7 +84,7 @@ export class Failover {
         if (placement.replace(job, instance, now)) {
           this.recentReplacements.get(job.id)!.push(now);
           replaced++;
-          store.events.record('instance.replaced', describe(job, instance), {
+          store.events.record('instance.replaced', describe(store, job, instance), {
             jobId: job.id,
             nodeId: instance.nodeId!,
           });
@@ -104,6 +104,7 @@ export class Failover {
   }
 }
 
-function describe(job: JobRecord, instance: InstanceRecord): string {
-  return `${job.name}#${instance.number} lost with node ${instance.nodeId} (generation ${instance.generation}): placed again`;
+function describe(store: Store, job: JobRecord, instance: InstanceRecord): string {
+  const node = store.nodes.nameOf(instance.nodeId!);
+  return `${job.name}#${instance.number} lost with node ${node} (generation ${instance.generation}): placed again`;
 }

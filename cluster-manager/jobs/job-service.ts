@@ -155,7 +155,7 @@ export class JobService {
       });
       this.store.events.record(
         'move.started',
-        `move ${job.name}#${number} from ${instance.nodeId} to ${target.nodeId}`,
+        `move ${job.name}#${number} from ${this.store.nodes.nameOf(instance.nodeId)} to ${this.store.nodes.nameOf(target.nodeId)}`,
         {
           jobId: job.id,
           nodeId: target.nodeId,

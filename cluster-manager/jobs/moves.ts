@@ -35,7 +35,7 @@ export function completeMove(
     exitCode: null,
     updatedAt: now,
   });
-  store.events.record('move.done', `${job.name}#${move.number} moved to ${move.toNode}`, {
+  store.events.record('move.done', `${job.name}#${move.number} moved to ${store.nodes.nameOf(move.toNode)}`, {
     jobId: job.id,
     nodeId: move.toNode,
   });

@@ -72,7 +72,7 @@ export class NodeLiveness {
     this.online.add(nodeId);
     this.wentOffline.delete(nodeId);
     this.store.nodes.setStatus(nodeId, 'online');
-    this.store.events.record('node.online', `node ${nodeId} online`, { nodeId });
+    this.store.events.record('node.online', `node ${this.store.nodes.nameOf(nodeId)} online`, { nodeId });
     this.logger.info({ nodeId }, 'node online');
     this.events.onOnline(nodeId);
   }
@@ -87,7 +87,9 @@ export class NodeLiveness {
     if (!this.online.delete(nodeId)) return;
     this.wentOffline.set(nodeId, Date.now());
     this.store.nodes.setStatus(nodeId, 'offline');
-    this.store.events.record('node.offline', `node ${nodeId} offline: ${reason}`, { nodeId });
+    this.store.events.record('node.offline', `node ${this.store.nodes.nameOf(nodeId)} offline: ${reason}`, {
+      nodeId,
+    });
     this.logger.warn({ nodeId, reason }, 'node offline');
     this.events.onOffline(nodeId, reason);
   }

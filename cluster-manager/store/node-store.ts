@@ -63,6 +63,14 @@ export class NodeStore {
     return row ? fromRow(row) : undefined;
   }
 
+  /** The node's name for messages meant for people; its id when it is unknown. */
+  nameOf(id: string): string {
+    const row = this.db.prepare('SELECT name FROM nodes WHERE id = ?').get(id) as
+      | { name: string }
+      | undefined;
+    return row?.name ?? id;
+  }
+
   findByName(name: string): NodeRecord | undefined {
     const row = this.db.prepare('SELECT * FROM nodes WHERE name = ?').get(name) as NodeRow | undefined;
     return row ? fromRow(row) : undefined;

@@ -1,0 +1,69 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+import { TestNode } from '../helpers/test-node.js';
+
+/** Debian's Chromium, as TESTING.md says: no browser download works here. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+describe('the web dashboard in a real browser', () => {
+  let cm: RunningClusterManager;
+  let node: TestNode;
+  let browser: Browser;
+  let page: Page;
+
+  beforeAll(async () => {
+    cm = await startClusterManager();
+    node = new TestNode(cm.url, TestNode.info('dash-node'));
+    await node.register({ token: cm.joinToken });
+    await node.connectMqtt(true);
+    await node.sendTelemetry();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    });
+    page = await browser.newPage();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await node?.close();
+    await cm?.stop();
+  });
+
+  it('asks for the token, then shows nodes and jobs, and deploys a job from JSON with field errors shown', async () => {
+    await page.goto(cm.url);
+    await page.locator('#token-input').fill('wrong-token');
+    await page.locator('#login-form button[type=submit]').click();
+    await expect.poll(() => page.locator('#login-error').textContent()).toMatch(/./);
+
+    await page.locator('#token-input').fill(cm.apiToken);
+    await page.locator('#login-form button[type=submit]').click();
+    await expect.poll(() => page.locator('#nodes').textContent(), { timeout: 10_000 }).toContain('dash-node');
+
+    await page
+      .locator('#deploy-spec')
+      .fill(JSON.stringify({ name: 'dash-job', image: 'edge/busybox:latest', replicas: 0 }));
+    await page.locator('#deploy-form button[type=submit]').click();
+    await expect.poll(() => page.locator('#deploy-result').textContent()).toContain('replicas');
+
+    await page
+      .locator('#deploy-spec')
+      .fill(JSON.stringify({ name: 'dash-job', image: 'edge/busybox:latest' }));
+    await page.locator('#deploy-form button[type=submit]').click();
+    await expect.poll(() => page.locator('#deploy-result').textContent()).toContain('Created job dash-job');
+    await expect.poll(() => page.locator('#jobs').textContent(), { timeout: 10_000 }).toContain('dash-job');
+    const jobs = (await (await cm.api('/api/jobs')).json()) as { name: string }[];
+    expect(jobs.map((job) => job.name)).toEqual(['dash-job']);
+    await page.screenshot({ path: join(tmpdir(), 'edge-dashboard.png'), fullPage: true });
+  });
+});
