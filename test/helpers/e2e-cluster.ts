@@ -27,8 +27,9 @@ export const API_TOKEN = 'e2e-api-token';
 export const JOIN_TOKEN = 'e2e-join-token';
 
 /**
- * A cluster from the built programs, as a user runs it: one cluster manager with its embedded broker and
- * node engines sharing this machine's dockerd, each with its own name, data dir and port.
+ * A cluster from the built programs, as a user runs it: one cluster manager with its embedded broker (or an
+ * external one, `mqttUrl`) and node engines sharing this machine's dockerd, each with its own name, data dir
+ * and port. The cluster manager can be stopped or killed and started again with the same data dir and ports.
  */
 export class E2eCluster {
   readonly dir = mkdtempSync(join(tmpdir(), 'edge-e2e-'));
@@ -39,41 +40,64 @@ export class E2eCluster {
   private readonly enginePorts = new Map<string, number>();
   readonly nodeIds = new Map<string, string>();
 
-  constructor(private readonly options: { nodeTimeoutMs?: number } = {}) {}
+  /**
+   * `host`: the address the cluster manager listens on and is reached at (default 127.0.0.1); a bridge
+   * address lets node engines in network namespaces reach it too (see netns.ts).
+   */
+  constructor(private readonly options: { nodeTimeoutMs?: number; mqttUrl?: string; host?: string } = {}) {}
 
+  get host(): string {
+    return this.options.host ?? '127.0.0.1';
+  }
+
+  /** How node engines and the API client reach the cluster manager. */
+  get url(): string {
+    return `http://${this.host}:${this.httpPort}`;
+  }
+
+  /** Starts (or starts again, with the same data dir and ports) the cluster manager. */
   async startClusterManager(): Promise<void> {
     this.httpPort ||= await freePort();
-    this.mqttPort ||= await freePort();
+    if (!this.options.mqttUrl) this.mqttPort ||= await freePort();
+    const broker = this.options.mqttUrl
+      ? ['--mqtt-url', this.options.mqttUrl]
+      : ['--mqtt-port', String(this.mqttPort)];
     this.cm = Program.start('cluster-manager', BINS.clusterManager, [
-      ...['--host', '127.0.0.1', '--http-port', String(this.httpPort), '--mqtt-port', String(this.mqttPort)],
+      ...['--host', this.host, '--http-port', String(this.httpPort), ...broker],
       ...['--data-dir', join(this.dir, 'cm'), '--api-token', API_TOKEN, '--join-token', JOIN_TOKEN],
       ...['--node-timeout', String(this.options.nodeTimeoutMs ?? 4000), '--telemetry-interval', '1000'],
     ]);
     await this.cm.waitForLog(/cluster manager listening/);
   }
 
-  /** Starts (or starts again, with the same data dir and port) the node engine called `name`. */
-  async startEngine(name: string, extraArgs: string[] = []): Promise<Program> {
+  /**
+   * Starts (or starts again, with the same data dir and port) the node engine called `name`; with `netns`,
+   * inside that network namespace (`ip netns exec`; the cluster manager's `host` must be reachable there).
+   */
+  async startEngine(
+    name: string,
+    extraArgs: string[] = [],
+    options: { netns?: string } = {},
+  ): Promise<Program> {
     if (!this.enginePorts.has(name)) this.enginePorts.set(name, await freePort());
-    const engine = Program.start(name, BINS.nodeEngine, [
-      ...[
-        '--cluster-manager',
-        `http://127.0.0.1:${this.httpPort}`,
-        '--join-token',
-        JOIN_TOKEN,
-        '--name',
-        name,
+    const engine = Program.start(
+      name,
+      BINS.nodeEngine,
+      [
+        ...['--cluster-manager', this.url, '--join-token', JOIN_TOKEN, '--name', name],
+        ...[
+          '--data-dir',
+          join(this.dir, name),
+          '--port',
+          String(this.enginePorts.get(name)),
+          '--runtimes',
+          'docker',
+        ],
+        ...extraArgs,
       ],
-      ...[
-        '--data-dir',
-        join(this.dir, name),
-        '--port',
-        String(this.enginePorts.get(name)),
-        '--runtimes',
-        'docker',
-      ],
-      ...extraArgs,
-    ]);
+      {},
+      options.netns ? ['ip', 'netns', 'exec', options.netns] : [],
+    );
     this.engines.set(name, engine);
     return engine;
   }
@@ -103,7 +127,7 @@ export class E2eCluster {
   }
 
   api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
-    return fetch(`http://127.0.0.1:${this.httpPort}${path}`, {
+    return fetch(`${this.url}${path}`, {
       ...init,
       headers: {
         authorization: `Bearer ${API_TOKEN}`,

@@ -35,8 +35,20 @@ export class Program {
     );
   }
 
-  static start(name: string, bin: string, args: string[], env: Record<string, string> = {}): Program {
-    const child = spawn(process.execPath, [...(NODE_FLAGS[bin] ?? []), bin, ...args], {
+  /**
+   * `prefix` runs the program through another command, e.g. `['ip', 'netns', 'exec', '<ns>']` to start it in
+   * a network namespace (ip execs node in place, so `pid` is still the program's own).
+   */
+  static start(
+    name: string,
+    bin: string,
+    args: string[],
+    env: Record<string, string> = {},
+    prefix: string[] = [],
+  ): Program {
+    const argv = [process.execPath, ...(NODE_FLAGS[bin] ?? []), bin, ...args];
+    const command = [...prefix, ...argv];
+    const child = spawn(command[0]!, command.slice(1), {
       env: { ...process.env, LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'info', ...TUNING_ENV[bin], ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
