@@ -206,7 +206,7 @@ export class ClusterManager {
         if (online) {
           this.liveness.seen(nodeId);
           this.outbox.resendTo(nodeId);
-        } else this.liveness.markOffline(nodeId, 'MQTT last will');
+        } else this.liveness.lastWill(nodeId);
       },
       rejected: (topic: string, reason: string) => {
         this.metrics.rejectedMessages.inc({ topic_kind: topic.split('/').slice(2).join('/') || 'other' });

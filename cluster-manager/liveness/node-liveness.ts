@@ -7,6 +7,11 @@ export interface LivenessEvents {
 }
 
 const PERSIST_EVERY_MS = 10_000;
+/**
+ * A last will counts once the node stayed away this long: a link that blips and reconnects at once (flaky
+ * Wi-Fi, a broker failover) must not send its instances elsewhere and back.
+ */
+export const LAST_WILL_GRACE_MS = 1000;
 
 /**
  * Which nodes are online. A node is online from registration or telemetry until it sends nothing for
@@ -20,6 +25,7 @@ export class NodeLiveness {
   private readonly persistedAt = new Map<string, number>();
   private readonly dirty = new Set<string>();
   private readonly wentOffline = new Map<string, number>();
+  private readonly lastWills = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -42,7 +48,7 @@ export class NodeLiveness {
   }
 
   start(): void {
-    this.timer ??= setInterval(() => this.sweep(), Math.max(200, Math.min(1000, this.timeoutMs / 4)));
+    this.timer ??= setInterval(() => this.sweep(), Math.max(100, Math.min(250, this.timeoutMs / 4)));
   }
 
   stop(): void {
@@ -83,6 +89,11 @@ export class NodeLiveness {
     this.seen(nodeId, now);
   }
 
+  /** The broker published the node's last will: offline, unless it is back within the grace. */
+  lastWill(nodeId: string, now = Date.now()): void {
+    if (this.online.has(nodeId)) this.lastWills.set(nodeId, now);
+  }
+
   markOffline(nodeId: string, reason: string): void {
     if (!this.online.delete(nodeId)) return;
     this.wentOffline.set(nodeId, Date.now());
@@ -95,6 +106,11 @@ export class NodeLiveness {
   }
 
   private sweep(now = Date.now()): void {
+    for (const [nodeId, willAt] of this.lastWills) {
+      if (now - willAt < LAST_WILL_GRACE_MS) continue;
+      this.lastWills.delete(nodeId);
+      if ((this.lastSeen.get(nodeId) ?? 0) <= willAt) this.markOffline(nodeId, 'MQTT last will');
+    }
     for (const nodeId of [...this.online]) {
       const seen = this.lastSeen.get(nodeId) ?? 0;
       if (now - seen > this.timeoutMs) this.markOffline(nodeId, `no telemetry for ${now - seen} ms`);

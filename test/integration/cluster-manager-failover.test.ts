@@ -218,4 +218,24 @@ describe('failover of lost instances', () => {
       'the job gone after the ack',
     );
   });
+
+  it('rides out a link that drops and comes straight back: no offline, no replacement', async () => {
+    const a = await join('edge-a');
+    await join('edge-b');
+    const created = (await (
+      await cm.api('/api/jobs', { method: 'POST', json: { ...job, constraints: { nodes: ['edge-a'] } } })
+    ).json()) as JobBody;
+    await report(a, created.id, created.instances[0]!.generation);
+    (a.mqtt as unknown as { stream: { destroy(): void } }).stream.destroy();
+    a.socket?.close();
+    live.delete('edge-a');
+    await join('edge-a', { nodeId: a.ack!.nodeId, nodeSecret: a.ack!.nodeSecret });
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const events = (await (await cm.api('/api/events?limit=50')).json()) as { type: string }[];
+    expect(events.map((event) => event.type)).not.toContain('node.offline');
+    expect((await getJob(created.id)).instances[0]).toMatchObject({
+      nodeId: a.ack!.nodeId,
+      generation: created.instances[0]!.generation,
+    });
+  });
 });
