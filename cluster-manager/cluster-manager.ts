@@ -93,8 +93,11 @@ export class ClusterManager {
     this.mqtt = connectMqtt(mqttUrl, { ...login, clientId: `cluster-manager-${newSecret(6)}`, clean: true });
     this.mqtt.on('error', (error) => logger.warn({ err: error.message }, 'mqtt error'));
     this.mqtt.on('offline', () => logger.warn('mqtt broker unreachable; retrying'));
+    // Nodes are judged by what the broker brings: not while this process is cut off from it.
+    this.mqtt.on('close', () => this.liveness.brokerDisconnected());
     this.mqtt.on('connect', () => {
       logger.info({ url: mqttUrl }, 'connected to the MQTT broker');
+      this.liveness.brokerConnected();
       this.outbox.flush();
     });
     subscribeToNodes(this.mqtt, this.nodeMessageHandlers(), logger);

@@ -1,11 +1,24 @@
 import type { CommandAck, InstanceStatusReport, InstanceSummary, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
-import type { InstanceRecord, MoveRecord, Store } from '../store/index.js';
+import { type InstanceRecord, jobDefinition, type MoveRecord, type Store } from '../store/index.js';
 import { abandonMove, completeMove } from './moves.js';
 import type { Placement } from './placement.js';
 
+/**
+ * How long a node's telemetry may go on without an instance the cluster manager placed there before it is
+ * sent again: the node lost it (its data dir wiped, its state file gone). Long enough for a restarted node
+ * engine to have reconciled and listed what it runs.
+ */
+export const MISSING_GRACE_MS = 10_000;
+
+/** Statuses of instances a node must list in its telemetry. */
+const EXPECTED_ON_NODE = new Set(['scheduled', 'pulling', 'creating', 'running', 'exited', 'lost']);
+
 /** What nodes tell the cluster manager about instances: status reports, command acks, telemetry summaries. */
 export class NodeReports {
+  /** Instances a node did not list, by `jobId/number`, since when. */
+  private readonly missingSince = new Map<string, number>();
+
   constructor(
     private readonly store: Store,
     private readonly outbox: CommandOutbox,
@@ -87,14 +100,59 @@ export class NodeReports {
     if (freed) this.placement.placePending();
   }
 
-  /** Telemetry lists what the node runs: statuses heal from it when a report was lost. */
+  /**
+   * Telemetry lists what the node runs: statuses heal from it when a report was lost, and what the node does
+   * not have (any more) is sent to it again.
+   */
   onInstanceSummaries(nodeId: string, summaries: InstanceSummary[], now = Date.now()): void {
+    this.redeployMissing(nodeId, summaries, now);
     for (const summary of summaries) {
       const instance = this.store.jobs.getInstance(summary.job, summary.instance);
       if (!instance || instance.nodeId !== nodeId || instance.generation !== summary.generation) continue;
       if (instance.status === summary.status || instance.status === 'stopping') continue;
       this.store.jobs.updateInstance({ ...instance, status: summary.status, updatedAt: now });
     }
+  }
+
+  private redeployMissing(nodeId: string, summaries: InstanceSummary[], now: number): void {
+    const listed = new Set(
+      summaries.map((summary) => `${summary.job}/${summary.instance}/${summary.generation}`),
+    );
+    const pending = new Set(
+      this.store.commands.unacked(nodeId).map((command) => `${command.jobId}/${command.instance}`),
+    );
+    const missing = this.store.jobs.instancesOnNode(nodeId).filter((instance) => {
+      const key = `${instance.jobId}/${instance.number}`;
+      const absent =
+        EXPECTED_ON_NODE.has(instance.status) &&
+        !listed.has(`${key}/${instance.generation}`) &&
+        !pending.has(key) &&
+        !this.store.moves.get(instance.jobId, instance.number);
+      if (!absent) this.missingSince.delete(key);
+      else if (!this.missingSince.has(key)) this.missingSince.set(key, now);
+      return absent && now - this.missingSince.get(key)! >= MISSING_GRACE_MS;
+    });
+    if (missing.length === 0) return;
+    this.store.transaction(() => {
+      for (const instance of missing) {
+        const job = this.store.jobs.getJob(instance.jobId);
+        this.missingSince.delete(`${instance.jobId}/${instance.number}`);
+        if (job?.state !== 'active') continue;
+        this.outbox.enqueue(nodeId, {
+          kind: 'deploy',
+          job: jobDefinition(job),
+          instance: instance.number,
+          generation: instance.generation,
+          worker: [nodeId],
+        });
+        this.store.events.record(
+          'instance.redeployed',
+          `${job.name}#${instance.number} missing on ${this.store.nodes.nameOf(nodeId)}: sent again`,
+          { jobId: job.id, nodeId },
+        );
+      }
+    });
+    this.outbox.flush();
   }
 
   /** The node went offline: what it ran is `lost` until it reports again. */

@@ -26,6 +26,8 @@ export class NodeLiveness {
   private readonly dirty = new Set<string>();
   private readonly wentOffline = new Map<string, number>();
   private readonly lastWills = new Map<string, number>();
+  /** The cluster manager's own link to the broker is down: it cannot hear any node, so it judges none. */
+  private brokerLinkDown = false;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -94,6 +96,24 @@ export class NodeLiveness {
     if (this.online.has(nodeId)) this.lastWills.set(nodeId, now);
   }
 
+  /**
+   * The cluster manager lost its own broker link. Silence from the nodes says nothing about them meanwhile, and
+   * a broker that shuts down publishes the last will of every client it drops, nodes that are fine included:
+   * no node goes offline for either until the link is back.
+   */
+  brokerDisconnected(): void {
+    this.brokerLinkDown = true;
+  }
+
+  /** The link is back: wills heard around the outage are void, and every online node gets a full timeout. */
+  brokerConnected(now = Date.now()): void {
+    if (!this.brokerLinkDown) return;
+    this.brokerLinkDown = false;
+    this.lastWills.clear();
+    for (const nodeId of this.online)
+      this.lastSeen.set(nodeId, Math.max(now, this.lastSeen.get(nodeId) ?? 0));
+  }
+
   markOffline(nodeId: string, reason: string): void {
     if (!this.online.delete(nodeId)) return;
     this.wentOffline.set(nodeId, Date.now());
@@ -106,6 +126,10 @@ export class NodeLiveness {
   }
 
   private sweep(now = Date.now()): void {
+    if (this.brokerLinkDown) {
+      this.persist(false, now);
+      return;
+    }
     for (const [nodeId, willAt] of this.lastWills) {
       if (now - willAt < LAST_WILL_GRACE_MS) continue;
       this.lastWills.delete(nodeId);

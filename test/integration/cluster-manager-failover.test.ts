@@ -238,4 +238,31 @@ describe('failover of lost instances', () => {
       generation: created.instances[0]!.generation,
     });
   });
+
+  it('sends an instance again to a node whose telemetry keeps missing it (its state was wiped)', async () => {
+    const a = await join('edge-a');
+    const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
+    const generation = created.instances[0]!.generation;
+    const first = await waitFor(() => deployOf(a, created.id, generation), 'the first deploy');
+    await report(a, created.id, generation);
+    const listed = [{ job: created.id, instance: 0, generation, status: 'running' as const }];
+    await a.sendTelemetry(listed);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(a.commands.filter((c) => c.command === 'deploy')).toHaveLength(1);
+    // From now on the node no longer lists it, for longer than the grace.
+    const started = Date.now();
+    const again = await waitFor(
+      async () => {
+        await a.sendTelemetry([]);
+        return a.commands.find((c) => c.command === 'deploy' && c.id !== first.id);
+      },
+      'the instance sent again',
+      20_000,
+      1000,
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(9_000);
+    expect(again).toMatchObject({ instance: 0, generation });
+    const events = (await (await cm.api('/api/events?limit=20')).json()) as { type: string }[];
+    expect(events.map((event) => event.type)).toContain('instance.redeployed');
+  });
 });
