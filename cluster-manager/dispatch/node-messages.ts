@@ -32,9 +32,9 @@ export function subscribeToNodes(mqtt: MqttClient, handlers: NodeMessageHandlers
       if (error) logger.error({ err: error.message }, 'subscribing to node topics failed');
     });
   });
-  mqtt.on('message', (topic, payload) => {
+  mqtt.on('message', (topic, payload, packet) => {
     try {
-      route(topic, payload, handlers);
+      route(topic, payload, packet.retain, handlers);
     } catch (error) {
       // A handler bug must not take the process down with it; the message is dropped and counted.
       logger.error({ topic, err: (error as Error).stack }, 'handling a node message failed');
@@ -43,12 +43,15 @@ export function subscribeToNodes(mqtt: MqttClient, handlers: NodeMessageHandlers
   });
 }
 
-function route(topic: string, payload: Buffer, handlers: NodeMessageHandlers): void {
+function route(topic: string, payload: Buffer, retained: boolean, handlers: NodeMessageHandlers): void {
   const parsed = parseNodeTopic(topic);
   if (!parsed) return;
   const { nodeId, kind } = parsed;
   if (kind === 'status') {
     const text = payload.toString();
+    // A retained `offline` met on (re)subscribing may be a will a stopping broker published for a node that
+    // is fine: the node timeout tells. Only a will published live counts.
+    if (text === 'offline' && retained) return;
     if (text === 'online' || text === 'offline') handlers.presence(nodeId, text === 'online');
     else if (text !== '') handlers.rejected(topic, 'status must be online or offline');
     return;

@@ -6,7 +6,10 @@ import { join } from 'node:path';
 import { freePort } from './ports.js';
 import { waitFor } from './wait.js';
 
-/** Debian's mosquitto on a loopback port of its own, anonymous allowed: the external-broker path. */
+/**
+ * Debian's mosquitto on a loopback port of its own, anonymous allowed: the external-broker path. `halt()` and
+ * `startAgain()` restart it on the same port, as an operator restarting the broker (nothing persisted).
+ */
 export class Mosquitto {
   private constructor(
     readonly port: number,
@@ -33,10 +36,18 @@ export class Mosquitto {
     return spawn(binary ?? 'mosquitto', ['-c', config], { stdio: 'ignore' });
   }
 
+  private get running(): boolean {
+    return this.process.exitCode === null && this.process.signalCode === null;
+  }
+
   private ready(): Promise<void> {
     return waitFor(
       () =>
-        new Promise<boolean>((resolve) => {
+        new Promise<boolean>((resolve, reject) => {
+          if (!this.running) {
+            reject(new Error(`mosquitto exited with ${this.process.exitCode}`));
+            return;
+          }
           const socket = connect(this.port, '127.0.0.1', () => {
             socket.end();
             resolve(true);
@@ -48,10 +59,23 @@ export class Mosquitto {
     ).then(() => undefined);
   }
 
-  async stop(): Promise<void> {
+  /** Stops the broker process (SIGTERM); its clients lose their connections and sessions. */
+  async halt(): Promise<void> {
+    if (!this.running) return;
     const exited = new Promise((resolve) => this.process.once('exit', resolve));
     this.process.kill('SIGTERM');
     await exited;
+  }
+
+  /** Starts the broker again on the same port after `halt()`. */
+  async startAgain(): Promise<void> {
+    if (this.running) throw new Error('mosquitto is still running');
+    this.process = Mosquitto.spawn(join(this.dir, 'mosquitto.conf'));
+    await this.ready();
+  }
+
+  async stop(): Promise<void> {
+    await this.halt();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
