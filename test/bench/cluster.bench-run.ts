@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { containersWithLabel, removeContainersWithLabel } from '../helpers/docker.js';
+import { WORKLOAD } from '../helpers/e2e-cluster.js';
 import { freePort } from '../helpers/ports.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
@@ -12,8 +13,6 @@ import { median, percentile, report, rssMiB } from './report.js';
 const API_TOKEN = 'bench-api-token';
 const JOIN_TOKEN = 'bench-join-token';
 const DEPLOYS = Number(process.env.BENCH_DEPLOYS ?? 20);
-/** A workload that exits on SIGTERM (a bare `sleep` as PID 1 ignores it and waits out Docker's 10 s). */
-const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 60_000);
 
 const dir = mkdtempSync(join(tmpdir(), 'edge-bench-'));

@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { containersWithLabel } from '../helpers/docker.js';
-import { allRunning, E2eCluster, type JobBody } from '../helpers/e2e-cluster.js';
+import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { waitFor } from '../helpers/wait.js';
-import { median, report } from './report.js';
+import { report, timingRow } from './report.js';
 
-/** A workload that exits on SIGTERM, so removing the old copies does not wait out Docker's 10 s. */
-const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
 const ROUNDS = Math.min(10, Math.max(1, Number(process.env.BENCH_FAILOVER_ROUNDS ?? 5)));
 /** 4 replicas over 2 nodes: each kill loses 2 instances. */
 const REPLICAS = 4;
@@ -79,18 +77,12 @@ async function round(index: number) {
 it('failover: time from kill -9 of a node engine to all its instances running elsewhere', async () => {
   const rounds: Awaited<ReturnType<typeof round>>[] = [];
   for (let index = 0; index < ROUNDS; index++) rounds.push(await round(index));
-  const row = (what: string, values: number[]) => ({
-    what,
-    medianMs: Math.round(median(values)),
-    minMs: Math.round(Math.min(...values)),
-    maxMs: Math.round(Math.max(...values)),
-  });
   const rows = [
-    row(
+    timingRow(
       'kill -9 -> all its instances running elsewhere',
       rounds.map((r) => r.runningElsewhereMs),
     ),
-    row(
+    timingRow(
       'kill -9 -> node offline',
       rounds.map((r) => r.offlineMs),
     ),

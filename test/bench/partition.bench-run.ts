@@ -1,12 +1,10 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { containersWithLabel } from '../helpers/docker.js';
-import { allRunning, E2eCluster, type JobBody } from '../helpers/e2e-cluster.js';
+import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
 import { waitFor } from '../helpers/wait.js';
-import { median, report } from './report.js';
+import { report, timingRow } from './report.js';
 
-/** A workload that exits on SIGTERM, so removing the extra copy does not wait out Docker's 10 s. */
-const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
 const ROUNDS = Math.min(10, Math.max(1, Number(process.env.BENCH_PARTITION_ROUNDS ?? 5)));
 /** How long A stays cut off at least (longer if its instance is not yet replaced by then). */
 const CUT_MS = Number(process.env.BENCH_PARTITION_CUT_MS ?? 10_000);
@@ -97,22 +95,16 @@ async function round(index: number) {
 it('partition: time from healing to a settled cluster with no duplicates', async () => {
   const rounds: Awaited<ReturnType<typeof round>>[] = [];
   for (let index = 0; index < ROUNDS; index++) rounds.push(await round(index));
-  const row = (what: string, values: number[]) => ({
-    what,
-    medianMs: Math.round(median(values)),
-    minMs: Math.round(Math.min(...values)),
-    maxMs: Math.round(Math.max(...values)),
-  });
   const rows = [
-    row(
+    timingRow(
       'heal -> settled, no duplicates',
       rounds.map((r) => r.settledMs),
     ),
-    row(
+    timingRow(
       'heal -> node online',
       rounds.map((r) => r.onlineMs),
     ),
-    row(
+    timingRow(
       'cut -> replaced and running elsewhere',
       rounds.map((r) => r.replacedMs),
     ),

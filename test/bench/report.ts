@@ -14,6 +14,16 @@ export function percentile(values: number[], p: number): number {
   return sorted[rank]!;
 }
 
+/** A row of a timing table: median, min and max of the samples, in whole ms. */
+export function timingRow(what: string, values: number[]) {
+  return {
+    what,
+    medianMs: Math.round(median(values)),
+    minMs: Math.round(Math.min(...values)),
+    maxMs: Math.round(Math.max(...values)),
+  };
+}
+
 /** Prints a table and writes `bench/results/<name>.json` with the machine and the date. */
 export function report(
   name: string,

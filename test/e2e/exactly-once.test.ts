@@ -1,12 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ContainerSummary, containersWithLabel } from '../helpers/docker.js';
-import { allRunning, E2eCluster, type JobBody } from '../helpers/e2e-cluster.js';
+import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { waitFor } from '../helpers/wait.js';
-
-/** A workload that stops at once on SIGTERM, so removals do not wait out Docker's 10 s. */
-const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
 
 const BURST = 50;
 const CONCURRENCY = 5;

@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containersWithLabel } from '../helpers/docker.js';
-import { allRunning, E2eCluster, type JobBody } from '../helpers/e2e-cluster.js';
+import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
 import { waitFor } from '../helpers/wait.js';
 
-/** A workload that stops at once on SIGTERM, so removals do not wait out Docker's 10 s. */
-const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
 const CUT_MS = 30_000;
 
 /**

@@ -23,6 +23,9 @@ export interface JobBody {
   }[];
 }
 
+/** A workload that stops at once on SIGTERM (a bare `sleep` as PID 1 ignores it and waits out Docker's 10 s). */
+export const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
+
 export const API_TOKEN = 'e2e-api-token';
 export const JOIN_TOKEN = 'e2e-join-token';
 
