@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { writeFileAtomic } from './state/atomic-file.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 
 /** What the cluster manager gave this node at its first registration; kept so it keeps its id. */
 export const IdentitySchema = z.object({ nodeId: z.string().min(1), nodeSecret: z.string().min(1) });

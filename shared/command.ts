@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { InstanceStatusSchema, JobDefinitionSchema } from './job.js';
+import { InstanceNetworkSchema } from './net.js';
 
 export const COMMAND_KINDS = ['deploy', 'delete', 'move', 'replicate'] as const;
 export type CommandKind = (typeof COMMAND_KINDS)[number];
@@ -16,6 +17,8 @@ export const CommandSchema = z.object({
   /** `move`: `[from, to]`; otherwise the node ids the command is for. */
   worker: z.array(z.string()),
   issuedAt: z.number(),
+  /** The instance's overlay addresses (`deploy`, `move`, `replicate`), when the cluster has an overlay. */
+  network: InstanceNetworkSchema.optional(),
 });
 export type Command = z.infer<typeof CommandSchema>;
 

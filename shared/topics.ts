@@ -7,6 +7,12 @@ export const topics = {
   controlAck: (nodeId: string) => `nodes/${nodeId}/control/ack`,
   status: (nodeId: string) => `nodes/${nodeId}/status`,
   net: (nodeId: string) => `nodes/${nodeId}/net`,
+  /** Net manager -> cluster manager: its overlay endpoint (public IP, UDP port), on every connect. */
+  netAnnounce: (nodeId: string) => `nodes/${nodeId}/net/announce`,
+  /** Net manager -> cluster manager: which job owns this overlay address? */
+  netQuery: (nodeId: string) => `nodes/${nodeId}/net/query`,
+  /** Cluster manager -> net manager: route tables, as answers and as pushes on change. */
+  netTable: (nodeId: string) => `nodes/${nodeId}/net/table`,
 } as const;
 
 /** Wildcard subscriptions the cluster manager makes. */
@@ -16,6 +22,8 @@ export const topicFilters = {
   jobStatus: 'nodes/+/job',
   controlAck: 'nodes/+/control/ack',
   status: 'nodes/+/status',
+  netAnnounce: 'nodes/+/net/announce',
+  netQuery: 'nodes/+/net/query',
 } as const;
 
 export type TopicKind =
@@ -25,6 +33,9 @@ export type TopicKind =
   | 'controlAck'
   | 'status'
   | 'control'
+  | 'netAnnounce'
+  | 'netQuery'
+  | 'netTable'
   | 'net';
 
 /** Splits `nodes/<id>/<rest>` into the node id and what the topic is, or null for any other topic. */
@@ -40,6 +51,9 @@ export function parseNodeTopic(topic: string): { nodeId: string; kind: TopicKind
     control: 'control',
     'control/ack': 'controlAck',
     status: 'status',
+    'net/announce': 'netAnnounce',
+    'net/query': 'netQuery',
+    'net/table': 'netTable',
   };
   const kind = kinds[rest] ?? (parts[2] === 'net' ? 'net' : undefined);
   return kind ? { nodeId, kind } : null;

@@ -5,7 +5,7 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { Logger } from '../../shared/index.js';
-import { writeFileAtomic } from '../state/atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 import { planLimits, releaseLimits } from './native-limits.js';
 import { cpuSeconds, isSameProcessAlive, readProcStat, residentBytes } from './proc.js';
 import {

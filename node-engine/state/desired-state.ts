@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { type Command, type JobDefinition, JobDefinitionSchema } from '../../shared/index.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 
 /** How many command ids are remembered for deduplication; older ones fall off first. */
 export const PROCESSED_COMMANDS_LIMIT = 10_000;

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 
 const EntrySchema = z.object({
   generation: z.number().int().min(0),

@@ -1,0 +1,112 @@
+import { z } from 'zod';
+import { isIpv4 } from './ipv4.js';
+
+/**
+ * What crosses the net manager's boundaries: its MQTT topics (`nodes/<id>/net/...`) to and from the cluster
+ * manager, and its local API (HTTP on a unix socket) that the node engine calls.
+ */
+
+export const Ipv4Schema = z.string().refine(isIpv4, 'an IPv4 address');
+const PortSchema = z.number().int().min(1).max(65535);
+
+/** The overlay addresses an instance is deployed with; carried by `deploy`, `move` and `replicate`. */
+export const InstanceNetworkSchema = z.object({
+  instanceIp: Ipv4Schema,
+  serviceIp: Ipv4Schema,
+});
+export type InstanceNetwork = z.infer<typeof InstanceNetworkSchema>;
+
+// --- MQTT: net manager <-> cluster manager -------------------------------------------------------------
+
+/** `nodes/<id>/net/announce`, net manager -> cluster manager, QoS 1, on every MQTT connect. */
+export const NetAnnounceSchema = z.object({
+  publicIp: Ipv4Schema,
+  udpPort: PortSchema,
+  subnet: z.string().max(32).optional(),
+  ts: z.number(),
+});
+export type NetAnnounce = z.infer<typeof NetAnnounceSchema>;
+
+/** `nodes/<id>/net/query`, net manager -> cluster manager, QoS 1: which job owns this overlay address? */
+export const NetQuerySchema = z.object({ ip: Ipv4Schema, ts: z.number() });
+export type NetQuery = z.infer<typeof NetQuerySchema>;
+
+/** Where an instance runs now: its worker's overlay endpoint and its namespace IP there. */
+export const InstanceRouteSchema = z.object({
+  nodeId: z.string().min(1).max(128),
+  namespaceIp: Ipv4Schema,
+  publicIp: Ipv4Schema,
+  udpPort: PortSchema,
+});
+export type InstanceRoute = z.infer<typeof InstanceRouteSchema>;
+
+/** One instance of a job in a route table; `route` is absent while it does not run (or is not attached). */
+export const RouteTableInstanceSchema = z.object({
+  number: z.number().int().min(0),
+  instanceIp: Ipv4Schema,
+  route: InstanceRouteSchema.optional(),
+});
+export type RouteTableInstance = z.infer<typeof RouteTableInstanceSchema>;
+
+/**
+ * `nodes/<id>/net/table`, cluster manager -> net manager, QoS 1: the answer to a query (`query` set) or a push
+ * after a change of a job the node asked about. `job`: the job's whole table; `missing`: no job owns the
+ * queried address; `removed`: the job is gone, forget its addresses.
+ */
+export const NetTableSchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('job'),
+    jobId: z.string().min(1).max(128),
+    jobName: z.string().max(63),
+    serviceIp: Ipv4Schema,
+    instances: z.array(RouteTableInstanceSchema).max(1000),
+    query: Ipv4Schema.optional(),
+    ts: z.number(),
+  }),
+  z.object({ kind: z.literal('missing'), query: Ipv4Schema, ts: z.number() }),
+  z.object({ kind: z.literal('removed'), jobId: z.string().min(1).max(128), ts: z.number() }),
+]);
+export type NetTable = z.infer<typeof NetTableSchema>;
+export type JobRouteTable = Extract<NetTable, { kind: 'job' }>;
+
+// --- Local API: node engine -> net manager (HTTP over <data-dir>/net-manager.sock) ---------------------
+
+/** `POST /v1/node`: who this node is, how it reaches the broker, and its worker subnet. */
+export const NodeHandoverSchema = z.object({
+  nodeId: z.string().min(1).max(128),
+  mqtt: z.object({ url: z.string().min(1), username: z.string(), password: z.string() }),
+  subnet: z.string().max(32).optional(),
+});
+export type NodeHandover = z.infer<typeof NodeHandoverSchema>;
+
+/** `POST /v1/attach`: join a running container (its network namespace, by pid) to the overlay. */
+export const AttachRequestSchema = z.object({
+  containerId: z.string().min(1).max(128),
+  pid: z.number().int().positive(),
+  jobId: z.string().min(1).max(128),
+  jobName: z.string().max(63),
+  instance: z.number().int().min(0),
+  instanceIp: Ipv4Schema,
+  serviceIp: Ipv4Schema.optional(),
+});
+export type AttachRequest = z.infer<typeof AttachRequestSchema>;
+
+export const AttachResponseSchema = z.object({ namespaceIp: Ipv4Schema, interface: z.string() });
+export type AttachResponse = z.infer<typeof AttachResponseSchema>;
+
+/** `POST /v1/detach`: the container is going; release its namespace IP. Detaching twice is fine. */
+export const DetachRequestSchema = z.object({ containerId: z.string().min(1).max(128) });
+export type DetachRequest = z.infer<typeof DetachRequestSchema>;
+
+/** `GET /v1/status`. `bootId` changes with every start: attachments made before it must be made again. */
+export interface NetManagerStatus {
+  bootId: string;
+  nodeId: string | null;
+  subnet: string | null;
+  publicIp: string | null;
+  udpPort: number;
+  tun: string;
+  mqttConnected: boolean;
+  attachments: number;
+  counters: Record<string, number>;
+}
