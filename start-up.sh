@@ -333,6 +333,17 @@ build_project() {
   touch "$stamp"
 }
 
+# The net manager's TUN addon is built by npm install; a checkout whose dependencies were installed before
+# the addon existed (or changed) builds it here.
+build_native_addon() {
+  local addon=net-manager/native/build/Release/edge_tun.node
+  if [ -f "$addon" ] && [ -z "$(find net-manager/native -maxdepth 1 -newer "$addon" -print -quit)" ]; then
+    return 0
+  fi
+  say "building the net manager's TUN addon (npm run build:native)"
+  npm run build:native || warn "the TUN addon did not build: the net manager cannot start (the node runs with the overlay off)"
+}
+
 require_built() {
   local program
   for program in "$@"; do
@@ -565,17 +576,29 @@ read_token() {
   echo "$token"
 }
 
-# The net manager needs root (TUN device, routes); until it exists (it is a stub for now) it is skipped.
+# The net manager needs root (TUN device, links, routes) and its addon; without them the node runs with the
+# overlay off. It starts before the node engine, which then registers for an overlay subnet at once.
 start_net_manager_if_present() {
   if [ "$WITH_NET_MANAGER" -eq 0 ]; then
     say "net manager not started (--no-net-manager): the node runs with the overlay off"
-  elif [ ! -f dist/net-manager/main.js ]; then
-    say "net manager not built yet (no dist/net-manager/main.js): the node runs with the overlay off"
+  elif [ ! -f dist/net-manager/main.js ] || [ ! -f net-manager/native/build/Release/edge_tun.node ]; then
+    warn "the net manager is not built (dist/net-manager/main.js or its TUN addon missing): the node runs with the overlay off"
   elif ! is_root; then
     warn "the net manager needs root: not started; the node runs with the overlay off"
   else
     start_program net-manager "$@"
+    wait_for_net_manager
   fi
+}
+
+# Until its local API socket answers (a node engine started earlier registers again once it appears).
+wait_for_net_manager() {
+  local socket=${NM_DATA_DIR:-var/net-manager}/net-manager.sock i
+  for ((i = 0; i < 100; i++)); do
+    [ -S "$socket" ] && return 0
+    sleep 0.1
+  done
+  warn "the net manager has not opened $socket within 10 s; see $LOG_DIR/net-manager.log"
 }
 
 # With NM_DATA_DIR moved, the node engine must look for the net manager's socket there too.
@@ -705,6 +728,7 @@ main() {
   require_docker
   install_dependencies
   build_project
+  build_native_addon
   if [ "$MODE" = all-in-one ]; then
     require_built cluster-manager node-engine
   else

@@ -16,6 +16,9 @@ import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
 import { NodeLiveness } from './liveness/node-liveness.js';
 import { createMetrics } from './metrics.js';
+import { parseAddressPlan } from './network/address-plan.js';
+import { NetTables } from './network/net-tables.js';
+import { OverlayAddresses } from './network/overlay-addresses.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
 import { Store } from './store/index.js';
@@ -35,6 +38,8 @@ export class ClusterManager {
   private readonly reports: NodeReports;
   private readonly placement: Placement;
   private readonly failover: Failover;
+  private readonly addresses: OverlayAddresses;
+  private readonly netTables: NetTables;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
   private garbageCollection?: ScheduledTask;
@@ -48,10 +53,21 @@ export class ClusterManager {
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
     const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
     const isOnline = (nodeId: string) => this.liveness.isOnline(nodeId);
+    this.addresses = new OverlayAddresses(
+      this.store,
+      parseAddressPlan(config.workerSubnets, config.serviceSubnet),
+      logger,
+    );
     this.outbox = new CommandOutbox(this.store, clusterId, isOnline, logger);
     this.placement = new Placement(this.store, this.outbox, isOnline, logger);
     this.reports = new NodeReports(this.store, this.outbox, this.placement, logger);
-    this.jobs = new JobService(this.store, this.outbox, this.placement, isOnline, logger);
+    this.jobs = new JobService(this.store, this.outbox, this.placement, this.addresses, isOnline, logger);
+    this.netTables = new NetTables({
+      store: this.store,
+      isOnline,
+      logger,
+      sent: (kind, table) => this.metrics.netTables.inc({ kind, table }),
+    });
     this.liveness = new NodeLiveness(
       this.store,
       config.nodeTimeoutMs,
@@ -78,6 +94,7 @@ export class ClusterManager {
 
   async start(): Promise<{ httpPort: number; mqttUrl: string }> {
     const { config, logger } = this;
+    this.addresses.backfill();
     let mqttUrl = config.mqttUrl;
     let login = { username: config.mqttUsername, password: config.mqttPassword };
     if (!mqttUrl) {
@@ -102,6 +119,7 @@ export class ClusterManager {
     });
     subscribeToNodes(this.mqtt, this.nodeMessageHandlers(), logger);
     this.outbox.attach(this.mqtt);
+    this.netTables.attach(this.mqtt);
     this.liveness.start();
     this.failover.start();
 
@@ -122,6 +140,7 @@ export class ClusterManager {
         joinToken: this.joinToken,
         telemetryIntervalMs: config.telemetryIntervalMs,
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
+        subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),
         onRegistered: (node) => {
           this.liveness.seen(node.id);
           this.placement.placePending();
@@ -141,6 +160,7 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.garbageCollection?.destroy();
     this.outbox.stop();
+    this.netTables.stop();
     this.failover.stop();
     this.liveness.stop();
     this.io?.disconnectSockets(true);
@@ -210,6 +230,12 @@ export class ClusterManager {
           this.liveness.seen(nodeId);
           this.outbox.resendTo(nodeId);
         } else this.liveness.lastWill(nodeId);
+      },
+      netAnnounce: (nodeId: string, announce: Parameters<NetTables['onAnnounce']>[1]) => {
+        if (known(nodeId)) this.netTables.onAnnounce(nodeId, announce);
+      },
+      netQuery: (nodeId: string, query: Parameters<NetTables['onQuery']>[1]) => {
+        if (known(nodeId)) this.netTables.onQuery(nodeId, query);
       },
       rejected: (topic: string, reason: string) => {
         this.metrics.rejectedMessages.inc({ topic_kind: topic.split('/').slice(2).join('/') || 'other' });

@@ -1,4 +1,7 @@
-import { readProgramOptions, resolveDataDir } from '../shared/index.js';
+import { type ParsedOptions, readProgramOptions, resolveDataDir, UsageError } from '../shared/index.js';
+import { parseAddressPlan } from './network/address-plan.js';
+
+const PROGRAM = 'edge-cluster-manager';
 
 export const clusterManagerOptions = {
   'http-port': {
@@ -76,13 +79,13 @@ export const clusterManagerOptions = {
     env: 'CM_WORKER_SUBNETS',
     type: 'string',
     default: '10.18.0.0-10.29.255.255',
-    description: 'worker subnet range (a /26 per worker)',
+    description: 'worker subnet range, a-b or a CIDR block (a /26 per worker with a net manager)',
   },
   'service-subnet': {
     env: 'CM_SERVICE_SUBNET',
     type: 'string',
     default: '10.30.0.0/16',
-    description: 'instance and service IPs',
+    description: 'CIDR block of instance and service IPs',
   },
 } as const;
 
@@ -105,12 +108,11 @@ export interface ClusterManagerConfig {
   serviceSubnet: string;
 }
 
-export function readClusterManagerConfig(): ClusterManagerConfig {
-  const o = readProgramOptions(
-    'edge-cluster-manager',
-    'The cluster manager: HTTP API, node registry (Socket.IO /init), MQTT broker, scheduler and SQLite state.',
-    clusterManagerOptions,
-  );
+/** The config from parsed flags; throws UsageError for values that parse but make no sense together. */
+export function buildClusterManagerConfig(
+  o: ParsedOptions<typeof clusterManagerOptions>,
+): ClusterManagerConfig {
+  parseAddressPlan(o['worker-subnets'], o['service-subnet']);
   return {
     httpPort: o['http-port'],
     host: o.host,
@@ -129,4 +131,20 @@ export function readClusterManagerConfig(): ClusterManagerConfig {
     workerSubnets: o['worker-subnets'],
     serviceSubnet: o['service-subnet'],
   };
+}
+
+/** Flags and env of this process; `--help` prints help and exits 0, a bad value prints one line and exits 2. */
+export function readClusterManagerConfig(): ClusterManagerConfig {
+  const o = readProgramOptions(
+    PROGRAM,
+    'The cluster manager: HTTP API, node registry (Socket.IO /init), MQTT broker, scheduler and SQLite state.',
+    clusterManagerOptions,
+  );
+  try {
+    return buildClusterManagerConfig(o);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`${PROGRAM}: ${error.message} (see --help)\n`);
+    process.exit(2);
+  }
 }

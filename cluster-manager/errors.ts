@@ -20,3 +20,9 @@ export const conflict = (message: string, details?: FieldProblem[]) =>
 
 export const invalid = (message: string, details: FieldProblem[]) =>
   new ClientError(400, 'invalid_input', message, details);
+
+/** The overlay has no address left for what was asked: refused whole, nothing created. */
+export const addressPoolExhausted = (message: string) =>
+  new ClientError(409, 'address_pool_exhausted', message, [
+    { path: 'replicas', message: 'more instances than the overlay has addresses free' },
+  ]);

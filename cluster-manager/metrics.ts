@@ -30,6 +30,12 @@ export function createMetrics() {
       labelNames: ['status'],
       registers: [registry],
     }),
+    netTables: new Counter({
+      name: 'edge_cm_net_tables_total',
+      help: 'overlay route tables sent to net managers: answers to queries and pushes after changes',
+      labelNames: ['kind', 'table'],
+      registers: [registry],
+    }),
     unackedCommands: new Gauge({
       name: 'edge_cm_unacked_commands',
       help: 'commands waiting for an ack',

@@ -14,6 +14,8 @@ export interface InstanceState {
   restarts: number;
   exitCode?: number;
   startedAt?: number;
+  /** The container's address on this worker's overlay subnet, once attached. */
+  namespaceIp?: string;
 }
 
 export type StatusPublisher = (report: InstanceStatusReport) => void;
@@ -26,7 +28,8 @@ function sameReport(a: InstanceState, b: InstanceState): boolean {
     a.containerId === b.containerId &&
     a.restarts === b.restarts &&
     a.exitCode === b.exitCode &&
-    a.startedAt === b.startedAt
+    a.startedAt === b.startedAt &&
+    a.namespaceIp === b.namespaceIp
   );
 }
 
@@ -41,6 +44,7 @@ export function toReport(state: InstanceState, ts = Date.now()): InstanceStatusR
     restarts: state.restarts,
     ...(state.exitCode !== undefined ? { exitCode: state.exitCode } : {}),
     ...(state.startedAt !== undefined ? { startedAt: state.startedAt } : {}),
+    ...(state.namespaceIp !== undefined ? { namespaceIp: state.namespaceIp } : {}),
     ts,
   };
 }

@@ -9,6 +9,7 @@ import { InstanceStatusBook, toReport } from './instance-status.js';
 import { MqttLink } from './mqtt-link.js';
 import { NetManagerLink } from './net-manager-link.js';
 import { collectNodeInfo } from './node-info.js';
+import { OverlayAttachments } from './overlay-attachments.js';
 import { Reconciler } from './reconciler.js';
 import { NodeRegistration, type Registered } from './registration.js';
 import { DockerRuntime } from './runtimes/docker.js';
@@ -20,6 +21,9 @@ import { RestartLedger } from './state/restart-ledger.js';
 import { GpuMonitor } from './telemetry/gpus.js';
 import { describeSensors } from './telemetry/sensors.js';
 import { TelemetryPublisher } from './telemetry/telemetry-publisher.js';
+
+/** How often the node engine looks whether its net manager is there and is the one it handed over to. */
+const NET_MANAGER_WATCH_MS = 3000;
 
 /** The parts that exist once the node knows its id. */
 interface ActiveNode {
@@ -49,6 +53,11 @@ export class NodeEngine {
   private activation: Promise<void> = Promise.resolve();
   private statusesUnsubscribe: (() => void) | undefined;
   private telemetryNodeId: string | undefined;
+  private readonly overlay: OverlayAttachments;
+  /** Whether a net manager answered lately: the node then registers with `overlay: true` to get a subnet. */
+  private netManagerPresent = false;
+  private lastRegistered: Registered | undefined;
+  private netManagerWatch: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly config: NodeEngineConfig,
@@ -56,11 +65,12 @@ export class NodeEngine {
     private readonly logger: Logger,
   ) {
     this.netManager = new NetManagerLink(config.netManagerSocket, logger);
+    this.overlay = new OverlayAttachments(this.netManager, logger);
     this.registration = new NodeRegistration({
       clusterManagerUrl: config.clusterManagerUrl,
       dataDir: config.dataDir,
       joinToken: config.joinToken,
-      nodeInfo: () => ({ ...(this.nodeInfo as NodeInfo), overlay: this.netManager.overlay }),
+      nodeInfo: () => ({ ...(this.nodeInfo as NodeInfo), overlay: this.netManagerPresent }),
       onRegistered: (registered) => this.onRegistered(registered),
       logger,
     });
@@ -69,7 +79,8 @@ export class NodeEngine {
   /** Starts everything; resolves with the local API's URL. */
   async start(): Promise<string> {
     await mkdir(this.config.dataDir, { recursive: true, mode: 0o700 });
-    if (!(await this.netManager.present())) {
+    this.netManagerPresent = (await this.netManager.status()) !== undefined;
+    if (!this.netManagerPresent) {
       this.logger.warn(
         { socket: this.config.netManagerSocket },
         'no net manager: running with the overlay off',
@@ -94,12 +105,14 @@ export class NodeEngine {
     const identity = await this.registration.loadIdentity();
     if (identity) await this.activate(identity.nodeId);
     this.registration.start();
+    this.netManagerWatch = setInterval(() => void this.watchNetManager(), NET_MANAGER_WATCH_MS);
     return api.url;
   }
 
   /** Stops cleanly; workloads keep running and are adopted when the node engine starts again. */
   async stop(): Promise<void> {
     this.registration.stop();
+    clearInterval(this.netManagerWatch);
     this.telemetry?.stop();
     await this.activation;
     await this.active?.reconciler.stop();
@@ -157,6 +170,7 @@ export class NodeEngine {
       ledger,
       statuses: this.statuses,
       logger: this.logger,
+      overlay: this.overlay,
     });
     const commands = new CommandHandler({
       store,
@@ -210,11 +224,42 @@ export class NodeEngine {
       this.statusesUnsubscribe = this.statuses.onChange((report) => link.publishStatus(report));
     }
     this.startTelemetry(registered, active);
-    void this.netManager.handOver({
+    this.lastRegistered = registered;
+    await this.handOverToNetManager();
+  }
+
+  /**
+   * Tells the net manager who this node is. A net manager that started anew (another boot id) has lost its
+   * links: every container is attached again.
+   */
+  private async handOverToNetManager(): Promise<void> {
+    const registered = this.lastRegistered;
+    if (!registered) return;
+    const before = this.netManager.bootId;
+    await this.netManager.handOver({
       nodeId: registered.nodeId,
       mqtt: registered.mqtt,
       ...(registered.subnet !== undefined ? { subnet: registered.subnet } : {}),
     });
+    if (this.netManager.bootId !== before) {
+      this.overlay.forget();
+      this.active?.reconciler.trigger();
+    }
+  }
+
+  /** A net manager that appears, restarts or goes away is noticed within a few seconds. */
+  private async watchNetManager(): Promise<void> {
+    const status = await this.netManager.status();
+    const appeared = status !== undefined && !this.netManagerPresent;
+    this.netManagerPresent = status !== undefined;
+    if (!status || !this.lastRegistered) return;
+    if (appeared && this.lastRegistered.subnet === undefined) {
+      // Registered without a net manager, so without a subnet: register again to get one.
+      this.logger.info('a net manager appeared: registering again for an overlay subnet');
+      this.registration.registerAgain();
+    } else if (this.lastRegistered.subnet !== undefined && status.bootId !== this.netManager.bootId) {
+      await this.handOverToNetManager();
+    }
   }
 
   private startTelemetry(registered: Registered, active: ActiveNode): void {

@@ -1,5 +1,6 @@
 import type { InstanceStatus, Logger, Technology } from '../shared/index.js';
 import { type InstanceState, InstanceStatusBook } from './instance-status.js';
+import type { OverlayAttachments } from './overlay-attachments.js';
 import { decideAfterExit, RESTART_BACKOFF_RESET_MS } from './restart-policy.js';
 import { type InstanceSpec, type Runtime, RuntimeError, type RuntimeWorkload } from './runtimes/runtime.js';
 import { type DesiredInstance, type DesiredStateStore, instanceKey } from './state/desired-state.js';
@@ -15,6 +16,8 @@ export interface ReconcilerOptions {
   periodMs?: number;
   /** Where restart counts outlive the process; without it they live in memory only. */
   ledger?: RestartLedger;
+  /** Joins containers to the overlay; without it (or with the overlay off) they keep Docker's network only. */
+  overlay?: OverlayAttachments;
 }
 
 /** What the reconciler remembers about one instance between passes (restart counts, pending actions). */
@@ -23,6 +26,10 @@ interface Track {
   restarts: number;
   consecutiveFailures: number;
   deploying: boolean;
+  /** An overlay attach of this instance's container is under way. */
+  attaching: boolean;
+  /** After a failed overlay attach, the next one is tried no earlier than this. */
+  retryAttachAt?: number;
   /** Deploys of this generation are given up (image not pullable, create refused). */
   failed: boolean;
   /** After an unexpected error (Docker away), the next deploy is tried no earlier than this. */
@@ -47,6 +54,7 @@ export class Reconciler {
   private readonly logger: Logger;
   private readonly periodMs: number;
   private readonly ledger: RestartLedger | undefined;
+  private readonly overlay: OverlayAttachments | undefined;
   private readonly tracks = new Map<string, Track>();
   /** Workloads being removed: handle id -> instance key. */
   private readonly removing = new Map<string, string>();
@@ -66,6 +74,7 @@ export class Reconciler {
     this.logger = options.logger.child({ part: 'reconciler' });
     this.periodMs = options.periodMs ?? 5000;
     this.ledger = options.ledger;
+    this.overlay = options.overlay;
   }
 
   start(): void {
@@ -176,6 +185,7 @@ export class Reconciler {
         restarts: saved?.restarts ?? 0,
         consecutiveFailures: saved?.consecutiveFailures ?? 0,
         deploying: false,
+        attaching: false,
         failed: false,
         settled: false,
       };
@@ -232,6 +242,7 @@ export class Reconciler {
     this.background(async () => {
       try {
         await runtime.remove(workload.handle);
+        if (workload.handle.technology === 'docker') await this.overlay?.detach(workload.handle.id);
         if (reportable)
           this.report(reportable, 'stopped', { detail: 'removed', containerId: workload.handle.id });
       } catch (error) {
@@ -264,11 +275,19 @@ export class Reconciler {
         const deployed = await runtime.deploy(spec, (phase, detail) =>
           this.report(desired, phase, { detail }),
         );
+        track.retryDeployAt = undefined;
+        // The next pass (right after this one ends) joins it to the overlay and only then says `running`.
+        if (this.overlay?.wanted(desired)) {
+          this.report(desired, 'creating', {
+            containerId: deployed.handle.id,
+            detail: 'joining the overlay',
+          });
+          return;
+        }
         this.report(desired, 'running', {
           containerId: deployed.handle.id,
           ...(deployed.startedAt !== undefined ? { startedAt: deployed.startedAt } : {}),
         });
-        track.retryDeployAt = undefined;
       } catch (error) {
         this.deployFailed(desired, track, error);
       } finally {
@@ -298,6 +317,14 @@ export class Reconciler {
     const containerId = workload.handle.id;
     if (workload.state === 'running') {
       track.settled = false;
+      let namespaceIp: string | undefined;
+      if (this.overlay?.wanted(desired) && workload.pid !== undefined) {
+        namespaceIp = this.overlay.namespaceIp(containerId, workload.pid);
+        if (namespaceIp === undefined) {
+          this.attachInBackground(desired, workload, track);
+          return;
+        }
+      }
       const ranLong =
         workload.startedAt !== undefined && Date.now() - workload.startedAt >= RESTART_BACKOFF_RESET_MS;
       if (ranLong && track.consecutiveFailures > 0) {
@@ -307,6 +334,7 @@ export class Reconciler {
       this.report(desired, 'running', {
         containerId,
         ...(workload.startedAt !== undefined ? { startedAt: workload.startedAt } : {}),
+        ...(namespaceIp !== undefined ? { namespaceIp } : {}),
       });
       return;
     }
@@ -368,6 +396,8 @@ export class Reconciler {
     this.background(async () => {
       try {
         const startedAt = await runtime.start(workload.handle, spec);
+        // A new start is a new network namespace: the next pass attaches it before it counts as running.
+        if (this.overlay?.wanted(desired)) return;
         this.report(desired, 'running', {
           containerId: workload.handle.id,
           ...(startedAt !== undefined ? { startedAt } : {}),
@@ -377,6 +407,41 @@ export class Reconciler {
         this.deployFailed(desired, track, error);
       } finally {
         track.deploying = false;
+      }
+    });
+  }
+
+  /** Joins a running container to the overlay; until that works it is `creating`, tried again every 2 s. */
+  private attachInBackground(desired: DesiredInstance, workload: RuntimeWorkload, track: Track): void {
+    const overlay = this.overlay;
+    const pid = workload.pid;
+    if (!overlay || pid === undefined || track.attaching) return;
+    if (track.retryAttachAt !== undefined && Date.now() < track.retryAttachAt) return;
+    track.attaching = true;
+    const containerId = workload.handle.id;
+    this.background(async () => {
+      try {
+        const namespaceIp = await overlay.attach(desired, containerId, pid);
+        track.retryAttachAt = undefined;
+        this.report(desired, 'running', {
+          containerId,
+          namespaceIp,
+          ...(workload.startedAt !== undefined ? { startedAt: workload.startedAt } : {}),
+        });
+      } catch (error) {
+        const text = (error as Error).message;
+        track.retryAttachAt = Date.now() + 2000;
+        this.schedule(2000);
+        this.report(desired, 'creating', {
+          containerId,
+          detail: `started; cannot join the overlay yet (${text}); retrying`,
+        });
+        this.logger.warn(
+          { job: desired.job.name, instance: desired.instance, err: text },
+          'overlay attach failed',
+        );
+      } finally {
+        track.attaching = false;
       }
     });
   }

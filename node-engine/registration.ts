@@ -80,6 +80,11 @@ export class NodeRegistration {
     this.connect();
   }
 
+  /** Registers again on the open connection (what the node announces changed, e.g. a net manager appeared). */
+  registerAgain(): void {
+    if (this.socket?.connected) this.register();
+  }
+
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);

@@ -17,6 +17,10 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# The overlay tests enter containers' network namespaces; the overlay bench measures with iperf3 and ping.
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 # The dashboard test drives Debian's Chromium with playwright-core (no browser download works here).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

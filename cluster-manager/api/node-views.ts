@@ -3,11 +3,14 @@ import { schedulableNodes } from '../jobs/cluster-snapshot.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import type { NodeRecord, Store } from '../store/index.js';
 
+/** A node as the API shows it, with the overlay endpoint its net manager announced, once it did. */
+export type NodeApiView = NodeView & { overlayEndpoint?: { publicIp: string; udpPort: number } };
+
 export function nodeViews(
   store: Store,
   liveness: NodeLiveness,
   nodes: NodeRecord[] = store.nodes.list(),
-): NodeView[] {
+): NodeApiView[] {
   const allocations = new Map(
     schedulableNodes(store, liveness.isOnline, nodes).map((node) => [node.id, node.allocated]),
   );
@@ -37,6 +40,9 @@ export function nodeViews(
       sensors: node.info.sensors,
       overlay: node.info.overlay,
       ...(node.subnet ? { subnet: node.subnet } : {}),
+      ...(node.publicIp && node.udpPort
+        ? { overlayEndpoint: { publicIp: node.publicIp, udpPort: node.udpPort } }
+        : {}),
       version: node.info.version,
       registeredAt: node.registeredAt,
       lastSeen: liveness.lastSeenAt(node.id),

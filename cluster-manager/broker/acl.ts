@@ -7,7 +7,10 @@ export type MqttPrincipal =
 /** What operators may watch: telemetry, status and job topics of every node, never control or net. */
 const OPERATOR_FILTER = /^nodes\/(\+|[^/+#]+)\/(information|jobs\/resources|jobs\/\+|job|status)$/;
 
-/** A node publishes only under its own `nodes/<id>/`, never to its own control topic. */
+/**
+ * A node publishes only under its own `nodes/<id>/`, never to its own control topic, nor to its own route
+ * tables (`net/table`): those come from the cluster manager alone.
+ */
 export function mayPublish(principal: MqttPrincipal, topic: string): boolean {
   switch (principal.role) {
     case 'cluster-manager':
@@ -16,7 +19,14 @@ export function mayPublish(principal: MqttPrincipal, topic: string): boolean {
       return false;
     case 'node': {
       const own = `nodes/${principal.nodeId}/`;
-      return topic.startsWith(own) && topic !== `${own}control` && !/[+#]/.test(topic);
+      const table = `${own}net/table`;
+      return (
+        topic.startsWith(own) &&
+        topic !== `${own}control` &&
+        topic !== table &&
+        !topic.startsWith(`${table}/`) &&
+        !/[+#]/.test(topic)
+      );
     }
   }
 }

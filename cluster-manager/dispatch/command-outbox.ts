@@ -1,5 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { Command, CommandKind, JobDefinition, Logger, MqttClient } from '../../shared/index.js';
+import type {
+  Command,
+  CommandKind,
+  InstanceNetwork,
+  JobDefinition,
+  Logger,
+  MqttClient,
+} from '../../shared/index.js';
 import { topics } from '../../shared/index.js';
 import type { CommandRecord, Store } from '../store/index.js';
 
@@ -37,8 +44,12 @@ export class CommandOutbox {
     private readonly logger: Logger,
   ) {}
 
-  /** Call inside the transaction that changes the state; `flush()` after it commits. */
+  /**
+   * Call inside the transaction that changes the state, after the instance row is written; `flush()` after it
+   * commits. Commands that run an instance carry its overlay addresses, read from the job and instance rows.
+   */
   enqueue(nodeId: string, command: NewCommand, now = Date.now()): Command {
+    const network = command.kind === 'delete' ? undefined : this.networkOf(command.job.id, command.instance);
     const message: Command = {
       id: randomUUID(),
       command: command.kind,
@@ -48,6 +59,7 @@ export class CommandOutbox {
       cluster: [this.clusterId],
       worker: command.worker,
       issuedAt: now,
+      ...(network ? { network } : {}),
     };
     this.store.commands.insert(message, nodeId, now);
     this.store.events.record(
@@ -64,6 +76,12 @@ export class CommandOutbox {
   /** Queues `delete` of one instance (at the generation the node has it) or, with -1, of the whole job. */
   enqueueDelete(nodeId: string, job: JobDefinition, instance: number, generation: number): Command {
     return this.enqueue(nodeId, { kind: 'delete', job, instance, generation, worker: [nodeId] });
+  }
+
+  private networkOf(jobId: string, number: number): InstanceNetwork | undefined {
+    const serviceIp = this.store.jobs.getJob(jobId)?.serviceIp;
+    const instanceIp = this.store.jobs.getInstance(jobId, number)?.instanceIp;
+    return serviceIp && instanceIp ? { instanceIp, serviceIp } : undefined;
   }
 
   attach(mqtt: MqttClient): void {

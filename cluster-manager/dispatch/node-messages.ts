@@ -1,12 +1,22 @@
 import type { z } from 'zod';
-import type { CommandAck, InstanceStatusReport, JobResources, NodeTelemetry } from '../../shared/index.js';
+import type {
+  CommandAck,
+  InstanceStatusReport,
+  JobResources,
+  NetAnnounce,
+  NetQuery,
+  NodeTelemetry,
+} from '../../shared/index.js';
 import {
   CommandAckSchema,
   describeProblems,
   InstanceStatusReportSchema,
+  isIpv4,
   JobResourcesSchema,
   type Logger,
   type MqttClient,
+  NetAnnounceSchema,
+  NetQuerySchema,
   NodeTelemetrySchema,
   parseJson,
   parseNodeTopic,
@@ -20,6 +30,10 @@ export interface NodeMessageHandlers {
   ack(nodeId: string, ack: CommandAck): void;
   /** The retained `online`/`offline` of `nodes/<id>/status` (the last will says `offline`). */
   presence(nodeId: string, online: boolean): void;
+  /** A net manager's overlay endpoint, on every connect. */
+  netAnnounce(nodeId: string, announce: NetAnnounce): void;
+  /** A net manager asks which job owns an overlay address. */
+  netQuery(nodeId: string, query: NetQuery): void;
   /** A message that did not parse: logged, counted, dropped. */
   rejected(topic: string, reason: string): void;
 }
@@ -82,12 +96,25 @@ function route(topic: string, payload: Buffer, retained: boolean, handlers: Node
     }
     case 'jobStatus': {
       const report = decode(InstanceStatusReportSchema);
-      if (report) handlers.status(nodeId, report);
+      // A namespace IP ends up in other workers' route tables: it must be an address.
+      if (report?.namespaceIp !== undefined && !isIpv4(report.namespaceIp))
+        handlers.rejected(topic, 'namespaceIp: an IPv4 address');
+      else if (report) handlers.status(nodeId, report);
       break;
     }
     case 'controlAck': {
       const ack = decode(CommandAckSchema);
       if (ack) handlers.ack(nodeId, ack);
+      break;
+    }
+    case 'netAnnounce': {
+      const announce = decode(NetAnnounceSchema);
+      if (announce) handlers.netAnnounce(nodeId, announce);
+      break;
+    }
+    case 'netQuery': {
+      const query = decode(NetQuerySchema);
+      if (query) handlers.netQuery(nodeId, query);
       break;
     }
     default:

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Job, JobSpec, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { conflict, notFound } from '../errors.js';
+import type { OverlayAddresses } from '../network/overlay-addresses.js';
 import { pickMoveTarget } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { schedulableNodes } from './cluster-snapshot.js';
@@ -14,6 +15,7 @@ export class JobService {
     private readonly store: Store,
     private readonly outbox: CommandOutbox,
     private readonly placement: Placement,
+    private readonly addresses: OverlayAddresses,
     private readonly isOnline: (nodeId: string) => boolean,
     private readonly logger: Logger,
   ) {}
@@ -27,6 +29,7 @@ export class JobService {
     return jobView(this.store, this.find(idOrName));
   }
 
+  /** A job gets its service IP and every instance its instance IP here, or the job is refused whole (409). */
   create(spec: JobSpec, now = Date.now()): Job {
     const job: JobRecord = {
       id: randomUUID(),
@@ -43,9 +46,12 @@ export class JobService {
           { path: 'name', message: 'already used by a live job' },
         ]);
       }
+      const [serviceIp, ...instanceIps] = this.addresses.take(1 + spec.replicas);
+      job.serviceIp = serviceIp!;
       this.store.jobs.insertJob(job);
       const numbers = Array.from({ length: spec.replicas }, (_, number) => number);
-      for (const number of numbers) this.store.jobs.insertInstance(newInstance(job.id, number, now));
+      for (const number of numbers)
+        this.store.jobs.insertInstance(newInstance(job.id, number, instanceIps[number]!, now));
       this.placement.place(job, numbers, now);
       this.store.events.record('job.created', `job ${job.name} created with ${spec.replicas} replica(s)`, {
         jobId: job.id,
@@ -90,7 +96,10 @@ export class JobService {
       : { ...jobView(this.store, { ...job, state: 'deleting' }), instances: [] };
   }
 
-  /** Scales to `replicas`: up takes the lowest free numbers, down removes the highest-numbered instances. */
+  /**
+   * Scales to `replicas`: up takes the lowest free numbers, each with a new instance IP (409 when the overlay
+   * has too few left), down removes the highest-numbered instances; their IPs are free once their node acks.
+   */
   replicate(idOrName: string, replicas: number, now = Date.now()): Job {
     const job = this.findActive(idOrName);
     this.store.transaction(() => {
@@ -104,7 +113,9 @@ export class JobService {
         for (let number = 0; numbers.length < replicas - live.length; number++) {
           if (!taken.has(number)) numbers.push(number);
         }
-        for (const number of numbers) this.store.jobs.insertInstance(newInstance(job.id, number, now));
+        const instanceIps = this.addresses.take(numbers.length);
+        for (const [index, number] of numbers.entries())
+          this.store.jobs.insertInstance(newInstance(job.id, number, instanceIps[index]!, now));
         this.placement.place(updated, numbers, now);
       } else {
         const surplus = [...live].sort((a, b) => b.number - a.number).slice(0, live.length - replicas);
@@ -189,7 +200,7 @@ export class JobService {
   }
 }
 
-function newInstance(jobId: string, number: number, now: number): InstanceRecord {
+function newInstance(jobId: string, number: number, instanceIp: string, now: number): InstanceRecord {
   return {
     jobId,
     number,
@@ -202,7 +213,7 @@ function newInstance(jobId: string, number: number, now: number): InstanceRecord
     startedAt: null,
     exitCode: null,
     updatedAt: now,
-    instanceIp: null,
+    instanceIp,
     namespaceIp: null,
   };
 }

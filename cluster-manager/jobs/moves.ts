@@ -33,6 +33,8 @@ export function completeMove(
     startedAt: report.startedAt ?? now,
     restarts: 0,
     exitCode: null,
+    // The instance IP stays; the namespace IP is the one the target gave it (none if its overlay is off).
+    namespaceIp: report.namespaceIp ?? null,
     updatedAt: now,
   });
   store.events.record('move.done', `${job.name}#${move.number} moved to ${store.nodes.nameOf(move.toNode)}`, {

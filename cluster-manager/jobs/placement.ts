@@ -60,7 +60,7 @@ export class Placement {
     return true;
   }
 
-  /** Binds an instance to a node under a new generation and queues its deploy. */
+  /** Binds an instance to a node under a new generation and queues its deploy; the instance IP stays. */
   private assign(
     job: JobRecord,
     instance: InstanceRecord,
@@ -79,6 +79,8 @@ export class Placement {
       restarts: 0,
       startedAt: null,
       exitCode: null,
+      // The namespace IP is the old node's; the new one reports its own once the instance is attached there.
+      namespaceIp: null,
       updatedAt: now,
     });
     this.outbox.enqueue(nodeId, {

@@ -22,6 +22,8 @@ export interface RegistryOptions {
   telemetryIntervalMs: number;
   /** The MQTT login and URL handed to a node; `host` is how the node reached us. */
   mqttFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin;
+  /** Call inside a transaction: the node's worker subnet, kept once given; null without a net manager. */
+  subnetFor(nodeId: string, overlay: boolean): string | null;
   onRegistered(node: NodeRecord, firstTime: boolean): void;
 }
 
@@ -120,8 +122,13 @@ export class NodeRegistry {
       lastSeen: previous?.lastSeen ?? null,
       telemetry: previous?.telemetry ?? null,
       subnet: previous?.subnet ?? null,
+      publicIp: previous?.publicIp ?? null,
+      udpPort: previous?.udpPort ?? null,
     };
-    this.store.nodes.upsert(record);
+    this.store.transaction(() => {
+      this.store.nodes.upsert(record);
+      record.subnet = this.options.subnetFor(id, info.overlay);
+    });
     this.store.events.record(
       'node.registered',
       `node ${info.name} ${previous ? 'registered again' : 'registered'} (${info.arch}, ${info.cpus} cpus)`,

@@ -79,6 +79,37 @@ const MIGRATIONS: string[] = [
      node_id TEXT,
      job_id TEXT
    );`,
+  // The overlay: one /26 per worker, and instance and service IPs that never collide, also across tables; a
+  // worker's overlay endpoint; which node asked about which job, and the table last pushed for each job.
+  `CREATE UNIQUE INDEX nodes_subnet ON nodes(subnet) WHERE subnet IS NOT NULL;
+   CREATE UNIQUE INDEX jobs_service_ip ON jobs(service_ip) WHERE service_ip IS NOT NULL;
+   CREATE UNIQUE INDEX instances_instance_ip ON instances(instance_ip) WHERE instance_ip IS NOT NULL;
+   CREATE TRIGGER instance_ip_not_a_service_ip_insert BEFORE INSERT ON instances
+     WHEN NEW.instance_ip IS NOT NULL AND EXISTS (SELECT 1 FROM jobs WHERE service_ip = NEW.instance_ip)
+     BEGIN SELECT RAISE(ABORT, 'UNIQUE: instance_ip is a service IP'); END;
+   CREATE TRIGGER instance_ip_not_a_service_ip_update BEFORE UPDATE OF instance_ip ON instances
+     WHEN NEW.instance_ip IS NOT NULL AND EXISTS (SELECT 1 FROM jobs WHERE service_ip = NEW.instance_ip)
+     BEGIN SELECT RAISE(ABORT, 'UNIQUE: instance_ip is a service IP'); END;
+   CREATE TRIGGER service_ip_not_an_instance_ip_insert BEFORE INSERT ON jobs
+     WHEN NEW.service_ip IS NOT NULL AND EXISTS (SELECT 1 FROM instances WHERE instance_ip = NEW.service_ip)
+     BEGIN SELECT RAISE(ABORT, 'UNIQUE: service_ip is an instance IP'); END;
+   CREATE TRIGGER service_ip_not_an_instance_ip_update BEFORE UPDATE OF service_ip ON jobs
+     WHEN NEW.service_ip IS NOT NULL AND EXISTS (SELECT 1 FROM instances WHERE instance_ip = NEW.service_ip)
+     BEGIN SELECT RAISE(ABORT, 'UNIQUE: service_ip is an instance IP'); END;
+   ALTER TABLE nodes ADD COLUMN public_ip TEXT;
+   ALTER TABLE nodes ADD COLUMN udp_port INTEGER;
+   CREATE TABLE net_interest (
+     node_id TEXT NOT NULL,
+     job_id TEXT NOT NULL,
+     asked_at INTEGER NOT NULL,
+     PRIMARY KEY (node_id, job_id)
+   );
+   CREATE INDEX net_interest_job ON net_interest(job_id);
+   CREATE TABLE net_tables (
+     job_id TEXT PRIMARY KEY,
+     digest TEXT NOT NULL,
+     pushed_at INTEGER NOT NULL
+   );`,
 ];
 
 /**

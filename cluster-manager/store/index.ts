@@ -2,12 +2,15 @@ import { CommandStore } from './command-store.js';
 import { type Db, openDatabase } from './database.js';
 import { EventLog } from './event-log.js';
 import { JobStore, MoveStore } from './job-store.js';
+import { NetInterestStore } from './net-interest-store.js';
 import { NodeStore } from './node-store.js';
 
+export * from './change-feed.js';
 export * from './command-store.js';
 export * from './database.js';
 export * from './event-log.js';
 export * from './job-store.js';
+export * from './net-interest-store.js';
 export * from './node-store.js';
 
 /** The cluster manager's state, one SQLite database behind small stores. */
@@ -17,6 +20,7 @@ export class Store {
   readonly commands: CommandStore;
   readonly events: EventLog;
   readonly moves: MoveStore;
+  readonly netInterest: NetInterestStore;
 
   constructor(readonly db: Db) {
     this.nodes = new NodeStore(db);
@@ -24,6 +28,7 @@ export class Store {
     this.commands = new CommandStore(db);
     this.events = new EventLog(db);
     this.moves = new MoveStore(db);
+    this.netInterest = new NetInterestStore(db);
   }
 
   static open(dataDir: string): Store {

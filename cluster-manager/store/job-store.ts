@@ -1,4 +1,5 @@
 import type { Instance, InstanceStatus, JobDefinition, JobSpec, JobState } from '../../shared/index.js';
+import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
 
 export interface JobRecord {
@@ -103,6 +104,9 @@ export function instanceView(instance: InstanceRecord, nodeName: string | null):
 
 /** Jobs and their instances. */
 export class JobStore {
+  /** Ids of jobs whose row or instance rows were written (inserted, updated or removed). */
+  readonly changes = new ChangeFeed();
+
   constructor(private readonly db: Db) {}
 
   insertJob(job: JobRecord): void {
@@ -112,6 +116,7 @@ export class JobStore {
          VALUES (@id, @name, @spec, @state, @createdAt, @updatedAt, @serviceIp)`,
       )
       .run({ ...job, spec: JSON.stringify(job.spec) });
+    this.changes.emit(job.id);
   }
 
   getJob(id: string): JobRecord | undefined {
@@ -137,12 +142,14 @@ export class JobStore {
 
   setJobState(id: string, state: JobState, now: number): void {
     this.db.prepare('UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?').run(state, now, id);
+    this.changes.emit(id);
   }
 
   setJobSpec(id: string, spec: JobSpec, now: number): void {
     this.db
       .prepare('UPDATE jobs SET spec = ?, updated_at = ? WHERE id = ?')
       .run(JSON.stringify(spec), now, id);
+    this.changes.emit(id);
   }
 
   /** Generations are monotonic per job, so a number reused after a scale-down never looks stale to a node. */
@@ -162,6 +169,35 @@ export class JobStore {
 
   removeJob(id: string): void {
     this.db.prepare('DELETE FROM jobs WHERE id = ?').run(id);
+    this.changes.emit(id);
+  }
+
+  setServiceIp(id: string, serviceIp: string): void {
+    this.db.prepare('UPDATE jobs SET service_ip = ? WHERE id = ?').run(serviceIp, id);
+    this.changes.emit(id);
+  }
+
+  /** Every service and instance IP held by a job row or an instance row (they share one pool). */
+  overlayAddresses(): string[] {
+    return (
+      this.db
+        .prepare(
+          `SELECT service_ip AS ip FROM jobs WHERE service_ip IS NOT NULL
+           UNION ALL SELECT instance_ip AS ip FROM instances WHERE instance_ip IS NOT NULL`,
+        )
+        .all() as { ip: string }[]
+    ).map((row) => row.ip);
+  }
+
+  /** The live job whose service IP, or one of whose instances' instance IP, is `ip`. */
+  findLiveJobByAddress(ip: string): JobRecord | undefined {
+    const row = this.db
+      .prepare(
+        `SELECT * FROM jobs WHERE state = 'active' AND (service_ip = ?
+           OR id = (SELECT job_id FROM instances WHERE instance_ip = ?))`,
+      )
+      .get(ip, ip) as JobRow | undefined;
+    return row ? jobFromRow(row) : undefined;
   }
 
   insertInstance(instance: InstanceRecord): void {
@@ -173,6 +209,7 @@ export class JobStore {
            @startedAt, @exitCode, @updatedAt, @instanceIp, @namespaceIp)`,
       )
       .run(instance);
+    this.changes.emit(instance.jobId);
   }
 
   updateInstance(instance: InstanceRecord): void {
@@ -184,10 +221,12 @@ export class JobStore {
          WHERE job_id = @jobId AND number = @number`,
       )
       .run(instance);
+    this.changes.emit(instance.jobId);
   }
 
   removeInstance(jobId: string, number: number): void {
     this.db.prepare('DELETE FROM instances WHERE job_id = ? AND number = ?').run(jobId, number);
+    this.changes.emit(jobId);
   }
 
   getInstance(jobId: string, number: number): InstanceRecord | undefined {

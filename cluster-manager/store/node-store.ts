@@ -1,4 +1,5 @@
 import type { NodeInfo, NodeStatus, NodeTelemetry } from '../../shared/index.js';
+import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
 
 export interface NodeRecord {
@@ -12,6 +13,9 @@ export interface NodeRecord {
   lastSeen: number | null;
   telemetry: NodeTelemetry | null;
   subnet: string | null;
+  /** The overlay endpoint its net manager announced: peers send overlay UDP here. */
+  publicIp: string | null;
+  udpPort: number | null;
 }
 
 interface NodeRow {
@@ -25,6 +29,8 @@ interface NodeRow {
   last_seen: number | null;
   telemetry: string | null;
   subnet: string | null;
+  public_ip: string | null;
+  udp_port: number | null;
 }
 
 function fromRow(row: NodeRow): NodeRecord {
@@ -39,11 +45,16 @@ function fromRow(row: NodeRow): NodeRecord {
     lastSeen: row.last_seen,
     telemetry: row.telemetry ? (JSON.parse(row.telemetry) as NodeTelemetry) : null,
     subnet: row.subnet,
+    publicIp: row.public_ip,
+    udpPort: row.udp_port,
   };
 }
 
 /** Nodes and their latest telemetry. Telemetry is kept in memory and written at most every few seconds. */
 export class NodeStore {
+  /** Node ids whose status or overlay endpoint changed. */
+  readonly changes = new ChangeFeed();
+
   constructor(private readonly db: Db) {}
 
   list(): NodeRecord[] {
@@ -76,7 +87,7 @@ export class NodeStore {
     return row ? fromRow(row) : undefined;
   }
 
-  upsert(node: Omit<NodeRecord, 'telemetry' | 'subnet'>): void {
+  upsert(node: Omit<NodeRecord, 'telemetry' | 'subnet' | 'publicIp' | 'udpPort'>): void {
     this.db
       .prepare(
         `INSERT INTO nodes (id, name, secret_hash, info, address, status, registered_at, last_seen)
@@ -90,6 +101,32 @@ export class NodeStore {
 
   setStatus(id: string, status: NodeStatus): void {
     this.db.prepare('UPDATE nodes SET status = ? WHERE id = ?').run(status, id);
+    this.changes.emit(id);
+  }
+
+  /** A node's worker subnet is set once and kept: see OverlayAddresses. */
+  setSubnet(id: string, subnet: string): void {
+    this.db.prepare('UPDATE nodes SET subnet = ? WHERE id = ?').run(subnet, id);
+  }
+
+  /** Every worker subnet handed out, as CIDR blocks. */
+  subnets(): string[] {
+    return (
+      this.db.prepare('SELECT subnet FROM nodes WHERE subnet IS NOT NULL').all() as { subnet: string }[]
+    ).map((row) => row.subnet);
+  }
+
+  /** Stores the overlay endpoint; returns whether it changed. */
+  setEndpoint(id: string, publicIp: string, udpPort: number): boolean {
+    const changed =
+      this.db
+        .prepare(
+          `UPDATE nodes SET public_ip = ?, udp_port = ?
+           WHERE id = ? AND (public_ip IS NOT ? OR udp_port IS NOT ?)`,
+        )
+        .run(publicIp, udpPort, id, publicIp, udpPort).changes === 1;
+    if (changed) this.changes.emit(id);
+    return changed;
   }
 
   recordTelemetry(id: string, telemetry: NodeTelemetry, seenAt: number): void {

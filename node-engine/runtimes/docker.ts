@@ -31,6 +31,7 @@ interface InspectedState {
   exitCode?: number;
   startedAt?: number;
   finishedAt?: number;
+  pid?: number;
 }
 
 function statusCode(error: unknown): number | undefined {
@@ -116,6 +117,7 @@ export class DockerRuntime implements Runtime {
     return {
       handle: { technology: 'docker', id: info.Id },
       ...(startedAt !== undefined ? { startedAt } : {}),
+      ...(info.State.Pid > 0 ? { pid: info.State.Pid } : {}),
     };
   }
 
@@ -195,6 +197,7 @@ export class DockerRuntime implements Runtime {
         ...(details.exitCode !== undefined ? { exitCode: details.exitCode } : {}),
         ...(details.startedAt !== undefined ? { startedAt: details.startedAt } : {}),
         ...(details.finishedAt !== undefined ? { finishedAt: details.finishedAt } : {}),
+        ...(details.pid !== undefined ? { pid: details.pid } : {}),
       });
     }
     for (const id of this.inspected.keys()) if (!seen.has(id)) this.inspected.delete(id);
@@ -210,6 +213,7 @@ export class DockerRuntime implements Runtime {
       const startedAt = dockerTime(info.State.StartedAt);
       const finishedAt = dockerTime(info.State.FinishedAt);
       if (startedAt !== undefined) state.startedAt = startedAt;
+      if (info.State.Pid > 0) state.pid = info.State.Pid;
       if (workloadState(info.State.Status) === 'exited') {
         state.exitCode = info.State.ExitCode;
         if (finishedAt !== undefined) state.finishedAt = finishedAt;

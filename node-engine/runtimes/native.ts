@@ -4,8 +4,8 @@ import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/p
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import type { Logger } from '../../shared/index.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
+import type { Logger } from '../../shared/index.js';
 import { planLimits, releaseLimits } from './native-limits.js';
 import { cpuSeconds, isSameProcessAlive, readProcStat, residentBytes } from './proc.js';
 import {

@@ -27,12 +27,15 @@ export interface RuntimeWorkload {
   exitCode?: number;
   startedAt?: number;
   finishedAt?: number;
+  /** The main process (the container's init), while it runs: the overlay finds its network namespace by it. */
+  pid?: number;
 }
 
 /** A workload just started, with the time its runtime says it started. */
 export interface DeployedWorkload {
   handle: RuntimeHandle;
   startedAt?: number;
+  pid?: number;
 }
 
 export interface WorkloadStats {

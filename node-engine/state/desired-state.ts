@@ -1,8 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { type Command, type JobDefinition, JobDefinitionSchema } from '../../shared/index.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
+import {
+  type Command,
+  type InstanceNetwork,
+  InstanceNetworkSchema,
+  type JobDefinition,
+  JobDefinitionSchema,
+} from '../../shared/index.js';
 
 /** How many command ids are remembered for deduplication; older ones fall off first. */
 export const PROCESSED_COMMANDS_LIMIT = 10_000;
@@ -18,6 +24,8 @@ export interface DesiredInstance {
   generation: number;
   want: Want;
   updatedAt: number;
+  /** Its overlay addresses, when the cluster has an overlay. */
+  network?: InstanceNetwork;
 }
 
 const DesiredInstanceSchema = z.object({
@@ -26,6 +34,7 @@ const DesiredInstanceSchema = z.object({
   generation: z.number().int().min(0),
   want: z.enum(['run', 'removed']),
   updatedAt: z.number(),
+  network: InstanceNetworkSchema.optional(),
 });
 
 const DesiredStateFileSchema = z.object({
@@ -150,6 +159,7 @@ export class DesiredStateStore {
       generation: command.generation,
       want,
       updatedAt: now,
+      ...(command.network ? { network: command.network } : {}),
     };
     this.instances.set(key, next);
     return { kind: 'applied', changed: [next] };

@@ -10,7 +10,8 @@ import { join } from 'node:path';
  *   namespace `edge-t-<n>`:                              `eth0` 10.210.0.(10+n)/24, lo up
  *
  * A program run in a host reaches the bridge address (INPUT in the root namespace: Docker's FORWARD DROP does
- * not apply); hosts do not talk to each other through the bridge here (that would be FORWARD). `cut()` takes
+ * not apply); hosts talk to each other through the bridge only after `allowHostToHost()` (bridged traffic goes
+ * through iptables FORWARD where Docker loaded br_netfilter, and Docker's policy there is DROP). `cut()` takes
  * the root-side veth down, a partition as the host sees it: its link loses carrier, packets go nowhere, nothing
  * is refused. Everything is removed by `destroy()`, and leftovers of a crashed run are removed on creation.
  */
@@ -41,6 +42,13 @@ function linkExists(name: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The rule that lets test hosts reach each other across the bridge; removed by destroy() and on creation. */
+const HOST_TO_HOST_RULE = ['FORWARD', '-i', BRIDGE, '-o', BRIDGE, '-j', 'ACCEPT'];
+
+function iptables(...args: string[]): void {
+  execFileSync('iptables', ['-w', ...args], { stdio: 'ignore' });
 }
 
 function alive(pid: number): boolean {
@@ -140,6 +148,11 @@ export class TestNetwork {
     return host;
   }
 
+  /** Lets the hosts reach each other's addresses across the bridge (overlay tunnels between workers). */
+  allowHostToHost(): void {
+    iptables('-I', ...HOST_TO_HOST_RULE);
+  }
+
   /** Removes every host, the bridge and the owner mark; idempotent, safe after a partial set-up. */
   destroy(): void {
     for (const host of this.hosts.values()) host.destroy();
@@ -160,4 +173,11 @@ function removeLeftovers(): void {
     if (name && ROOT_VETH.test(name)) ipQuiet('link', 'delete', 'dev', name);
   }
   if (linkExists(BRIDGE)) ipQuiet('link', 'delete', 'dev', BRIDGE);
+  for (let i = 0; i < 10; i++) {
+    try {
+      iptables('-D', ...HOST_TO_HOST_RULE);
+    } catch {
+      break;
+    }
+  }
 }

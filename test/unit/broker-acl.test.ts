@@ -17,6 +17,21 @@ describe('MQTT topic ACLs', () => {
     expect(mayPublish(node, 'other/topic')).toBe(false);
   });
 
+  it('lets a node announce and query on its own net topics but never publish route tables', () => {
+    expect(mayPublish(node, 'nodes/n1/net/announce')).toBe(true);
+    expect(mayPublish(node, 'nodes/n1/net/query')).toBe(true);
+    expect(mayPublish(node, 'nodes/n1/net/table')).toBe(false);
+    expect(mayPublish(node, 'nodes/n1/net/table/x')).toBe(false);
+    expect(mayPublish(node, 'nodes/n2/net/table')).toBe(false);
+    expect(mayPublish(node, 'nodes/n2/net/query')).toBe(false);
+    expect(maySubscribe(node, 'nodes/n1/net/table')).toBe(true);
+    expect(maySubscribe(node, 'nodes/n2/net/table')).toBe(false);
+    expect(maySubscribe(node, 'nodes/+/net/table')).toBe(false);
+    expect(maySubscribe(node, 'nodes/+/net/#')).toBe(false);
+    expect(maySubscribe(operator, 'nodes/+/net/table')).toBe(false);
+    expect(mayPublish(manager, 'nodes/n1/net/table')).toBe(true);
+  });
+
   it('lets a node subscribe to its own control and net topics only', () => {
     expect(maySubscribe(node, 'nodes/n1/control')).toBe(true);
     expect(maySubscribe(node, 'nodes/n1/net/#')).toBe(true);

@@ -156,7 +156,12 @@ function renderJobs(jobs) {
             onclick: () => toggleJob(job.id),
           }),
         ),
-        el('td', {}, el('strong', { text: job.name }), el('div', { class: 'muted small', text: job.id })),
+        el(
+          'td',
+          {},
+          el('strong', { text: job.name }),
+          el('div', { class: 'muted small', text: job.serviceIp ? `${job.id} · ${job.serviceIp}` : job.id }),
+        ),
         el('td', {}, el('span', { class: `badge ${job.state}`, text: job.state })),
         el('td', {}, instanceChips(job.instanceCounts)),
         el('td', { class: 'mono', text: job.image }),
@@ -199,7 +204,9 @@ function instancesTable(job) {
       el(
         'tr',
         {},
-        ['#', 'Node', 'Status', 'Detail', 'Restarts', 'Generation'].map((h) => el('th', { text: h })),
+        ['#', 'Node', 'Status', 'Detail', 'Overlay IP', 'Restarts', 'Generation'].map((h) =>
+          el('th', { text: h }),
+        ),
       ),
     ),
     el(
@@ -213,6 +220,11 @@ function instancesTable(job) {
           el('td', { text: instance.nodeName ?? instance.nodeId ?? '–' }),
           el('td', {}, el('span', { class: `chip ${instance.status}`, text: instance.status })),
           el('td', { class: 'detail', text: instance.detail || '' }),
+          el('td', {
+            class: 'mono',
+            text: instance.instanceIp ?? '–',
+            title: instance.namespaceIp ? `namespace IP ${instance.namespaceIp}` : undefined,
+          }),
           el('td', { text: instance.restarts ?? 0 }),
           el('td', { text: instance.generation ?? 0 }),
         ),

@@ -1,0 +1,85 @@
+import { isIpv4, type OptionSpecs, type ParsedOptions, parseCidr, resolveDataDir } from '../shared/index.js';
+
+/** The flags of CONTRACT.md, with their env vars and defaults. */
+export const optionSpecs = {
+  'data-dir': {
+    env: 'NM_DATA_DIR',
+    description: 'state (node, attachments) and the local API socket net-manager.sock',
+    type: 'string',
+    default: 'var/net-manager',
+  },
+  'public-ip': {
+    env: 'NM_PUBLIC_IP',
+    description: 'address peers send overlay UDP to (default: the one that routes to the broker)',
+    type: 'string',
+  },
+  'udp-port': { env: 'NM_UDP_PORT', description: 'overlay UDP port', type: 'integer', default: 50103 },
+  'tun-name': { env: 'NM_TUN', description: 'TUN device name', type: 'string', default: 'edge0' },
+  'overlay-route': {
+    env: 'NM_OVERLAY_ROUTE',
+    description: 'overlay route through the TUN (covers worker and service subnets)',
+    type: 'string',
+    default: '10.16.0.0/12',
+  },
+  bridge: {
+    env: 'NM_BRIDGE',
+    description: "bridge joining this worker's containers (gateway: .1 of the worker subnet)",
+    type: 'string',
+    default: 'edgebr0',
+  },
+} satisfies OptionSpecs;
+
+export interface NetManagerConfig {
+  dataDir: string;
+  socketPath: string;
+  publicIp: string | undefined;
+  udpPort: number;
+  tunName: string;
+  bridgeName: string;
+  overlayRoute: string;
+  mtu: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Linux interface names: at most 15 bytes, no slash, no whitespace. */
+const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
+export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetManagerConfig {
+  const publicIp = options['public-ip'];
+  if (publicIp !== undefined && !isIpv4(publicIp))
+    throw new ConfigError(`--public-ip: "${publicIp}" is not an IPv4 address`);
+  if (options['udp-port'] < 1 || options['udp-port'] > 65535)
+    throw new ConfigError('--udp-port must be between 1 and 65535');
+  for (const flag of ['tun-name', 'bridge'] as const) {
+    if (!INTERFACE_NAME.test(options[flag]))
+      throw new ConfigError(
+        `--${flag}: "${options[flag]}" is not an interface name (1-15 of A-Z a-z 0-9 _ . -)`,
+      );
+  }
+  if (options['tun-name'] === options.bridge) throw new ConfigError('--tun-name and --bridge must differ');
+  let route: ReturnType<typeof parseCidr>;
+  try {
+    route = parseCidr(options['overlay-route']);
+  } catch (error) {
+    throw new ConfigError(`--overlay-route: ${(error as Error).message}`);
+  }
+  if (route.prefix < 8)
+    throw new ConfigError('--overlay-route is wider than a /8: it would swallow the underlay');
+  const dataDir = resolveDataDir(options['data-dir']);
+  // A unix socket path holds at most 107 bytes.
+  if (Buffer.byteLength(`${dataDir}/net-manager.sock`) > 107)
+    throw new ConfigError(`--data-dir: "${dataDir}" is too long for a unix socket path inside it`);
+  return {
+    dataDir,
+    socketPath: `${dataDir}/net-manager.sock`,
+    publicIp,
+    udpPort: options['udp-port'],
+    tunName: options['tun-name'],
+    bridgeName: options.bridge,
+    overlayRoute: options['overlay-route'],
+    mtu: 1450,
+  };
+}

@@ -1,0 +1,666 @@
+// edge_tun: TUN devices and UDP sockets for the net manager's data plane.
+//
+// The addon only moves bytes: packets are read and written in batches between the kernel and buffers that the
+// JavaScript side allocates once and passes in per batch (no JS object is created per packet). Readiness comes
+// from a uv_poll handle on Node's own event loop; the JavaScript callback drains the fd until it is empty.
+//
+// Exports two classes, wrapped by net-manager/tun.ts and net-manager/tunnel.ts:
+//   new Tun(name, vnetHdr)   readBatch, write, writeBatch, onReadable, close, stats, name, vnetHdr, fd
+//   new Udp(address, port)   recvBatch, sendBatch, onReadable, close, stats, port, fd
+
+#include <napi.h>
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+// The kernel caps one recvmmsg/sendmmsg call at UIO_MAXIOV messages.
+constexpr uint32_t kMaxMessagesPerCall = 1024;
+// Room behind each slot for the tail of an oversized packet, so that its real length can be seen and the
+// packet dropped (TUN packets are at most 64 KiB, plus a virtio header with IFF_VNET_HDR).
+constexpr size_t kOverflowSize = 128 * 1024;
+constexpr int kSocketBufferBytes = 4 * 1024 * 1024;
+
+std::string ErrnoName(int err) {
+  return uv_err_name(uv_translate_sys_error(err));
+}
+
+// An Error with the errno text and Node's usual `code`, `errno` and `syscall` properties.
+Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what, const char* syscall,
+                       const std::string& hint = "") {
+  std::string message = what + ": " + std::strerror(err) + " (" + ErrnoName(err) + ")";
+  if (!hint.empty()) message += "; " + hint;
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Set("code", Napi::String::New(env, ErrnoName(err)));
+  error.Set("errno", Napi::Number::New(env, uv_translate_sys_error(err)));
+  error.Set("syscall", Napi::String::New(env, syscall));
+  return error;
+}
+
+// ---- argument checking: every index is checked before the kernel sees a pointer ----
+
+struct Bytes {
+  uint8_t* data;
+  size_t length;
+};
+
+Bytes ByteArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  Napi::Value value = info[index];
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a Buffer or Uint8Array");
+  Napi::Uint8Array array = value.As<Napi::Uint8Array>();
+  return {array.Data(), array.ElementLength()};
+}
+
+template <typename T, napi_typedarray_type Type>
+Napi::TypedArrayOf<T> TypedArg(const Napi::CallbackInfo& info, size_t index, const char* name,
+                               const char* typeName) {
+  Napi::Value value = info[index];
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != Type)
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be " + typeName);
+  return value.As<Napi::TypedArrayOf<T>>();
+}
+
+Napi::Int32Array Int32Arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  return TypedArg<int32_t, napi_int32_array>(info, index, name, "an Int32Array");
+}
+Napi::Uint32Array Uint32Arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  return TypedArg<uint32_t, napi_uint32_array>(info, index, name, "a Uint32Array");
+}
+Napi::Uint16Array Uint16Arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  return TypedArg<uint16_t, napi_uint16_array>(info, index, name, "a Uint16Array");
+}
+
+// An integer in [min, max]; TypeError when not a number, RangeError when not an integer in range.
+int64_t IntegerArg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max) {
+  Napi::Value value = info[index];
+  if (!value.IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
+  double number = value.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(number) || std::floor(number) != number || number < static_cast<double>(min) ||
+      number > static_cast<double>(max))
+    throw Napi::RangeError::New(info.Env(), std::string(name) + " must be an integer from " +
+                                                std::to_string(min) + " to " + std::to_string(max));
+  return static_cast<int64_t>(number);
+}
+
+std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  Napi::Value value = info[index];
+  if (!value.IsString()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a string");
+  return value.As<Napi::String>().Utf8Value();
+}
+
+// `count` slots of `slotSize` bytes must fit in the buffer.
+void CheckSlots(Napi::Env env, const Bytes& buffer, int64_t slotSize, size_t count) {
+  if (static_cast<uint64_t>(slotSize) * count > buffer.length)
+    throw Napi::RangeError::New(env, "buffer (" + std::to_string(buffer.length) + " bytes) cannot hold " +
+                                         std::to_string(count) + " slots of " + std::to_string(slotSize) +
+                                         " bytes");
+}
+
+// [offset, offset + length) must lie inside the buffer.
+void CheckRange(Napi::Env env, const Bytes& buffer, int64_t offset, int64_t length, size_t index) {
+  if (offset < 0 || length < 0 || static_cast<uint64_t>(offset) + static_cast<uint64_t>(length) > buffer.length)
+    throw Napi::RangeError::New(env, "packet " + std::to_string(index) + " (offset " + std::to_string(offset) +
+                                         ", length " + std::to_string(length) + ") is outside the buffer (" +
+                                         std::to_string(buffer.length) + " bytes)");
+}
+
+// ---- an fd watched by uv_poll on Node's loop ----
+
+// The uv_poll_t is allocated on its own: uv_close completes on a later loop turn, possibly after the wrapping
+// object was collected. Its `data` points at the owner while one is attached, nullptr afterwards.
+template <typename T>
+class Pollable : public Napi::ObjectWrap<T> {
+ public:
+  explicit Pollable(const Napi::CallbackInfo& info) : Napi::ObjectWrap<T>(info) {}
+
+  ~Pollable() override { Release(); }
+
+ protected:
+  int fd_ = -1;
+
+  // Takes ownership of an open fd and registers the env cleanup hook that closes it at env teardown.
+  void Adopt(int fd) {
+    fd_ = fd;
+    napi_add_env_cleanup_hook(this->Env(), CleanupHook, this);
+    hooked_ = true;
+  }
+
+  int OpenFd(Napi::Env env, const char* kind) const {
+    if (fd_ < 0) throw Napi::Error::New(env, std::string(kind) + " is closed");
+    return fd_;
+  }
+
+  Napi::Value OnReadable(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "callback must be a function");
+    OpenFd(env, T::kKind);
+    callback_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (!context_) context_.reset(new Napi::AsyncContext(env, T::kResourceName));
+    if (poll_ == nullptr) {
+      uv_loop_t* loop = nullptr;
+      if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr)
+        throw Napi::Error::New(env, "no event loop");
+      auto* poll = new uv_poll_t();
+      int rc = uv_poll_init(loop, poll, fd_);
+      if (rc != 0) {
+        delete poll;
+        throw ErrnoError(env, -rc, std::string("cannot poll the ") + T::kKind, "uv_poll_init");
+      }
+      poll->data = this;
+      poll_ = poll;
+    }
+    if (!polling_) {
+      int rc = uv_poll_start(poll_, UV_READABLE, OnPoll);
+      if (rc != 0) throw ErrnoError(env, -rc, std::string("cannot poll the ") + T::kKind, "uv_poll_start");
+      polling_ = true;
+      // An object being polled stays alive (its callback may be the only thing that refers to it).
+      this->Ref();
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    StopPolling(true);
+    Release();
+    // Let go of the callback (and whatever its closure holds, buffers included). The async context stays until
+    // the object goes: close() may run inside a callback made with it.
+    callback_.Reset();
+    return info.Env().Undefined();
+  }
+
+  uint64_t pollErrors_ = 0;
+
+ private:
+  uv_poll_t* poll_ = nullptr;
+  bool polling_ = false;
+  bool hooked_ = false;
+  Napi::FunctionReference callback_;
+  std::unique_ptr<Napi::AsyncContext> context_;
+
+  void StopPolling(bool unref) {
+    if (!polling_) return;
+    polling_ = false;
+    if (poll_ != nullptr) uv_poll_stop(poll_);
+    if (unref) this->Unref();
+  }
+
+  // Stops polling, frees the handle (in its close callback) and closes the fd; no JavaScript is touched, so
+  // this is also what the destructor and the env cleanup hook run.
+  void Release() {
+    if (poll_ != nullptr) {
+      uv_poll_stop(poll_);
+      poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+               [](uv_handle_t* handle) { delete reinterpret_cast<uv_poll_t*>(handle); });
+      poll_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    if (hooked_) {
+      napi_remove_env_cleanup_hook(this->Env(), CleanupHook, this);
+      hooked_ = false;
+    }
+  }
+
+  static void CleanupHook(void* arg) {
+    auto* self = static_cast<Pollable*>(arg);
+    self->hooked_ = false;  // hooks must not be removed from inside themselves
+    self->polling_ = false;
+    self->Release();
+  }
+
+  static void OnPoll(uv_poll_t* handle, int status, int /*events*/) {
+    auto* self = static_cast<Pollable*>(handle->data);
+    if (self != nullptr) self->Dispatch(status);
+  }
+
+  // Calls the JavaScript callback on the main thread. A poll error (say the fd went bad) stops polling for good
+  // and is passed to the callback as an Error, so that nothing spins on a dead fd.
+  void Dispatch(int status) {
+    Napi::Env env = this->Env();
+    Napi::HandleScope scope(env);
+    // Locals keep the object and the callback alive through the call even if polling stops below.
+    Napi::Object self = this->Value();
+    if (callback_.IsEmpty()) return;
+    Napi::Function callback = callback_.Value();
+    std::vector<napi_value> args;
+    if (status < 0) {
+      pollErrors_++;
+      StopPolling(true);
+      Napi::Error error = Napi::Error::New(env, std::string("polling the ") + T::kKind +
+                                                    " failed: " + uv_strerror(status) + " (" +
+                                                    uv_err_name(status) + "); polling stopped");
+      error.Set("code", Napi::String::New(env, uv_err_name(status)));
+      args.push_back(error.Value());
+    }
+    try {
+      callback.MakeCallback(self, args, context_ ? static_cast<napi_async_context>(*context_) : nullptr);
+    } catch (const Napi::Error& error) {
+      // Thrown by the JavaScript callback: an uncaught exception, as for any other event-loop callback.
+      napi_fatal_exception(env, error.Value());
+    }
+  }
+};
+
+// ---- TUN ----
+
+class Tun : public Pollable<Tun> {
+ public:
+  static constexpr const char* kKind = "TUN device";
+  static constexpr const char* kResourceName = "edge_tun:TunReadable";
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Tun",
+                       {
+                           InstanceMethod<&Tun::ReadBatch>("readBatch"),
+                           InstanceMethod<&Tun::Write>("write"),
+                           InstanceMethod<&Tun::WriteBatch>("writeBatch"),
+                           InstanceMethod("onReadable", &Tun::OnReadable),
+                           InstanceMethod("close", &Tun::Close),
+                           InstanceMethod<&Tun::Stats>("stats"),
+                           InstanceAccessor<&Tun::Name>("name"),
+                           InstanceAccessor<&Tun::VnetHdr>("vnetHdr"),
+                           InstanceAccessor<&Tun::Fd>("fd"),
+                       });
+  }
+
+  // new Tun(name, vnetHdr): IFF_TUN | IFF_NO_PI (| IFF_VNET_HDR with TSO offloads), non-blocking, close-on-exec.
+  explicit Tun(const Napi::CallbackInfo& info) : Pollable<Tun>(info) {
+    Napi::Env env = info.Env();
+    std::string name = StringArg(info, 0, "name");
+    if (name.size() >= IFNAMSIZ)
+      throw Napi::RangeError::New(env, "TUN device name '" + name + "' is longer than " +
+                                           std::to_string(IFNAMSIZ - 1) + " characters");
+    if (name.find('\0') != std::string::npos)
+      throw Napi::TypeError::New(env, "TUN device name must not contain NUL");
+    vnetHdr_ = info.Length() > 1 && info[1].ToBoolean().Value();
+
+    int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      throw ErrnoError(env, err, "cannot open /dev/net/tun", "open",
+                       err == ENOENT ? "the tun module is not loaded or the device node is missing"
+                       : err == EACCES || err == EPERM ? "TUN devices need root (CAP_NET_ADMIN)"
+                                                       : "");
+    }
+    struct ifreq ifr;
+    std::memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHdr_ ? IFF_VNET_HDR : 0);
+    std::memcpy(ifr.ifr_name, name.data(), name.size());
+    if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
+      int err = errno;
+      ::close(fd);
+      throw ErrnoError(env, err, "cannot create TUN device '" + name + "'", "ioctl(TUNSETIFF)",
+                       err == EPERM ? "TUN devices need root (CAP_NET_ADMIN)"
+                       : err == EBUSY ? "the device is held by another process"
+                       : err == EINVAL ? "the name is not a valid interface name, or a device of another kind has it"
+                                       : "");
+    }
+    if (vnetHdr_) {
+      // The kernel may then hand over (and accept) TCP super-packets of up to 64 KiB with a virtio_net_hdr
+      // in front; checksums are left partial (VIRTIO_NET_HDR_F_NEEDS_CSUM).
+      int size = 10;  // sizeof(struct virtio_net_hdr)
+      unsigned int offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+      if (::ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 || ::ioctl(fd, TUNSETOFFLOAD, offload) < 0) {
+        int err = errno;
+        ::close(fd);
+        throw ErrnoError(env, err, "cannot enable offloads on TUN device '" + name + "'", "ioctl(TUNSETOFFLOAD)");
+      }
+    }
+    name_.assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+    overflow_.resize(kOverflowSize);
+    Adopt(fd);
+  }
+
+ private:
+  std::string name_;
+  bool vnetHdr_ = false;
+  std::vector<uint8_t> overflow_;
+  std::vector<struct iovec> packets_;  // writeBatch's checked ranges, grown to the largest batch seen
+  uint64_t oversized_ = 0;
+  uint64_t writeErrors_ = 0;
+  uint64_t readErrors_ = 0;
+
+  Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
+  Napi::Value VnetHdr(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), vnetHdr_); }
+  Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+  // readBatch(buffer, slotSize, lengths): packets until EAGAIN or lengths.length of them.
+  Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Bytes buffer = ByteArg(info, 0, "buffer");
+    int64_t slotSize = IntegerArg(info, 1, "slotSize", 1, INT32_MAX);
+    Napi::Int32Array lengths = Int32Arg(info, 2, "lengths");
+    size_t max = lengths.ElementLength();
+    CheckSlots(env, buffer, slotSize, max);
+    int fd = OpenFd(env, kKind);
+    int32_t* out = lengths.Data();
+
+    size_t count = 0;
+    size_t dropped = 0;
+    while (count < max) {
+      struct iovec iov[2] = {{buffer.data + count * slotSize, static_cast<size_t>(slotSize)},
+                             {overflow_.data(), overflow_.size()}};
+      ssize_t n = ::readv(fd, iov, 2);
+      if (n < 0) {
+        int err = errno;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) break;
+        readErrors_++;
+        if (count > 0) break;  // hand over what was read; the error comes back on the next call
+        throw ErrnoError(env, err, "cannot read from TUN device '" + name_ + "'", "read");
+      }
+      if (n > slotSize || n == 0) {
+        if (n > 0) oversized_++;
+        // Bounded, so that a stream of oversized packets cannot hold the loop forever.
+        if (++dropped > max) break;
+        continue;
+      }
+      out[count++] = static_cast<int32_t>(n);
+    }
+    return Napi::Number::New(env, static_cast<double>(count));
+  }
+
+  bool WriteOne(int fd, const uint8_t* data, size_t length) {
+    for (;;) {
+      ssize_t n = ::write(fd, data, length);
+      if (n >= 0) return true;
+      if (errno == EINTR) continue;
+      writeErrors_++;
+      return false;
+    }
+  }
+
+  // write(buffer, offset, length): one IP packet; false (and counted) when the kernel refuses it.
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Bytes buffer = ByteArg(info, 0, "buffer");
+    int64_t offset = IntegerArg(info, 1, "offset", 0, INT32_MAX);
+    int64_t length = IntegerArg(info, 2, "length", 0, INT32_MAX);
+    CheckRange(env, buffer, offset, length, 0);
+    int fd = OpenFd(env, kKind);
+    return Napi::Boolean::New(env, WriteOne(fd, buffer.data + offset, static_cast<size_t>(length)));
+  }
+
+  // writeBatch(buffer, offsets, lengths, count): `count` packets, one write each; returns how many the kernel took.
+  Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Bytes buffer = ByteArg(info, 0, "buffer");
+    Napi::Int32Array offsets = Int32Arg(info, 1, "offsets");
+    Napi::Int32Array lengths = Int32Arg(info, 2, "lengths");
+    size_t limit = std::min(offsets.ElementLength(), lengths.ElementLength());
+    size_t count = static_cast<size_t>(IntegerArg(info, 3, "count", 0, static_cast<int64_t>(limit)));
+    int fd = OpenFd(env, kKind);
+    // Every range is read once and checked before anything is written (the arrays may be shared memory).
+    if (packets_.size() < count) packets_.resize(count);
+    const int32_t* off = offsets.Data();
+    const int32_t* len = lengths.Data();
+    for (size_t i = 0; i < count; i++) {
+      int32_t offset = off[i];
+      int32_t length = len[i];
+      CheckRange(env, buffer, offset, length, i);
+      packets_[i] = {buffer.data + offset, static_cast<size_t>(length)};
+    }
+    size_t written = 0;
+    for (size_t i = 0; i < count; i++)
+      if (WriteOne(fd, static_cast<const uint8_t*>(packets_[i].iov_base), packets_[i].iov_len)) written++;
+    return Napi::Number::New(env, static_cast<double>(written));
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Object stats = Napi::Object::New(info.Env());
+    stats.Set("oversized", static_cast<double>(oversized_));
+    stats.Set("writeErrors", static_cast<double>(writeErrors_));
+    stats.Set("readErrors", static_cast<double>(readErrors_));
+    stats.Set("pollErrors", static_cast<double>(pollErrors_));
+    return stats;
+  }
+};
+
+// ---- UDP ----
+
+class Udp : public Pollable<Udp> {
+ public:
+  static constexpr const char* kKind = "UDP endpoint";
+  static constexpr const char* kResourceName = "edge_tun:UdpReadable";
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Udp",
+                       {
+                           InstanceMethod<&Udp::RecvBatch>("recvBatch"),
+                           InstanceMethod<&Udp::SendBatch>("sendBatch"),
+                           InstanceMethod("onReadable", &Udp::OnReadable),
+                           InstanceMethod("close", &Udp::Close),
+                           InstanceMethod<&Udp::Stats>("stats"),
+                           InstanceAccessor<&Udp::Port>("port"),
+                           InstanceAccessor<&Udp::Fd>("fd"),
+                       });
+  }
+
+  // new Udp(address, port): IPv4, non-blocking, close-on-exec, 4 MiB socket buffers.
+  explicit Udp(const Napi::CallbackInfo& info) : Pollable<Udp>(info) {
+    Napi::Env env = info.Env();
+    std::string address = StringArg(info, 0, "address");
+    int64_t port = IntegerArg(info, 1, "port", 0, 65535);
+    struct sockaddr_in sin;
+    std::memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(static_cast<uint16_t>(port));
+    if (::inet_pton(AF_INET, address.c_str(), &sin.sin_addr) != 1)
+      throw Napi::TypeError::New(env, "address '" + address + "' is not an IPv4 address");
+
+    int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw ErrnoError(env, errno, "cannot create a UDP socket", "socket");
+    RaiseBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF);
+    RaiseBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+    if (::bind(fd, reinterpret_cast<struct sockaddr*>(&sin), sizeof sin) < 0) {
+      int err = errno;
+      ::close(fd);
+      throw ErrnoError(env, err, "cannot bind UDP " + address + ":" + std::to_string(port), "bind");
+    }
+    socklen_t len = sizeof sin;
+    if (::getsockname(fd, reinterpret_cast<struct sockaddr*>(&sin), &len) < 0) {
+      int err = errno;
+      ::close(fd);
+      throw ErrnoError(env, err, "cannot read the bound UDP address", "getsockname");
+    }
+    port_ = ntohs(sin.sin_port);
+    Adopt(fd);
+  }
+
+ private:
+  uint16_t port_ = 0;
+  uint64_t truncated_ = 0;
+  uint64_t sendErrors_ = 0;
+  uint64_t recvErrors_ = 0;
+  // Scratch for recvmmsg/sendmmsg, grown to the largest batch seen (no allocation in the steady state).
+  std::vector<struct mmsghdr> msgs_;
+  std::vector<struct iovec> iovs_;
+  std::vector<struct sockaddr_in> addrs_;
+
+  static void RaiseBuffer(int fd, int forced, int plain) {
+    int size = kSocketBufferBytes;
+    if (::setsockopt(fd, SOL_SOCKET, forced, &size, sizeof size) < 0)
+      ::setsockopt(fd, SOL_SOCKET, plain, &size, sizeof size);  // best effort without CAP_NET_ADMIN
+  }
+
+  void Reserve(size_t n) {
+    if (msgs_.size() >= n) return;
+    msgs_.resize(n);
+    iovs_.resize(n);
+    addrs_.resize(n);
+  }
+
+  Napi::Value Port(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
+  Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+  // recvBatch(buffer, slotSize, lengths, addresses, ports): up to lengths.length datagrams.
+  Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Bytes buffer = ByteArg(info, 0, "buffer");
+    int64_t slotSize = IntegerArg(info, 1, "slotSize", 1, INT32_MAX);
+    Napi::Int32Array lengths = Int32Arg(info, 2, "lengths");
+    Napi::Uint32Array addresses = Uint32Arg(info, 3, "addresses");
+    Napi::Uint16Array ports = Uint16Arg(info, 4, "ports");
+    size_t max = lengths.ElementLength();
+    if (addresses.ElementLength() < max || ports.ElementLength() < max)
+      throw Napi::RangeError::New(env, "addresses and ports must be at least as long as lengths");
+    CheckSlots(env, buffer, slotSize, max);
+    int fd = OpenFd(env, kKind);
+    if (max > kMaxMessagesPerCall) max = kMaxMessagesPerCall;
+    Reserve(max);
+    int32_t* outLengths = lengths.Data();
+    uint32_t* outAddresses = addresses.Data();
+    uint16_t* outPorts = ports.Data();
+
+    // A batch of nothing but truncated datagrams is read past (a few times) rather than reported as empty.
+    for (int round = 0; round < 4 && max > 0; round++) {
+      for (size_t i = 0; i < max; i++) {
+        iovs_[i] = {buffer.data + i * slotSize, static_cast<size_t>(slotSize)};
+        struct msghdr& hdr = msgs_[i].msg_hdr;
+        std::memset(&hdr, 0, sizeof hdr);
+        hdr.msg_name = &addrs_[i];
+        hdr.msg_namelen = sizeof(struct sockaddr_in);
+        hdr.msg_iov = &iovs_[i];
+        hdr.msg_iovlen = 1;
+        msgs_[i].msg_len = 0;
+      }
+      int n;
+      do {
+        n = ::recvmmsg(fd, msgs_.data(), static_cast<unsigned int>(max), MSG_DONTWAIT, nullptr);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) return Napi::Number::New(env, 0);
+        if (err == EBADF || err == EFAULT || err == EINVAL || err == ENOTSOCK)
+          throw ErrnoError(env, err, "cannot receive on UDP port " + std::to_string(port_), "recvmmsg");
+        // A pending socket error (an ICMP error for an earlier send, say) is reported once and then cleared.
+        recvErrors_++;
+        return Napi::Number::New(env, 0);
+      }
+      size_t kept = 0;
+      for (size_t i = 0; i < static_cast<size_t>(n); i++) {
+        if (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
+          truncated_++;
+          continue;
+        }
+        if (kept != i)
+          std::memmove(buffer.data + kept * slotSize, buffer.data + i * slotSize, msgs_[i].msg_len);
+        outLengths[kept] = static_cast<int32_t>(msgs_[i].msg_len);
+        outAddresses[kept] = ntohl(addrs_[i].sin_addr.s_addr);
+        outPorts[kept] = ntohs(addrs_[i].sin_port);
+        kept++;
+      }
+      if (kept > 0 || n == 0) return Napi::Number::New(env, static_cast<double>(kept));
+    }
+    return Napi::Number::New(env, 0);
+  }
+
+  // sendBatch(buffer, offsets, lengths, addresses, ports, count): returns how many the kernel took.
+  Napi::Value SendBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Bytes buffer = ByteArg(info, 0, "buffer");
+    Napi::Int32Array offsets = Int32Arg(info, 1, "offsets");
+    Napi::Int32Array lengths = Int32Arg(info, 2, "lengths");
+    Napi::Uint32Array addresses = Uint32Arg(info, 3, "addresses");
+    Napi::Uint16Array ports = Uint16Arg(info, 4, "ports");
+    size_t limit = std::min(std::min(offsets.ElementLength(), lengths.ElementLength()),
+                            std::min(addresses.ElementLength(), ports.ElementLength()));
+    size_t count = static_cast<size_t>(IntegerArg(info, 5, "count", 0, static_cast<int64_t>(limit)));
+    int fd = OpenFd(env, kKind);
+    // Every range is read once and checked before anything is sent (the arrays may be shared memory).
+    Reserve(count);
+    const int32_t* off = offsets.Data();
+    const int32_t* len = lengths.Data();
+    const uint32_t* addr = addresses.Data();
+    const uint16_t* port = ports.Data();
+    for (size_t i = 0; i < count; i++) {
+      int32_t offset = off[i];
+      int32_t length = len[i];
+      CheckRange(env, buffer, offset, length, i);
+      iovs_[i] = {buffer.data + offset, static_cast<size_t>(length)};
+      struct sockaddr_in& sin = addrs_[i];
+      std::memset(&sin, 0, sizeof sin);
+      sin.sin_family = AF_INET;
+      sin.sin_addr.s_addr = htonl(addr[i]);
+      sin.sin_port = htons(port[i]);
+      struct msghdr& hdr = msgs_[i].msg_hdr;
+      std::memset(&hdr, 0, sizeof hdr);
+      hdr.msg_name = &sin;
+      hdr.msg_namelen = sizeof sin;
+      hdr.msg_iov = &iovs_[i];
+      hdr.msg_iovlen = 1;
+    }
+
+    size_t sent = 0;
+    size_t done = 0;  // sent or dropped
+    while (done < count) {
+      // The kernel takes at most UIO_MAXIOV messages per call.
+      size_t chunk = std::min(count - done, static_cast<size_t>(kMaxMessagesPerCall));
+      struct mmsghdr* msgs = msgs_.data() + done;
+      size_t j = 0;
+      while (j < chunk) {
+        int n = ::sendmmsg(fd, msgs + j, static_cast<unsigned int>(chunk - j), MSG_DONTWAIT);
+        if (n > 0) {
+          j += static_cast<size_t>(n);
+          sent += static_cast<size_t>(n);
+          continue;
+        }
+        int err = n < 0 ? errno : EAGAIN;
+        if (err == EINTR) continue;
+        if (err == EBADF || err == ENOTSOCK || err == EFAULT)
+          throw ErrnoError(env, err, "cannot send on UDP port " + std::to_string(port_), "sendmmsg");
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+          // The socket buffer is full: the rest of the batch is dropped.
+          sendErrors_ += count - (done + j);
+          return Napi::Number::New(env, static_cast<double>(sent));
+        }
+        // This one datagram was refused (unreachable, too big, port 0, filtered ...): drop it, go on.
+        sendErrors_++;
+        j++;
+      }
+      done += chunk;
+    }
+    return Napi::Number::New(env, static_cast<double>(sent));
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Object stats = Napi::Object::New(info.Env());
+    stats.Set("truncated", static_cast<double>(truncated_));
+    stats.Set("sendErrors", static_cast<double>(sendErrors_));
+    stats.Set("recvErrors", static_cast<double>(recvErrors_));
+    stats.Set("pollErrors", static_cast<double>(pollErrors_));
+    return stats;
+  }
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Tun", Tun::Init(env));
+  exports.Set("Udp", Udp::Init(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(edge_tun, Init)

@@ -1,0 +1,389 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import {
+  type AttachRequest,
+  type AttachResponse,
+  type DetachRequest,
+  ipToNumber,
+  type Logger,
+  type NetManagerStatus,
+  type NetTable,
+  type NodeHandover,
+  NodeHandoverSchema,
+  numberToIp,
+  parseCidr,
+  parseJson,
+  rangeWithin,
+  writeFileAtomic,
+} from '../shared/index.js';
+import { startLocalApi } from './api.js';
+import type { NetManagerConfig } from './config.js';
+import { RouteTableClient } from './control/route-table-client.js';
+import { NetManagerError } from './errors.js';
+import { AddressBook, instanceKey, SubnetFullError } from './plumbing/address-book.js';
+import { AttachError, ContainerLink } from './plumbing/container-link.js';
+import { CommandRunner } from './plumbing/ip-command.js';
+import { OverlayLinks } from './plumbing/overlay-links.js';
+import { addressTowards } from './plumbing/public-address.js';
+import { Forwarder, QUERY_TIMEOUT_MS } from './routing/forwarder.js';
+import { RouteCache } from './routing/route-cache.js';
+import { Translator } from './routing/translator.js';
+import { TunDevice } from './tun.js';
+import { UdpEndpoint } from './tunnel.js';
+
+const NODE_FILE = 'node.json';
+/** Route tables in use are asked for again this often: pushes lost to a broker outage heal by then. */
+const REFRESH_MS = 5 * 60_000;
+/** Attachments from before a restart that the node engine has not renewed by then give their address back. */
+const STALE_ATTACHMENT_MS = 2 * 60_000;
+
+/** What the net manager runs on once the node engine told it who the node is. */
+interface Joined {
+  handover: NodeHandover;
+  subnet: string;
+  gateway: string;
+  prefixLength: number;
+  publicIp: string;
+  book: AddressBook;
+  control: RouteTableClient;
+}
+
+/**
+ * Wires the net manager together: the TUN device and UDP endpoint of the data plane, the route tables from
+ * the cluster manager, the worker's links (bridge, veths into containers) and the local API the node engine
+ * calls. Everything it creates is removed on stop, and whatever a crash left behind is removed on start.
+ */
+export class NetManager {
+  private readonly bootId = randomUUID();
+  private readonly runner = new CommandRunner();
+  private readonly links: OverlayLinks;
+  private readonly containers: ContainerLink;
+  private readonly routeCache = new RouteCache({ pendingTtlMs: QUERY_TIMEOUT_MS });
+  private readonly translator = new Translator({ routes: this.routeCache });
+  private readonly counters = { rejectedTables: 0, queries: 0 };
+  private tun: TunDevice | undefined;
+  private udp: UdpEndpoint | undefined;
+  private forwarder: Forwarder | undefined;
+  private api: Server | undefined;
+  private joined: Joined | undefined;
+  private joining: Promise<void> = Promise.resolve();
+  private timers: NodeJS.Timeout[] = [];
+  /** Keys of instances attached before this start: released unless the node engine attaches them again. */
+  private readonly staleKeys = new Set<string>();
+
+  constructor(
+    private readonly config: NetManagerConfig,
+    private readonly logger: Logger,
+  ) {
+    const common = {
+      runner: this.runner,
+      bridge: config.bridgeName,
+      overlayRoute: config.overlayRoute,
+      mtu: config.mtu,
+    };
+    this.links = new OverlayLinks({ ...common, tun: config.tunName, logger });
+    this.containers = new ContainerLink(common);
+  }
+
+  async start(): Promise<void> {
+    const { config, logger } = this;
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    const removed = await this.links.cleanUpLeftovers();
+    if (removed.length > 0) logger.warn({ removed }, 'removed what an earlier run left behind');
+    this.tun = TunDevice.open(config.tunName);
+    this.udp = UdpEndpoint.bind('0.0.0.0', config.udpPort);
+    this.forwarder = new Forwarder({
+      tun: this.tun,
+      udp: this.udp,
+      translator: this.translator,
+      query: (ip) => this.query(ip),
+    });
+    this.forwarder.start();
+    const saved = await this.loadHandover();
+    if (saved) {
+      await this.join(saved).catch((error: Error) =>
+        logger.error(
+          { err: error.message },
+          'cannot rejoin with the saved node; waiting for the node engine',
+        ),
+      );
+    }
+    this.api = await startLocalApi(config.socketPath, this, logger);
+    this.timers.push(
+      setInterval(() => this.expire(), 1000),
+      setInterval(() => this.refresh(), REFRESH_MS),
+      setTimeout(() => void this.releaseStale(), STALE_ATTACHMENT_MS),
+    );
+  }
+
+  async stop(): Promise<void> {
+    for (const timer of this.timers) clearTimeout(timer);
+    await new Promise<void>((resolve) => (this.api ? this.api.close(() => resolve()) : resolve()));
+    await this.joining;
+    await this.joined?.control.close();
+    this.tun?.close();
+    this.udp?.close();
+    for (const veth of await this.containers.attachedVeths().catch(() => [])) {
+      await this.runner.ip(['link', 'delete', 'dev', veth]).catch(() => undefined);
+    }
+    await this.links.tearDown();
+  }
+
+  // --- local API ------------------------------------------------------------------------------------------
+
+  status(): NetManagerStatus {
+    const joined = this.joined;
+    return {
+      bootId: this.bootId,
+      nodeId: joined?.handover.nodeId ?? null,
+      subnet: joined?.subnet ?? null,
+      publicIp: joined?.publicIp ?? null,
+      udpPort: this.config.udpPort,
+      tun: this.tun?.name ?? this.config.tunName,
+      mqttConnected: joined?.control.connected ?? false,
+      attachments: this.translator.attachmentCount,
+      counters: {
+        ...this.translator.counters,
+        ...this.forwarder?.counters,
+        ...this.tun?.stats(),
+        ...this.udp?.stats(),
+        ...this.counters,
+        cachedJobs: this.routeCache.size,
+        flows: this.translator.flows.size,
+      },
+    };
+  }
+
+  /** The node engine registered: join the overlay as that node (again, if nothing changed). */
+  async handOver(handover: NodeHandover): Promise<void> {
+    if (!handover.subnet) {
+      throw new NetManagerError('not_ready', 'the cluster manager gave this node no overlay subnet', 409);
+    }
+    const next = this.joining.then(() => this.join(handover));
+    this.joining = next.catch(() => undefined);
+    await next;
+    await writeFileAtomic(join(this.config.dataDir, NODE_FILE), JSON.stringify(handover));
+  }
+
+  async attach(request: AttachRequest): Promise<AttachResponse> {
+    await this.joining;
+    const joined = this.joined;
+    if (!joined) throw new NetManagerError('not_ready', 'no node handed over yet: no overlay subnet', 409);
+    const key = instanceKey(request.jobId, request.instance);
+    let namespaceIp: string;
+    try {
+      namespaceIp = await joined.book.allocate(key);
+    } catch (error) {
+      if (error instanceof SubnetFullError) throw new NetManagerError('subnet_full', error.message, 409);
+      throw error;
+    }
+    // Another container of the same instance (an older generation) gives up the address to the new one.
+    for (const other of joined.book.attachments()) {
+      if (other.key === key && other.containerId !== request.containerId)
+        await this.unlink(joined, other.containerId);
+    }
+    let veth: string;
+    let link: string;
+    try {
+      const attached = await this.containers.attach({
+        containerId: request.containerId,
+        pid: request.pid,
+        namespaceIp,
+        gateway: joined.gateway,
+        prefixLength: joined.prefixLength,
+      });
+      veth = attached.veth;
+      link = attached.interface;
+    } catch (error) {
+      if (error instanceof AttachError) throw new NetManagerError('attach_failed', error.message, 409);
+      throw error;
+    }
+    await joined.book.recordAttachment({
+      containerId: request.containerId,
+      pid: request.pid,
+      key,
+      namespaceIp,
+      instanceIp: request.instanceIp,
+      veth,
+    });
+    this.staleKeys.delete(key);
+    this.translator.attach(ipToNumber(namespaceIp), ipToNumber(request.instanceIp));
+    this.logger.info(
+      { job: request.jobName, instance: request.instance, namespaceIp, instanceIp: request.instanceIp, veth },
+      'container attached',
+    );
+    return { namespaceIp, interface: link };
+  }
+
+  async detach(request: DetachRequest): Promise<void> {
+    await this.joining;
+    const joined = this.joined;
+    if (!joined) return;
+    const attachment = joined.book.attachment(request.containerId);
+    await this.unlink(joined, request.containerId);
+    if (attachment) {
+      await joined.book.release(attachment.key);
+      this.logger.info({ namespaceIp: attachment.namespaceIp, key: attachment.key }, 'container detached');
+    }
+  }
+
+  attachments(): unknown {
+    return this.joined?.book.attachments() ?? [];
+  }
+
+  routes(): unknown {
+    return { waiting: this.forwarder?.waitingCount ?? 0, jobs: this.routeCache.snapshot() };
+  }
+
+  // --- joining, route tables --------------------------------------------------------------------------------
+
+  private async join(handover: NodeHandover): Promise<void> {
+    const subnet = handover.subnet!;
+    const range = parseCidr(subnet);
+    if (!rangeWithin(range, parseCidr(this.config.overlayRoute))) {
+      throw new NetManagerError(
+        'invalid_input',
+        `subnet ${subnet} lies outside the overlay route ${this.config.overlayRoute}`,
+        400,
+      );
+    }
+    const previous = this.joined;
+    const sameNode =
+      previous &&
+      previous.handover.nodeId === handover.nodeId &&
+      previous.handover.mqtt.url === handover.mqtt.url &&
+      previous.handover.mqtt.username === handover.mqtt.username &&
+      previous.handover.mqtt.password === handover.mqtt.password;
+    if (sameNode && previous.subnet === subnet) return;
+    const publicIp = this.config.publicIp ?? (await this.publicAddress(handover.mqtt.url));
+    const links = await this.links.setUp(subnet);
+    if (links.firewall === 'unavailable') {
+      this.logger.warn(
+        'iptables is missing: overlay traffic relies on the FORWARD policy letting it through',
+      );
+    }
+    let book = previous?.book;
+    if (!book || previous?.subnet !== subnet) {
+      book = await AddressBook.load(this.config.dataDir, subnet, this.logger);
+      // Links from before this start are gone (removed on start); their addresses wait for the node engine.
+      for (const attachment of book.attachments()) {
+        this.staleKeys.add(attachment.key);
+        await book.forgetAttachment(attachment.containerId);
+      }
+    }
+    let control = previous?.control;
+    if (!sameNode || !control) {
+      await control?.close();
+      control = this.connectControlPlane(handover, publicIp, subnet);
+    }
+    this.routeCache.setLocalNodeId(handover.nodeId);
+    this.joined = {
+      handover,
+      subnet,
+      gateway: links.gateway,
+      prefixLength: links.prefixLength,
+      publicIp,
+      book,
+      control,
+    };
+    if (sameNode) control.announce();
+    this.logger.info(
+      { nodeId: handover.nodeId, subnet, publicIp, gateway: links.gateway },
+      'joined the overlay',
+    );
+  }
+
+  private connectControlPlane(handover: NodeHandover, publicIp: string, subnet: string): RouteTableClient {
+    return new RouteTableClient({
+      nodeId: handover.nodeId,
+      mqtt: handover.mqtt,
+      announcement: () => ({
+        publicIp: this.joined?.publicIp ?? publicIp,
+        udpPort: this.config.udpPort,
+        subnet: this.joined?.subnet ?? subnet,
+        ts: Date.now(),
+      }),
+      onTable: (table) => this.applyTable(table),
+      onConnect: () => this.refresh(),
+      onRejected: () => this.counters.rejectedTables++,
+      logger: this.logger.child({ part: 'control-plane' }),
+    });
+  }
+
+  private applyTable(table: NetTable): void {
+    switch (table.kind) {
+      case 'job':
+        this.routeCache.apply(table);
+        break;
+      case 'missing':
+        this.routeCache.markMissing(ipToNumber(table.query));
+        break;
+      case 'removed':
+        this.routeCache.remove(table.jobId);
+        break;
+    }
+    this.forwarder?.retryWaiting();
+  }
+
+  private query(ip: number): void {
+    this.counters.queries++;
+    this.joined?.control.query(numberToIp(ip));
+  }
+
+  /** Asks again for every table in use (after a reconnect, and now and then). */
+  private refresh(): void {
+    for (const ip of this.routeCache.inUse(REFRESH_MS)) this.query(ip);
+  }
+
+  private expire(): void {
+    this.routeCache.expire();
+    this.translator.flows.expire();
+    this.forwarder?.expireWaiting();
+  }
+
+  private async releaseStale(): Promise<void> {
+    const book = this.joined?.book;
+    if (!book) return;
+    for (const key of this.staleKeys) await book.release(key).catch(() => undefined);
+    if (this.staleKeys.size > 0)
+      this.logger.info({ released: this.staleKeys.size }, 'released stale addresses');
+    this.staleKeys.clear();
+  }
+
+  private async unlink(joined: Joined, containerId: string): Promise<void> {
+    const attachment = await joined.book.forgetAttachment(containerId);
+    await this.containers.detach(containerId);
+    if (attachment) this.translator.detach(ipToNumber(attachment.namespaceIp));
+  }
+
+  private async publicAddress(mqttUrl: string): Promise<string> {
+    let host: string;
+    try {
+      host = new URL(mqttUrl).hostname.replace(/^\[|\]$/g, '');
+    } catch {
+      throw new NetManagerError('invalid_input', `"${mqttUrl}" is not a URL`, 400);
+    }
+    try {
+      return await addressTowards(host);
+    } catch (error) {
+      throw new NetManagerError('not_ready', (error as Error).message, 409);
+    }
+  }
+
+  private async loadHandover(): Promise<NodeHandover | undefined> {
+    let text: string;
+    try {
+      text = await readFile(join(this.config.dataDir, NODE_FILE), 'utf8');
+    } catch {
+      return undefined;
+    }
+    const parsed = NodeHandoverSchema.safeParse(parseJson(text));
+    if (!parsed.success) {
+      this.logger.warn('the saved node file is unreadable: waiting for the node engine to hand over again');
+      return undefined;
+    }
+    return parsed.data;
+  }
+}

@@ -1,0 +1,207 @@
+import type { TunDevice } from '../tun.js';
+import type { UdpEndpoint } from '../tunnel.js';
+import type { Translator } from './translator.js';
+
+/** Room for one packet of a batch: the TUN's MTU is 1450, so every IP packet fits. */
+export const SLOT_BYTES = 2048;
+/** Packets handled per read: one `recvmmsg`/`sendmmsg` and one pass of JavaScript over a shared buffer. */
+export const BATCH = 64;
+/** How long a packet waits for the cluster manager to resolve its destination (then it is dropped). */
+export const QUERY_TIMEOUT_MS = 5000;
+/** Unresolved destinations held at once; beyond it the first packet to a new one is dropped. */
+const MAX_WAITING = 1024;
+
+export interface ForwarderCounters {
+  fromTun: number;
+  fromPeers: number;
+  sendFailed: number;
+  tunWriteFailed: number;
+  held: number;
+  heldDropped: number;
+}
+
+interface Waiting {
+  since: number;
+  packet: Buffer;
+}
+
+export interface ForwarderOptions {
+  tun: TunDevice;
+  udp: UdpEndpoint;
+  translator: Translator;
+  /** Ask the cluster manager which job owns `ip` (the answer comes back through the translator's route cache). */
+  query: (ip: number) => void;
+  now?: () => number;
+}
+
+/**
+ * The data plane's I/O loop: drains the TUN and the UDP socket in batches on Node's own event loop, has the
+ * translator rewrite each packet in place, and sends what goes to peers with one `sendmmsg` per batch. A packet
+ * whose destination is not known yet waits (one per destination) for the cluster manager's answer.
+ */
+export class Forwarder {
+  readonly counters: ForwarderCounters = {
+    fromTun: 0,
+    fromPeers: 0,
+    sendFailed: 0,
+    tunWriteFailed: 0,
+    held: 0,
+    heldDropped: 0,
+  };
+  private readonly tun: TunDevice;
+  private readonly udp: UdpEndpoint;
+  private readonly translator: Translator;
+  private readonly query: (ip: number) => void;
+  private readonly now: () => number;
+  private readonly tunBuffer = Buffer.alloc(SLOT_BYTES * BATCH);
+  private readonly tunLengths = new Int32Array(BATCH);
+  private readonly peerBuffer = Buffer.alloc(SLOT_BYTES * BATCH);
+  private readonly peerLengths = new Int32Array(BATCH);
+  private readonly peerAddresses = new Uint32Array(BATCH);
+  private readonly peerPorts = new Uint16Array(BATCH);
+  private readonly sendOffsets = new Int32Array(BATCH);
+  private readonly sendLengths = new Int32Array(BATCH);
+  private readonly sendAddresses = new Uint32Array(BATCH);
+  private readonly sendPorts = new Uint16Array(BATCH);
+  /** The first packet to each destination being resolved, by destination. */
+  private readonly waiting = new Map<number, Waiting>();
+
+  constructor(options: ForwarderOptions) {
+    this.tun = options.tun;
+    this.udp = options.udp;
+    this.translator = options.translator;
+    this.query = options.query;
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    this.tun.onReadable(() => this.drainTun());
+    this.udp.onReadable(() => this.drainPeers());
+  }
+
+  /** Packets the local containers sent: to peers, back into the TUN, or held until their route is known. */
+  drainTun(): void {
+    const buffer = this.tunBuffer;
+    const now = this.now();
+    for (;;) {
+      const count = this.tun.readBatch(buffer, SLOT_BYTES, this.tunLengths);
+      if (count === 0) return;
+      this.counters.fromTun += count;
+      let sends = 0;
+      for (let i = 0; i < count; i++) {
+        const offset = i * SLOT_BYTES;
+        const length = this.tunLengths[i]!;
+        const result = this.translator.translateOutgoing(buffer, offset, length, now);
+        switch (result.action) {
+          case 'send':
+            this.sendOffsets[sends] = offset;
+            this.sendLengths[sends] = length;
+            this.sendAddresses[sends] = result.peerIp;
+            this.sendPorts[sends] = result.peerPort;
+            sends++;
+            break;
+          case 'local':
+            this.writeTun(buffer, offset, length);
+            break;
+          case 'query':
+            this.hold(result.queryIp, buffer, offset, length, now);
+            break;
+          default:
+            break;
+        }
+        if (result.queryIp !== 0 && result.action !== 'query') this.query(result.queryIp);
+      }
+      if (sends > 0) this.send(buffer, sends);
+      if (count < BATCH) return;
+    }
+  }
+
+  /** Packets from peer workers: translated for the local containers and written into the TUN. */
+  drainPeers(): void {
+    const buffer = this.peerBuffer;
+    const now = this.now();
+    for (;;) {
+      const count = this.udp.recvBatch(
+        buffer,
+        SLOT_BYTES,
+        this.peerLengths,
+        this.peerAddresses,
+        this.peerPorts,
+      );
+      if (count === 0) return;
+      this.counters.fromPeers += count;
+      for (let i = 0; i < count; i++) {
+        const offset = i * SLOT_BYTES;
+        const length = this.peerLengths[i]!;
+        const result = this.translator.translateArriving(buffer, offset, length, now);
+        if (result.action === 'deliver') this.writeTun(buffer, offset, length);
+        if (result.queryIp !== 0) this.query(result.queryIp);
+      }
+      if (count < BATCH) return;
+    }
+  }
+
+  /** Route tables arrived: the packets waiting for addresses now known (or known to be missing) go on. */
+  retryWaiting(now = this.now()): void {
+    for (const [ip, waiting] of this.waiting) {
+      const known = this.translator.routes.lookup(ip, now);
+      if (known?.kind === 'pending') continue;
+      this.waiting.delete(ip);
+      const { packet } = waiting;
+      const result = this.translator.translateOutgoing(packet, 0, packet.length, now);
+      if (result.action === 'send') {
+        this.sendOffsets[0] = 0;
+        this.sendLengths[0] = packet.length;
+        this.sendAddresses[0] = result.peerIp;
+        this.sendPorts[0] = result.peerPort;
+        this.send(packet, 1);
+      } else if (result.action === 'local') {
+        this.writeTun(packet, 0, packet.length);
+      } else if (result.action === 'query') {
+        // The earlier query went unanswered and its mark expired: ask again, keep waiting.
+        this.hold(ip, packet, 0, packet.length, waiting.since);
+      }
+      if (result.queryIp !== 0 && result.action !== 'query') this.query(result.queryIp);
+    }
+  }
+
+  /** Packets that waited longer than the query timeout are dropped. */
+  expireWaiting(now = this.now()): void {
+    for (const [ip, waiting] of this.waiting) {
+      if (now - waiting.since < QUERY_TIMEOUT_MS) continue;
+      this.waiting.delete(ip);
+      this.counters.heldDropped++;
+    }
+  }
+
+  get waitingCount(): number {
+    return this.waiting.size;
+  }
+
+  private hold(ip: number, buffer: Buffer, offset: number, length: number, since: number): void {
+    this.query(ip);
+    if (this.waiting.has(ip) || this.waiting.size >= MAX_WAITING) {
+      this.counters.heldDropped++;
+      return;
+    }
+    // A copy: the batch buffer is reused by the next read.
+    this.waiting.set(ip, { since, packet: Buffer.from(buffer.subarray(offset, offset + length)) });
+    this.counters.held++;
+  }
+
+  private send(buffer: Buffer, count: number): void {
+    const sent = this.udp.sendBatch(
+      buffer,
+      this.sendOffsets,
+      this.sendLengths,
+      this.sendAddresses,
+      this.sendPorts,
+      count,
+    );
+    if (sent < count) this.counters.sendFailed += count - sent;
+  }
+
+  private writeTun(buffer: Buffer, offset: number, length: number): void {
+    if (!this.tun.write(buffer, offset, length)) this.counters.tunWriteFailed++;
+  }
+}

@@ -1,0 +1,337 @@
+import { FlowTable, FragmentTable } from './flow-table.js';
+import {
+  createPacketInfo,
+  type PacketDropReason,
+  type PacketInfo,
+  PROTOCOL_ICMP,
+  PROTOCOL_TCP,
+  PROTOCOL_UDP,
+  parsePacket,
+  rewriteAddresses,
+  rewriteInnerAddresses,
+} from './packet.js';
+import type { CachedJob, CachedRoute, RouteCache } from './route-cache.js';
+
+/**
+ * The per-packet decisions of the overlay, without I/O. Outgoing packets (read from the TUN) have their source
+ * namespace IP replaced by the container's instance IP and their destination (instance IP or service IP) by the
+ * target instance's namespace IP; arriving packets (from a peer, or looped back) get a service IP back as
+ * their source when they answer a flow a local container opened to that service IP.
+ */
+
+export type TranslateAction = 'send' | 'local' | 'deliver' | 'query' | 'drop';
+
+export type TranslateDropReason =
+  | PacketDropReason
+  | 'unsupported-protocol'
+  | 'unknown-source'
+  | 'unknown-destination'
+  | 'awaiting-route'
+  | 'no-route'
+  | 'not-local'
+  | 'fragment-no-flow';
+
+/**
+ * The answer for one packet; the same object is returned for every packet (read it before the next call).
+ * - `send`: the packet is rewritten; send it as a UDP payload to `peerIp`:`peerPort`.
+ * - `local`: rewritten and already translated as arriving; write it into the local TUN.
+ * - `deliver`: (arriving) write it into the TUN.
+ * - `query`: the destination `queryIp` is not known yet: ask the cluster manager (the packet is untouched;
+ *   hold or drop it). Further packets to it answer `drop` with `awaiting-route` until the answer or a timeout.
+ * - `drop`: `reason` says why; counted in `counters`.
+ * `queryIp` may also be set with `send`, `local` and `deliver`: an arriving packet's source instance is not
+ * known yet, and asking now saves the reply a round trip.
+ */
+export interface TranslateResult {
+  action: TranslateAction;
+  peerIp: number;
+  peerPort: number;
+  queryIp: number;
+  reason: TranslateDropReason | null;
+}
+
+export interface TranslatorCounters {
+  sent: number;
+  local: number;
+  delivered: number;
+  queries: number;
+  notIpv4: number;
+  truncated: number;
+  badHeader: number;
+  unsupportedProtocol: number;
+  unknownSource: number;
+  unknownDestination: number;
+  awaitingRoute: number;
+  noRoute: number;
+  notLocal: number;
+  fragmentNoFlow: number;
+}
+
+const DROP_COUNTERS = {
+  'not-ipv4': 'notIpv4',
+  truncated: 'truncated',
+  'bad-header': 'badHeader',
+  'unsupported-protocol': 'unsupportedProtocol',
+  'unknown-source': 'unknownSource',
+  'unknown-destination': 'unknownDestination',
+  'awaiting-route': 'awaitingRoute',
+  'no-route': 'noRoute',
+  'not-local': 'notLocal',
+  'fragment-no-flow': 'fragmentNoFlow',
+} as const satisfies Record<TranslateDropReason, keyof TranslatorCounters>;
+
+export interface TranslatorOptions {
+  routes: RouteCache;
+  flows?: FlowTable;
+  now?: () => number;
+}
+
+export class Translator {
+  readonly counters: TranslatorCounters = {
+    sent: 0,
+    local: 0,
+    delivered: 0,
+    queries: 0,
+    notIpv4: 0,
+    truncated: 0,
+    badHeader: 0,
+    unsupportedProtocol: 0,
+    unknownSource: 0,
+    unknownDestination: 0,
+    awaitingRoute: 0,
+    noRoute: 0,
+    notLocal: 0,
+    fragmentNoFlow: 0,
+  };
+  readonly routes: RouteCache;
+  readonly flows: FlowTable;
+  readonly now: () => number;
+  private readonly result: TranslateResult = {
+    action: 'drop',
+    peerIp: 0,
+    peerPort: 0,
+    queryIp: 0,
+    reason: null,
+  };
+  private readonly info: PacketInfo = createPacketInfo();
+  /** Namespace IP -> instance IP of the containers attached on this worker. */
+  private readonly attachments = new Map<number, number>();
+  /** Service flows' choices for non-first fragments: outgoing by (nsIP, service IP), arriving by (instance, nsIP). */
+  private readonly outgoingFragments = new FragmentTable();
+  private readonly arrivingFragments = new FragmentTable();
+
+  constructor(options: TranslatorOptions) {
+    this.routes = options.routes;
+    this.now = options.now ?? options.routes.now;
+    this.flows = options.flows ?? new FlowTable({ now: this.now });
+  }
+
+  /** A container on this worker joined the overlay with these addresses. */
+  attach(namespaceIp: number, instanceIp: number): void {
+    if (this.attachments.get(namespaceIp) !== instanceIp) this.flows.removeLocal(namespaceIp);
+    this.attachments.set(namespaceIp, instanceIp);
+  }
+
+  /** The container left; its namespace IP and flows are forgotten. False when it was not attached. */
+  detach(namespaceIp: number): boolean {
+    this.flows.removeLocal(namespaceIp);
+    return this.attachments.delete(namespaceIp);
+  }
+
+  /** The instance IP of an attached namespace IP. */
+  instanceIpOf(namespaceIp: number): number | undefined {
+    return this.attachments.get(namespaceIp);
+  }
+
+  get attachmentCount(): number {
+    return this.attachments.size;
+  }
+
+  /**
+   * Translates a packet a local container sent (read from the TUN), in place. Never throws.
+   * `l4ChecksumPartial`: the TCP/UDP checksum is left for offload to complete (virtio-net NEEDS_CSUM).
+   */
+  translateOutgoing(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    now = this.now(),
+    l4ChecksumPartial = false,
+  ): TranslateResult {
+    const info = this.info;
+    const result = this.begin();
+    const invalid = parsePacket(buffer, offset, length, info);
+    if (invalid !== null) return this.drop(invalid);
+    const protocol = info.protocol;
+    if (protocol !== PROTOCOL_TCP && protocol !== PROTOCOL_UDP && protocol !== PROTOCOL_ICMP) {
+      return this.drop('unsupported-protocol');
+    }
+    const instanceIp = this.attachments.get(info.src);
+    if (instanceIp === undefined) return this.drop('unknown-source');
+
+    const dst = info.dst;
+    const address = this.routes.lookup(dst, now);
+    if (address === undefined) {
+      this.routes.markPending(dst, now);
+      this.counters.queries++;
+      result.action = 'query';
+      result.queryIp = dst;
+      return result;
+    }
+    let route: CachedRoute | null;
+    switch (address.kind) {
+      case 'missing':
+        return this.drop('unknown-destination');
+      case 'pending':
+        return this.drop('awaiting-route');
+      case 'instance':
+        route = address.instance.route;
+        break;
+      case 'service': {
+        const target = this.serviceTarget(address.job, info, now);
+        if (target === undefined) return this.drop('fragment-no-flow');
+        route = target;
+        break;
+      }
+    }
+    if (route === null) return this.drop('no-route');
+
+    const originalSrc = info.src;
+    rewriteAddresses(buffer, offset, info, instanceIp, route.namespaceIp, l4ChecksumPartial);
+    // An ICMP error a container sends quotes the packet it got: (sender's instance IP -> this namespace IP).
+    if (info.hasInner && info.innerSrc === dst && info.innerDst === originalSrc) {
+      rewriteInnerAddresses(buffer, offset, info, route.namespaceIp, instanceIp);
+    }
+    if (!route.local) {
+      this.counters.sent++;
+      result.action = 'send';
+      result.peerIp = route.publicIp;
+      result.peerPort = route.udpPort;
+      return result;
+    }
+    if (!this.arrive(buffer, offset, info, now, l4ChecksumPartial)) return this.drop('not-local');
+    this.counters.local++;
+    result.action = 'local';
+    return result;
+  }
+
+  /** Translates a packet from a peer worker, in place, for the local TUN. Never throws. */
+  translateArriving(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    now = this.now(),
+    l4ChecksumPartial = false,
+  ): TranslateResult {
+    const info = this.info;
+    const result = this.begin();
+    const invalid = parsePacket(buffer, offset, length, info);
+    if (invalid !== null) return this.drop(invalid);
+    const protocol = info.protocol;
+    if (protocol !== PROTOCOL_TCP && protocol !== PROTOCOL_UDP && protocol !== PROTOCOL_ICMP) {
+      return this.drop('unsupported-protocol');
+    }
+    if (!this.arrive(buffer, offset, info, now, l4ChecksumPartial)) return this.drop('not-local');
+    this.counters.delivered++;
+    result.action = 'deliver';
+    return result;
+  }
+
+  private begin(): TranslateResult {
+    const result = this.result;
+    result.reason = null;
+    result.queryIp = 0;
+    result.peerIp = 0;
+    result.peerPort = 0;
+    return result;
+  }
+
+  private drop(reason: TranslateDropReason): TranslateResult {
+    this.counters[DROP_COUNTERS[reason]]++;
+    const result = this.result;
+    result.action = 'drop';
+    result.reason = reason;
+    return result;
+  }
+
+  /**
+   * The route of the instance this packet's flow to a service IP goes to, choosing one for a new flow: null when
+   * none runs, undefined for a later fragment whose datagram was not seen.
+   */
+  private serviceTarget(job: CachedJob, info: PacketInfo, now: number): CachedRoute | null | undefined {
+    const { protocol, src, dst, srcPort, dstPort } = info;
+    if (!info.firstFragment) {
+      const chosen = this.outgoingFragments.lookup(src, dst, info.ipId, protocol, now);
+      return chosen === 0 ? undefined : this.routeOf(chosen, now);
+    }
+    const chosen = this.flows.lookupForward(protocol, src, srcPort, dst, dstPort, now);
+    let route = chosen === 0 ? null : this.routeOf(chosen, now);
+    if (route === null) {
+      // A new flow, or its instance stopped running: choose again.
+      const instance = this.routes.chooseInstance(job);
+      if (instance === null) return null;
+      this.flows.add(protocol, src, srcPort, dst, dstPort, instance.instanceIp, now);
+      route = instance.route;
+      if (route === null) return null;
+      if (info.moreFragments) {
+        this.outgoingFragments.remember(src, dst, info.ipId, protocol, instance.instanceIp, now);
+      }
+    } else if (info.moreFragments) {
+      this.outgoingFragments.remember(src, dst, info.ipId, protocol, chosen, now);
+    }
+    return route;
+  }
+
+  private routeOf(instanceIp: number, now: number): CachedRoute | null {
+    const address = this.routes.lookup(instanceIp, now);
+    return address?.kind === 'instance' ? address.instance.route : null;
+  }
+
+  /**
+   * The arriving half, on a parsed packet whose destination should be a local namespace IP: gives a service
+   * flow's replies the service IP as source. False when the destination is not attached here.
+   */
+  private arrive(
+    buffer: Uint8Array,
+    offset: number,
+    info: PacketInfo,
+    now: number,
+    l4ChecksumPartial: boolean,
+  ): boolean {
+    const localIp = info.dst;
+    if (!this.attachments.has(localIp)) return false;
+    const src = info.src;
+    if (this.routes.lookup(src, now) === undefined) {
+      this.routes.markPending(src, now);
+      this.counters.queries++;
+      this.result.queryIp = src;
+    }
+    if (!this.flows.mayHaveFlows(localIp)) return true;
+    let serviceIp: number;
+    if (info.hasInner) {
+      // An ICMP error about a packet the local container sent: (local nsIP -> remote instance) is quoted.
+      if (info.innerSrc !== localIp || info.innerDst !== src) return true;
+      serviceIp = this.flows.lookupReverse(
+        info.innerProtocol,
+        src,
+        info.innerDstPort,
+        localIp,
+        info.innerSrcPort,
+        now,
+      );
+      if (serviceIp === 0) return true;
+      rewriteInnerAddresses(buffer, offset, info, localIp, serviceIp);
+    } else if (!info.firstFragment) {
+      serviceIp = this.arrivingFragments.lookup(src, localIp, info.ipId, info.protocol, now);
+      if (serviceIp === 0) return true;
+    } else {
+      serviceIp = this.flows.lookupReverse(info.protocol, src, info.srcPort, localIp, info.dstPort, now);
+      if (serviceIp === 0) return true;
+      if (info.moreFragments) {
+        this.arrivingFragments.remember(src, localIp, info.ipId, info.protocol, serviceIp, now);
+      }
+    }
+    rewriteAddresses(buffer, offset, info, serviceIp, localIp, l4ChecksumPartial);
+    return true;
+  }
+}

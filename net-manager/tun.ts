@@ -1,0 +1,170 @@
+/**
+ * TUN devices through the project's own N-API addon (`net-manager/native`, built by `npm install` or
+ * `npm run build:native`). The addon only moves bytes in batches, between the kernel and buffers allocated once
+ * by the caller; packet handling stays in TypeScript. Readiness comes from a `uv_poll` handle on Node's own
+ * event loop, so nothing blocks a thread and a closed device keeps nothing alive.
+ */
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { projectRoot } from '../shared/paths.js';
+
+/** Where `node-gyp rebuild --directory=net-manager/native` puts the addon. */
+export const ADDON_PATH = join(projectRoot(), 'net-manager', 'native', 'build', 'Release', 'edge_tun.node');
+
+/** Drop and error counters of a TUN device, kept by the addon. */
+export interface TunStats {
+  /** Packets longer than the slot they were read into: dropped. */
+  oversized: number;
+  /** Packets the kernel refused to take (write returned false). */
+  writeErrors: number;
+  /** Reads that failed with something other than EAGAIN. */
+  readErrors: number;
+  /** Poll errors (the fd went bad); polling stops at the first. */
+  pollErrors: number;
+}
+
+/** Drop and error counters of a UDP endpoint, kept by the addon. */
+export interface UdpStats {
+  /** Datagrams longer than the slot they were received into: dropped. */
+  truncated: number;
+  /** Datagrams the kernel refused to take (EAGAIN, ENOBUFS, unreachable ...): dropped. */
+  sendErrors: number;
+  /** Receives that reported a pending socket error instead of data. */
+  recvErrors: number;
+  /** Poll errors (the fd went bad); polling stops at the first. */
+  pollErrors: number;
+}
+
+/** Called when the fd is readable; with an Error once if polling failed (polling has stopped then). */
+export type ReadableCallback = (error?: Error) => void;
+
+/** The addon's classes as JavaScript sees them (argument checks happen in C++). */
+export interface NativeTun {
+  readonly name: string;
+  readonly vnetHdr: boolean;
+  readonly fd: number;
+  readBatch(buffer: Uint8Array, slotSize: number, lengths: Int32Array): number;
+  write(buffer: Uint8Array, offset: number, length: number): boolean;
+  writeBatch(buffer: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): number;
+  onReadable(callback: ReadableCallback): void;
+  close(): void;
+  stats(): TunStats;
+}
+
+export interface NativeUdp {
+  readonly port: number;
+  readonly fd: number;
+  recvBatch(
+    buffer: Uint8Array,
+    slotSize: number,
+    lengths: Int32Array,
+    addresses: Uint32Array,
+    ports: Uint16Array,
+  ): number;
+  sendBatch(
+    buffer: Uint8Array,
+    offsets: Int32Array,
+    lengths: Int32Array,
+    addresses: Uint32Array,
+    ports: Uint16Array,
+    count: number,
+  ): number;
+  onReadable(callback: ReadableCallback): void;
+  close(): void;
+  stats(): UdpStats;
+}
+
+export interface EdgeTunAddon {
+  Tun: new (name: string, vnetHdr: boolean) => NativeTun;
+  Udp: new (address: string, port: number) => NativeUdp;
+}
+
+let addon: EdgeTunAddon | undefined;
+
+/** Loads the addon once; throws a clear Error when it was not built. */
+export function loadTunAddon(): EdgeTunAddon {
+  if (!addon) {
+    try {
+      addon = createRequire(import.meta.url)(ADDON_PATH) as EdgeTunAddon;
+    } catch (error) {
+      throw new Error(
+        `cannot load the TUN addon ${ADDON_PATH} (build it with "npm run build:native"; it needs a C++ ` +
+          `compiler, make and python3): ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+  return addon;
+}
+
+export interface TunOpenOptions {
+  /**
+   * IFF_VNET_HDR with TUNSETOFFLOAD (checksum, TSO4, TSO6): every packet read or written starts with a 10-byte
+   * `virtio_net_hdr`, and the kernel may hand over TCP super-packets of up to 64 KiB (use 64 KiB + 16 slots).
+   */
+  vnetHdr?: boolean;
+}
+
+/** A TUN device (IFF_TUN | IFF_NO_PI): IP packets in and out, no link-layer header. */
+export class TunDevice {
+  /** The name the kernel gave it (a `tun%d` template gets its number here). */
+  readonly name: string;
+  /** Whether packets carry a virtio_net_hdr (see {@link TunOpenOptions.vnetHdr}). */
+  readonly vnetHdr: boolean;
+
+  private constructor(private readonly native: NativeTun) {
+    this.name = native.name;
+    this.vnetHdr = native.vnetHdr;
+  }
+
+  /**
+   * Creates (or attaches to) TUN device `name` in the calling process's network namespace: IFF_TUN | IFF_NO_PI,
+   * O_NONBLOCK, FD_CLOEXEC. Throws a clear Error (with errno text and `code`) on failure, e.g. no /dev/net/tun
+   * or not root; a RangeError for a name longer than 15 characters.
+   */
+  static open(name: string, options: TunOpenOptions = {}): TunDevice {
+    const { Tun } = loadTunAddon();
+    return new TunDevice(new Tun(name, options.vnetHdr === true));
+  }
+
+  /**
+   * Reads packets until EAGAIN or until lengths.length packets were read; packet i goes to
+   * buffer[i*slotSize ..], its length to lengths[i]. Returns the count (0 when nothing was waiting). Packets
+   * longer than slotSize are dropped and counted. The buffer must hold lengths.length slots (RangeError).
+   */
+  readBatch(buffer: Uint8Array, slotSize: number, lengths: Int32Array): number {
+    return this.native.readBatch(buffer, slotSize, lengths);
+  }
+
+  /** Writes one IP packet; false when the kernel refused it (dropped and counted, never throws for a bad packet). */
+  write(buffer: Uint8Array, offset: number, length: number): boolean {
+    return this.native.write(buffer, offset, length);
+  }
+
+  /**
+   * Writes packets buffer[offsets[i] .. offsets[i]+lengths[i]] for i < count, one write(2) each, in one call
+   * into the addon. Returns how many the kernel took; the others are dropped and counted as writeErrors.
+   */
+  writeBatch(buffer: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): number {
+    return this.native.writeBatch(buffer, offsets, lengths, count);
+  }
+
+  /**
+   * Calls `callback` (on Node's own event loop, through uv_poll) whenever the device is readable; the callback
+   * drains it with readBatch. Calling it again replaces the callback. If polling fails (the fd went bad) the
+   * callback gets an Error once and polling stops. An exception thrown by the callback is an uncaught exception.
+   */
+  onReadable(callback: ReadableCallback): void {
+    this.native.onReadable(callback);
+  }
+
+  /** Stops polling and closes the fd; idempotent. After close nothing of this device keeps the process alive. */
+  close(): void {
+    this.native.close();
+  }
+
+  /** Drop counters kept by the addon. */
+  stats(): TunStats {
+    return this.native.stats();
+  }
+}

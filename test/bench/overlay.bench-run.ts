@@ -1,0 +1,175 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { containersWithLabel, inspectContainer } from '../helpers/docker.js';
+import { allRunning, E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
+import { type TestHost, TestNetwork } from '../helpers/netns.js';
+import { BINS, Program } from '../helpers/programs.js';
+import { median, percentile, report } from './report.js';
+
+const IPERF_SECONDS = Number(process.env.BENCH_IPERF_S ?? 10);
+const ROUNDS = Number(process.env.BENCH_OVERLAY_ROUNDS ?? 2);
+const PINGS = Number(process.env.BENCH_PINGS ?? 200);
+const VXLAN = 'vxbench0';
+
+interface Endpoint {
+  /** Runs a command in the endpoint's network namespace. */
+  prefix: string[];
+  /** The address the other side connects to. */
+  address: string;
+}
+
+/**
+ * TCP throughput (iperf3) and ping RTT between two containers on two workers over the overlay, next to the
+ * same between the two workers' namespaces over the plain underlay veth path and over kernel VXLAN between
+ * the same namespaces (what K3s' flannel uses), measured in the same run, interleaved.
+ */
+describe('overlay throughput and latency', () => {
+  let network: TestNetwork | undefined;
+  const hosts: TestHost[] = [];
+  const netManagers: Program[] = [];
+  let cluster: E2eCluster | undefined;
+  const paths = new Map<string, { client: Endpoint; server: Endpoint }>();
+
+  beforeAll(async () => {
+    network = TestNetwork.create();
+    network.allowHostToHost();
+    cluster = new E2eCluster({ host: network.bridgeAddress, nodeTimeoutMs: 6000 });
+    await cluster.startClusterManager();
+    for (const index of [1, 2]) {
+      const host = network.addHost(index);
+      hosts.push(host);
+      const dataDir = join(cluster.dir, `nm-${index}`);
+      const nm = Program.start(`nm-${index}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
+      netManagers.push(nm);
+      await nm.waitForLog(/net manager listening/);
+      await cluster.startEngine(`bench-${index}`, ['--net-manager', join(dataDir, 'net-manager.sock')], {
+        netns: host.namespace,
+      });
+    }
+    await cluster.waitForNodes(['bench-1', 'bench-2']);
+    const place = async (name: string, node: string) => {
+      const job = await cluster!.createJob({
+        name,
+        image: 'edge/busybox:latest',
+        command: WORKLOAD,
+        constraints: { nodes: [node] },
+      });
+      const running = await cluster!.waitForJob(job.id, allRunning, `${name} running`);
+      const container = containersWithLabel(`edge.job=${job.id}`)[0]!.id;
+      const pid = inspectContainer(container).State.Pid;
+      const instance = running.instances[0] as { instanceIp?: string };
+      return { prefix: ['nsenter', '-t', String(pid), '-n'], address: instance.instanceIp! };
+    };
+    const server = await place('bench-server', 'bench-1');
+    const client = await place('bench-client', 'bench-2');
+    paths.set('overlay (container -> container, instance IP)', { client, server });
+    const [a, b] = hosts as [TestHost, TestHost];
+    paths.set('underlay veth (worker -> worker)', {
+      client: { prefix: b.execPrefix, address: b.address },
+      server: { prefix: a.execPrefix, address: a.address },
+    });
+    for (const [host, peer, address] of [
+      [a, b, '10.211.0.1'],
+      [b, a, '10.211.0.2'],
+    ] as const) {
+      host.exec('ip', ['link', 'add', VXLAN, 'type', 'vxlan', 'id', '42', 'dstport', '4789']);
+      host.exec('ip', ['link', 'set', VXLAN, 'type', 'vxlan', 'remote', peer.address, 'local', host.address]);
+      host.exec('ip', ['addr', 'add', `${address}/24`, 'dev', VXLAN]);
+      host.exec('ip', ['link', 'set', VXLAN, 'mtu', '1450', 'up']);
+    }
+    paths.set('kernel VXLAN (worker -> worker)', {
+      client: { prefix: b.execPrefix, address: '10.211.0.2' },
+      server: { prefix: a.execPrefix, address: '10.211.0.1' },
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    try {
+      await cluster?.stop();
+      await Promise.all(netManagers.map((nm) => nm.stop()));
+    } finally {
+      network?.destroy();
+    }
+  });
+
+  it('measures TCP throughput and RTT on each path', async () => {
+    const results = new Map<string, { gbits: number[]; rtts: number[]; retransmits: number[] }>();
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, { client, server }] of paths) {
+        const entry = results.get(name) ?? { gbits: [], rtts: [], retransmits: [] };
+        results.set(name, entry);
+        const { gbits, retransmits } = await iperf(client, server);
+        entry.gbits.push(gbits);
+        entry.retransmits.push(retransmits);
+        entry.rtts.push(...ping(client, server.address));
+      }
+    }
+    const baseline = results.get('underlay veth (worker -> worker)')!;
+    const rows = [...results].map(([path, { gbits, rtts, retransmits }]) => ({
+      path,
+      tcpGbitPerS: Number(median(gbits).toFixed(2)),
+      tcpRuns: gbits.map((value) => value.toFixed(2)).join(' / '),
+      retransmits: retransmits.join(' / '),
+      rttMedianMs: Number(median(rtts).toFixed(3)),
+      rttP99Ms: Number(percentile(rtts, 99).toFixed(3)),
+      rttOverMedianUnderlayMs: Number((median(rtts) - median(baseline.rtts)).toFixed(3)),
+    }));
+    const status = await netManagerCounters();
+    report('overlay', rows, { iperfSeconds: IPERF_SECONDS, rounds: ROUNDS, pings: PINGS, counters: status });
+  }, 900_000);
+
+  async function iperf(client: Endpoint, server: Endpoint): Promise<{ gbits: number; retransmits: number }> {
+    const [command, ...args] = [...server.prefix, 'iperf3', '-s', '-1', '-B', server.address];
+    const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    try {
+      const out = execFileSync(
+        client.prefix[0]!,
+        [...client.prefix.slice(1), 'iperf3', '-c', server.address, '-t', String(IPERF_SECONDS), '-J'],
+        { encoding: 'utf8', timeout: (IPERF_SECONDS + 20) * 1000 },
+      );
+      const json = JSON.parse(out) as {
+        end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
+      };
+      return {
+        gbits: json.end.sum_received.bits_per_second / 1e9,
+        retransmits: json.end.sum_sent.retransmits ?? 0,
+      };
+    } finally {
+      child.kill();
+    }
+  }
+
+  /** RTTs in ms of `PINGS` echo requests, 10 ms apart. */
+  function ping(client: Endpoint, address: string): number[] {
+    const out = execFileSync(
+      client.prefix[0]!,
+      [...client.prefix.slice(1), 'ping', '-n', '-c', String(PINGS), '-i', '0.01', address],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    return [...out.matchAll(/time=([\d.]+) ms/g)].map((match) => Number(match[1]));
+  }
+
+  /** The net managers' counters (drops by reason, packets each way), read from their local API. */
+  function netManagerCounters(): Promise<unknown[]> {
+    return Promise.all(
+      hosts.map(
+        (_, index) =>
+          new Promise((resolve) => {
+            const socketPath = join(cluster!.dir, `nm-${index + 1}`, 'net-manager.sock');
+            request({ socketPath, path: '/v1/status' }, (res) => {
+              let text = '';
+              res.on('data', (chunk) => {
+                text += chunk;
+              });
+              res.on('end', () => resolve((JSON.parse(text) as { counters: unknown }).counters));
+            })
+              .on('error', () => resolve(null))
+              .end();
+          }),
+      ),
+    );
+  }
+});

@@ -1,0 +1,209 @@
+/**
+ * TCP throughput through two TUN devices and the addon's batched I/O, without the rest of the net manager:
+ *
+ *   namespace nmtun-bench-a: iperf3 client -> nmtun0 10.79.0.1 -> forwarder -> UDP 10.78.0.1:50103 --veth--+
+ *   namespace nmtun-bench-b: iperf3 server <- nmtun0 10.79.0.2 <- forwarder <- UDP 10.78.0.2:50103 <-------+
+ *
+ * Each forwarder only moves bytes: TUN readBatch -> UDP sendBatch, UDP recvBatch -> TUN writeBatch. Compared,
+ * interleaved round by round: one packet per addon call (the per-packet forwarder), batches of 64, and batches
+ * of 64 with IFF_VNET_HDR + TSO (super-packets of up to 60000 bytes travel whole as IP-fragmented datagrams).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, it } from 'vitest';
+import { ADDON_PATH } from '../../net-manager/tun.js';
+import { median, report } from './report.js';
+
+const ROUNDS = Math.min(10, Math.max(1, Number(process.env.BENCH_TUN_ROUNDS ?? 3)));
+const SECONDS = Math.min(60, Math.max(2, Number(process.env.BENCH_TUN_SECONDS ?? 10)));
+const NS_A = 'nmtun-bench-a';
+const NS_B = 'nmtun-bench-b';
+
+interface Config {
+  what: string;
+  batch: number;
+  /** Batches per wakeup before going back to the event loop (Infinity: until EAGAIN). */
+  rounds: number;
+  vnet: boolean;
+}
+
+const CONFIGS: Config[] = [
+  {
+    what: 'per packet (batch 1, drained to EAGAIN)',
+    batch: 1,
+    rounds: Number.POSITIVE_INFINITY,
+    vnet: false,
+  },
+  { what: 'batches of 64 (up to 8 per wakeup)', batch: 64, rounds: 8, vnet: false },
+  { what: 'batches of 64 + IFF_VNET_HDR/TSO', batch: 64, rounds: 8, vnet: true },
+];
+
+/** The forwarder, straight on the addon. argv: tunCidr localAddress peerAddress batch rounds vnet. */
+const FORWARDER = `
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+const { Tun, Udp } = createRequire(import.meta.url)(${JSON.stringify(ADDON_PATH)});
+const [cidr, local, peer, batchText, roundsText, vnetText] = process.argv.slice(2);
+const BATCH = Number(batchText);
+const ROUNDS = Number(roundsText);
+const VNET = vnetText === '1';
+const SLOT = VNET ? 65536 + 64 : 2048;
+const PORT = 50103;
+const tun = new Tun('nmtun0', VNET);
+const ip = (...args) => execFileSync('ip', args);
+ip('addr', 'add', cidr, 'dev', tun.name);
+ip('link', 'set', 'dev', tun.name, 'mtu', '1400', 'up');
+if (VNET) ip('link', 'set', 'dev', tun.name, 'gso_max_size', '60000');
+const udp = new Udp(local, PORT);
+const side = () => ({ buffer: Buffer.alloc(SLOT * BATCH), lengths: new Int32Array(BATCH), offsets: Int32Array.from({ length: BATCH }, (_, i) => i * SLOT) });
+const out = side();
+const back = side();
+const peers = new Uint32Array(BATCH).fill(peer.split('.').reduce((value, part) => value * 256 + Number(part), 0));
+const peerPorts = new Uint16Array(BATCH).fill(PORT);
+const senders = new Uint32Array(BATCH);
+const senderPorts = new Uint16Array(BATCH);
+tun.onReadable(() => {
+  for (let round = 0; round < ROUNDS; round++) {
+    const count = tun.readBatch(out.buffer, SLOT, out.lengths);
+    if (count === 0) break;
+    udp.sendBatch(out.buffer, out.offsets, out.lengths, peers, peerPorts, count);
+    if (count < BATCH && BATCH > 1) break;
+  }
+});
+udp.onReadable(() => {
+  for (let round = 0; round < ROUNDS; round++) {
+    const count = udp.recvBatch(back.buffer, SLOT, back.lengths, senders, senderPorts);
+    if (count === 0) break;
+    tun.writeBatch(back.buffer, back.offsets, back.lengths, count);
+    if (count < BATCH && BATCH > 1) break;
+  }
+});
+process.on('SIGTERM', () => {
+  process.stdout.write(JSON.stringify({ tun: tun.stats(), udp: udp.stats() }) + '\\n');
+  tun.close();
+  udp.close();
+});
+process.stdout.write('ready\\n');
+`;
+
+let dir = '';
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function removeNamespaces(): void {
+  for (const namespace of [NS_A, NS_B]) {
+    try {
+      ip('netns', 'delete', namespace);
+    } catch {
+      // not there
+    }
+  }
+}
+
+function start(
+  namespace: string,
+  args: string[],
+): { child: ChildProcess; ready: Promise<void>; output: () => string } {
+  const child = spawn('ip', ['netns', 'exec', namespace, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start: ${output}`)), 10_000);
+    const check = (chunk: Buffer) => {
+      output += chunk;
+      if (/ready|listening/i.test(output)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', check);
+    child.stderr!.on('data', check);
+    child.once('exit', () => reject(new Error(`${args.join(' ')} exited: ${output}`)));
+  });
+  ready.catch(() => undefined);
+  return { child, ready, output: () => output };
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** One iperf3 run through fresh forwarders: received Mbit/s and the sender's retransmits. */
+async function measure(config: Config): Promise<{ mbits: number; retransmits: number }> {
+  const script = join(dir, 'forwarder.mjs');
+  const rounds = Number.isFinite(config.rounds) ? String(config.rounds) : '1e9';
+  const flags = [String(config.batch), rounds, config.vnet ? '1' : '0'];
+  const a = start(NS_A, [process.execPath, script, '10.79.0.1/24', '10.78.0.1', '10.78.0.2', ...flags]);
+  const b = start(NS_B, [process.execPath, script, '10.79.0.2/24', '10.78.0.2', '10.78.0.1', ...flags]);
+  let server: ReturnType<typeof start> | undefined;
+  try {
+    await Promise.all([a.ready, b.ready]);
+    server = start(NS_B, ['iperf3', '-s', '-1', '-B', '10.79.0.2', '--forceflush']);
+    await server.ready;
+    const json = execFileSync(
+      'ip',
+      ['netns', 'exec', NS_A, 'iperf3', '-c', '10.79.0.2', '-t', String(SECONDS), '-J'],
+      { encoding: 'utf8', timeout: (SECONDS + 30) * 1000 },
+    );
+    const end = (
+      JSON.parse(json) as {
+        end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits: number } };
+      }
+    ).end;
+    return { mbits: end.sum_received.bits_per_second / 1e6, retransmits: end.sum_sent.retransmits };
+  } finally {
+    await Promise.all([stop(a.child), stop(b.child), ...(server ? [stop(server.child)] : [])]);
+  }
+}
+
+beforeAll(() => {
+  execFileSync('iperf3', ['--version'], { stdio: 'ignore' }); // apt-get install -y iperf3
+  removeNamespaces();
+  dir = mkdtempSync(join(tmpdir(), 'nmtun-bench-'));
+  writeFileSync(join(dir, 'forwarder.mjs'), FORWARDER);
+  for (const namespace of [NS_A, NS_B]) {
+    ip('netns', 'add', namespace);
+    ip('-n', namespace, 'link', 'set', 'dev', 'lo', 'up');
+  }
+  ip('-n', NS_A, 'link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth0', 'netns', NS_B);
+  ip('-n', NS_A, 'addr', 'add', '10.78.0.1/24', 'dev', 'veth0');
+  ip('-n', NS_B, 'addr', 'add', '10.78.0.2/24', 'dev', 'veth0');
+  ip('-n', NS_A, 'link', 'set', 'dev', 'veth0', 'up');
+  ip('-n', NS_B, 'link', 'set', 'dev', 'veth0', 'up');
+});
+
+afterAll(() => {
+  removeNamespaces();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+it(`TCP through two TUN forwarders, ${ROUNDS} x ${SECONDS} s per variant, interleaved`, async () => {
+  const samples = new Map<Config, { mbits: number; retransmits: number }[]>(
+    CONFIGS.map((config) => [config, []]),
+  );
+  for (let round = 0; round < ROUNDS; round++)
+    for (const config of CONFIGS) samples.get(config)!.push(await measure(config));
+  const rows = CONFIGS.map((config) => {
+    const runs = samples.get(config)!;
+    const mbits = runs.map((run) => run.mbits);
+    return {
+      what: config.what,
+      medianMbits: Math.round(median(mbits)),
+      minMbits: Math.round(Math.min(...mbits)),
+      maxMbits: Math.round(Math.max(...mbits)),
+      medianRetransmits: Math.round(median(runs.map((run) => run.retransmits))),
+    };
+  });
+  report('tun-forwarder', rows, { rounds: ROUNDS, seconds: SECONDS, tunMtu: 1400, vethMtu: 1500 });
+});

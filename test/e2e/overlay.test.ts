@@ -1,0 +1,213 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ipToNumber, parseCidr } from '../../shared/index.js';
+import { containersWithLabel, inspectContainer } from '../helpers/docker.js';
+import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
+import { type TestHost, TestNetwork } from '../helpers/netns.js';
+import { BINS, Program } from '../helpers/programs.js';
+import { waitFor } from '../helpers/wait.js';
+
+const WORKERS = ['ov-1', 'ov-2', 'ov-3'];
+const HTTPD = ['httpd', '-f', '-p', '80', '-h', '/www'];
+
+interface OverlayJob extends JobBody {
+  serviceIp?: string;
+  instances: (JobBody['instances'][number] & { instanceIp?: string; namespaceIp?: string })[];
+}
+
+/**
+ * Three workers, each a network namespace with its own net manager and node engine, joined to one cluster
+ * manager; every container runs in the one dockerd and gets a second interface into its worker's overlay.
+ * Traffic between workers crosses the test bridge as UDP between the net managers.
+ */
+describe('the overlay joins containers across workers', () => {
+  let network: TestNetwork | undefined;
+  const hosts = new Map<string, TestHost>();
+  const netManagers = new Map<string, Program>();
+  let cluster: E2eCluster | undefined;
+
+  beforeAll(async () => {
+    network = TestNetwork.create();
+    network.allowHostToHost();
+    cluster = new E2eCluster({ host: network.bridgeAddress, nodeTimeoutMs: 4000 });
+    await cluster.startClusterManager();
+    for (const [index, name] of WORKERS.entries()) {
+      const host = network.addHost(index + 1);
+      hosts.set(name, host);
+      const dataDir = join(cluster.dir, `nm-${name}`);
+      const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
+      netManagers.set(name, nm);
+      await nm.waitForLog(/net manager listening/);
+      await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
+        netns: host.namespace,
+      });
+    }
+    await cluster.waitForNodes(WORKERS);
+  }, 90_000);
+
+  afterAll(async () => {
+    try {
+      if (process.env.E2E_DEBUG) {
+        await new Promise((resolve) => setTimeout(resolve, Number(process.env.E2E_DEBUG)));
+        for (const [name, host] of hosts) {
+          const socket = join(cluster!.dir, `nm-${name}`, 'net-manager.sock');
+          console.log(name, host.exec('curl', ['-s', '--unix-socket', socket, 'http://x/v1/status']));
+          console.log(name, host.exec('curl', ['-s', '--unix-socket', socket, 'http://x/v1/routes']));
+        }
+      }
+      await cluster?.stop();
+      await Promise.all([...netManagers.values()].map((nm) => nm.stop()));
+    } finally {
+      network?.destroy();
+    }
+  });
+
+  const createOn = async (name: string, workers: string[], command: string[]) => {
+    const job = await cluster!.createJob({
+      name,
+      image: 'edge/busybox:latest',
+      command,
+      constraints: { nodes: workers },
+    });
+    return (await cluster!.waitForJob(
+      job.id,
+      (body) => allRunning(body) && (body as OverlayJob).instances.every((i) => i.namespaceIp),
+      `${name} running on the overlay`,
+    )) as OverlayJob;
+  };
+
+  const containerOf = (jobId: string) => {
+    const running = containersWithLabel(`edge.job=${jobId}`).filter((c) => c.state === 'running');
+    expect(running).toHaveLength(1);
+    return running[0]!.id;
+  };
+
+  /** Runs a command in a container; resolves to its output, or undefined when it fails. */
+  const execIn = (containerId: string, command: string[], timeoutMs = 8000) => {
+    try {
+      return execFileSync('docker', ['exec', containerId, ...command], {
+        encoding: 'utf8',
+        timeout: timeoutMs,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (error) {
+      if (process.env.E2E_DEBUG) console.log(command.join(' '), (error as { stderr?: string }).stderr);
+      return undefined;
+    }
+  };
+
+  // An HTTP GET with nc: the static busybox's wget crashes resolving any non-loopback address.
+  const fetchIn = (containerId: string, ip: string) =>
+    execIn(containerId, ['sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ip} 80`]);
+  const pingIn = (containerId: string, ip: string) =>
+    execIn(containerId, ['ping', '-c', '1', '-W', '2', ip]) !== undefined;
+
+  it('gives every worker its own /26 and every instance its addresses', async () => {
+    const nodes = (await (await cluster!.api('/api/nodes')).json()) as { name: string; subnet?: string }[];
+    const subnets = nodes.filter((node) => WORKERS.includes(node.name)).map((node) => node.subnet);
+    expect(subnets).toHaveLength(3);
+    for (const subnet of subnets) expect(subnet).toMatch(/^10\.(1[89]|2\d)\.\d+\.\d+\/26$/);
+    expect(new Set(subnets).size).toBe(3);
+  });
+
+  it('reaches a container on another worker by instance IP and service IP, over TCP, UDP and ICMP; follows a move; stops answering after delete', async () => {
+    const c = cluster!;
+    const client = await createOn('ov-client', ['ov-1'], WORKLOAD);
+    const web = await createOn('ov-web', ['ov-2', 'ov-3'], HTTPD);
+    const clientContainer = containerOf(client.id);
+    const webInstance = web.instances[0]!;
+    expect(web.serviceIp).toMatch(/^10\.30\.\d+\.\d+$/);
+    expect(webInstance.instanceIp).toMatch(/^10\.30\.\d+\.\d+$/);
+    expect(webInstance.instanceIp).not.toBe(web.serviceIp);
+    const webNode = (await (await c.api(`/api/nodes/${webInstance.nodeId}`)).json()) as {
+      name: string;
+      subnet: string;
+    };
+    expect(sameSubnet(webInstance.namespaceIp!, webNode.subnet)).toBe(true);
+
+    // The container keeps Docker's own eth0 and gains edge0 on its worker's subnet.
+    const addresses = execIn(clientContainer, ['ip', '-4', 'addr'])!;
+    expect(addresses).toContain(client.instances[0]!.namespaceIp!);
+    expect(addresses).toMatch(/eth0/);
+
+    await waitFor(() => pingIn(clientContainer, webInstance.instanceIp!), 'ping by instance IP', 15_000);
+    expect(fetchIn(clientContainer, webInstance.instanceIp!)).toContain('hello from edge/busybox');
+    expect(fetchIn(clientContainer, web.serviceIp!)).toContain('hello from edge/busybox');
+    expect(pingIn(clientContainer, web.serviceIp!)).toBe(true);
+    expect(await udpEcho(clientContainer, containerOf(web.id), webInstance.instanceIp!)).toBe(
+      'ping over udp',
+    );
+
+    // Same worker: a second web server on ov-1 answers through the local TUN path.
+    const local = await createOn('ov-web-local', ['ov-1'], HTTPD);
+    expect(fetchIn(clientContainer, local.instances[0]!.instanceIp!)).toContain('hello from edge/busybox');
+    expect(fetchIn(clientContainer, local.serviceIp!)).toContain('hello from edge/busybox');
+
+    // Move the web server to the other of ov-2 and ov-3: the service IP and the instance IP follow it.
+    const target = webNode.name === 'ov-2' ? 'ov-3' : 'ov-2';
+    const moved = await c.api(`/api/jobs/${web.id}/move`, {
+      method: 'POST',
+      json: { instance: 0, to: target },
+    });
+    expect(moved.status).toBe(202);
+    const targetId = c.nodeIds.get(target);
+    const afterMove = (await c.waitForJob(
+      web.id,
+      (job) =>
+        allRunning(job) &&
+        job.instances[0]!.nodeId === targetId &&
+        containersWithLabel(`edge.job=${web.id}`).length === 1,
+      `ov-web moved to ${target} and its old copy gone`,
+    )) as OverlayJob;
+    expect(afterMove.instances[0]!.instanceIp).toBe(webInstance.instanceIp);
+    expect(afterMove.serviceIp).toBe(web.serviceIp);
+    await waitFor(
+      () => fetchIn(clientContainer, web.serviceIp!)?.includes('hello from edge/busybox'),
+      'the service IP answering from the new worker',
+      15_000,
+    );
+    expect(fetchIn(clientContainer, webInstance.instanceIp!)).toContain('hello from edge/busybox');
+
+    // Delete it: its addresses stop answering.
+    expect((await c.api(`/api/jobs/${web.id}`, { method: 'DELETE' })).status).toBe(202);
+    await waitFor(async () => (await c.api(`/api/jobs/${web.id}`)).status === 404, 'ov-web deleted', 30_000);
+    await waitFor(
+      () => fetchIn(clientContainer, web.serviceIp!) === undefined,
+      'the service IP no longer answering',
+      15_000,
+    );
+    expect(pingIn(clientContainer, webInstance.instanceIp!)).toBe(false);
+    expect(fetchIn(clientContainer, webInstance.instanceIp!)).toBeUndefined();
+  }, 180_000);
+
+  /** A UDP datagram from one container's network namespace to another's, echoed back (node run by nsenter). */
+  async function udpEcho(fromContainer: string, toContainer: string, ip: string): Promise<string> {
+    const serverPid = inspectContainer(toContainer).State.Pid;
+    const clientPid = inspectContainer(fromContainer).State.Pid;
+    const server = spawn(
+      'nsenter',
+      [
+        ...['-t', String(serverPid), '-n', process.execPath, '-e'],
+        `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address,()=>process.exit(0)));s.bind(5353,()=>console.log('ready'));setTimeout(()=>process.exit(1),15000)`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise((resolve) => server.stdout.once('data', resolve));
+    const reply = execFileSync(
+      'nsenter',
+      [
+        ...['-t', String(clientPid), '-n', process.execPath, '-e'],
+        `const s=require('dgram').createSocket('udp4');const t=setInterval(()=>s.send('ping over udp',5353,'${ip}'),500);s.send('ping over udp',5353,'${ip}');s.on('message',(m)=>{console.log(m.toString());clearInterval(t);process.exit(0)});setTimeout(()=>process.exit(1),10000)`,
+      ],
+      { encoding: 'utf8', timeout: 12_000 },
+    );
+    server.kill();
+    return reply.trim();
+  }
+});
+
+function sameSubnet(ip: string, cidr: string): boolean {
+  const range = parseCidr(cidr);
+  return ipToNumber(ip) >= range.first && ipToNumber(ip) <= range.last;
+}
