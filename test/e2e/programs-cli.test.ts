@@ -9,6 +9,7 @@ describe('the programs on the command line', () => {
   for (const [name, bin] of Object.entries({
     clusterManager: BINS.clusterManager,
     nodeEngine: BINS.nodeEngine,
+    netManager: BINS.netManager,
   })) {
     it(`${name}: --help prints the flags and exits 0; a bad flag prints one line and exits 2`, () => {
       const help = run(bin, ['--help']);
@@ -21,9 +22,24 @@ describe('the programs on the command line', () => {
       expect(bad.stderr.trim().split('\n')).toHaveLength(1);
       expect(bad.stderr).toContain('bogus');
 
-      const badNumber = run(bin, name === 'nodeEngine' ? ['--port', 'lots'] : ['--http-port', 'lots']);
+      const numberFlag = { nodeEngine: '--port', netManager: '--udp-port' }[name] ?? '--http-port';
+      const badNumber = run(bin, [numberFlag, 'lots']);
       expect(badNumber.status).toBe(2);
       expect(badNumber.stderr).toMatch(/whole number/);
     });
   }
+
+  it('netManager: a bad address, interface name or overlay route prints one clear line and exits 2', () => {
+    for (const [args, message] of [
+      [['--public-ip', '10.0.0'], /--public-ip: "10.0.0" is not an IPv4 address/],
+      [['--tun-name', 'a/b'], /--tun-name: "a\/b" is not an interface name/],
+      [['--overlay-route', '10.16.0.0'], /--overlay-route: .* is not a CIDR block/],
+      [['--overlay-route', '0.0.0.0/0'], /wider than a \/8/],
+    ] as const) {
+      const result = run(BINS.netManager, [...args]);
+      expect(result.status).toBe(2);
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+      expect(result.stderr).toMatch(message);
+    }
+  });
 });
