@@ -1,6 +1,6 @@
 import type { TunDevice } from '../tun.js';
 import type { UdpEndpoint } from '../tunnel.js';
-import type { Translator } from './translator.js';
+import type { TranslateResult, Translator } from './translator.js';
 
 /** Room for one packet of a batch: the TUN's MTU is 1450, so every IP packet fits. */
 export const SLOT_BYTES = 2048;
@@ -92,24 +92,9 @@ export class Forwarder {
         const offset = i * SLOT_BYTES;
         const length = this.tunLengths[i]!;
         const result = this.translator.translateOutgoing(buffer, offset, length, now);
-        switch (result.action) {
-          case 'send':
-            this.sendOffsets[sends] = offset;
-            this.sendLengths[sends] = length;
-            this.sendAddresses[sends] = result.peerIp;
-            this.sendPorts[sends] = result.peerPort;
-            sends++;
-            break;
-          case 'local':
-            this.writeTun(buffer, offset, length);
-            break;
-          case 'query':
-            this.hold(result.queryIp, buffer, offset, length, now);
-            break;
-          default:
-            break;
+        if (this.settleOutgoing(result, buffer, offset, length, now)) {
+          this.queueSend(sends++, offset, length, result);
         }
-        if (result.queryIp !== 0 && result.action !== 'query') this.query(result.queryIp);
       }
       if (sends > 0) this.send(buffer, sends);
       if (count < BATCH) return;
@@ -147,21 +132,13 @@ export class Forwarder {
       const known = this.translator.routes.lookup(ip, now);
       if (known?.kind === 'pending') continue;
       this.waiting.delete(ip);
-      const { packet } = waiting;
+      const { packet, since } = waiting;
       const result = this.translator.translateOutgoing(packet, 0, packet.length, now);
-      if (result.action === 'send') {
-        this.sendOffsets[0] = 0;
-        this.sendLengths[0] = packet.length;
-        this.sendAddresses[0] = result.peerIp;
-        this.sendPorts[0] = result.peerPort;
+      // A `query` again: the earlier one went unanswered and its mark expired; it is asked again and waits on.
+      if (this.settleOutgoing(result, packet, 0, packet.length, since)) {
+        this.queueSend(0, 0, packet.length, result);
         this.send(packet, 1);
-      } else if (result.action === 'local') {
-        this.writeTun(packet, 0, packet.length);
-      } else if (result.action === 'query') {
-        // The earlier query went unanswered and its mark expired: ask again, keep waiting.
-        this.hold(ip, packet, 0, packet.length, waiting.since);
       }
-      if (result.queryIp !== 0 && result.action !== 'query') this.query(result.queryIp);
     }
   }
 
@@ -176,6 +153,39 @@ export class Forwarder {
 
   get waitingCount(): number {
     return this.waiting.size;
+  }
+
+  /**
+   * Acts on a translated outgoing packet: back into the TUN, held for its route, or dropped. True when it goes
+   * to a peer (the caller queues the send). Asks for an address the translation found unknown.
+   */
+  private settleOutgoing(
+    result: TranslateResult,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    since: number,
+  ): boolean {
+    if (result.queryIp !== 0 && result.action !== 'query') this.query(result.queryIp);
+    switch (result.action) {
+      case 'send':
+        return true;
+      case 'local':
+        this.writeTun(buffer, offset, length);
+        return false;
+      case 'query':
+        this.hold(result.queryIp, buffer, offset, length, since);
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  private queueSend(index: number, offset: number, length: number, result: TranslateResult): void {
+    this.sendOffsets[index] = offset;
+    this.sendLengths[index] = length;
+    this.sendAddresses[index] = result.peerIp;
+    this.sendPorts[index] = result.peerPort;
   }
 
   private hold(ip: number, buffer: Buffer, offset: number, length: number, since: number): void {

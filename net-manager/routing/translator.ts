@@ -160,12 +160,8 @@ export class Translator {
   ): TranslateResult {
     const info = this.info;
     const result = this.begin();
-    const invalid = parsePacket(buffer, offset, length, info);
-    if (invalid !== null) return this.drop(invalid);
-    const protocol = info.protocol;
-    if (protocol !== PROTOCOL_TCP && protocol !== PROTOCOL_UDP && protocol !== PROTOCOL_ICMP) {
-      return this.drop('unsupported-protocol');
-    }
+    const refused = this.parse(buffer, offset, length);
+    if (refused) return refused;
     const instanceIp = this.attachments.get(info.src);
     if (instanceIp === undefined) return this.drop('unknown-source');
 
@@ -225,16 +221,23 @@ export class Translator {
   ): TranslateResult {
     const info = this.info;
     const result = this.begin();
-    const invalid = parsePacket(buffer, offset, length, info);
-    if (invalid !== null) return this.drop(invalid);
-    const protocol = info.protocol;
-    if (protocol !== PROTOCOL_TCP && protocol !== PROTOCOL_UDP && protocol !== PROTOCOL_ICMP) {
-      return this.drop('unsupported-protocol');
-    }
+    const refused = this.parse(buffer, offset, length);
+    if (refused) return refused;
     if (!this.arrive(buffer, offset, info, now, l4ChecksumPartial)) return this.drop('not-local');
     this.counters.delivered++;
     result.action = 'deliver';
     return result;
+  }
+
+  /** Parses the packet into `this.info`; a drop result when it is malformed or of another protocol. */
+  private parse(buffer: Uint8Array, offset: number, length: number): TranslateResult | null {
+    const invalid = parsePacket(buffer, offset, length, this.info);
+    if (invalid !== null) return this.drop(invalid);
+    const protocol = this.info.protocol;
+    if (protocol !== PROTOCOL_TCP && protocol !== PROTOCOL_UDP && protocol !== PROTOCOL_ICMP) {
+      return this.drop('unsupported-protocol');
+    }
+    return null;
   }
 
   private begin(): TranslateResult {
