@@ -15,73 +15,9 @@ import {
   transportChecksum,
 } from '../../net-manager/routing/packet.js';
 import { ipToNumber } from '../../shared/ipv4.js';
+import { buildPacket } from '../helpers/packets.js';
 
-// --- packets built by hand -------------------------------------------------------------------------------
-
-interface PacketSpec {
-  protocol: number;
-  src: string;
-  dst: string;
-  srcPort?: number;
-  dstPort?: number;
-  payload?: Uint8Array;
-  /** UDP only: false sends no checksum (0). */
-  udpChecksum?: boolean;
-  icmpType?: number;
-  icmpCode?: number;
-  /** ICMP query identifier. */
-  identifier?: number;
-  ipId?: number;
-  /** Bytes of IP options (a multiple of 4, filled with NOPs and an end). */
-  ipOptions?: number;
-}
-
-/** Real wire bytes: an IPv4 header with a correct checksum, then a TCP SYN, a UDP datagram or an ICMP message. */
-function buildPacket(spec: PacketSpec): Buffer {
-  const payload = spec.payload ?? new Uint8Array(0);
-  const ipHeader = 20 + (spec.ipOptions ?? 0);
-  const l4Header = spec.protocol === PROTOCOL_TCP ? 24 : 8; // TCP with an MSS option
-  const total = ipHeader + l4Header + payload.length;
-  const packet = Buffer.alloc(total);
-  packet[0] = 0x40 | (ipHeader / 4);
-  packet.writeUInt16BE(total, 2);
-  packet.writeUInt16BE(spec.ipId ?? 0x1234, 4);
-  packet.writeUInt16BE(0x4000, 6); // don't fragment
-  packet[8] = 64;
-  packet[9] = spec.protocol;
-  packet.writeUInt32BE(ipToNumber(spec.src), 12);
-  packet.writeUInt32BE(ipToNumber(spec.dst), 16);
-  if (ipHeader > 20) {
-    packet.fill(1, 20, ipHeader - 1);
-    packet[ipHeader - 1] = 0;
-  }
-  packet.writeUInt16BE(ipv4HeaderChecksum(packet, 0), 10);
-  const l4 = ipHeader;
-  if (spec.protocol === PROTOCOL_TCP) {
-    packet.writeUInt16BE(spec.srcPort ?? 40_000, l4);
-    packet.writeUInt16BE(spec.dstPort ?? 80, l4 + 2);
-    packet.writeUInt32BE(0x01020304, l4 + 4); // sequence number
-    packet[l4 + 12] = (24 / 4) << 4;
-    packet[l4 + 13] = 0x02; // SYN
-    packet.writeUInt16BE(64_240, l4 + 14);
-    packet.set([2, 4, 0x05, 0xb4], l4 + 20); // MSS 1460
-  } else if (spec.protocol === PROTOCOL_UDP) {
-    packet.writeUInt16BE(spec.srcPort ?? 40_000, l4);
-    packet.writeUInt16BE(spec.dstPort ?? 53, l4 + 2);
-    packet.writeUInt16BE(8 + payload.length, l4 + 4);
-  } else {
-    packet[l4] = spec.icmpType ?? 8;
-    packet[l4 + 1] = spec.icmpCode ?? 0;
-    packet.writeUInt16BE(spec.identifier ?? 0x4242, l4 + 4);
-    packet.writeUInt16BE(1, l4 + 6);
-  }
-  packet.set(payload, l4 + l4Header);
-  const checksumAt = spec.protocol === PROTOCOL_TCP ? 16 : spec.protocol === PROTOCOL_UDP ? 6 : 2;
-  if (spec.protocol !== PROTOCOL_UDP || spec.udpChecksum !== false) {
-    packet.writeUInt16BE(transportChecksum(packet, 0), l4 + checksumAt);
-  }
-  return packet;
-}
+// --- checksums checked independently, random packets ------------------------------------------------------
 
 /** An independent, naive RFC 1071 checksum (no shared code with the module under test). */
 function referenceChecksum(bytes: ArrayLike<number>, initial = 0): number {
@@ -425,20 +361,14 @@ describe('net manager packets: ICMP errors', () => {
   /** A "port unreachable" from `from` quoting `original` (its header and as much as `quote` bytes of it). */
   function portUnreachable(original: Buffer, from: string, to: string, quote: number): Buffer {
     const quoted = original.subarray(0, Math.min(original.length, quote));
-    const error = buildPacket({
+    return buildPacket({
       protocol: PROTOCOL_ICMP,
       src: from,
       dst: to,
       icmpType: 3,
       icmpCode: 3,
-      identifier: 0,
       payload: quoted,
     });
-    error.writeUInt16BE(0, 24); // unused
-    error.writeUInt16BE(0, 26);
-    error.writeUInt16BE(0, 22);
-    error.writeUInt16BE(transportChecksum(error, 0), 22);
-    return error;
   }
 
   it('reads the quoted datagram of a port unreachable', () => {

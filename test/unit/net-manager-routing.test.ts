@@ -11,6 +11,7 @@ import { RouteCache } from '../../net-manager/routing/route-cache.js';
 import { type TranslateResult, Translator } from '../../net-manager/routing/translator.js';
 import { ipToNumber, numberToIp } from '../../shared/ipv4.js';
 import type { JobRouteTable, RouteTableInstance } from '../../shared/net.js';
+import { buildPacket } from '../helpers/packets.js';
 
 const ip = ipToNumber;
 
@@ -45,56 +46,6 @@ const jobB = table('b', '10.30.0.20', [
 ]);
 const jobC = table('c', '10.30.0.30', [instance(0, '10.30.0.31', ['w1', '10.18.0.3'])]);
 const jobStopped = table('s', '10.30.0.40', [instance(0, '10.30.0.41')]);
-
-interface PacketSpec {
-  protocol: number;
-  src: string;
-  dst: string;
-  srcPort?: number;
-  dstPort?: number;
-  /** ICMP type (default echo request); 3 for a port unreachable quoting `quote`. */
-  icmpType?: number;
-  quote?: Buffer;
-  /** [more fragments, offset in 8-byte units]. */
-  fragment?: [boolean, number];
-  ipId?: number;
-}
-
-/** A real IPv4 packet with correct checksums: TCP SYN, UDP datagram, ICMP echo or ICMP error. */
-function packet(spec: PacketSpec): Buffer {
-  const body =
-    spec.protocol === PROTOCOL_TCP
-      ? Buffer.alloc(20)
-      : spec.protocol === PROTOCOL_UDP
-        ? Buffer.alloc(8 + 4)
-        : Buffer.concat([Buffer.alloc(8), spec.quote ?? Buffer.from('ping')]);
-  if (spec.protocol === PROTOCOL_TCP || spec.protocol === PROTOCOL_UDP) {
-    body.writeUInt16BE(spec.srcPort ?? 40_000, 0);
-    body.writeUInt16BE(spec.dstPort ?? 80, 2);
-  }
-  if (spec.protocol === PROTOCOL_TCP) {
-    body[12] = 0x50;
-    body[13] = 0x02;
-  }
-  if (spec.protocol === PROTOCOL_UDP) body.writeUInt16BE(body.length, 4);
-  if (spec.protocol === PROTOCOL_ICMP) {
-    body[0] = spec.icmpType ?? 8;
-    if (body[0] !== 3) body.writeUInt16BE(spec.srcPort ?? 0x77, 4);
-  }
-  const bytes = Buffer.concat([Buffer.alloc(20), body]);
-  bytes[0] = 0x45;
-  bytes.writeUInt16BE(bytes.length, 2);
-  bytes.writeUInt16BE(spec.ipId ?? 1, 4);
-  bytes[8] = 64;
-  bytes[9] = spec.protocol;
-  bytes.writeUInt32BE(ip(spec.src), 12);
-  bytes.writeUInt32BE(ip(spec.dst), 16);
-  const checksumAt = 20 + (spec.protocol === PROTOCOL_TCP ? 16 : spec.protocol === PROTOCOL_UDP ? 6 : 2);
-  bytes.writeUInt16BE(transportChecksum(bytes, 0), checksumAt);
-  if (spec.fragment) bytes.writeUInt16BE((spec.fragment[0] ? 0x2000 : 0) | spec.fragment[1], 6);
-  bytes.writeUInt16BE(ipv4HeaderChecksum(bytes, 0), 10);
-  return bytes;
-}
 
 function addresses(bytes: Buffer): [string, string] {
   return [numberToIp(bytes.readUInt32BE(12)), numberToIp(bytes.readUInt32BE(16))];
@@ -424,7 +375,7 @@ describe('net manager routing: flow table', () => {
 describe('net manager routing: translator', () => {
   it('carries A -> service IP -> B on another worker, and B’s reply back as if from the service IP', () => {
     const { w1, w2 } = twoWorkers();
-    const syn = packet({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.20', srcPort: 40_000 });
+    const syn = buildPacket({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.20', srcPort: 40_000 });
     expect(outcome(w1.translateOutgoing(syn, 0, syn.length))).toEqual({
       action: 'send',
       peer: '192.168.1.2:50103',
@@ -437,7 +388,7 @@ describe('net manager routing: translator', () => {
     expect(outcome(w2.translateArriving(syn, 0, syn.length))).toEqual({ action: 'deliver' });
     expect(addresses(syn)).toEqual(['10.30.0.11', dst]);
 
-    const synAck = packet({
+    const synAck = buildPacket({
       protocol: PROTOCOL_TCP,
       src: dst,
       dst: '10.30.0.11',
@@ -460,7 +411,7 @@ describe('net manager routing: translator', () => {
   it('keeps a flow on one instance and spreads new flows round robin', () => {
     const { w1 } = twoWorkers();
     const target = (srcPort: number) => {
-      const bytes = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.20', srcPort });
+      const bytes = buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.20', srcPort });
       w1.translateOutgoing(bytes, 0, bytes.length);
       return addresses(bytes)[1];
     };
@@ -472,20 +423,25 @@ describe('net manager routing: translator', () => {
 
   it('sends to an instance IP directly, and ICMP echo through a service IP comes back from it', () => {
     const { w1, w2 } = twoWorkers();
-    const direct = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.22' });
+    const direct = buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.22' });
     expect(outcome(w1.translateOutgoing(direct, 0, direct.length)).action).toBe('send');
     expect(addresses(direct)).toEqual(['10.30.0.11', '10.18.0.67']);
 
-    const echo = packet({ protocol: PROTOCOL_ICMP, src: '10.18.0.2', dst: '10.30.0.20', srcPort: 99 });
+    const echo = buildPacket({
+      protocol: PROTOCOL_ICMP,
+      src: '10.18.0.2',
+      dst: '10.30.0.20',
+      identifier: 99,
+    });
     w1.translateOutgoing(echo, 0, echo.length);
     const [, target] = addresses(echo);
     expectChecksumsValid(echo);
-    const reply = packet({
+    const reply = buildPacket({
       protocol: PROTOCOL_ICMP,
       icmpType: 0,
       src: target,
       dst: '10.30.0.11',
-      srcPort: 99,
+      identifier: 99,
     });
     expect(outcome(w2.translateOutgoing(reply, 0, reply.length)).action).toBe('send');
     expect(outcome(w1.translateArriving(reply, 0, reply.length)).action).toBe('deliver');
@@ -495,16 +451,21 @@ describe('net manager routing: translator', () => {
 
   it('brings a port unreachable for a service flow back to the sender with the service IP quoted', () => {
     const { w1, w2 } = twoWorkers();
-    const datagram = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.20', srcPort: 5000 });
+    const datagram = buildPacket({
+      protocol: PROTOCOL_UDP,
+      src: '10.18.0.2',
+      dst: '10.30.0.20',
+      srcPort: 5000,
+    });
     w1.translateOutgoing(datagram, 0, datagram.length);
     w2.translateArriving(datagram, 0, datagram.length);
     const [, target] = addresses(datagram);
-    const unreachable = packet({
+    const unreachable = buildPacket({
       protocol: PROTOCOL_ICMP,
       icmpType: 3,
       src: target,
       dst: '10.30.0.11',
-      quote: datagram,
+      payload: datagram,
     });
     expect(outcome(w2.translateOutgoing(unreachable, 0, unreachable.length)).action).toBe('send');
     expect(outcome(w1.translateArriving(unreachable, 0, unreachable.length)).action).toBe('deliver');
@@ -518,12 +479,17 @@ describe('net manager routing: translator', () => {
 
   it('loops same-worker traffic back, translated both ways (hairpin)', () => {
     const { w1 } = twoWorkers();
-    const request = packet({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.30', srcPort: 41_000 });
+    const request = buildPacket({
+      protocol: PROTOCOL_TCP,
+      src: '10.18.0.2',
+      dst: '10.30.0.30',
+      srcPort: 41_000,
+    });
     expect(outcome(w1.translateOutgoing(request, 0, request.length))).toEqual({ action: 'local' });
     expect(addresses(request)).toEqual(['10.30.0.11', '10.18.0.3']);
     expectChecksumsValid(request);
 
-    const reply = packet({
+    const reply = buildPacket({
       protocol: PROTOCOL_TCP,
       src: '10.18.0.3',
       dst: '10.30.0.11',
@@ -549,7 +515,12 @@ describe('net manager routing: translator', () => {
     w2.attach(ip('10.18.0.66'), ip('10.30.0.21'));
     w2.attach(ip('10.18.0.80'), ip('10.30.0.72'));
     for (let port = 1; port <= 5; port++) {
-      const bytes = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.66', dst: '10.30.0.70', srcPort: port });
+      const bytes = buildPacket({
+        protocol: PROTOCOL_UDP,
+        src: '10.18.0.66',
+        dst: '10.30.0.70',
+        srcPort: port,
+      });
       expect(outcome(w2.translateOutgoing(bytes, 0, bytes.length)).action).toBe('local');
       expect(addresses(bytes)[1]).toBe('10.18.0.80');
     }
@@ -557,22 +528,22 @@ describe('net manager routing: translator', () => {
 
   it('drops packets from an unknown source and names every other reason', () => {
     const { w1 } = twoWorkers();
-    const stranger = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.99', dst: '10.30.0.20' });
+    const stranger = buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.99', dst: '10.30.0.20' });
     expect(outcome(w1.translateOutgoing(stranger, 0, stranger.length))).toEqual({
       action: 'drop',
       reason: 'unknown-source',
     });
-    const stopped = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.41' });
+    const stopped = buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.41' });
     expect(outcome(w1.translateOutgoing(stopped, 0, stopped.length)).reason).toBe('no-route');
-    const noneRunning = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.40' });
+    const noneRunning = buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.40' });
     expect(outcome(w1.translateOutgoing(noneRunning, 0, noneRunning.length)).reason).toBe('no-route');
-    const notHere = packet({ protocol: PROTOCOL_UDP, src: '10.30.0.21', dst: '10.18.0.66' });
+    const notHere = buildPacket({ protocol: PROTOCOL_UDP, src: '10.30.0.21', dst: '10.18.0.66' });
     expect(outcome(w1.translateArriving(notHere, 0, notHere.length)).reason).toBe('not-local');
     const ipv6 = Buffer.alloc(40);
     ipv6[0] = 0x60;
     expect(outcome(w1.translateOutgoing(ipv6, 0, ipv6.length)).reason).toBe('not-ipv4');
     expect(outcome(w1.translateArriving(ipv6, 0, 10)).reason).toBe('not-ipv4');
-    const gre = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.22' });
+    const gre = buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.22' });
     gre[9] = 47;
     gre.writeUInt16BE(ipv4HeaderChecksum(gre, 0), 10);
     expect(outcome(w1.translateOutgoing(gre, 0, gre.length)).reason).toBe('unsupported-protocol');
@@ -588,7 +559,7 @@ describe('net manager routing: translator', () => {
   it('asks once about an unknown destination, then waits, then learns the answer', () => {
     const { w1, clock } = twoWorkers();
     const send = () => {
-      const bytes = packet({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.90' });
+      const bytes = buildPacket({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.90' });
       return outcome(w1.translateOutgoing(bytes, 0, bytes.length));
     };
     expect(send()).toEqual({ action: 'query', query: '10.30.0.90' });
@@ -605,7 +576,7 @@ describe('net manager routing: translator', () => {
 
   it('asks about an arriving packet’s unknown source ahead of the reply', () => {
     const { w1 } = twoWorkers();
-    const fromStranger = packet({ protocol: PROTOCOL_TCP, src: '10.30.0.99', dst: '10.18.0.2' });
+    const fromStranger = buildPacket({ protocol: PROTOCOL_TCP, src: '10.30.0.99', dst: '10.18.0.2' });
     expect(outcome(w1.translateArriving(fromStranger, 0, fromStranger.length))).toEqual({
       action: 'deliver',
       query: '10.30.0.99',
@@ -618,7 +589,7 @@ describe('net manager routing: translator', () => {
   it('re-chooses when the instance a flow went to stopped, and forgets flows of a detached container', () => {
     const { w1 } = twoWorkers();
     const send = () => {
-      const bytes = packet({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.20', srcPort: 7 });
+      const bytes = buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.20', srcPort: 7 });
       w1.translateOutgoing(bytes, 0, bytes.length);
       return addresses(bytes)[1];
     };
@@ -644,15 +615,16 @@ describe('net manager routing: translator', () => {
 
   it('sends every fragment of a datagram to the same instance and maps reply fragments back', () => {
     const { w1, w2 } = twoWorkers();
-    const first = packet({
+    const first = buildPacket({
       protocol: PROTOCOL_UDP,
       src: '10.18.0.2',
       dst: '10.30.0.20',
       srcPort: 6000,
+      dstPort: 80,
       ipId: 77,
       fragment: [true, 0],
     });
-    const rest = packet({
+    const rest = buildPacket({
       protocol: PROTOCOL_UDP,
       src: '10.18.0.2',
       dst: '10.30.0.20',
@@ -662,7 +634,7 @@ describe('net manager routing: translator', () => {
     w1.translateOutgoing(first, 0, first.length);
     expect(outcome(w1.translateOutgoing(rest, 0, rest.length)).action).toBe('send');
     expect(addresses(rest)).toEqual(addresses(first));
-    const orphan = packet({
+    const orphan = buildPacket({
       protocol: PROTOCOL_UDP,
       src: '10.18.0.2',
       dst: '10.30.0.20',
@@ -672,7 +644,7 @@ describe('net manager routing: translator', () => {
     expect(outcome(w1.translateOutgoing(orphan, 0, orphan.length)).reason).toBe('fragment-no-flow');
 
     const [, target] = addresses(first);
-    const replyFirst = packet({
+    const replyFirst = buildPacket({
       protocol: PROTOCOL_UDP,
       src: target,
       dst: '10.30.0.11',
@@ -681,7 +653,7 @@ describe('net manager routing: translator', () => {
       ipId: 5,
       fragment: [true, 0],
     });
-    const replyRest = packet({
+    const replyRest = buildPacket({
       protocol: PROTOCOL_UDP,
       src: target,
       dst: '10.30.0.11',
@@ -700,15 +672,15 @@ describe('net manager routing: translator', () => {
     const { w1, w2 } = twoWorkers();
     const buffer = Buffer.alloc(2048 * 4);
     const valid = [
-      packet({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.20' }),
-      packet({
+      buildPacket({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.20' }),
+      buildPacket({
         protocol: PROTOCOL_ICMP,
         icmpType: 3,
         src: '10.18.0.66',
         dst: '10.30.0.11',
-        quote: Buffer.alloc(40),
+        payload: Buffer.alloc(40),
       }),
-      packet({ protocol: PROTOCOL_UDP, src: '10.30.0.21', dst: '10.18.0.2', srcPort: 80 }),
+      buildPacket({ protocol: PROTOCOL_UDP, src: '10.30.0.21', dst: '10.18.0.2', srcPort: 80 }),
     ];
     for (let round = 0; round < 20_000; round++) {
       const offset = 2048 * Math.floor(Math.random() * 4);
@@ -743,7 +715,7 @@ describe('net manager routing: translator', () => {
     ];
     for (const [label, destination] of cases) {
       for (let i = 0; i < batchSize; i++) {
-        const bytes = packet({
+        const bytes = buildPacket({
           protocol: PROTOCOL_TCP,
           src: '10.18.0.2',
           dst: destination,
