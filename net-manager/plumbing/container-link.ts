@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { disableIpv6 } from './disable-ipv6.js';
 import { CommandError, type CommandRunner } from './ip-command.js';
 
 /** The name of the overlay interface inside a container (its eth0 stays Docker's). */
@@ -107,6 +108,9 @@ export class ContainerLink {
       `route replace ${this.overlayRoute} via ${spec.gateway} dev ${CONTAINER_INTERFACE}`,
     ];
     const hostSide = [`link set dev ${veth} master ${this.bridge} up`];
+    // Both ends IPv4-only before edge0 comes up (the host end has no carrier until then).
+    const ipv6Off = () =>
+      Promise.all([disableIpv6(this.runner, [veth]), disableIpv6(inside, [CONTAINER_INTERFACE])]);
 
     const existing = containerLinks.find((link) => link.ifname === CONTAINER_INTERFACE);
     if (existing) {
@@ -123,6 +127,7 @@ export class ContainerLink {
       const readdress = hasAddress
         ? []
         : [`addr flush dev ${CONTAINER_INTERFACE}`, `addr add ${address} dev ${CONTAINER_INTERFACE}`];
+      await this.guard(spec, ipv6Off);
       await this.guard(spec, () => this.runner.ipBatch(hostSide));
       await this.guard(spec, () => inside.ipBatch([...readdress, ...containerSide]));
       return { veth, interface: CONTAINER_INTERFACE, alreadyAttached: hasAddress === true };
@@ -137,6 +142,7 @@ export class ContainerLink {
       ]),
     );
     try {
+      await this.guard(spec, ipv6Off);
       await this.guard(spec, () =>
         inside.ipBatch([`addr add ${address} dev ${CONTAINER_INTERFACE}`, ...containerSide]),
       );

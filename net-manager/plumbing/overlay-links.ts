@@ -1,6 +1,7 @@
 import { numberToIp, parseCidr } from '../../shared/ipv4.js';
 import type { Logger } from '../../shared/logger.js';
 import { listOverlayVeths } from './container-link.js';
+import { disableIpv6 } from './disable-ipv6.js';
 import { CommandError, type CommandRunner } from './ip-command.js';
 
 export interface OverlayLinksOptions {
@@ -70,10 +71,12 @@ export class OverlayLinks {
         (info) => info.family === 'inet' && !(info.local === gateway && info.prefixlen === range.prefix),
       )
       .map((info) => `addr del ${info.local}/${info.prefixlen} dev ${this.bridge}`);
+    if (!bridgeNow) await this.runner.ipBatch([`link add name ${this.bridge} mtu ${this.mtu} type bridge`]);
+    await disableIpv6(this.runner, [this.bridge, this.tun]);
     await this.runner.ipBatch([
-      `link set dev ${this.tun} mtu ${this.mtu} up`,
+      // A longer queue than TUN's 500: bursts from the containers wait instead of being dropped (retransmits).
+      `link set dev ${this.tun} mtu ${this.mtu} txqueuelen 1000 up`,
       `route replace ${this.overlayRoute} dev ${this.tun}`,
-      ...(bridgeNow ? [] : [`link add name ${this.bridge} mtu ${this.mtu} type bridge`]),
       ...staleAddresses,
       `addr replace ${gateway}/${range.prefix} dev ${this.bridge}`,
       // A bridge left to itself takes the lowest MAC of its ports and changes it when that port goes, leaving

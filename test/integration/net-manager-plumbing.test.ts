@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -222,6 +222,19 @@ describe('net manager plumbing (worker namespace, TUN, bridge, veths into contai
     const defaultRoute = eth0Routes(first.id);
     expect(defaultRoute).toMatch(/^default via .* dev eth0/m);
 
+    if (existsSync('/proc/sys/net/ipv6')) {
+      // Docker turns IPv6 off in a container unless its network has it on; on such a network a new interface
+      // would get a link-local address, as edge0 then must not.
+      run('nsenter', [
+        '-t',
+        String(first.pid),
+        '-n',
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv6.conf.default.disable_ipv6=0',
+      ]);
+    }
     const attachedA = await attach(first, instanceKey('job-a', 0));
     const attachedB = await attach(second, instanceKey('job-b', 0));
     expect(attachedA).toMatchObject({
@@ -240,6 +253,10 @@ describe('net manager plumbing (worker namespace, TUN, bridge, veths into contai
       expect(edge0).toMatch(/[<,]UP,LOWER_UP[,>]/);
       expect(edge0).toMatch(`inet ${container.ip}/26`);
       expect(docker('exec', container.id, 'ip', 'route')).toMatch(`10.16.0.0/12 via ${GATEWAY} dev edge0`);
+      // IPv4 only: no link-local address, so no router solicitations into the overlay.
+      expect(
+        run('nsenter', ['-t', String(container.pid), '-n', 'ip', '-6', 'addr', 'show', 'dev', 'edge0']),
+      ).toBe('');
     }
     // Docker's own networking is left as it was.
     expect(docker('exec', a.id, 'ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0')).toBe(eth0);
@@ -253,6 +270,9 @@ describe('net manager plumbing (worker namespace, TUN, bridge, veths into contai
     expect(hostEnd).toMatch(`master ${BRIDGE}`);
     expect(hostEnd).toMatch(/mtu 1450/);
     expect(hostEnd).toMatch(/state UP/);
+    for (const device of [BRIDGE, vethNameFor(a.id)]) {
+      expect(inWorker(['ip', '-6', 'addr', 'show', 'dev', device])).toBe('');
+    }
   });
 
   it('lets the containers reach each other and the worker reach both, through FORWARD policy DROP', () => {
