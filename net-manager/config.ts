@@ -21,6 +21,13 @@ export const optionSpecs = {
     type: 'string',
     default: '10.16.0.0/12',
   },
+  'no-offload': {
+    env: 'NM_NO_OFFLOAD',
+    description:
+      'move every packet on its own: no TSO super-packets from the TUN, no UDP GSO/GRO (for kernels without them)',
+    type: 'boolean',
+    default: false,
+  },
   bridge: {
     env: 'NM_BRIDGE',
     description: "bridge joining this worker's containers (gateway: .1 of the worker subnet)",
@@ -38,6 +45,8 @@ export interface NetManagerConfig {
   bridgeName: string;
   overlayRoute: string;
   mtu: number;
+  /** TSO/GRO on the TUN and GSO/GRO on the UDP socket (see net-manager/tun.ts); off with --no-offload. */
+  offload: boolean;
 }
 
 export class ConfigError extends Error {
@@ -81,5 +90,6 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetMana
     bridgeName: options.bridge,
     overlayRoute: options['overlay-route'],
     mtu: 1450,
+    offload: !options['no-offload'],
   };
 }

@@ -92,8 +92,8 @@ export class NetManager {
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     const removed = await this.links.cleanUpLeftovers();
     if (removed.length > 0) logger.warn({ removed }, 'removed what an earlier run left behind');
-    this.tun = TunDevice.open(config.tunName);
-    this.udp = UdpEndpoint.bind('0.0.0.0', config.udpPort);
+    this.tun = this.openTun();
+    this.udp = UdpEndpoint.bind('0.0.0.0', config.udpPort, { offload: this.tun.offload });
     this.forwarder = new Forwarder({
       tun: this.tun,
       udp: this.udp,
@@ -116,6 +116,21 @@ export class NetManager {
       setInterval(() => this.refresh(), REFRESH_MS),
       setTimeout(() => void this.releaseStale(), STALE_ATTACHMENT_MS),
     );
+  }
+
+  /** The TUN device, with offloads where asked for and the kernel has them (else without, and a warning). */
+  private openTun(): TunDevice {
+    const { config, logger } = this;
+    if (!config.offload) return TunDevice.open(config.tunName);
+    try {
+      return TunDevice.open(config.tunName, { offload: true });
+    } catch (error) {
+      logger.warn(
+        { err: (error as Error).message },
+        'TUN offloads unavailable; every packet moves on its own (slower)',
+      );
+      return TunDevice.open(config.tunName);
+    }
   }
 
   async stop(): Promise<void> {
@@ -142,6 +157,7 @@ export class NetManager {
       publicIp: joined?.publicIp ?? null,
       udpPort: this.config.udpPort,
       tun: this.tun?.name ?? this.config.tunName,
+      offload: this.tun?.offload ?? false,
       mqttConnected: joined?.control.connected ?? false,
       attachments: this.translator.attachmentCount,
       counters: {

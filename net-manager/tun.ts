@@ -21,6 +21,14 @@ export interface TunStats {
   readErrors: number;
   /** Poll errors (the fd went bad); polling stops at the first. */
   pollErrors: number;
+  /** Offload: TCP super-packets the kernel handed over, and the segments they were cut into. */
+  superPacketsRead: number;
+  segmentsCut: number;
+  /** Offload: super-packets written, and the segments glued into them. */
+  superPacketsWritten: number;
+  segmentsGlued: number;
+  /** Offload: packets dropped for an unusable virtio header (bad checksum offsets, IPv6 or UDP super-packets). */
+  offloadDropped: number;
 }
 
 /** Drop and error counters of a UDP endpoint, kept by the addon. */
@@ -33,6 +41,12 @@ export interface UdpStats {
   recvErrors: number;
   /** Poll errors (the fd went bad); polling stops at the first. */
   pollErrors: number;
+  /** Offload: messages sent as one UDP_SEGMENT run of datagrams. */
+  gsoSends: number;
+  /** Offload: runs the kernel would not segment, sent one datagram at a time instead. */
+  gsoFallbacks: number;
+  /** Offload: coalesced datagrams received (UDP_GRO). */
+  groReceives: number;
 }
 
 /** Called when the fd is readable; with an Error once if polling failed (polling has stopped then). */
@@ -41,7 +55,7 @@ export type ReadableCallback = (error?: Error) => void;
 /** The addon's classes as JavaScript sees them (argument checks happen in C++). */
 export interface NativeTun {
   readonly name: string;
-  readonly vnetHdr: boolean;
+  readonly offload: boolean;
   readonly fd: number;
   readBatch(buffer: Uint8Array, slotSize: number, lengths: Int32Array): number;
   write(buffer: Uint8Array, offset: number, length: number): boolean;
@@ -53,6 +67,7 @@ export interface NativeTun {
 
 export interface NativeUdp {
   readonly port: number;
+  readonly offload: boolean;
   readonly fd: number;
   recvBatch(
     buffer: Uint8Array,
@@ -75,8 +90,8 @@ export interface NativeUdp {
 }
 
 export interface EdgeTunAddon {
-  Tun: new (name: string, vnetHdr: boolean) => NativeTun;
-  Udp: new (address: string, port: number) => NativeUdp;
+  Tun: new (name: string, offload: boolean) => NativeTun;
+  Udp: new (address: string, port: number, offload: boolean) => NativeUdp;
 }
 
 let addon: EdgeTunAddon | undefined;
@@ -99,22 +114,25 @@ export function loadTunAddon(): EdgeTunAddon {
 
 export interface TunOpenOptions {
   /**
-   * IFF_VNET_HDR with TUNSETOFFLOAD (checksum, TSO4, TSO6): every packet read or written starts with a 10-byte
-   * `virtio_net_hdr`, and the kernel may hand over TCP super-packets of up to 64 KiB (use 64 KiB + 16 slots).
+   * IFF_VNET_HDR with TUNSETOFFLOAD (checksum, TSO4): the kernel hands over TCP super-packets of up to 64 KiB,
+   * which the addon cuts into MTU-sized segments (full checksums) in the slots of readBatch; writeBatch glues
+   * consecutive segments of a TCP flow back into super-packets. Callers still see plain IP packets only, but must
+   * drain readBatch until it returns fewer than the slots it was given (the rest of a super-packet waits in the
+   * addon, where no poll event reminds of it).
    */
-  vnetHdr?: boolean;
+  offload?: boolean;
 }
 
 /** A TUN device (IFF_TUN | IFF_NO_PI): IP packets in and out, no link-layer header. */
 export class TunDevice {
   /** The name the kernel gave it (a `tun%d` template gets its number here). */
   readonly name: string;
-  /** Whether packets carry a virtio_net_hdr (see {@link TunOpenOptions.vnetHdr}). */
-  readonly vnetHdr: boolean;
+  /** Whether TSO/GRO-like offloads are on (see {@link TunOpenOptions.offload}). */
+  readonly offload: boolean;
 
   private constructor(private readonly native: NativeTun) {
     this.name = native.name;
-    this.vnetHdr = native.vnetHdr;
+    this.offload = native.offload;
   }
 
   /**
@@ -124,7 +142,7 @@ export class TunDevice {
    */
   static open(name: string, options: TunOpenOptions = {}): TunDevice {
     const { Tun } = loadTunAddon();
-    return new TunDevice(new Tun(name, options.vnetHdr === true));
+    return new TunDevice(new Tun(name, options.offload === true));
   }
 
   /**
@@ -142,8 +160,9 @@ export class TunDevice {
   }
 
   /**
-   * Writes packets buffer[offsets[i] .. offsets[i]+lengths[i]] for i < count, one write(2) each, in one call
-   * into the addon. Returns how many the kernel took; the others are dropped and counted as writeErrors.
+   * Writes packets buffer[offsets[i] .. offsets[i]+lengths[i]] for i < count in one call into the addon: one
+   * write(2) each, or with offload one per run of TCP segments glued into a super-packet. Returns how many
+   * packets the kernel took; the others are dropped and counted as writeErrors.
    */
   writeBatch(buffer: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): number {
     return this.native.writeBatch(buffer, offsets, lengths, count);

@@ -11,19 +11,27 @@ export type { ReadableCallback, UdpStats } from './tun.js';
 export class UdpEndpoint {
   /** The bound port (the one the kernel picked for port 0). */
   readonly port: number;
+  /** Whether UDP GSO/GRO are used (see {@link UdpEndpoint.bind}). */
+  readonly offload: boolean;
 
   private constructor(private readonly native: NativeUdp) {
     this.port = native.port;
+    this.offload = native.offload;
   }
 
   /**
    * A non-blocking UDP socket bound to address:port (port 0: any), SO_RCVBUF/SO_SNDBUF raised to 4 MiB
    * (SO_RCVBUFFORCE/SO_SNDBUFFORCE as root), FD_CLOEXEC. Throws a clear Error with `code` (EADDRINUSE ...);
    * a TypeError for an address that is not a dotted quad, a RangeError for a bad port.
+   *
+   * With `offload`, sendBatch sends each run of datagrams to one peer that are as long as the run's first (the
+   * last may be shorter) as one UDP_SEGMENT message, and the socket takes coalesced datagrams (UDP_GRO) that
+   * recvBatch cuts back into datagrams; the wire carries the same datagrams either way. recvBatch must then be
+   * drained until it returns fewer than the slots it was given.
    */
-  static bind(address: string, port: number): UdpEndpoint {
+  static bind(address: string, port: number, options: { offload?: boolean } = {}): UdpEndpoint {
     const { Udp } = loadTunAddon();
-    return new UdpEndpoint(new Udp(address, port));
+    return new UdpEndpoint(new Udp(address, port, options.offload === true));
   }
 
   /**

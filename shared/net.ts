@@ -106,6 +106,8 @@ export interface NetManagerStatus {
   publicIp: string | null;
   udpPort: number;
   tun: string;
+  /** TSO/GSO/GRO offloads in use (off with --no-offload, or where the kernel refused them). */
+  offload: boolean;
   mqttConnected: boolean;
   attachments: number;
   counters: Record<string, number>;

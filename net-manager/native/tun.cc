@@ -5,17 +5,26 @@
 // from a uv_poll handle on Node's own event loop; the JavaScript callback drains the fd until it is empty.
 //
 // Exports two classes, wrapped by net-manager/tun.ts and net-manager/tunnel.ts:
-//   new Tun(name, vnetHdr)   readBatch, write, writeBatch, onReadable, close, stats, name, vnetHdr, fd
-//   new Udp(address, port)   recvBatch, sendBatch, onReadable, close, stats, port, fd
+//   new Tun(name, offload)            readBatch, write, writeBatch, onReadable, close, stats, name, offload, fd
+//   new Udp(address, port, offload)   recvBatch, sendBatch, onReadable, close, stats, port, offload, fd
+//
+// With `offload` the batches still hold ordinary packets of at most one MTU, but fewer, larger units cross the
+// kernel boundary: the TUN hands over TCP super-packets (TSO) that offload.cc cuts into segments, segments written
+// back are glued into super-packets (GRO-like); UDP sends runs of equal-sized datagrams as one UDP_SEGMENT (GSO)
+// message and receives coalesced ones (UDP_GRO). A caller must drain until a batch comes back short: the rest of
+// a super-packet or of a coalesced datagram waits in the addon, not in the kernel, so no poll event reminds of it.
 
 #include <napi.h>
 #include <uv.h>
+
+#include "offload.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -38,6 +47,9 @@ constexpr uint32_t kMaxMessagesPerCall = 1024;
 // packet dropped (TUN packets are at most 64 KiB, plus a virtio header with IFF_VNET_HDR).
 constexpr size_t kOverflowSize = 128 * 1024;
 constexpr int kSocketBufferBytes = 4 * 1024 * 1024;
+// One UDP_SEGMENT message: at most 64 datagrams (the kernel's UDP_MAX_SEGMENTS is 64 or more) and 64 KiB in all.
+constexpr size_t kMaxGsoSegments = 64;
+constexpr size_t kMaxUdpPayload = 65507;
 
 std::string ErrnoName(int err) {
   return uv_err_name(uv_translate_sys_error(err));
@@ -280,12 +292,13 @@ class Tun : public Pollable<Tun> {
                            InstanceMethod("close", &Tun::Close),
                            InstanceMethod<&Tun::Stats>("stats"),
                            InstanceAccessor<&Tun::Name>("name"),
-                           InstanceAccessor<&Tun::VnetHdr>("vnetHdr"),
+                           InstanceAccessor<&Tun::Offload>("offload"),
                            InstanceAccessor<&Tun::Fd>("fd"),
                        });
   }
 
-  // new Tun(name, vnetHdr): IFF_TUN | IFF_NO_PI (| IFF_VNET_HDR with TSO offloads), non-blocking, close-on-exec.
+  // new Tun(name, offload): IFF_TUN | IFF_NO_PI (| IFF_VNET_HDR with checksum and TSO4 offloads), non-blocking,
+  // close-on-exec.
   explicit Tun(const Napi::CallbackInfo& info) : Pollable<Tun>(info) {
     Napi::Env env = info.Env();
     std::string name = StringArg(info, 0, "name");
@@ -294,7 +307,7 @@ class Tun : public Pollable<Tun> {
                                            std::to_string(IFNAMSIZ - 1) + " characters");
     if (name.find('\0') != std::string::npos)
       throw Napi::TypeError::New(env, "TUN device name must not contain NUL");
-    vnetHdr_ = info.Length() > 1 && info[1].ToBoolean().Value();
+    offload_ = info.Length() > 1 && info[1].ToBoolean().Value();
 
     int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
@@ -306,7 +319,7 @@ class Tun : public Pollable<Tun> {
     }
     struct ifreq ifr;
     std::memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHdr_ ? IFF_VNET_HDR : 0);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (offload_ ? IFF_VNET_HDR : 0);
     std::memcpy(ifr.ifr_name, name.data(), name.size());
     if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
       int err = errno;
@@ -317,11 +330,11 @@ class Tun : public Pollable<Tun> {
                        : err == EINVAL ? "the name is not a valid interface name, or a device of another kind has it"
                                        : "");
     }
-    if (vnetHdr_) {
-      // The kernel may then hand over (and accept) TCP super-packets of up to 64 KiB with a virtio_net_hdr
-      // in front; checksums are left partial (VIRTIO_NET_HDR_F_NEEDS_CSUM).
-      int size = 10;  // sizeof(struct virtio_net_hdr)
-      unsigned int offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    if (offload_) {
+      // The kernel may then hand over (and accept) TCP/IPv4 super-packets of up to 64 KiB with a virtio_net_hdr
+      // in front; checksums are left partial (VIRTIO_NET_HDR_F_NEEDS_CSUM). The overlay is IPv4 only: no TSO6.
+      int size = static_cast<int>(edge_offload::kVnetHdrLen);
+      unsigned int offload = TUN_F_CSUM | TUN_F_TSO4;
       if (::ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 || ::ioctl(fd, TUNSETOFFLOAD, offload) < 0) {
         int err = errno;
         ::close(fd);
@@ -329,21 +342,48 @@ class Tun : public Pollable<Tun> {
       }
     }
     name_.assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
-    overflow_.resize(kOverflowSize);
+    if (offload_)
+      superPacket_.resize(edge_offload::kVnetHdrLen + 65536);
+    else
+      overflow_.resize(kOverflowSize);
     Adopt(fd);
   }
 
  private:
+  // A run of packets of one writeBatch that goes into the TUN as one write: a single packet, or TCP segments
+  // of one flow glued into a super-packet (linked through runNext_).
+  struct Run {
+    size_t first;
+    size_t last;
+    size_t count;
+    size_t payload;
+    bool tcp;
+  };
+
   std::string name_;
-  bool vnetHdr_ = false;
+  bool offload_ = false;
   std::vector<uint8_t> overflow_;
   std::vector<struct iovec> packets_;  // writeBatch's checked ranges, grown to the largest batch seen
+  // Offload only: the packet last read (virtio_net_hdr in front) and what is left of it to cut.
+  std::vector<uint8_t> superPacket_;
+  edge_offload::TcpSegmenter segmenter_;
+  std::vector<edge_offload::TcpSegment> segments_;
+  std::vector<int32_t> runNext_;
+  std::vector<Run> runs_;
+  std::vector<struct iovec> runIovs_;
+  uint8_t runHeaders_[120];
+  uint8_t runVnetHdr_[edge_offload::kVnetHdrLen];
   uint64_t oversized_ = 0;
   uint64_t writeErrors_ = 0;
   uint64_t readErrors_ = 0;
+  uint64_t superPacketsRead_ = 0;
+  uint64_t segmentsCut_ = 0;
+  uint64_t superPacketsWritten_ = 0;
+  uint64_t segmentsGlued_ = 0;
+  uint64_t offloadDropped_ = 0;
 
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
-  Napi::Value VnetHdr(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), vnetHdr_); }
+  Napi::Value Offload(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), offload_); }
   Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 
   // readBatch(buffer, slotSize, lengths): packets until EAGAIN or lengths.length of them.
@@ -356,6 +396,7 @@ class Tun : public Pollable<Tun> {
     CheckSlots(env, buffer, slotSize, max);
     int fd = OpenFd(env, kKind);
     int32_t* out = lengths.Data();
+    if (offload_) return Napi::Number::New(env, static_cast<double>(ReadOffload(env, fd, buffer, slotSize, out, max)));
 
     size_t count = 0;
     size_t dropped = 0;
@@ -382,7 +423,95 @@ class Tun : public Pollable<Tun> {
     return Napi::Number::New(env, static_cast<double>(count));
   }
 
+  // Offload: whole packets as the kernel hands them over (virtio_net_hdr in front); super-packets are cut into
+  // segments straight into the slots, partial checksums completed. What does not fit waits for the next call.
+  size_t ReadOffload(Napi::Env env, int fd, const Bytes& buffer, int64_t slotSize, int32_t* out, size_t max) {
+    size_t count = 0;
+    size_t dropped = 0;
+    while (count < max) {
+      uint8_t* slot = buffer.data + count * slotSize;
+      if (!segmenter_.Done()) {
+        if (segmenter_.NextLength() > static_cast<size_t>(slotSize)) {
+          oversized_++;
+          segmenter_.Abandon();
+          continue;
+        }
+        out[count++] = static_cast<int32_t>(segmenter_.Next(slot));
+        segmentsCut_++;
+        continue;
+      }
+      ssize_t n = ::read(fd, superPacket_.data(), superPacket_.size());
+      if (n < 0) {
+        int err = errno;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) break;
+        readErrors_++;
+        if (count > 0) break;
+        throw ErrnoError(env, err, "cannot read from TUN device '" + name_ + "'", "read");
+      }
+      switch (TakeOffloaded(static_cast<size_t>(n), slot, slotSize, out + count)) {
+        case Taken::kPacket:
+          count++;
+          break;
+        case Taken::kSuperPacket:  // cut into the next slots from the top of the loop
+          break;
+        case Taken::kDropped:
+          // Bounded, so that a stream of unusable packets cannot hold the loop forever.
+          if (++dropped > max) return count;
+          break;
+      }
+    }
+    return count;
+  }
+
+  enum class Taken { kPacket, kSuperPacket, kDropped };
+
+  // One packet read with offloads: a super-packet goes to the segmenter, anything else to `slot` (its length to
+  // *length) with its checksum completed; unusable ones are dropped and counted.
+  Taken TakeOffloaded(size_t n, uint8_t* slot, int64_t slotSize, int32_t* length) {
+    if (n <= edge_offload::kVnetHdrLen || n >= superPacket_.size()) {
+      offloadDropped_++;
+      return Taken::kDropped;
+    }
+    edge_offload::VnetHdr hdr;
+    std::memcpy(&hdr, superPacket_.data(), sizeof hdr);
+    uint8_t* packet = superPacket_.data() + edge_offload::kVnetHdrLen;
+    size_t packetLen = n - edge_offload::kVnetHdrLen;
+    uint8_t gso = hdr.gsoType & static_cast<uint8_t>(~edge_offload::kGsoEcn);
+    if (gso == edge_offload::kGsoTcpV4) {
+      if (!segmenter_.Start(packet, packetLen, hdr.gsoSize)) {
+        offloadDropped_++;
+        return Taken::kDropped;
+      }
+      superPacketsRead_++;
+      return Taken::kSuperPacket;
+    }
+    if (gso != edge_offload::kGsoNone) {  // TCP/IPv6 or UDP super-packets: never asked for, IPv4 overlay
+      offloadDropped_++;
+      return Taken::kDropped;
+    }
+    if ((hdr.flags & edge_offload::kVnetNeedsCsum) != 0 &&
+        !edge_offload::CompleteChecksum(packet, packetLen, hdr.csumStart, hdr.csumOffset)) {
+      offloadDropped_++;
+      return Taken::kDropped;
+    }
+    if (packetLen > static_cast<size_t>(slotSize)) {
+      oversized_++;
+      return Taken::kDropped;
+    }
+    std::memcpy(slot, packet, packetLen);
+    *length = static_cast<int32_t>(packetLen);
+    return Taken::kPacket;
+  }
+
   bool WriteOne(int fd, const uint8_t* data, size_t length) {
+    if (offload_) {
+      // A plain packet: a zeroed virtio_net_hdr (checksums complete, no segmentation) in front.
+      static const uint8_t kPlain[edge_offload::kVnetHdrLen] = {};
+      struct iovec iov[2] = {{const_cast<uint8_t*>(kPlain), sizeof kPlain},
+                             {const_cast<uint8_t*>(data), length}};
+      return WriteV(fd, iov, 2, 1);
+    }
     for (;;) {
       ssize_t n = ::write(fd, data, length);
       if (n >= 0) return true;
@@ -390,6 +519,79 @@ class Tun : public Pollable<Tun> {
       writeErrors_++;
       return false;
     }
+  }
+
+  // One writev carrying `packets` packets (counted as write errors when refused).
+  bool WriteV(int fd, const struct iovec* iov, int iovCount, size_t packets) {
+    for (;;) {
+      ssize_t n = ::writev(fd, iov, iovCount);
+      if (n >= 0) return true;
+      if (errno == EINTR) continue;
+      writeErrors_ += packets;
+      return false;
+    }
+  }
+
+  // Offload: consecutive segments of a TCP flow become one super-packet. A segment joins the newest run of its
+  // flow (looking back over a few runs, so that interleaved flows still glue) or starts a new one; runs are
+  // written in the order they started, which keeps every flow's packets in order.
+  size_t WriteGlued(int fd, size_t count) {
+    if (segments_.size() < count) {
+      segments_.resize(count);
+      runNext_.resize(count);
+    }
+    runs_.clear();
+    for (size_t i = 0; i < count; i++) {
+      runNext_[i] = -1;
+      edge_offload::TcpSegment& segment = segments_[i];
+      bool tcp = edge_offload::ParseTcpSegment(static_cast<const uint8_t*>(packets_[i].iov_base),
+                                               packets_[i].iov_len, &segment);
+      bool joined = false;
+      size_t looked = 0;
+      for (size_t k = runs_.size(); tcp && k-- > 0 && looked < 8; looked++) {
+        Run& run = runs_[k];
+        if (!run.tcp) continue;
+        const edge_offload::TcpSegment& first = segments_[run.first];
+        // Another flow: addresses or ports differ.
+        if (std::memcmp(first.packet + 12, segment.packet + 12, 8) != 0 ||
+            std::memcmp(first.packet + 20, segment.packet + 20, 4) != 0)
+          continue;
+        if (edge_offload::Continues(first, segments_[run.last], run.payload, run.count, segment)) {
+          runNext_[run.last] = static_cast<int32_t>(i);
+          run.last = i;
+          run.count++;
+          run.payload += segment.payload;
+          joined = true;
+        }
+        break;
+      }
+      if (!joined) runs_.push_back({i, i, 1, tcp ? segment.payload : 0, tcp});
+    }
+
+    size_t written = 0;
+    runIovs_.resize(2 + edge_offload::kMaxCoalesced);
+    for (const Run& run : runs_) {
+      if (run.count == 1) {
+        const struct iovec& packet = packets_[run.first];
+        if (WriteOne(fd, static_cast<const uint8_t*>(packet.iov_base), packet.iov_len)) written++;
+        continue;
+      }
+      const edge_offload::TcpSegment& first = segments_[run.first];
+      edge_offload::BuildRunHeaders(first, run.payload, segments_[run.last].push, runHeaders_, runVnetHdr_);
+      runIovs_[0] = {runVnetHdr_, sizeof runVnetHdr_};
+      runIovs_[1] = {runHeaders_, first.headerLen};
+      size_t n = 2;
+      for (int32_t j = static_cast<int32_t>(run.first); j >= 0; j = runNext_[static_cast<size_t>(j)]) {
+        const edge_offload::TcpSegment& segment = segments_[static_cast<size_t>(j)];
+        runIovs_[n++] = {const_cast<uint8_t*>(segment.packet + segment.headerLen), segment.payload};
+      }
+      if (WriteV(fd, runIovs_.data(), static_cast<int>(n), run.count)) {
+        written += run.count;
+        superPacketsWritten_++;
+        segmentsGlued_ += run.count;
+      }
+    }
+    return written;
   }
 
   // write(buffer, offset, length): one IP packet; false (and counted) when the kernel refuses it.
@@ -422,6 +624,7 @@ class Tun : public Pollable<Tun> {
       CheckRange(env, buffer, offset, length, i);
       packets_[i] = {buffer.data + offset, static_cast<size_t>(length)};
     }
+    if (offload_) return Napi::Number::New(env, static_cast<double>(WriteGlued(fd, count)));
     size_t written = 0;
     for (size_t i = 0; i < count; i++)
       if (WriteOne(fd, static_cast<const uint8_t*>(packets_[i].iov_base), packets_[i].iov_len)) written++;
@@ -434,6 +637,11 @@ class Tun : public Pollable<Tun> {
     stats.Set("writeErrors", static_cast<double>(writeErrors_));
     stats.Set("readErrors", static_cast<double>(readErrors_));
     stats.Set("pollErrors", static_cast<double>(pollErrors_));
+    stats.Set("superPacketsRead", static_cast<double>(superPacketsRead_));
+    stats.Set("segmentsCut", static_cast<double>(segmentsCut_));
+    stats.Set("superPacketsWritten", static_cast<double>(superPacketsWritten_));
+    stats.Set("segmentsGlued", static_cast<double>(segmentsGlued_));
+    stats.Set("offloadDropped", static_cast<double>(offloadDropped_));
     return stats;
   }
 };
@@ -454,11 +662,13 @@ class Udp : public Pollable<Udp> {
                            InstanceMethod("close", &Udp::Close),
                            InstanceMethod<&Udp::Stats>("stats"),
                            InstanceAccessor<&Udp::Port>("port"),
+                           InstanceAccessor<&Udp::Offload>("offload"),
                            InstanceAccessor<&Udp::Fd>("fd"),
                        });
   }
 
-  // new Udp(address, port): IPv4, non-blocking, close-on-exec, 4 MiB socket buffers.
+  // new Udp(address, port, offload): IPv4, non-blocking, close-on-exec, 4 MiB socket buffers; with offload,
+  // UDP_GRO on receive and UDP_SEGMENT runs on send (both fall back to plain datagrams where the kernel says no).
   explicit Udp(const Napi::CallbackInfo& info) : Pollable<Udp>(info) {
     Napi::Env env = info.Env();
     std::string address = StringArg(info, 0, "address");
@@ -474,6 +684,14 @@ class Udp : public Pollable<Udp> {
     if (fd < 0) throw ErrnoError(env, errno, "cannot create a UDP socket", "socket");
     RaiseBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF);
     RaiseBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+    offload_ = info.Length() > 2 && info[2].ToBoolean().Value();
+    if (offload_) {
+      // Best effort: without UDP_GRO the kernel hands over coalesced datagrams one by one, as before.
+      int on = 1;
+      ::setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);
+      gso_ = true;  // until a send says otherwise
+      rx_.Allocate();
+    }
     if (::bind(fd, reinterpret_cast<struct sockaddr*>(&sin), sizeof sin) < 0) {
       int err = errno;
       ::close(fd);
@@ -490,7 +708,36 @@ class Udp : public Pollable<Udp> {
   }
 
  private:
+  // Coalesced datagrams received with UDP_GRO, handed out one segment per slot (offload only).
+  struct Received {
+    static constexpr size_t kMessages = 8;
+    static constexpr size_t kBytes = 65536;
+    std::vector<uint8_t> data;
+    struct mmsghdr msgs[kMessages];
+    struct iovec iovs[kMessages];
+    struct sockaddr_in addrs[kMessages];
+    uint64_t control[kMessages][4];  // room for one cmsg with an int, aligned
+    size_t segment[kMessages];       // segment size of each (its whole length when not coalesced)
+    size_t count = 0;                // messages received
+    size_t index = 0;                // the message being handed out
+    size_t offset = 0;               // within it
+
+    void Allocate() { data.resize(kMessages * kBytes); }
+    bool Pending() const { return index < count; }
+  };
+
   uint16_t port_ = 0;
+  bool offload_ = false;
+  bool gso_ = false;
+  Received rx_;
+  uint64_t gsoSends_ = 0;
+  uint64_t gsoFallbacks_ = 0;
+  uint64_t groReceives_ = 0;
+  // Per message of a sendBatch: how many datagrams it carries and where its cmsg lives.
+  std::vector<size_t> msgSegments_;
+  std::vector<uint64_t> msgControl_;
+  // Room for one cmsg carrying a uint16_t (CMSG_SPACE(2) is 24 bytes on 64-bit Linux), in aligned words.
+  static constexpr size_t kControlWords = (CMSG_SPACE(sizeof(uint16_t)) + 7) / 8;
   uint64_t truncated_ = 0;
   uint64_t sendErrors_ = 0;
   uint64_t recvErrors_ = 0;
@@ -510,9 +757,98 @@ class Udp : public Pollable<Udp> {
     msgs_.resize(n);
     iovs_.resize(n);
     addrs_.resize(n);
+    msgSegments_.resize(n);
+    msgControl_.resize(n * kControlWords);
   }
 
   Napi::Value Port(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
+  Napi::Value Offload(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), offload_); }
+
+  // Offload: datagrams (coalesced ones cut at their segment size) from the addon's own receive area into the
+  // caller's slots; what does not fit waits for the next call.
+  size_t RecvOffload(Napi::Env env, int fd, const Bytes& buffer, int64_t slotSize, size_t max, int32_t* outLengths,
+                     uint32_t* outAddresses, uint16_t* outPorts) {
+    size_t count = 0;
+    while (count < max) {
+      if (!rx_.Pending()) {
+        if (!ReceiveCoalesced(env, fd)) break;
+        continue;
+      }
+      size_t i = rx_.index;
+      size_t length = rx_.msgs[i].msg_len;
+      if (rx_.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        truncated_++;
+        rx_.index++;
+        continue;
+      }
+      size_t take = std::min(rx_.segment[i], length - rx_.offset);
+      if (take > static_cast<size_t>(slotSize)) {
+        truncated_++;
+      } else {
+        std::memcpy(buffer.data + count * slotSize, rx_.data.data() + i * Received::kBytes + rx_.offset, take);
+        outLengths[count] = static_cast<int32_t>(take);
+        outAddresses[count] = ntohl(rx_.addrs[i].sin_addr.s_addr);
+        outPorts[count] = ntohs(rx_.addrs[i].sin_port);
+        count++;
+      }
+      rx_.offset += take;
+      if (rx_.offset >= length) {
+        rx_.index++;
+        rx_.offset = 0;
+      }
+    }
+    return count;
+  }
+
+  // One recvmmsg into the receive area; false when nothing was waiting (or a pending error was reported).
+  bool ReceiveCoalesced(Napi::Env env, int fd) {
+    for (size_t i = 0; i < Received::kMessages; i++) {
+      rx_.iovs[i] = {rx_.data.data() + i * Received::kBytes, Received::kBytes};
+      struct msghdr& hdr = rx_.msgs[i].msg_hdr;
+      std::memset(&hdr, 0, sizeof hdr);
+      hdr.msg_name = &rx_.addrs[i];
+      hdr.msg_namelen = sizeof(struct sockaddr_in);
+      hdr.msg_iov = &rx_.iovs[i];
+      hdr.msg_iovlen = 1;
+      hdr.msg_control = rx_.control[i];
+      hdr.msg_controllen = sizeof rx_.control[i];
+      rx_.msgs[i].msg_len = 0;
+    }
+    int n;
+    do {
+      n = ::recvmmsg(fd, rx_.msgs, Received::kMessages, MSG_DONTWAIT, nullptr);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) return false;
+      if (err == EBADF || err == EFAULT || err == EINVAL || err == ENOTSOCK)
+        throw ErrnoError(env, err, "cannot receive on UDP port " + std::to_string(port_), "recvmmsg");
+      recvErrors_++;
+      return false;
+    }
+    if (n == 0) return false;
+    for (size_t i = 0; i < static_cast<size_t>(n); i++) {
+      size_t length = rx_.msgs[i].msg_len;
+      size_t segment = length;
+      for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(&rx_.msgs[i].msg_hdr); cmsg != nullptr;
+           cmsg = CMSG_NXTHDR(&rx_.msgs[i].msg_hdr, cmsg)) {
+        if (cmsg->cmsg_level == SOL_UDP && cmsg->cmsg_type == UDP_GRO && cmsg->cmsg_len >= CMSG_LEN(sizeof(int))) {
+          int size;
+          std::memcpy(&size, CMSG_DATA(cmsg), sizeof size);
+          if (size > 0 && static_cast<size_t>(size) < length) {
+            segment = static_cast<size_t>(size);
+            groReceives_++;
+          }
+        }
+      }
+      // A zero-length datagram still counts as one (empty) packet.
+      rx_.segment[i] = segment == 0 ? 1 : segment;
+    }
+    rx_.count = static_cast<size_t>(n);
+    rx_.index = 0;
+    rx_.offset = 0;
+    return true;
+  }
   Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 
   // recvBatch(buffer, slotSize, lengths, addresses, ports): up to lengths.length datagrams.
@@ -533,6 +869,9 @@ class Udp : public Pollable<Udp> {
     int32_t* outLengths = lengths.Data();
     uint32_t* outAddresses = addresses.Data();
     uint16_t* outPorts = ports.Data();
+    if (offload_)
+      return Napi::Number::New(
+          env, static_cast<double>(RecvOffload(env, fd, buffer, slotSize, max, outLengths, outAddresses, outPorts)));
 
     // A batch of nothing but truncated datagrams is read past (a few times) rather than reported as empty.
     for (int round = 0; round < 4 && max > 0; round++) {
@@ -605,49 +944,114 @@ class Udp : public Pollable<Udp> {
       sin.sin_family = AF_INET;
       sin.sin_addr.s_addr = htonl(addr[i]);
       sin.sin_port = htons(port[i]);
-      struct msghdr& hdr = msgs_[i].msg_hdr;
-      std::memset(&hdr, 0, sizeof hdr);
-      hdr.msg_name = &sin;
-      hdr.msg_namelen = sizeof sin;
-      hdr.msg_iov = &iovs_[i];
-      hdr.msg_iovlen = 1;
     }
+    size_t messages = BuildMessages(count);
 
     size_t sent = 0;
-    size_t done = 0;  // sent or dropped
-    while (done < count) {
+    size_t done = 0;  // messages sent or dropped
+    while (done < messages) {
       // The kernel takes at most UIO_MAXIOV messages per call.
-      size_t chunk = std::min(count - done, static_cast<size_t>(kMaxMessagesPerCall));
-      struct mmsghdr* msgs = msgs_.data() + done;
-      size_t j = 0;
-      while (j < chunk) {
-        int n = ::sendmmsg(fd, msgs + j, static_cast<unsigned int>(chunk - j), MSG_DONTWAIT);
-        if (n > 0) {
-          j += static_cast<size_t>(n);
-          sent += static_cast<size_t>(n);
-          continue;
+      size_t chunk = std::min(messages - done, static_cast<size_t>(kMaxMessagesPerCall));
+      int n = ::sendmmsg(fd, msgs_.data() + done, static_cast<unsigned int>(chunk), MSG_DONTWAIT);
+      if (n > 0) {
+        for (size_t k = done; k < done + static_cast<size_t>(n); k++) {
+          sent += msgSegments_[k];
+          if (msgSegments_[k] > 1) gsoSends_++;
         }
-        int err = n < 0 ? errno : EAGAIN;
-        if (err == EINTR) continue;
-        if (err == EBADF || err == ENOTSOCK || err == EFAULT)
-          throw ErrnoError(env, err, "cannot send on UDP port " + std::to_string(port_), "sendmmsg");
-        if (err == EAGAIN || err == EWOULDBLOCK) {
-          // The socket buffer is full: the rest of the batch is dropped.
-          sendErrors_ += count - (done + j);
-          return Napi::Number::New(env, static_cast<double>(sent));
-        }
-        // This one datagram was refused (unreachable, too big, port 0, filtered ...): drop it, go on.
-        sendErrors_++;
-        j++;
+        done += static_cast<size_t>(n);
+        continue;
       }
-      done += chunk;
+      int err = n < 0 ? errno : EAGAIN;
+      if (err == EINTR) continue;
+      if (err == EBADF || err == ENOTSOCK || err == EFAULT)
+        throw ErrnoError(env, err, "cannot send on UDP port " + std::to_string(port_), "sendmmsg");
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        // The socket buffer is full: the rest of the batch is dropped.
+        for (size_t k = done; k < messages; k++) sendErrors_ += msgSegments_[k];
+        return Napi::Number::New(env, static_cast<double>(sent));
+      }
+      if (msgSegments_[done] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
+        // The kernel would not segment this run (no checksum offload on the way out, a smaller MTU ...):
+        // its datagrams go one by one; after EIO (the device cannot) GSO stays off for good.
+        gsoFallbacks_++;
+                if (err != EINVAL) gso_ = false;
+        sent += SendOneByOne(msgs_[done].msg_hdr);
+      } else {
+        // This message was refused (unreachable, too big, port 0, filtered ...): drop it, go on.
+        sendErrors_ += msgSegments_[done];
+      }
+      done++;
     }
     return Napi::Number::New(env, static_cast<double>(sent));
+  }
+
+  // Groups the checked datagrams (iovs_, addrs_) into messages: with GSO, a run to one destination of datagrams
+  // all as long as the first (the last may be shorter) goes as one message with UDP_SEGMENT. Returns the count.
+  size_t BuildMessages(size_t count) {
+    size_t messages = 0;
+    for (size_t i = 0; i < count;) {
+      size_t size = iovs_[i].iov_len;
+      size_t j = i + 1;
+      if (gso_ && size > 0) {
+        size_t total = size;
+        while (j < count && j - i < kMaxGsoSegments && iovs_[j - 1].iov_len == size && iovs_[j].iov_len > 0 &&
+               iovs_[j].iov_len <= size && total + iovs_[j].iov_len <= kMaxUdpPayload &&
+               addrs_[j].sin_addr.s_addr == addrs_[i].sin_addr.s_addr && addrs_[j].sin_port == addrs_[i].sin_port) {
+          total += iovs_[j].iov_len;
+          j++;
+        }
+      }
+      struct msghdr& hdr = msgs_[messages].msg_hdr;
+      std::memset(&hdr, 0, sizeof hdr);
+      hdr.msg_name = &addrs_[i];
+      hdr.msg_namelen = sizeof(struct sockaddr_in);
+      hdr.msg_iov = &iovs_[i];
+      hdr.msg_iovlen = j - i;
+      if (j - i > 1) {
+        hdr.msg_control = &msgControl_[messages * kControlWords];
+        hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        struct cmsghdr* cmsg = CMSG_FIRSTHDR(&hdr);
+        cmsg->cmsg_level = SOL_UDP;
+        cmsg->cmsg_type = UDP_SEGMENT;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t segment = static_cast<uint16_t>(size);
+        std::memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
+      }
+      msgSegments_[messages] = j - i;
+      messages++;
+      i = j;
+    }
+    return messages;
+  }
+
+  // The datagrams of a GSO message the kernel refused, one sendmsg each; returns how many went.
+  size_t SendOneByOne(const struct msghdr& run) {
+    size_t sent = 0;
+    for (size_t k = 0; k < run.msg_iovlen; k++) {
+      struct msghdr hdr;
+      std::memset(&hdr, 0, sizeof hdr);
+      hdr.msg_name = run.msg_name;
+      hdr.msg_namelen = run.msg_namelen;
+      hdr.msg_iov = &run.msg_iov[k];
+      hdr.msg_iovlen = 1;
+      ssize_t n;
+      do {
+        n = ::sendmsg(fd_, &hdr, MSG_DONTWAIT);
+      } while (n < 0 && errno == EINTR);
+      if (n >= 0)
+        sent++;
+      else
+        sendErrors_++;
+    }
+    return sent;
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Object stats = Napi::Object::New(info.Env());
     stats.Set("truncated", static_cast<double>(truncated_));
+    stats.Set("gsoSends", static_cast<double>(gsoSends_));
+    stats.Set("gsoFallbacks", static_cast<double>(gsoFallbacks_));
+    stats.Set("groReceives", static_cast<double>(groReceives_));
     stats.Set("sendErrors", static_cast<double>(sendErrors_));
     stats.Set("recvErrors", static_cast<double>(recvErrors_));
     stats.Set("pollErrors", static_cast<double>(pollErrors_));

@@ -63,6 +63,10 @@ export class Forwarder {
   private readonly sendLengths = new Int32Array(BATCH);
   private readonly sendAddresses = new Uint32Array(BATCH);
   private readonly sendPorts = new Uint16Array(BATCH);
+  /** Packets of the current batch that go into the TUN, written with one addon call (so they can be coalesced). */
+  private readonly writeOffsets = new Int32Array(BATCH);
+  private readonly writeLengths = new Int32Array(BATCH);
+  private writes = 0;
   /** The first packet to each destination being resolved, by destination. */
   private readonly waiting = new Map<number, Waiting>();
 
@@ -97,6 +101,8 @@ export class Forwarder {
         }
       }
       if (sends > 0) this.send(buffer, sends);
+      this.flushWrites(buffer);
+      // A short batch means the device is empty (and nothing of a super-packet is left in the addon).
       if (count < BATCH) return;
     }
   }
@@ -119,9 +125,10 @@ export class Forwarder {
         const offset = i * SLOT_BYTES;
         const length = this.peerLengths[i]!;
         const result = this.translator.translateArriving(buffer, offset, length, now);
-        if (result.action === 'deliver') this.writeTun(buffer, offset, length);
+        if (result.action === 'deliver') this.queueWrite(offset, length);
         if (result.queryIp !== 0) this.query(result.queryIp);
       }
+      this.flushWrites(buffer);
       if (count < BATCH) return;
     }
   }
@@ -171,7 +178,8 @@ export class Forwarder {
       case 'send':
         return true;
       case 'local':
-        this.writeTun(buffer, offset, length);
+        if (buffer === this.tunBuffer) this.queueWrite(offset, length);
+        else this.writeTun(buffer, offset, length);
         return false;
       case 'query':
         this.hold(result.queryIp, buffer, offset, length, since);
@@ -209,6 +217,19 @@ export class Forwarder {
       count,
     );
     if (sent < count) this.counters.sendFailed += count - sent;
+  }
+
+  private queueWrite(offset: number, length: number): void {
+    this.writeOffsets[this.writes] = offset;
+    this.writeLengths[this.writes] = length;
+    this.writes++;
+  }
+
+  private flushWrites(buffer: Buffer): void {
+    if (this.writes === 0) return;
+    const written = this.tun.writeBatch(buffer, this.writeOffsets, this.writeLengths, this.writes);
+    this.counters.tunWriteFailed += this.writes - written;
+    this.writes = 0;
   }
 
   private writeTun(buffer: Buffer, offset: number, length: number): void {

@@ -36,7 +36,15 @@ describe('the overlay joins containers across workers', () => {
       const host = network.addHost(index + 1);
       hosts.set(name, host);
       const dataDir = join(cluster.dir, `nm-${name}`);
-      const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
+      // The last worker moves every packet on its own: workers with and without offloads must talk.
+      const flags = index === WORKERS.length - 1 ? ['--no-offload'] : [];
+      const nm = Program.start(
+        `nm-${name}`,
+        BINS.netManager,
+        ['--data-dir', dataDir, ...flags],
+        {},
+        host.execPrefix,
+      );
       netManagers.set(name, nm);
       await nm.waitForLog(/net manager listening/);
       await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
@@ -109,6 +117,16 @@ describe('the overlay joins containers across workers', () => {
     expect(subnets).toHaveLength(3);
     for (const subnet of subnets) expect(subnet).toMatch(/^10\.(1[89]|2\d)\.\d+\.\d+\/26$/);
     expect(new Set(subnets).size).toBe(3);
+  });
+
+  it('uses offloads where asked for (all but the last worker)', () => {
+    for (const [index, name] of WORKERS.entries()) {
+      const socket = join(cluster!.dir, `nm-${name}`, 'net-manager.sock');
+      const status = JSON.parse(
+        hosts.get(name)!.exec('curl', ['-s', '--unix-socket', socket, 'http://x/v1/status']),
+      ) as { offload: boolean };
+      expect(status.offload).toBe(index < WORKERS.length - 1);
+    }
   });
 
   it('reaches a container on another worker by instance IP and service IP, over TCP, UDP and ICMP; follows a move; stops answering after delete', async () => {
