@@ -95,26 +95,31 @@ describe('overlay throughput and latency', () => {
   });
 
   it('measures TCP throughput and RTT on each path', async () => {
-    const results = new Map<string, { gbits: number[]; rtts: number[]; retransmits: number[] }>();
+    type Samples = { gbits: number[]; rtts: number[]; steadyRtts: number[]; retransmits: number[] };
+    const results = new Map<string, Samples>();
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, { client, server }] of paths) {
-        const entry = results.get(name) ?? { gbits: [], rtts: [], retransmits: [] };
+        const entry = results.get(name) ?? { gbits: [], rtts: [], steadyRtts: [], retransmits: [] };
         results.set(name, entry);
         const { gbits, retransmits } = await iperf(client, server);
         entry.gbits.push(gbits);
         entry.retransmits.push(retransmits);
         entry.rtts.push(...ping(client, server.address));
+        entry.steadyRtts.push(...ping(client, server.address, '0.001'));
       }
     }
     const baseline = results.get('underlay veth (worker -> worker)')!;
-    const rows = [...results].map(([path, { gbits, rtts, retransmits }]) => ({
+    const over = (values: number[], base: number[]) => Number((median(values) - median(base)).toFixed(3));
+    const rows = [...results].map(([path, { gbits, rtts, steadyRtts, retransmits }]) => ({
       path,
       tcpGbitPerS: Number(median(gbits).toFixed(2)),
       tcpRuns: gbits.map((value) => value.toFixed(2)).join(' / '),
       retransmits: retransmits.join(' / '),
       rttMedianMs: Number(median(rtts).toFixed(3)),
       rttP99Ms: Number(percentile(rtts, 99).toFixed(3)),
-      rttOverMedianUnderlayMs: Number((median(rtts) - median(baseline.rtts)).toFixed(3)),
+      rttOverMedianUnderlayMs: over(rtts, baseline.rtts),
+      rtt1msApartMedianMs: Number(median(steadyRtts).toFixed(3)),
+      rtt1msApartOverUnderlayMs: over(steadyRtts, baseline.steadyRtts),
     }));
     const status = await netManagerCounters();
     report('overlay', rows, { iperfSeconds: IPERF_SECONDS, rounds: ROUNDS, pings: PINGS, counters: status });
@@ -144,11 +149,14 @@ describe('overlay throughput and latency', () => {
     }
   }
 
-  /** RTTs in ms of `PINGS` echo requests, 10 ms apart. */
-  function ping(client: Endpoint, address: string): number[] {
+  /**
+   * RTTs in ms of `PINGS` echo requests, 10 ms apart (sparse traffic: every packet finds the forwarders idle,
+   * their caches cold) or 1 ms apart (steady traffic).
+   */
+  function ping(client: Endpoint, address: string, interval = '0.01'): number[] {
     const out = execFileSync(
       client.prefix[0]!,
-      [...client.prefix.slice(1), 'ping', '-n', '-c', String(PINGS), '-i', '0.01', address],
+      [...client.prefix.slice(1), 'ping', '-n', '-c', String(PINGS), '-i', interval, address],
       { encoding: 'utf8', timeout: 60_000 },
     );
     return [...out.matchAll(/time=([\d.]+) ms/g)].map((match) => Number(match[1]));

@@ -1,12 +1,16 @@
 /**
- * TCP throughput through two TUN devices and the addon's batched I/O, without the rest of the net manager:
+ * TCP throughput and ping RTT through two TUN devices and the addon's batched I/O, without the rest of the net
+ * manager:
  *
  *   namespace nmtun-bench-a: iperf3 client -> nmtun0 10.79.0.1 -> forwarder -> UDP 10.78.0.1:50103 --veth--+
  *   namespace nmtun-bench-b: iperf3 server <- nmtun0 10.79.0.2 <- forwarder <- UDP 10.78.0.2:50103 <-------+
  *
  * Each forwarder only moves bytes: TUN readBatch -> UDP sendBatch, UDP recvBatch -> TUN writeBatch. Compared,
- * interleaved round by round: one packet per addon call (the per-packet forwarder), batches of 64, and batches
- * of 64 with IFF_VNET_HDR + TSO (super-packets of up to 60000 bytes travel whole as IP-fragmented datagrams).
+ * interleaved round by round: one packet per addon call (the per-packet forwarder), batches of 64, batches of 64
+ * with offloads (TSO super-packets cut in the addon, UDP GSO/GRO, segments glued on the way back in), and a
+ * minimal forwarder in C (reference-forwarder.c: epoll, one read/sendto per packet, no JavaScript), the floor
+ * for any user-space TUN data plane here. The RTT of the plain veth between the namespaces is measured in the
+ * same rounds.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,45 +22,54 @@ import { median, report } from './report.js';
 
 const ROUNDS = Math.min(10, Math.max(1, Number(process.env.BENCH_TUN_ROUNDS ?? 3)));
 const SECONDS = Math.min(60, Math.max(2, Number(process.env.BENCH_TUN_SECONDS ?? 10)));
+/** Pings per round and path, 10 ms apart (the overlay bench's spacing). */
+const PINGS = 200;
 const NS_A = 'nmtun-bench-a';
 const NS_B = 'nmtun-bench-b';
 
 interface Config {
   what: string;
+  /** The C reference forwarder instead of the addon. */
+  reference?: boolean;
   batch: number;
   /** Batches per wakeup before going back to the event loop (Infinity: until EAGAIN). */
   rounds: number;
-  vnet: boolean;
+  offload: boolean;
 }
 
 const CONFIGS: Config[] = [
   {
-    what: 'per packet (batch 1, drained to EAGAIN)',
+    what: 'addon, per packet (batch 1, drained to EAGAIN)',
     batch: 1,
     rounds: Number.POSITIVE_INFINITY,
-    vnet: false,
+    offload: false,
   },
-  { what: 'batches of 64 (up to 8 per wakeup)', batch: 64, rounds: 8, vnet: false },
-  { what: 'batches of 64 + IFF_VNET_HDR/TSO', batch: 64, rounds: 8, vnet: true },
+  { what: 'addon, batches of 64', batch: 64, rounds: Number.POSITIVE_INFINITY, offload: false },
+  {
+    what: 'addon, batches of 64 + offloads (TSO cut, UDP GSO/GRO, glued)',
+    batch: 64,
+    rounds: Number.POSITIVE_INFINITY,
+    offload: true,
+  },
+  { what: 'C reference (epoll, 1 packet per syscall)', reference: true, batch: 1, rounds: 1, offload: false },
 ];
 
-/** The forwarder, straight on the addon. argv: tunCidr localAddress peerAddress batch rounds vnet. */
+/** The forwarder, straight on the addon. argv: tunCidr localAddress peerAddress batch rounds offload. */
 const FORWARDER = `
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 const { Tun, Udp } = createRequire(import.meta.url)(${JSON.stringify(ADDON_PATH)});
-const [cidr, local, peer, batchText, roundsText, vnetText] = process.argv.slice(2);
+const [cidr, local, peer, batchText, roundsText, offloadText] = process.argv.slice(2);
 const BATCH = Number(batchText);
 const ROUNDS = Number(roundsText);
-const VNET = vnetText === '1';
-const SLOT = VNET ? 65536 + 64 : 2048;
+const OFFLOAD = offloadText === '1';
+const SLOT = 2048;
 const PORT = 50103;
-const tun = new Tun('nmtun0', VNET);
+const tun = new Tun('nmtun0', OFFLOAD);
 const ip = (...args) => execFileSync('ip', args);
 ip('addr', 'add', cidr, 'dev', tun.name);
 ip('link', 'set', 'dev', tun.name, 'mtu', '1400', 'up');
-if (VNET) ip('link', 'set', 'dev', tun.name, 'gso_max_size', '60000');
-const udp = new Udp(local, PORT);
+const udp = new Udp(local, PORT, OFFLOAD);
 const side = () => ({ buffer: Buffer.alloc(SLOT * BATCH), lengths: new Int32Array(BATCH), offsets: Int32Array.from({ length: BATCH }, (_, i) => i * SLOT) });
 const out = side();
 const back = side();
@@ -139,13 +152,33 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-/** One iperf3 run through fresh forwarders: received Mbit/s and the sender's retransmits. */
-async function measure(config: Config): Promise<{ mbits: number; retransmits: number }> {
-  const script = join(dir, 'forwarder.mjs');
-  const rounds = Number.isFinite(config.rounds) ? String(config.rounds) : '1e9';
-  const flags = [String(config.batch), rounds, config.vnet ? '1' : '0'];
-  const a = start(NS_A, [process.execPath, script, '10.79.0.1/24', '10.78.0.1', '10.78.0.2', ...flags]);
-  const b = start(NS_B, [process.execPath, script, '10.79.0.2/24', '10.78.0.2', '10.78.0.1', ...flags]);
+interface Sample {
+  mbits: number;
+  retransmits: number;
+  rttMs: number;
+  underlayRttMs: number;
+}
+
+/** Median RTT of PINGS pings 10 ms apart from namespace a. */
+function pingMedianMs(address: string): number {
+  const output = execFileSync(
+    'ip',
+    ['netns', 'exec', NS_A, 'ping', '-n', '-c', String(PINGS), '-i', '0.01', address],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  return median([...output.matchAll(/time=([\d.]+) ms/g)].map((match) => Number(match[1])));
+}
+
+/** One iperf3 run and one ping series through fresh forwarders, and the veth's RTT right after. */
+async function measure(config: Config): Promise<Sample> {
+  const command = (cidr: string, local: string, peer: string): string[] => {
+    if (config.reference) return [join(dir, 'reference-forwarder'), cidr, local, peer];
+    const rounds = Number.isFinite(config.rounds) ? String(config.rounds) : '1e9';
+    const flags = [String(config.batch), rounds, config.offload ? '1' : '0'];
+    return [process.execPath, join(dir, 'forwarder.mjs'), cidr, local, peer, ...flags];
+  };
+  const a = start(NS_A, command('10.79.0.1/24', '10.78.0.1', '10.78.0.2'));
+  const b = start(NS_B, command('10.79.0.2/24', '10.78.0.2', '10.78.0.1'));
   let server: ReturnType<typeof start> | undefined;
   try {
     await Promise.all([a.ready, b.ready]);
@@ -161,7 +194,12 @@ async function measure(config: Config): Promise<{ mbits: number; retransmits: nu
         end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits: number } };
       }
     ).end;
-    return { mbits: end.sum_received.bits_per_second / 1e6, retransmits: end.sum_sent.retransmits };
+    return {
+      mbits: end.sum_received.bits_per_second / 1e6,
+      retransmits: end.sum_sent.retransmits,
+      rttMs: pingMedianMs('10.79.0.2'),
+      underlayRttMs: pingMedianMs('10.78.0.2'),
+    };
   } finally {
     await Promise.all([stop(a.child), stop(b.child), ...(server ? [stop(server.child)] : [])]);
   }
@@ -172,6 +210,13 @@ beforeAll(() => {
   removeNamespaces();
   dir = mkdtempSync(join(tmpdir(), 'nmtun-bench-'));
   writeFileSync(join(dir, 'forwarder.mjs'), FORWARDER);
+  // The C compiler node-gyp needs for the addon builds the reference forwarder too.
+  execFileSync('cc', [
+    '-O2',
+    '-o',
+    join(dir, 'reference-forwarder'),
+    join(import.meta.dirname, 'reference-forwarder.c'),
+  ]);
   for (const namespace of [NS_A, NS_B]) {
     ip('netns', 'add', namespace);
     ip('-n', namespace, 'link', 'set', 'dev', 'lo', 'up');
@@ -188,10 +233,8 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-it(`TCP through two TUN forwarders, ${ROUNDS} x ${SECONDS} s per variant, interleaved`, async () => {
-  const samples = new Map<Config, { mbits: number; retransmits: number }[]>(
-    CONFIGS.map((config) => [config, []]),
-  );
+it(`TCP and ping through two TUN forwarders, ${ROUNDS} x ${SECONDS} s per variant, interleaved`, async () => {
+  const samples = new Map<Config, Sample[]>(CONFIGS.map((config) => [config, []]));
   for (let round = 0; round < ROUNDS; round++)
     for (const config of CONFIGS) samples.get(config)!.push(await measure(config));
   const rows = CONFIGS.map((config) => {
@@ -203,7 +246,16 @@ it(`TCP through two TUN forwarders, ${ROUNDS} x ${SECONDS} s per variant, interl
       minMbits: Math.round(Math.min(...mbits)),
       maxMbits: Math.round(Math.max(...mbits)),
       medianRetransmits: Math.round(median(runs.map((run) => run.retransmits))),
+      rttMedianMs: Number(median(runs.map((run) => run.rttMs)).toFixed(3)),
+      rttOverVethMs: Number(median(runs.map((run) => run.rttMs - run.underlayRttMs)).toFixed(3)),
     };
   });
-  report('tun-forwarder', rows, { rounds: ROUNDS, seconds: SECONDS, tunMtu: 1400, vethMtu: 1500 });
+  report('tun-forwarder', rows, {
+    rounds: ROUNDS,
+    seconds: SECONDS,
+    pings: PINGS,
+    tunMtu: 1400,
+    vethMtu: 1500,
+    vethRttMedianMs: Number(median([...samples.values()].flat().map((run) => run.underlayRttMs)).toFixed(3)),
+  });
 });
