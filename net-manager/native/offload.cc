@@ -166,18 +166,23 @@ bool ParseTcpSegment(const uint8_t* packet, size_t length, TcpSegment* out) {
   return true;
 }
 
+bool SameFlow(const TcpSegment& a, const TcpSegment& b) {
+  return std::memcmp(a.packet + 12, b.packet + 12, 8) == 0 && std::memcmp(a.packet + 20, b.packet + 20, 4) == 0;
+}
+
 bool Continues(const TcpSegment& first, const TcpSegment& last, size_t runPayload, size_t runCount,
                const TcpSegment& next) {
   if (runCount >= kMaxCoalesced || last.push || last.payload != first.payload) return false;
   if (next.payload > first.payload || next.headerLen != first.headerLen) return false;
   if (next.seq != last.seq + static_cast<uint32_t>(last.payload)) return false;
   if (first.headerLen + runPayload + next.payload > kMaxIpPacket) return false;
+  if (!SameFlow(first, next)) return false;
   const uint8_t* a = first.packet;
   const uint8_t* b = next.packet;
-  // IP: TOS, DF, TTL, protocol, addresses alike (ID and checksum may differ).
-  if (a[1] != b[1] || a[6] != b[6] || a[8] != b[8] || std::memcmp(a + 12, b + 12, 8) != 0) return false;
-  // TCP: ports, acknowledgement, flags but PSH, window, urgent pointer and options alike (sequence and checksum differ).
-  if (std::memcmp(a + 20, b + 20, 4) != 0 || std::memcmp(a + 28, b + 28, 4) != 0) return false;
+  // IP: TOS, DF, TTL alike (ID and checksum may differ).
+  if (a[1] != b[1] || a[6] != b[6] || a[8] != b[8]) return false;
+  // TCP: acknowledgement, flags but PSH, window, urgent pointer and options alike (sequence and checksum differ).
+  if (std::memcmp(a + 28, b + 28, 4) != 0) return false;
   if ((a[33] & ~kPsh) != (b[33] & ~kPsh) || std::memcmp(a + 34, b + 34, 2) != 0) return false;
   if (std::memcmp(a + 38, b + 38, 2) != 0) return false;
   return std::memcmp(a + 40, b + 40, first.headerLen - 40) == 0;

@@ -83,6 +83,9 @@ struct TcpSegment {
 // False when the packet cannot take part in coalescing (it is then written on its own).
 bool ParseTcpSegment(const uint8_t* packet, size_t length, TcpSegment* out);
 
+// Whether two segments belong to one TCP flow (addresses and ports alike).
+bool SameFlow(const TcpSegment& a, const TcpSegment& b);
+
 // Whether `next` continues the run whose first segment is `first` and last is `last` (same flow, headers alike,
 // sequence numbers back to back, every segment but the last exactly as long as the first; under 64 KiB).
 bool Continues(const TcpSegment& first, const TcpSegment& last, size_t runPayload, size_t runCount,

@@ -44,7 +44,7 @@ namespace {
 // The kernel caps one recvmmsg/sendmmsg call at UIO_MAXIOV messages.
 constexpr uint32_t kMaxMessagesPerCall = 1024;
 // Room behind each slot for the tail of an oversized packet, so that its real length can be seen and the
-// packet dropped (TUN packets are at most 64 KiB, plus a virtio header with IFF_VNET_HDR).
+// packet dropped (TUN packets are at most 64 KiB).
 constexpr size_t kOverflowSize = 128 * 1024;
 constexpr int kSocketBufferBytes = 4 * 1024 * 1024;
 // One UDP_SEGMENT message: at most 64 datagrams (the kernel's UDP_MAX_SEGMENTS is 64 or more) and 64 KiB in all.
@@ -552,10 +552,7 @@ class Tun : public Pollable<Tun> {
         Run& run = runs_[k];
         if (!run.tcp) continue;
         const edge_offload::TcpSegment& first = segments_[run.first];
-        // Another flow: addresses or ports differ.
-        if (std::memcmp(first.packet + 12, segment.packet + 12, 8) != 0 ||
-            std::memcmp(first.packet + 20, segment.packet + 20, 4) != 0)
-          continue;
+        if (!edge_offload::SameFlow(first, segment)) continue;
         if (edge_offload::Continues(first, segments_[run.last], run.payload, run.count, segment)) {
           runNext_[run.last] = static_cast<int32_t>(i);
           run.last = i;

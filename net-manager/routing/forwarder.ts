@@ -146,6 +146,7 @@ export class Forwarder {
         this.queueSend(0, 0, packet.length, result);
         this.send(packet, 1);
       }
+      this.flushWrites(packet);
     }
   }
 
@@ -163,8 +164,9 @@ export class Forwarder {
   }
 
   /**
-   * Acts on a translated outgoing packet: back into the TUN, held for its route, or dropped. True when it goes
-   * to a peer (the caller queues the send). Asks for an address the translation found unknown.
+   * Acts on a translated outgoing packet: queued for the TUN (the caller flushes the writes), held for its
+   * route, or dropped. True when it goes to a peer (the caller queues the send). Asks for an address the
+   * translation found unknown.
    */
   private settleOutgoing(
     result: TranslateResult,
@@ -178,8 +180,7 @@ export class Forwarder {
       case 'send':
         return true;
       case 'local':
-        if (buffer === this.tunBuffer) this.queueWrite(offset, length);
-        else this.writeTun(buffer, offset, length);
+        this.queueWrite(offset, length);
         return false;
       case 'query':
         this.hold(result.queryIp, buffer, offset, length, since);
@@ -230,9 +231,5 @@ export class Forwarder {
     const written = this.tun.writeBatch(buffer, this.writeOffsets, this.writeLengths, this.writes);
     this.counters.tunWriteFailed += this.writes - written;
     this.writes = 0;
-  }
-
-  private writeTun(buffer: Buffer, offset: number, length: number): void {
-    if (!this.tun.write(buffer, offset, length)) this.counters.tunWriteFailed++;
   }
 }

@@ -132,7 +132,7 @@ export function ipv4HeaderChecksum(buffer: Uint8Array, offset: number): number {
 }
 
 /** The one's complement sum of the TCP/UDP pseudo-header. */
-export function pseudoHeaderSum(src: number, dst: number, protocol: number, transportLength: number): number {
+function pseudoHeaderSum(src: number, dst: number, protocol: number, transportLength: number): number {
   return (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + protocol + transportLength;
 }
 
@@ -183,10 +183,6 @@ function adjustChecksum(buffer: Uint8Array, at: number, delta: number): number {
 }
 
 /** A checksum field that holds the folded pseudo-header sum, not yet complemented (offloaded checksums). */
-function adjustPartialChecksum(buffer: Uint8Array, at: number, delta: number): void {
-  write16(buffer, at, fold(read16(buffer, at) + delta));
-}
-
 function isIcmpQuery(type: number): boolean {
   // echo reply/request, timestamp, information, address mask: all carry an identifier
   return type === 0 || type === 8 || (type >= 13 && type <= 18);
@@ -305,8 +301,7 @@ function parseInner(
 /**
  * Replaces the source and destination of the parsed packet at `offset` and fixes the IP header checksum and,
  * in a first fragment, the TCP/UDP checksum (the pseudo-header holds the addresses; a UDP checksum of 0 means
- * none and stays 0). `l4ChecksumPartial`: the TCP/UDP checksum field holds the uncomplemented pseudo-header
- * sum that checksum offload completes later (virtio-net NEEDS_CSUM). Updates `info.src` and `info.dst`.
+ * none and stays 0). Updates `info.src` and `info.dst`.
  */
 export function rewriteAddresses(
   buffer: Uint8Array,
@@ -314,7 +309,6 @@ export function rewriteAddresses(
   info: PacketInfo,
   newSrc: number,
   newDst: number,
-  l4ChecksumPartial = false,
 ): void {
   const delta = addressDelta(info.src, info.dst, newSrc, newDst);
   write32(buffer, offset + 12, newSrc);
@@ -325,11 +319,9 @@ export function rewriteAddresses(
   if (!info.firstFragment) return;
   const l4 = offset + info.headerLength;
   if (info.protocol === PROTOCOL_TCP) {
-    if (l4ChecksumPartial) adjustPartialChecksum(buffer, l4 + 16, delta);
-    else adjustChecksum(buffer, l4 + 16, delta);
+    adjustChecksum(buffer, l4 + 16, delta);
   } else if (info.protocol === PROTOCOL_UDP) {
-    if (l4ChecksumPartial) adjustPartialChecksum(buffer, l4 + 6, delta);
-    else if (read16(buffer, l4 + 6) !== 0 && adjustChecksum(buffer, l4 + 6, delta) === 0) {
+    if (read16(buffer, l4 + 6) !== 0 && adjustChecksum(buffer, l4 + 6, delta) === 0) {
       write16(buffer, l4 + 6, 0xffff);
     }
   }

@@ -147,17 +147,8 @@ export class Translator {
     return this.attachments.size;
   }
 
-  /**
-   * Translates a packet a local container sent (read from the TUN), in place. Never throws.
-   * `l4ChecksumPartial`: the TCP/UDP checksum is left for offload to complete (virtio-net NEEDS_CSUM).
-   */
-  translateOutgoing(
-    buffer: Uint8Array,
-    offset: number,
-    length: number,
-    now = this.now(),
-    l4ChecksumPartial = false,
-  ): TranslateResult {
+  /** Translates a packet a local container sent (read from the TUN), in place. Never throws. */
+  translateOutgoing(buffer: Uint8Array, offset: number, length: number, now = this.now()): TranslateResult {
     const info = this.info;
     const result = this.begin();
     const refused = this.parse(buffer, offset, length);
@@ -193,7 +184,7 @@ export class Translator {
     if (route === null) return this.drop('no-route');
 
     const originalSrc = info.src;
-    rewriteAddresses(buffer, offset, info, instanceIp, route.namespaceIp, l4ChecksumPartial);
+    rewriteAddresses(buffer, offset, info, instanceIp, route.namespaceIp);
     // An ICMP error a container sends quotes the packet it got: (sender's instance IP -> this namespace IP).
     if (info.hasInner && info.innerSrc === dst && info.innerDst === originalSrc) {
       rewriteInnerAddresses(buffer, offset, info, route.namespaceIp, instanceIp);
@@ -205,25 +196,19 @@ export class Translator {
       result.peerPort = route.udpPort;
       return result;
     }
-    if (!this.arrive(buffer, offset, info, now, l4ChecksumPartial)) return this.drop('not-local');
+    if (!this.arrive(buffer, offset, info, now)) return this.drop('not-local');
     this.counters.local++;
     result.action = 'local';
     return result;
   }
 
   /** Translates a packet from a peer worker, in place, for the local TUN. Never throws. */
-  translateArriving(
-    buffer: Uint8Array,
-    offset: number,
-    length: number,
-    now = this.now(),
-    l4ChecksumPartial = false,
-  ): TranslateResult {
+  translateArriving(buffer: Uint8Array, offset: number, length: number, now = this.now()): TranslateResult {
     const info = this.info;
     const result = this.begin();
     const refused = this.parse(buffer, offset, length);
     if (refused) return refused;
-    if (!this.arrive(buffer, offset, info, now, l4ChecksumPartial)) return this.drop('not-local');
+    if (!this.arrive(buffer, offset, info, now)) return this.drop('not-local');
     this.counters.delivered++;
     result.action = 'deliver';
     return result;
@@ -294,13 +279,7 @@ export class Translator {
    * The arriving half, on a parsed packet whose destination should be a local namespace IP: gives a service
    * flow's replies the service IP as source. False when the destination is not attached here.
    */
-  private arrive(
-    buffer: Uint8Array,
-    offset: number,
-    info: PacketInfo,
-    now: number,
-    l4ChecksumPartial: boolean,
-  ): boolean {
+  private arrive(buffer: Uint8Array, offset: number, info: PacketInfo, now: number): boolean {
     const localIp = info.dst;
     if (!this.attachments.has(localIp)) return false;
     const src = info.src;
@@ -334,7 +313,7 @@ export class Translator {
         this.arrivingFragments.remember(src, localIp, info.ipId, info.protocol, serviceIp, now);
       }
     }
-    rewriteAddresses(buffer, offset, info, serviceIp, localIp, l4ChecksumPartial);
+    rewriteAddresses(buffer, offset, info, serviceIp, localIp);
     return true;
   }
 }
