@@ -91,7 +91,7 @@ export async function startLocalApi(
     void route(req, res).catch((error: unknown) => {
       if (error instanceof NetManagerError) return sendError(res, error);
       logger.error({ err: (error as Error).stack, url: req.url }, 'local API request failed');
-      sendError(res, new NetManagerError('attach_failed', (error as Error).message, 500));
+      sendError(res, new NetManagerError('internal', (error as Error).message, 500));
     });
   });
   const route = async (req: IncomingMessage, res: ServerResponse) => {

@@ -2,7 +2,7 @@
 export class NetManagerError extends Error {
   override name = 'NetManagerError';
   constructor(
-    readonly code: 'invalid_input' | 'not_ready' | 'not_found' | 'conflict' | 'attach_failed' | 'subnet_full',
+    readonly code: 'invalid_input' | 'not_ready' | 'not_found' | 'attach_failed' | 'subnet_full' | 'internal',
     message: string,
     readonly status: number,
     readonly details: { path: string; message: string }[] = [],

@@ -25,7 +25,11 @@ if (process.getuid?.() !== 0) {
   logger.fatal('the net manager must run as root (it creates a TUN device, links and routes)');
   process.exit(1);
 }
-const manager = new NetManager(config, logger);
+// A failed poll stops the data plane: end (non-zero) so that the supervisor starts a fresh one.
+const manager = new NetManager(config, logger, () => {
+  process.exitCode = 1;
+  void shutdown('data plane failure');
+});
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {

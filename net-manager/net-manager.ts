@@ -62,7 +62,7 @@ export class NetManager {
   private readonly containers: ContainerLink;
   private readonly routeCache = new RouteCache({ pendingTtlMs: QUERY_TIMEOUT_MS });
   private readonly translator = new Translator({ routes: this.routeCache });
-  private readonly counters = { rejectedTables: 0, queries: 0 };
+  private readonly counters = { rejectedTables: 0, queriesPublished: 0 };
   private tun: TunDevice | undefined;
   private udp: UdpEndpoint | undefined;
   private forwarder: Forwarder | undefined;
@@ -73,9 +73,11 @@ export class NetManager {
   /** Keys of instances attached before this start: released unless the node engine attaches them again. */
   private readonly staleKeys = new Set<string>();
 
+  /** `onFatal`: the data plane stopped for good (a TUN or socket poll failed); the program should end. */
   constructor(
     private readonly config: NetManagerConfig,
     private readonly logger: Logger,
+    private readonly onFatal: (error: Error) => void = () => undefined,
   ) {
     const common = {
       runner: this.runner,
@@ -90,8 +92,7 @@ export class NetManager {
   async start(): Promise<void> {
     const { config, logger } = this;
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-    const removed = await this.links.cleanUpLeftovers();
-    if (removed.length > 0) logger.warn({ removed }, 'removed what an earlier run left behind');
+    await this.links.cleanUpLeftovers();
     this.tun = this.openTun();
     this.udp = UdpEndpoint.bind('0.0.0.0', config.udpPort, { offload: this.tun.offload });
     this.forwarder = new Forwarder({
@@ -99,6 +100,10 @@ export class NetManager {
       udp: this.udp,
       translator: this.translator,
       query: (ip) => this.query(ip),
+      onError: (error) => {
+        logger.fatal({ err: error.message }, 'the data plane stopped');
+        this.onFatal(error);
+      },
     });
     this.forwarder.start();
     const saved = await this.loadHandover();
@@ -114,7 +119,6 @@ export class NetManager {
     this.timers.push(
       setInterval(() => this.expire(), 1000),
       setInterval(() => this.refresh(), REFRESH_MS),
-      setTimeout(() => void this.releaseStale(), STALE_ATTACHMENT_MS),
     );
   }
 
@@ -140,9 +144,7 @@ export class NetManager {
     await this.joined?.control.close();
     this.tun?.close();
     this.udp?.close();
-    for (const veth of await this.containers.attachedVeths().catch(() => [])) {
-      await this.runner.ip(['link', 'delete', 'dev', veth]).catch(() => undefined);
-    }
+    // Every container's veth, the bridge, the route and the chain.
     await this.links.tearDown();
   }
 
@@ -160,11 +162,12 @@ export class NetManager {
       offload: this.tun?.offload ?? false,
       mqttConnected: joined?.control.connected ?? false,
       attachments: this.translator.attachmentCount,
+      // One flat map: the addon's counters carry their device in the name (both have `truncated`-like names).
       counters: {
         ...this.translator.counters,
         ...this.forwarder?.counters,
-        ...this.tun?.stats(),
-        ...this.udp?.stats(),
+        ...prefixed('tun', this.tun?.stats()),
+        ...prefixed('udp', this.udp?.stats()),
         ...this.counters,
         cachedJobs: this.routeCache.size,
         flows: this.translator.flows.size,
@@ -275,19 +278,14 @@ export class NetManager {
     if (sameNode && previous.subnet === subnet) return;
     const publicIp = this.config.publicIp ?? (await this.publicAddress(handover.mqtt.url));
     const links = await this.links.setUp(subnet);
-    if (links.firewall === 'unavailable') {
-      this.logger.warn(
-        'iptables is missing: overlay traffic relies on the FORWARD policy letting it through',
-      );
-    }
     let book = previous?.book;
     if (!book || previous?.subnet !== subnet) {
       book = await AddressBook.load(this.config.dataDir, subnet, this.logger);
-      // Links from before this start are gone (removed on start); their addresses wait for the node engine.
-      for (const attachment of book.attachments()) {
-        this.staleKeys.add(attachment.key);
-        await book.forgetAttachment(attachment.containerId);
-      }
+      // Links from before this start are gone (removed on start); their addresses wait for the node engine,
+      // which attaches what still runs; the rest are released a while after the join.
+      for (const attachment of await book.forgetAllAttachments()) this.staleKeys.add(attachment.key);
+      if (this.staleKeys.size > 0)
+        this.timers.push(setTimeout(() => void this.releaseStale(), STALE_ATTACHMENT_MS));
     }
     let control = previous?.control;
     if (!sameNode || !control) {
@@ -344,7 +342,7 @@ export class NetManager {
   }
 
   private query(ip: number): void {
-    this.counters.queries++;
+    this.counters.queriesPublished++;
     this.joined?.control.query(numberToIp(ip));
   }
 
@@ -362,10 +360,13 @@ export class NetManager {
   private async releaseStale(): Promise<void> {
     const book = this.joined?.book;
     if (!book) return;
-    for (const key of this.staleKeys) await book.release(key).catch(() => undefined);
-    if (this.staleKeys.size > 0)
-      this.logger.info({ released: this.staleKeys.size }, 'released stale addresses');
+    const keys = [...this.staleKeys];
     this.staleKeys.clear();
+    if (keys.length === 0) return;
+    await book
+      .release(...keys)
+      .then(() => this.logger.info({ released: keys.length }, 'released stale addresses'))
+      .catch((error: Error) => this.logger.error({ err: error.message }, 'cannot release stale addresses'));
   }
 
   private async unlink(joined: Joined, containerId: string): Promise<void> {
@@ -382,7 +383,7 @@ export class NetManager {
       throw new NetManagerError('invalid_input', `"${mqttUrl}" is not a URL`, 400);
     }
     try {
-      return await addressTowards(host);
+      return await addressTowards(this.runner, host);
     } catch (error) {
       throw new NetManagerError('not_ready', (error as Error).message, 409);
     }
@@ -402,4 +403,14 @@ export class NetManager {
     }
     return parsed.data;
   }
+}
+
+/** `{oversized: 1}` -> `{tunOversized: 1}`. */
+function prefixed(prefix: string, counters: object | undefined): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(counters ?? {}).map(([name, value]) => [
+      prefix + name[0]!.toUpperCase() + name.slice(1),
+      value,
+    ]),
+  );
 }

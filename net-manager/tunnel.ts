@@ -5,8 +5,6 @@
  */
 import { loadTunAddon, type NativeUdp, type ReadableCallback, type UdpStats } from './tun.js';
 
-export type { ReadableCallback, UdpStats } from './tun.js';
-
 /** A non-blocking IPv4 UDP socket for overlay traffic. */
 export class UdpEndpoint {
   /** The bound port (the one the kernel picked for port 0). */

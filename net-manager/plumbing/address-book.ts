@@ -117,10 +117,14 @@ export class AddressBook {
   }
 
   /** Frees the address of `key` and forgets its attachments; releasing an unknown key is fine. */
-  async release(key: string): Promise<void> {
-    let changed = this.addresses.delete(key);
-    for (const [containerId, attachment] of this.attached) {
-      if (attachment.key === key) changed = this.attached.delete(containerId) || changed;
+  /** Frees the addresses of these keys (and forgets their attachments), with one write of the file. */
+  async release(...keys: string[]): Promise<void> {
+    let changed = false;
+    for (const key of keys) {
+      changed = this.addresses.delete(key) || changed;
+      for (const [containerId, attachment] of this.attached) {
+        if (attachment.key === key) changed = this.attached.delete(containerId) || changed;
+      }
     }
     if (changed) await this.save();
   }
@@ -146,6 +150,15 @@ export class AddressBook {
     this.attached.delete(containerId);
     await this.save();
     return attachment;
+  }
+
+  /** Forgets every attachment (their addresses stay allocated), with one write of the file. */
+  async forgetAllAttachments(): Promise<Attachment[]> {
+    const all = [...this.attached.values()];
+    if (all.length === 0) return all;
+    this.attached.clear();
+    await this.save();
+    return all;
   }
 
   attachment(containerId: string): Attachment | undefined {

@@ -115,8 +115,8 @@ export class OverlayLinks {
   }
 
   /**
-   * At start-up, before `setUp`: removes what a crashed earlier run left (its veths, bridge, route and chain)
-   * and returns what it removed, so that nothing stale survives.
+   * At start-up, before `setUp`: removes what a crashed earlier run left (its veths, bridge, route and chain),
+   * logs it and returns what it removed, so that nothing stale survives.
    */
   async cleanUpLeftovers(): Promise<string[]> {
     const removed = await this.tearDown();

@@ -31,6 +31,8 @@ export interface ForwarderOptions {
   translator: Translator;
   /** Ask the cluster manager which job owns `ip` (the answer comes back through the translator's route cache). */
   query: (ip: number) => void;
+  /** Polling the TUN or the UDP socket failed (the fd went bad): the data plane has stopped. */
+  onError: (error: Error) => void;
   now?: () => number;
 }
 
@@ -52,6 +54,7 @@ export class Forwarder {
   private readonly udp: UdpEndpoint;
   private readonly translator: Translator;
   private readonly query: (ip: number) => void;
+  private readonly onError: (error: Error) => void;
   private readonly now: () => number;
   private readonly tunBuffer = Buffer.alloc(SLOT_BYTES * BATCH);
   private readonly tunLengths = new Int32Array(BATCH);
@@ -75,12 +78,13 @@ export class Forwarder {
     this.udp = options.udp;
     this.translator = options.translator;
     this.query = options.query;
+    this.onError = options.onError;
     this.now = options.now ?? Date.now;
   }
 
   start(): void {
-    this.tun.onReadable(() => this.drainTun());
-    this.udp.onReadable(() => this.drainPeers());
+    this.tun.onReadable((error) => (error ? this.onError(error) : this.drainTun()));
+    this.udp.onReadable((error) => (error ? this.onError(error) : this.drainPeers()));
   }
 
   /** Packets the local containers sent: to peers, back into the TUN, or held until their route is known. */
@@ -175,7 +179,7 @@ export class Forwarder {
     length: number,
     since: number,
   ): boolean {
-    if (result.queryIp !== 0 && result.action !== 'query') this.query(result.queryIp);
+    if (result.queryIp !== 0) this.query(result.queryIp);
     switch (result.action) {
       case 'send':
         return true;
@@ -198,7 +202,6 @@ export class Forwarder {
   }
 
   private hold(ip: number, buffer: Buffer, offset: number, length: number, since: number): void {
-    this.query(ip);
     if (this.waiting.has(ip) || this.waiting.size >= MAX_WAITING) {
       this.counters.heldDropped++;
       return;

@@ -114,10 +114,6 @@ export class RouteCache {
     return this.jobs.size;
   }
 
-  job(jobId: string): CachedJob | undefined {
-    return this.jobs.get(jobId);
-  }
-
   /** Sets which routes are local (the node id arrives after start) and re-sorts every job's targets. */
   setLocalNodeId(nodeId: string | null): void {
     this.localNodeId = nodeId;

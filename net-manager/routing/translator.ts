@@ -138,11 +138,6 @@ export class Translator {
     return this.attachments.delete(namespaceIp);
   }
 
-  /** The instance IP of an attached namespace IP. */
-  instanceIpOf(namespaceIp: number): number | undefined {
-    return this.attachments.get(namespaceIp);
-  }
-
   get attachmentCount(): number {
     return this.attachments.size;
   }

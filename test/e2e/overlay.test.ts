@@ -119,6 +119,21 @@ describe('the overlay joins containers across workers', () => {
     expect(new Set(subnets).size).toBe(3);
   });
 
+  it('ends a net manager non-zero (for its supervisor) when its TUN device goes away under it', async () => {
+    const host = network!.addHost(WORKERS.length + 1);
+    const nm = Program.start(
+      'nm-doomed',
+      BINS.netManager,
+      ['--data-dir', join(cluster!.dir, 'nm-doomed')],
+      {},
+      host.execPrefix,
+    );
+    await nm.waitForLog(/net manager listening/);
+    host.exec('ip', ['link', 'delete', 'dev', 'edge0']);
+    expect(await nm.exited()).toBe(1);
+    await nm.waitForLog(/the data plane stopped/, 1000);
+  });
+
   it('uses offloads where asked for (all but the last worker)', () => {
     for (const [index, name] of WORKERS.entries()) {
       const socket = join(cluster!.dir, `nm-${name}`, 'net-manager.sock');

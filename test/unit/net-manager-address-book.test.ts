@@ -89,6 +89,26 @@ describe('net manager address book', () => {
     expect((await AddressBook.load(dir, SUBNET)).addressOf('job/0')).toBe(ip);
   });
 
+  it('forgets every attachment and releases many keys, each with one write, kept across a reload', async () => {
+    const book = await AddressBook.load(dir, SUBNET);
+    const first = await book.allocate('job/0');
+    const second = await book.allocate('job/1');
+    const third = await book.allocate('job/2');
+    await book.recordAttachment(attachment('job/0', first));
+    await book.recordAttachment(attachment('job/1', second, 'b'.repeat(64)));
+    expect((await book.forgetAllAttachments()).map((each) => each.key).sort()).toEqual(['job/0', 'job/1']);
+    expect(await book.forgetAllAttachments()).toEqual([]);
+    await book.release('job/0', 'job/2', 'never-allocated/0');
+
+    const again = await AddressBook.load(dir, SUBNET);
+    expect(again.attachments()).toEqual([]);
+    expect(again.addressOf('job/0')).toBeUndefined();
+    expect(again.addressOf('job/1')).toBe(second);
+    expect(again.addressOf('job/2')).toBeUndefined();
+    expect(await again.allocate('x/0')).toBe(first);
+    expect(await again.allocate('x/1')).toBe(third);
+  });
+
   it('forgets the attachments of a released key, and refuses an attachment with an address not allocated', async () => {
     const book = await AddressBook.load(dir, SUBNET);
     const ip = await book.allocate('job/0');
