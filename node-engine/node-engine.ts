@@ -58,6 +58,9 @@ export class NodeEngine {
   private netManagerPresent = false;
   private lastRegistered: Registered | undefined;
   private netManagerWatch: NodeJS.Timeout | undefined;
+  /** Hand-overs to the net manager run one at a time, each with the latest registration. */
+  private handOvers: Promise<void> = Promise.resolve();
+  private stopped = false;
 
   constructor(
     private readonly config: NodeEngineConfig,
@@ -105,16 +108,18 @@ export class NodeEngine {
     const identity = await this.registration.loadIdentity();
     if (identity) await this.activate(identity.nodeId);
     this.registration.start();
-    this.netManagerWatch = setInterval(() => void this.watchNetManager(), NET_MANAGER_WATCH_MS);
+    this.scheduleNetManagerWatch();
     return api.url;
   }
 
   /** Stops cleanly; workloads keep running and are adopted when the node engine starts again. */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.registration.stop();
-    clearInterval(this.netManagerWatch);
+    clearTimeout(this.netManagerWatch);
     this.telemetry?.stop();
     await this.activation;
+    await this.handOvers;
     await this.active?.reconciler.stop();
     await this.mqtt?.close(true);
     await new Promise<void>((resolve) => (this.api ? this.api.close(() => resolve()) : resolve()));
@@ -193,6 +198,7 @@ export class NodeEngine {
     for (const runtime of old.runtimes) {
       for (const workload of await runtime.list().catch(() => [])) {
         await runtime.remove(workload.handle).catch(() => undefined);
+        if (workload.handle.technology === 'docker') await this.overlay.detach(workload.handle.id);
       }
     }
     for (const state of this.statuses.all()) this.statuses.forget(state.job, state.instance);
@@ -229,35 +235,45 @@ export class NodeEngine {
   }
 
   /**
-   * Tells the net manager who this node is. A net manager that started anew (another boot id) has lost its
-   * links: every container is attached again.
+   * Tells the net manager who this node is, one hand-over at a time. A net manager that started anew (another
+   * boot id) has lost its links: the reconciler attaches every container again.
    */
-  private async handOverToNetManager(): Promise<void> {
-    const registered = this.lastRegistered;
-    if (!registered) return;
-    const before = this.netManager.bootId;
-    await this.netManager.handOver({
-      nodeId: registered.nodeId,
-      mqtt: registered.mqtt,
-      ...(registered.subnet !== undefined ? { subnet: registered.subnet } : {}),
-    });
-    if (this.netManager.bootId !== before) {
-      this.overlay.forget();
+  private handOverToNetManager(): Promise<void> {
+    const next = this.handOvers.then(async () => {
+      const registered = this.lastRegistered;
+      if (!registered) return;
+      await this.netManager.handOver({
+        nodeId: registered.nodeId,
+        mqtt: registered.mqtt,
+        ...(registered.subnet !== undefined ? { subnet: registered.subnet } : {}),
+      });
       this.active?.reconciler.trigger();
-    }
+    });
+    this.handOvers = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Checks every few seconds, one check at a time (a status call may take up to 10 s). */
+  private scheduleNetManagerWatch(): void {
+    this.netManagerWatch = setTimeout(() => {
+      void this.watchNetManager().finally(() => {
+        if (!this.stopped) this.scheduleNetManagerWatch();
+      });
+    }, NET_MANAGER_WATCH_MS);
   }
 
   /** A net manager that appears, restarts or goes away is noticed within a few seconds. */
   private async watchNetManager(): Promise<void> {
     const status = await this.netManager.status();
-    const appeared = status !== undefined && !this.netManagerPresent;
     this.netManagerPresent = status !== undefined;
-    if (!status || !this.lastRegistered) return;
-    if (appeared && this.lastRegistered.subnet === undefined) {
-      // Registered without a net manager, so without a subnet: register again to get one.
-      this.logger.info('a net manager appeared: registering again for an overlay subnet');
+    const registered = this.lastRegistered;
+    if (!status || !registered || this.stopped) return;
+    if (!registered.overlay) {
+      // Registered while no net manager answered, so without a subnet: register again to get one.
+      if (this.registration.state !== 'registered') return;
+      this.logger.info('a net manager answers: registering again for an overlay subnet');
       this.registration.registerAgain();
-    } else if (this.lastRegistered.subnet !== undefined && status.bootId !== this.netManager.bootId) {
+    } else if (registered.subnet !== undefined && status.bootId !== this.netManager.bootId) {
       await this.handOverToNetManager();
     }
   }

@@ -5,12 +5,15 @@ import type { DesiredInstance } from './state/desired-state.js';
 interface Attachment {
   pid: number;
   namespaceIp: string;
+  /** The net manager (its boot id) the node was handed over to when the attach started. */
+  bootId: string | undefined;
 }
 
 /**
- * Which containers are joined to the overlay, per start of the container (its pid): a container that
- * restarts gets a new network namespace and must be attached again; so must every container when the net
- * manager restarts (`forget`).
+ * Which containers are joined to the overlay, per start of the container (its pid) and per start of the net
+ * manager (its boot id): a container that restarts gets a new network namespace, and a net manager that
+ * restarts has lost its links; either way the container is attached again. An attach that was under way
+ * while the net manager changed counts for the old one, so it is made again too.
  */
 export class OverlayAttachments {
   private readonly attached = new Map<string, Attachment>();
@@ -28,12 +31,14 @@ export class OverlayAttachments {
   /** The namespace IP of this start of the container, if it is attached. */
   namespaceIp(containerId: string, pid: number): string | undefined {
     const attachment = this.attached.get(containerId);
-    return attachment?.pid === pid ? attachment.namespaceIp : undefined;
+    const current = attachment?.pid === pid && attachment.bootId === this.link.bootId;
+    return current ? attachment.namespaceIp : undefined;
   }
 
   async attach(desired: DesiredInstance, containerId: string, pid: number): Promise<string> {
     const network = desired.network;
     if (!network) throw new Error('the instance has no overlay addresses');
+    const bootId = this.link.bootId;
     const namespaceIp = await this.link.attach({
       containerId,
       pid,
@@ -43,7 +48,7 @@ export class OverlayAttachments {
       instanceIp: network.instanceIp,
       serviceIp: network.serviceIp,
     });
-    this.attached.set(containerId, { pid, namespaceIp });
+    this.attached.set(containerId, { pid, namespaceIp, bootId });
     this.logger.info(
       { job: desired.job.name, instance: desired.instance, namespaceIp, instanceIp: network.instanceIp },
       'joined the overlay',
@@ -58,10 +63,5 @@ export class OverlayAttachments {
     await this.link.detach(containerId).catch((error: Error) => {
       this.logger.warn({ containerId, err: error.message }, 'cannot detach from the overlay');
     });
-  }
-
-  /** The net manager restarted and lost its links: everything is attached again. */
-  forget(): void {
-    this.attached.clear();
   }
 }

@@ -1,4 +1,4 @@
-import type { InstanceStatus, Logger, Technology } from '../shared/index.js';
+import { backoffDelay, type InstanceStatus, type Logger, type Technology } from '../shared/index.js';
 import { type InstanceState, InstanceStatusBook } from './instance-status.js';
 import type { OverlayAttachments } from './overlay-attachments.js';
 import { decideAfterExit, RESTART_BACKOFF_RESET_MS } from './restart-policy.js';
@@ -20,6 +20,10 @@ export interface ReconcilerOptions {
   overlay?: OverlayAttachments;
 }
 
+/** Overlay attach retries: 1 s after the first failure, doubling up to 30 s (with jitter). */
+const ATTACH_RETRY_BASE_MS = 1000;
+const ATTACH_RETRY_MAX_MS = 30_000;
+
 /** What the reconciler remembers about one instance between passes (restart counts, pending actions). */
 interface Track {
   generation: number;
@@ -30,6 +34,8 @@ interface Track {
   attaching: boolean;
   /** After a failed overlay attach, the next one is tried no earlier than this. */
   retryAttachAt?: number;
+  /** Overlay attaches that failed in a row: they set the backoff and how often it is logged. */
+  attachFailures: number;
   /** Deploys of this generation are given up (image not pullable, create refused). */
   failed: boolean;
   /** After an unexpected error (Docker away), the next deploy is tried no earlier than this. */
@@ -186,6 +192,7 @@ export class Reconciler {
         consecutiveFailures: saved?.consecutiveFailures ?? 0,
         deploying: false,
         attaching: false,
+        attachFailures: 0,
         failed: false,
         settled: false,
       };
@@ -211,6 +218,19 @@ export class Reconciler {
       ...patch,
     };
     this.statuses.set(state);
+  }
+
+  private reportRunning(
+    desired: DesiredInstance,
+    containerId: string,
+    startedAt: number | undefined,
+    namespaceIp?: string,
+  ): void {
+    this.report(desired, 'running', {
+      containerId,
+      ...(startedAt !== undefined ? { startedAt } : {}),
+      ...(namespaceIp !== undefined ? { namespaceIp } : {}),
+    });
   }
 
   private settleRemoved(desired: DesiredInstance, workloads: RuntimeWorkload[]): void {
@@ -284,10 +304,7 @@ export class Reconciler {
           });
           return;
         }
-        this.report(desired, 'running', {
-          containerId: deployed.handle.id,
-          ...(deployed.startedAt !== undefined ? { startedAt: deployed.startedAt } : {}),
-        });
+        this.reportRunning(desired, deployed.handle.id, deployed.startedAt);
       } catch (error) {
         this.deployFailed(desired, track, error);
       } finally {
@@ -331,11 +348,7 @@ export class Reconciler {
         track.consecutiveFailures = 0;
         this.saveCounts(desired, track);
       }
-      this.report(desired, 'running', {
-        containerId,
-        ...(workload.startedAt !== undefined ? { startedAt: workload.startedAt } : {}),
-        ...(namespaceIp !== undefined ? { namespaceIp } : {}),
-      });
+      this.reportRunning(desired, containerId, workload.startedAt, namespaceIp);
       return;
     }
     if (workload.state === 'created') {
@@ -398,10 +411,7 @@ export class Reconciler {
         const startedAt = await runtime.start(workload.handle, spec);
         // A new start is a new network namespace: the next pass attaches it before it counts as running.
         if (this.overlay?.wanted(desired)) return;
-        this.report(desired, 'running', {
-          containerId: workload.handle.id,
-          ...(startedAt !== undefined ? { startedAt } : {}),
-        });
+        this.reportRunning(desired, workload.handle.id, startedAt);
       } catch (error) {
         if (error instanceof RuntimeError && error.code === 'not_found') return;
         this.deployFailed(desired, track, error);
@@ -411,7 +421,7 @@ export class Reconciler {
     });
   }
 
-  /** Joins a running container to the overlay; until that works it is `creating`, tried again every 2 s. */
+  /** Joins a running container to the overlay; until that works it is `creating`, tried again with backoff. */
   private attachInBackground(desired: DesiredInstance, workload: RuntimeWorkload, track: Track): void {
     const overlay = this.overlay;
     const pid = workload.pid;
@@ -423,23 +433,29 @@ export class Reconciler {
       try {
         const namespaceIp = await overlay.attach(desired, containerId, pid);
         track.retryAttachAt = undefined;
-        this.report(desired, 'running', {
-          containerId,
-          namespaceIp,
-          ...(workload.startedAt !== undefined ? { startedAt: workload.startedAt } : {}),
-        });
+        track.attachFailures = 0;
+        this.reportRunning(desired, containerId, workload.startedAt, namespaceIp);
       } catch (error) {
         const text = (error as Error).message;
-        track.retryAttachAt = Date.now() + 2000;
-        this.schedule(2000);
+        const attempt = track.attachFailures++;
+        const delay = backoffDelay(attempt, ATTACH_RETRY_BASE_MS, ATTACH_RETRY_MAX_MS);
+        track.retryAttachAt = Date.now() + delay;
+        this.schedule(delay);
         this.report(desired, 'creating', {
           containerId,
           detail: `started; cannot join the overlay yet (${text}); retrying`,
         });
-        this.logger.warn(
-          { job: desired.job.name, instance: desired.instance, err: text },
-          'overlay attach failed',
-        );
+        // Said on the first failure and once more when the retries slow down to their longest interval.
+        const atCap = ATTACH_RETRY_BASE_MS * 2 ** attempt >= ATTACH_RETRY_MAX_MS;
+        const firstAtCap = atCap && ATTACH_RETRY_BASE_MS * 2 ** (attempt - 1) < ATTACH_RETRY_MAX_MS;
+        const log = { job: desired.job.name, instance: desired.instance, err: text, failures: attempt + 1 };
+        if (attempt === 0) this.logger.warn(log, 'overlay attach failed; retrying');
+        else if (firstAtCap)
+          this.logger.warn(
+            log,
+            `overlay attach still failing; retrying every ${ATTACH_RETRY_MAX_MS / 1000} s at most`,
+          );
+        else this.logger.debug(log, 'overlay attach failed again');
       } finally {
         track.attaching = false;
       }

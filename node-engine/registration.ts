@@ -16,6 +16,8 @@ export interface Registered {
   mqtt: { url: string; username: string; password: string };
   telemetryIntervalMs: number;
   subnet?: string;
+  /** What this registration announced: whether a net manager answered (so whether it asked for a subnet). */
+  overlay: boolean;
 }
 
 export type RegistrationState = 'connecting' | 'registered' | 'refused' | 'no-credentials' | 'disconnected';
@@ -151,16 +153,17 @@ export class NodeRegistration {
   private register(): void {
     const socket = this.socket;
     if (!socket) return;
+    const info = this.options.nodeInfo();
     socket
       .timeout(this.options.registerTimeoutMs ?? 10_000)
       .emit(
         'register',
-        this.options.nodeInfo(),
-        (error: Error | null, ack: unknown) => void this.registered(error, ack),
+        info,
+        (error: Error | null, ack: unknown) => void this.registered(error, ack, info.overlay),
       );
   }
 
-  private async registered(error: Error | null, ack: unknown): Promise<void> {
+  private async registered(error: Error | null, ack: unknown, overlay: boolean): Promise<void> {
     if (error) {
       this.logger.warn('no answer to register; reconnecting');
       this.socket?.disconnect();
@@ -177,7 +180,7 @@ export class NodeRegistration {
       this.retry();
       return;
     }
-    const registered: Registered = parsed.data;
+    const registered: Registered = { ...parsed.data, overlay };
     if (registered.nodeId !== this.identity?.nodeId || registered.nodeSecret !== this.identity.nodeSecret) {
       try {
         await saveIdentity(this.options.dataDir, {

@@ -98,17 +98,22 @@ export type AttachResponse = z.infer<typeof AttachResponseSchema>;
 export const DetachRequestSchema = z.object({ containerId: z.string().min(1).max(128) });
 export type DetachRequest = z.infer<typeof DetachRequestSchema>;
 
-/** `GET /v1/status`. `bootId` changes with every start: attachments made before it must be made again. */
-export interface NetManagerStatus {
-  bootId: string;
-  nodeId: string | null;
-  subnet: string | null;
-  publicIp: string | null;
-  udpPort: number;
-  tun: string;
+/**
+ * `GET /v1/status` (also the answer to `POST /v1/node`). `bootId` changes with every start: attachments made
+ * before it must be made again. Unknown fields are dropped and `offload` may be missing, so the node engine still
+ * reads a net manager of another version.
+ */
+export const NetManagerStatusSchema = z.object({
+  bootId: z.string().min(1),
+  nodeId: z.string().nullable(),
+  subnet: z.string().nullable(),
+  publicIp: z.string().nullable(),
+  udpPort: z.number().int(),
+  tun: z.string(),
   /** TSO/GSO/GRO offloads in use (off with --no-offload, or where the kernel refused them). */
-  offload: boolean;
-  mqttConnected: boolean;
-  attachments: number;
-  counters: Record<string, number>;
-}
+  offload: z.boolean().default(false),
+  mqttConnected: z.boolean(),
+  attachments: z.number().int(),
+  counters: z.record(z.string(), z.number()),
+});
+export type NetManagerStatus = z.infer<typeof NetManagerStatusSchema>;

@@ -117,7 +117,6 @@ export class DockerRuntime implements Runtime {
     return {
       handle: { technology: 'docker', id: info.Id },
       ...(startedAt !== undefined ? { startedAt } : {}),
-      ...(info.State.Pid > 0 ? { pid: info.State.Pid } : {}),
     };
   }
 

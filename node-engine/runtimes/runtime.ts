@@ -35,7 +35,6 @@ export interface RuntimeWorkload {
 export interface DeployedWorkload {
   handle: RuntimeHandle;
   startedAt?: number;
-  pid?: number;
 }
 
 export interface WorkloadStats {

@@ -37,6 +37,9 @@ const auths: Array<Record<string, unknown>> = [];
 const registrations: NodeInfo[] = [];
 let acceptIdentity = true;
 let issuedId = nodeId;
+/** How long the fake cluster manager holds its answer to the next registration. */
+let nextAckDelayMs = 0;
+let netManager: HttpServer | undefined;
 const telemetry: NodeTelemetry[] = [];
 const reports: InstanceStatusReport[] = [];
 const retained = new Map<string, string>();
@@ -64,7 +67,9 @@ function containerIds(id: string): string[] {
     .filter(Boolean);
 }
 
-async function startEngine(): Promise<{ engine: NodeEngine; api: string }> {
+async function startEngine(
+  netManagerSocket = join(dataDir, 'no-net-manager.sock'),
+): Promise<{ engine: NodeEngine; api: string }> {
   const options = parseOptions(
     optionSpecs,
     [
@@ -83,7 +88,7 @@ async function startEngine(): Promise<{ engine: NodeEngine; api: string }> {
       '--labels',
       'zone=a',
       '--net-manager',
-      join(dataDir, 'no-net-manager.sock'),
+      netManagerSocket,
     ],
     {},
   );
@@ -112,13 +117,17 @@ describe('node engine registration, telemetry and restart', () => {
     });
     init.on('connection', (socket) => {
       socket.on('register', (info: unknown, ack: (answer: unknown) => void) => {
-        registrations.push(NodeInfoSchema.parse(info));
-        ack({
+        const parsed = NodeInfoSchema.parse(info);
+        registrations.push(parsed);
+        const answer = {
           nodeId: issuedId,
           nodeSecret: 'secret-1',
           mqtt: { url: mqttUrl, username: issuedId, password: 'pw' },
           telemetryIntervalMs: 300,
-        });
+          ...(parsed.overlay ? { subnet: '10.30.0.0/26' } : {}),
+        };
+        setTimeout(() => ack(answer), nextAckDelayMs);
+        nextAckDelayMs = 0;
       });
     });
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
@@ -139,6 +148,7 @@ describe('node engine registration, telemetry and restart', () => {
   afterAll(async () => {
     for (const engine of engines) await engine.stop().catch(() => undefined);
     await operator?.endAsync();
+    netManager?.close();
     for (const id of [nodeId, `${nodeId}-new`]) {
       for (const container of containerIds(id))
         execFileSync('docker', ['rm', '-f', container], { stdio: 'ignore' });
@@ -229,4 +239,51 @@ describe('node engine registration, telemetry and restart', () => {
     // The old id's workloads belong to a node the cluster manager forgot: they go.
     await waitFor('old containers removed', () => containerIds(nodeId).length === 0);
   });
+
+  it('registers again for a subnet when a net manager came up while it registered without one', async () => {
+    await engines.at(-1)?.stop();
+    acceptIdentity = true;
+    registrations.length = 0;
+    // The start-up probe finds no net manager; it comes up while that registration is still unanswered.
+    nextAckDelayMs = 4000;
+    const socket = join(dataDir, 'net-manager.sock');
+    const { api } = await startEngine(socket);
+    const handovers: unknown[] = [];
+    netManager = await startFakeNetManager(socket, handovers);
+    await waitFor('a registration asking for a subnet', () => registrations.some((r) => r.overlay));
+    expect(registrations[0]?.overlay).toBe(false);
+    await waitFor(
+      'the overlay on',
+      async () => ((await (await fetch(`${api}/info`)).json()) as { overlay: boolean }).overlay,
+    );
+    expect(handovers[0]).toMatchObject({ nodeId: issuedId, subnet: '10.30.0.0/26' });
+  });
 });
+
+/** A net manager's local API as an older one answers it (no `offload`), with a field this side does not know. */
+async function startFakeNetManager(socket: string, handovers: unknown[]): Promise<HttpServer> {
+  const status = {
+    bootId: 'boot-1',
+    nodeId: null,
+    subnet: null,
+    publicIp: null,
+    udpPort: 51820,
+    tun: 'edge-tun',
+    mqttConnected: false,
+    attachments: 0,
+    counters: {},
+    somethingNewer: true,
+  };
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => {
+      body += chunk.toString('utf8');
+    });
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/v1/node') handovers.push(JSON.parse(body));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(status));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  return server;
+}
