@@ -16,7 +16,6 @@ import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
 import { NodeLiveness } from './liveness/node-liveness.js';
 import { createMetrics } from './metrics.js';
-import { parseAddressPlan } from './network/address-plan.js';
 import { NetTables } from './network/net-tables.js';
 import { OverlayAddresses } from './network/overlay-addresses.js';
 import { NodeRegistry } from './registry/node-registry.js';
@@ -53,11 +52,7 @@ export class ClusterManager {
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
     const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
     const isOnline = (nodeId: string) => this.liveness.isOnline(nodeId);
-    this.addresses = new OverlayAddresses(
-      this.store,
-      parseAddressPlan(config.workerSubnets, config.serviceSubnet),
-      logger,
-    );
+    this.addresses = new OverlayAddresses(this.store, config.addressPlan, logger);
     this.outbox = new CommandOutbox(this.store, clusterId, isOnline, logger);
     this.placement = new Placement(this.store, this.outbox, isOnline, logger);
     this.reports = new NodeReports(this.store, this.outbox, this.placement, logger);

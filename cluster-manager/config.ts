@@ -1,5 +1,5 @@
 import { type ParsedOptions, readProgramOptions, resolveDataDir, UsageError } from '../shared/index.js';
-import { parseAddressPlan } from './network/address-plan.js';
+import { type AddressPlan, parseAddressPlan } from './network/address-plan.js';
 
 const PROGRAM = 'edge-cluster-manager';
 
@@ -104,15 +104,14 @@ export interface ClusterManagerConfig {
   nodeTimeoutMs: number;
   telemetryIntervalMs: number;
   advertiseMqttUrl?: string;
-  workerSubnets: string;
-  serviceSubnet: string;
+  /** From `--worker-subnets` and `--service-subnet`. */
+  addressPlan: AddressPlan;
 }
 
 /** The config from parsed flags; throws UsageError for values that parse but make no sense together. */
 export function buildClusterManagerConfig(
   o: ParsedOptions<typeof clusterManagerOptions>,
 ): ClusterManagerConfig {
-  parseAddressPlan(o['worker-subnets'], o['service-subnet']);
   return {
     httpPort: o['http-port'],
     host: o.host,
@@ -128,8 +127,7 @@ export function buildClusterManagerConfig(
     nodeTimeoutMs: o['node-timeout'],
     telemetryIntervalMs: o['telemetry-interval'],
     advertiseMqttUrl: o['advertise-mqtt-url'],
-    workerSubnets: o['worker-subnets'],
-    serviceSubnet: o['service-subnet'],
+    addressPlan: parseAddressPlan(o['worker-subnets'], o['service-subnet']),
   };
 }
 

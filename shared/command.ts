@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { InstanceStatusSchema, JobDefinitionSchema } from './job.js';
-import { InstanceNetworkSchema } from './net.js';
+import { InstanceNetworkSchema, Ipv4Schema } from './net.js';
 
 export const COMMAND_KINDS = ['deploy', 'delete', 'move', 'replicate'] as const;
 export type CommandKind = (typeof COMMAND_KINDS)[number];
@@ -43,7 +43,8 @@ export const InstanceStatusReportSchema = z.object({
   exitCode: z.number().int().optional(),
   restarts: z.number().int().min(0).default(0),
   startedAt: z.number().optional(),
-  namespaceIp: z.string().optional(),
+  /** Ends up in other workers' route tables: it must be an address. */
+  namespaceIp: Ipv4Schema.optional(),
   ts: z.number(),
 });
 export type InstanceStatusReport = z.infer<typeof InstanceStatusReportSchema>;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Ipv4Schema } from './net.js';
 
 /** Job names are DNS labels, as in Kubernetes and Nomad. */
 export const JOB_NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -119,8 +120,8 @@ export const InstanceSchema = z.object({
   detail: z.string(),
   containerId: z.string().nullable(),
   generation: z.number().int().min(0),
-  instanceIp: z.string().optional(),
-  namespaceIp: z.string().optional(),
+  instanceIp: Ipv4Schema.optional(),
+  namespaceIp: Ipv4Schema.optional(),
   restarts: z.number().int().min(0),
   startedAt: z.number().optional(),
   exitCode: z.number().int().optional(),

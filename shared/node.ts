@@ -95,6 +95,8 @@ export interface NodeView {
   sensors: Sensor[];
   overlay: boolean;
   subnet?: string;
+  /** The overlay endpoint its net manager announced, once it did. */
+  overlayEndpoint?: { publicIp: string; udpPort: number };
   version: string;
   registeredAt: number;
   lastSeen: number | null;

@@ -3,14 +3,11 @@ import { schedulableNodes } from '../jobs/cluster-snapshot.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import type { NodeRecord, Store } from '../store/index.js';
 
-/** A node as the API shows it, with the overlay endpoint its net manager announced, once it did. */
-export type NodeApiView = NodeView & { overlayEndpoint?: { publicIp: string; udpPort: number } };
-
 export function nodeViews(
   store: Store,
   liveness: NodeLiveness,
   nodes: NodeRecord[] = store.nodes.list(),
-): NodeApiView[] {
+): NodeView[] {
   const allocations = new Map(
     schedulableNodes(store, liveness.isOnline, nodes).map((node) => [node.id, node.allocated]),
   );

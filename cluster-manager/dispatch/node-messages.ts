@@ -11,7 +11,6 @@ import {
   CommandAckSchema,
   describeProblems,
   InstanceStatusReportSchema,
-  isIpv4,
   JobResourcesSchema,
   type Logger,
   type MqttClient,
@@ -96,10 +95,7 @@ function route(topic: string, payload: Buffer, retained: boolean, handlers: Node
     }
     case 'jobStatus': {
       const report = decode(InstanceStatusReportSchema);
-      // A namespace IP ends up in other workers' route tables: it must be an address.
-      if (report?.namespaceIp !== undefined && !isIpv4(report.namespaceIp))
-        handlers.rejected(topic, 'namespaceIp: an IPv4 address');
-      else if (report) handlers.status(nodeId, report);
+      if (report) handlers.status(nodeId, report);
       break;
     }
     case 'controlAck': {

@@ -10,7 +10,7 @@ import {
 import { type AddressPool, addressPool, blockPool, capacity, describeRange } from './address-pool.js';
 
 /** Each worker with a net manager gets one of these: Oakestra's `/26`. */
-export const WORKER_SUBNET_SIZE = 64;
+const WORKER_SUBNET_SIZE = 64;
 
 /** The overlay's address plan: `/26` worker subnets, and instance and service IPs from one subnet. */
 export interface AddressPlan {

@@ -38,7 +38,8 @@ const INTEREST_WRITE_EVERY_MS = 10 * 60_000;
  * The cluster manager's side of the overlay's route tables (`nodes/<id>/net/...`). Net managers announce their
  * endpoint and ask which job owns an overlay address; the answer is the job's whole table, and the node is
  * remembered as interested in that job. Whenever the table of a job changes, every interested node gets it
- * pushed; a job that goes away is pushed as `removed`.
+ * pushed; a job that goes away is pushed as `removed`, and again on the node's next announce: a net manager
+ * offline then missed the push, and its queries cannot tell it (a freed address is missing or another job's).
  *
  * Changes are seen at one place: the stores' change feeds (every write of a job or instance row; a node's
  * status or endpoint). A change only marks the job dirty; after a short debounce the table is rebuilt and
@@ -157,7 +158,7 @@ export class NetTables {
   }
 
   /** The route table of a live job, or undefined when it has no service IP (its overlay is off). */
-  tableOf(job: JobRecord): TableContent | undefined {
+  private tableOf(job: JobRecord): TableContent | undefined {
     const { store, isOnline } = this.options;
     if (!job.serviceIp) return undefined;
     const nodes = new Map<string, NodeRecord | undefined>();
@@ -200,15 +201,10 @@ export class NetTables {
 
   private push(jobId: string, nodes: string[], now: number): void {
     const { store } = this.options;
-    const job = store.jobs.getJob(jobId);
-    const table = job?.state === 'active' ? this.tableOf(job) : undefined;
+    const table = this.liveTableOrRemoved(jobId, nodes, now);
     if (!table) {
-      // Deleting or gone: its addresses are no longer routed, and will be handed out again.
-      for (const nodeId of nodes) {
-        this.send(nodeId, { kind: 'removed', jobId, ts: now }, 'push');
-        this.interestWrittenAt.delete(`${nodeId}/${jobId}`);
-      }
-      store.netInterest.forgetJob(jobId);
+      // A net manager offline now missed that (its session is clean): its next announce tells it again.
+      store.netInterest.markJobRemoved(jobId, now);
       return;
     }
     const digest = JSON.stringify(table);
@@ -222,21 +218,31 @@ export class NetTables {
     }
   }
 
-  /** Every table the node uses, sent to it alone. */
+  /** Every table the node uses, and `removed` for those it used that went away, sent to it alone. */
   private resync(nodeId: string, now: number): void {
     const { store } = this.options;
     if (!this.mqtt?.connected) return;
     for (const jobId of store.netInterest.jobsOf(nodeId)) {
-      const job = store.jobs.getJob(jobId);
-      const table = job?.state === 'active' ? this.tableOf(job) : undefined;
-      if (table) {
-        this.send(nodeId, { ...table, ts: now }, 'push');
-      } else {
+      const table = this.liveTableOrRemoved(jobId, [nodeId], now);
+      if (table) this.send(nodeId, { ...table, ts: now }, 'push');
+      else store.netInterest.forget(nodeId, jobId);
+    }
+  }
+
+  /**
+   * The table of the job while it is active; when it is deleting or gone, `nodes` are sent `removed` (its
+   * addresses are no longer routed, and will be handed out again) and undefined is returned.
+   */
+  private liveTableOrRemoved(jobId: string, nodes: string[], now: number): TableContent | undefined {
+    const job = this.options.store.jobs.getJob(jobId);
+    const table = job?.state === 'active' ? this.tableOf(job) : undefined;
+    if (!table) {
+      for (const nodeId of nodes) {
         this.send(nodeId, { kind: 'removed', jobId, ts: now }, 'push');
-        store.netInterest.forget(nodeId, jobId);
         this.interestWrittenAt.delete(`${nodeId}/${jobId}`);
       }
     }
+    return table;
   }
 
   private remember(nodeId: string, jobId: string, now: number): void {

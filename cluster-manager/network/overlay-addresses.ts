@@ -66,9 +66,10 @@ export class OverlayAddresses {
         .allInstances()
         .filter((instance) => live.has(instance.jobId) && !instance.instanceIp);
       const wanted = jobsMissing.length + instancesMissing.length;
-      this.warnAboutStrays();
+      const used = this.usedAddresses();
+      this.warnAboutStrays(used);
       if (wanted === 0) return;
-      const free = freeBlocks(this.plan.serviceAddresses, this.usedAddresses(), wanted).map(numberToIp);
+      const free = freeBlocks(this.plan.serviceAddresses, used, wanted).map(numberToIp);
       const given = free.length;
       for (const job of jobsMissing) {
         const ip = free.shift();
@@ -92,8 +93,8 @@ export class OverlayAddresses {
   }
 
   /** Addresses handed out under other flags stay where they are (instance IPs are stable); say so once. */
-  private warnAboutStrays(): void {
-    const strays = [...this.usedAddresses()].filter((ip) => !inPool(this.plan.serviceAddresses, ip)).length;
+  private warnAboutStrays(used: ReadonlySet<number>): void {
+    const strays = [...used].filter((ip) => !inPool(this.plan.serviceAddresses, ip)).length;
     if (strays > 0)
       this.logger.warn({ strays }, 'overlay addresses outside --service-subnet are kept as they are');
   }

@@ -110,6 +110,9 @@ const MIGRATIONS: string[] = [
      digest TEXT NOT NULL,
      pushed_at INTEGER NOT NULL
    );`,
+  // Interest in a job that went away stays, marked, until the node's next announce: a net manager offline
+  // when `removed` was pushed (a clean session) gets it then.
+  'ALTER TABLE net_interest ADD COLUMN removed_at INTEGER;',
 ];
 
 /**

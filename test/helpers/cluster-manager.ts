@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { ClusterManager } from '../../cluster-manager/cluster-manager.js';
 import type { ClusterManagerConfig } from '../../cluster-manager/config.js';
+import { parseAddressPlan } from '../../cluster-manager/network/address-plan.js';
 
 export interface RunningClusterManager {
   manager: ClusterManager;
@@ -16,10 +17,14 @@ export interface RunningClusterManager {
   stop(options?: { keepData?: boolean }): Promise<void>;
 }
 
-/** A cluster manager in this process on random loopback ports, with its own data dir. */
+/**
+ * A cluster manager in this process on random loopback ports, with its own data dir. `workerSubnets` and
+ * `serviceSubnet` are the flags' values, made into the address plan.
+ */
 export async function startClusterManager(
-  overrides: Partial<ClusterManagerConfig> = {},
+  overrides: Partial<ClusterManagerConfig> & { workerSubnets?: string; serviceSubnet?: string } = {},
 ): Promise<RunningClusterManager> {
+  const { workerSubnets = '10.18.0.0-10.29.255.255', serviceSubnet = '10.30.0.0/16', ...rest } = overrides;
   const dataDir = overrides.dataDir ?? mkdtempSync(join(tmpdir(), 'edge-cm-'));
   const config: ClusterManagerConfig = {
     httpPort: 0,
@@ -28,9 +33,8 @@ export async function startClusterManager(
     dataDir,
     nodeTimeoutMs: 6000,
     telemetryIntervalMs: 2000,
-    workerSubnets: '10.18.0.0-10.29.255.255',
-    serviceSubnet: '10.30.0.0/16',
-    ...overrides,
+    addressPlan: parseAddressPlan(workerSubnets, serviceSubnet),
+    ...rest,
   };
   const manager = new ClusterManager(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
   const { httpPort, mqttUrl } = await manager.start();

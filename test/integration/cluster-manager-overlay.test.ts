@@ -1,6 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Command, type NetTable, NetTableSchema, topics } from '../../shared/index.js';
+import { type Command, type NetTable, NetTableSchema, type NodeView, topics } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { freePort } from '../helpers/ports.js';
@@ -21,13 +21,6 @@ interface JobBody {
   state: string;
   serviceIp?: string;
   instances: InstanceBody[];
-}
-interface NodeBody {
-  id: string;
-  name: string;
-  overlay: boolean;
-  subnet?: string;
-  overlayEndpoint?: { publicIp: string; udpPort: number };
 }
 
 const spec = (name: string, extra: Record<string, unknown> = {}) => ({
@@ -185,7 +178,7 @@ describe('the overlay on the cluster manager', () => {
     expect(await again.register({ nodeId: a.ack!.nodeId, nodeSecret: a.ack!.nodeSecret })).toMatchObject({
       subnet: '10.18.0.0/26',
     });
-    const listed = (await api<NodeBody[]>('/api/nodes')).body;
+    const listed = (await api<NodeView[]>('/api/nodes')).body;
     expect(Object.fromEntries(listed.map((node) => [node.name, node.subnet]))).toEqual({
       'edge-a': '10.18.0.0/26',
       'edge-b': '10.18.0.64/26',
@@ -270,7 +263,7 @@ describe('the overlay on the cluster manager', () => {
     await netManagerOf(a, '192.0.2.10', 50103);
     const netB = await netManagerOf(b, '192.0.2.11', 50104);
     await waitFor(async () => {
-      const listed = (await api<NodeBody[]>('/api/nodes')).body;
+      const listed = (await api<NodeView[]>('/api/nodes')).body;
       return listed.find((node) => node.name === 'edge-a')?.overlayEndpoint?.udpPort === 50103;
     }, 'the endpoint of edge-a');
 
@@ -402,6 +395,41 @@ describe('the overlay on the cluster manager', () => {
     });
   });
 
+  it('tells a net manager that was away when a job it used went away, once it announces again', async () => {
+    cm = await startClusterManager();
+    await join('edge-a');
+    const b = await join('edge-b');
+    const away = await netManagerOf(b, '192.0.2.11');
+    const gone = await createJob(spec('gone', { constraints: { nodes: ['edge-a'] } }));
+    await away.query('10.30.0.1');
+    // A clean session: what is published while it is away is lost.
+    netManagers.splice(netManagers.indexOf(away), 1);
+    await away.close();
+    expect((await api(`/api/jobs/${gone.id}`, { method: 'DELETE' })).status).toBe(202);
+    await waitFor(async () => (await cm!.api(`/api/jobs/${gone.id}`)).status === 404, 'the job gone');
+    await waitFor(
+      async () =>
+        (await (await cm!.api('/metrics')).text()).includes(
+          'edge_cm_net_tables_total{kind="push",table="removed"} 1',
+        ),
+      'the removed push nobody got',
+    );
+    // Its addresses go to the next job: the stale table would route them to the old one.
+    const next = await createJob(spec('next', { constraints: { nodes: ['edge-a'] } }));
+    expect(next.serviceIp).toBe('10.30.0.1');
+
+    const back = await netManagerOf(b, '192.0.2.11');
+    expect(await back.next(isPush, 'removed after the announce')).toEqual({
+      kind: 'removed',
+      jobId: gone.id,
+      ts: expect.any(Number),
+    });
+    // Said once: the next announce sends nothing.
+    await back.announce('192.0.2.11', 50103);
+    await sleep(300);
+    expect(back.tables).toHaveLength(1);
+  });
+
   it('drops garbage on the net topics, counts it, and keeps answering', async () => {
     cm = await startClusterManager();
     const a = await join('edge-a');
@@ -429,7 +457,7 @@ describe('the overlay on the cluster manager', () => {
     expect(metrics).toContain('edge_cm_rejected_messages_total{topic_kind="net/announce"} 2');
     expect(metrics).toContain('edge_cm_rejected_messages_total{topic_kind="job"} 1');
     expect(netA.tables).toEqual([]);
-    const node = (await api<NodeBody>(`/api/nodes/${nodeId}`)).body;
+    const node = (await api<NodeView>(`/api/nodes/${nodeId}`)).body;
     expect(node.overlayEndpoint).toBeUndefined();
     expect((await getJob(created.id)).instances[0]!.namespaceIp).toBeUndefined();
     expect(await netA.query('10.30.0.2')).toMatchObject({ kind: 'job', jobId: created.id });
@@ -506,7 +534,7 @@ describe('the overlay on the cluster manager', () => {
     const a = await join('edge-a');
     const netA = await netManagerOf(a, '192.0.2.30', 50103);
     await waitFor(async () => {
-      const listed = (await api<NodeBody[]>('/api/nodes')).body;
+      const listed = (await api<NodeView[]>('/api/nodes')).body;
       return listed[0]?.overlayEndpoint?.publicIp === '192.0.2.30';
     }, 'the endpoint announced through mosquitto');
     const created = await createJob(spec('via-mosquitto'));
