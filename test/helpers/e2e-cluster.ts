@@ -129,16 +129,26 @@ export class E2eCluster {
     for (const node of nodes) this.nodeIds.set(node.name, node.id);
   }
 
-  api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
-    return fetch(`${this.url}${path}`, {
-      ...init,
-      headers: {
-        authorization: `Bearer ${API_TOKEN}`,
-        ...(init.json !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(init.headers as Record<string, string>),
-      },
-      body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
-    });
+  async api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
+    const request = () =>
+      fetch(`${this.url}${path}`, {
+        ...init,
+        headers: {
+          authorization: `Bearer ${API_TOKEN}`,
+          ...(init.json !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...(init.headers as Record<string, string>),
+        },
+        body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
+      });
+    try {
+      return await request();
+    } catch (error) {
+      // Tests block this process's event loop in execFileSync for seconds; meanwhile the cluster manager closes
+      // the idle keep-alive connection, and the next request goes out on it. The server never read it (it only
+      // closes idle connections), so sending it once more on a fresh connection is safe, POST included.
+      if ((error as { cause?: { code?: string } }).cause?.code !== 'UND_ERR_SOCKET') throw error;
+      return request();
+    }
   }
 
   async createJob(spec: Record<string, unknown>): Promise<JobBody> {
