@@ -64,6 +64,10 @@ Programs run under a supervisor that restarts them with backoff (1 s doubling to
 var/logs/<program>.log, pids to var/run/<program>.pid (the supervisor) and var/run/<program>.child.pid
 (the program). START_UP_STATE_DIR moves var/logs and var/run elsewhere. Every program reads its own
 environment variables (CM_HTTP_PORT, CM_DATA_DIR, NE_PORT, NE_DATA_DIR, NM_DATA_DIR, ...; see the README).
+
+ADVERTISE_ADDRESS is the IPv4 address other machines reach this one at. By default it is the address of the
+interface holding the default route. An all-in-one cluster prints it in the join command for other workers;
+the net manager announces it as this worker's overlay endpoint (NM_PUBLIC_IP, when set, wins there).
 EOF
 }
 
@@ -129,6 +133,21 @@ detect_mode() {
   else
     die 2 "JOIN_TOKEN is set but CLUSTER_MANAGER_URL is not: set both to join a cluster, or neither for an all-in-one cluster"
   fi
+}
+
+# A dotted quad other machines could send to: not loopback, unspecified, multicast or broadcast.
+is_peer_address() {
+  local ip=$1 first
+  [[ $ip =~ ^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$ ]] || return 1
+  first=${ip%%.*}
+  [ "$first" -ne 127 ] && [ "$first" -ne 0 ] && { [ "$first" -lt 224 ] || [ "$first" -gt 239 ]; } &&
+    [ "$ip" != 255.255.255.255 ]
+}
+
+check_advertise_address() {
+  [ -z "${ADVERTISE_ADDRESS:-}" ] && return 0
+  is_peer_address "$ADVERTISE_ADDRESS" ||
+    die 2 "ADVERTISE_ADDRESS=$ADVERTISE_ADDRESS is not an IPv4 address other machines can reach (loopback, multicast and the like are not)"
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -622,16 +641,54 @@ wait_for_node() {
   warn "node $name did not show up as online within $NODE_JOIN_TIMEOUT_S s; see $LOG_DIR/node-engine.log"
 }
 
-this_host_address() {
-  local address
-  address=$(hostname -I 2>/dev/null | awk '{print $1}') || true
-  echo "${address:-127.0.0.1}"
+# The address of the interface holding the default route (its src, the source towards its gateway, or the
+# device's first address); empty when there is none. Route lookups only: nothing is sent.
+default_route_address() {
+  command -v ip >/dev/null 2>&1 || return 0
+  local route gateway device address=""
+  route=$(ip -4 route show default 2>/dev/null | head -n 1)
+  [ -n "$route" ] || return 0
+  address=$(sed -n 's/.* src \([0-9.]*\).*/\1/p' <<<"$route")
+  gateway=$(sed -n 's/.* via \([0-9.]*\).*/\1/p' <<<"$route")
+  device=$(sed -n 's/.* dev \([^ ]*\).*/\1/p' <<<"$route")
+  if [ -z "$address" ] && [ -n "$gateway" ]; then
+    address=$(ip -4 route get "$gateway" 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n 1)
+  fi
+  if [ -z "$address" ] && [ -n "$device" ]; then
+    address=$(ip -4 -o addr show dev "$device" scope global 2>/dev/null | sed -n 's/.* inet \([0-9.]*\).*/\1/p' | head -n 1)
+  fi
+  echo "$address"
+}
+
+# The address other machines reach this one at: ADVERTISE_ADDRESS, else the default route's; empty if neither.
+advertise_address() {
+  local address=${ADVERTISE_ADDRESS:-}
+  [ -n "$address" ] || address=$(default_route_address)
+  if [ -n "$address" ] && is_peer_address "$address"; then
+    echo "$address"
+  fi
+  return 0
+}
+
+# What the net manager announces as this worker's overlay endpoint: NM_PUBLIC_IP (read by the net manager
+# itself) wins; else the advertised address.
+net_manager_address_env() {
+  local address=$1
+  if [ -z "${NM_PUBLIC_IP:-}" ] && [ -n "$address" ]; then
+    echo "NM_PUBLIC_IP=$address"
+  fi
+  return 0
 }
 
 start_all_in_one() {
   local http_port=${CM_HTTP_PORT:-10100} data_dir=${CM_DATA_DIR:-var/cluster-manager}
-  local local_url join_token api_token node_name socket_env
+  local local_url join_token api_token node_name socket_env address address_env
   local_url=http://127.0.0.1:$http_port
+  address=$(advertise_address)
+  if [ -z "$address" ]; then
+    warn "no address other machines can reach this one at (no default route): other workers cannot join or reach its containers; set ADVERTISE_ADDRESS"
+  fi
+  address_env=$(net_manager_address_env "$address")
   require_port_free "$http_port" "cluster manager HTTP, CM_HTTP_PORT"
   [ -n "${CM_MQTT_URL:-}" ] || require_port_free "${CM_MQTT_PORT:-10003}" "embedded MQTT broker, CM_MQTT_PORT"
   require_port_free "${NE_PORT:-3000}" "node engine local API, NE_PORT"
@@ -641,17 +698,28 @@ start_all_in_one() {
   join_token=$(read_token "${CM_JOIN_TOKEN:-}" "$data_dir/join-token")
   api_token=$(read_token "${CM_API_TOKEN:-}" "$data_dir/api-token")
 
-  start_net_manager_if_present "CLUSTER_MANAGER_URL=$local_url"
+  start_net_manager_if_present "CLUSTER_MANAGER_URL=$local_url" ${address_env:+"$address_env"}
   socket_env=$(net_manager_socket_env)
   start_program node-engine "CLUSTER_MANAGER_URL=$local_url" "JOIN_TOKEN=$join_token" ${socket_env:+"$socket_env"}
   node_name=${NODE_NAME:-$(hostname)}
   wait_for_node "$local_url" "$api_token" "$node_name"
-  print_all_in_one_summary "$http_port" "$api_token" "$join_token"
+  print_all_in_one_summary "$http_port" "$api_token" "$join_token" "${address:-<this-machine>}"
+}
+
+# Which address the net manager announces, for the summaries (nothing when it does not run).
+overlay_endpoint_line() {
+  local address=$1
+  [ -n "$(supervisor_of net-manager)" ] || return 0
+  local announced=${NM_PUBLIC_IP:-$address}
+  if [ -n "$announced" ]; then
+    echo "  Overlay:    other workers send this machine's overlay traffic to $announced:${NM_UDP_PORT:-50103}"
+    echo "              (set ADVERTISE_ADDRESS, or NM_PUBLIC_IP for the overlay alone, to change it)"
+  fi
+  return 0
 }
 
 print_all_in_one_summary() {
-  local http_port=$1 api_token=$2 join_token=$3 address
-  address=$(this_host_address)
+  local http_port=$1 api_token=$2 join_token=$3 address=$4
   cat <<EOF
 
 [start-up] the all-in-one cluster is running.
@@ -667,6 +735,7 @@ print_all_in_one_summary() {
     curl -sS -H 'Authorization: Bearer $api_token' http://127.0.0.1:$http_port/api/nodes
   Join another worker:
     CLUSTER_MANAGER_URL=http://$address:$http_port JOIN_TOKEN=$join_token ./start-up.sh <arch>
+$(overlay_endpoint_line "$address")
   Logs: $LOG_DIR/   Status: ./start-up.sh status   Stop: ./start-up.sh stop
 EOF
 }
@@ -678,13 +747,17 @@ start_join() {
   if ! node "$PROBE" get "${CLUSTER_MANAGER_URL%/}/api/health" >/dev/null; then
     warn "the cluster manager at $CLUSTER_MANAGER_URL does not answer right now; the node engine keeps retrying"
   fi
-  start_net_manager_if_present
+  # A worker's net manager announces the address that routes to the broker unless told otherwise.
+  local address_env
+  address_env=$(net_manager_address_env "${ADVERTISE_ADDRESS:-}")
+  start_net_manager_if_present ${address_env:+"$address_env"}
   socket_env=$(net_manager_socket_env)
   # CLUSTER_MANAGER_URL and JOIN_TOKEN reach the node engine through the environment.
   start_program node-engine ${socket_env:+"$socket_env"}
   cat <<EOF
 
 [start-up] this worker is running and joins the cluster at $CLUSTER_MANAGER_URL.
+$(overlay_endpoint_line "${ADVERTISE_ADDRESS:-}")
   Logs: $LOG_DIR/   Status: ./start-up.sh status   Stop: ./start-up.sh stop
 EOF
 }
@@ -719,6 +792,7 @@ main() {
   esac
   check_arch "$COMMAND"
   detect_mode
+  check_advertise_address
   if any_running; then
     show_status
     die 1 "already running; stop it first with ./start-up.sh stop"

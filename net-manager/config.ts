@@ -1,4 +1,11 @@
-import { isIpv4, type OptionSpecs, type ParsedOptions, parseCidr, resolveDataDir } from '../shared/index.js';
+import {
+  isIpv4,
+  type OptionSpecs,
+  type ParsedOptions,
+  parseCidr,
+  resolveDataDir,
+  unreachableFromPeers,
+} from '../shared/index.js';
 
 /** The flags of CONTRACT.md, with their env vars and defaults. */
 export const optionSpecs = {
@@ -10,7 +17,8 @@ export const optionSpecs = {
   },
   'public-ip': {
     env: 'NM_PUBLIC_IP',
-    description: 'address peers send overlay UDP to (default: the one that routes to the broker)',
+    description:
+      "address peers send overlay UDP to (default: the one that routes to the broker; with the broker on this machine, the default route's)",
     type: 'string',
   },
   'udp-port': { env: 'NM_UDP_PORT', description: 'overlay UDP port', type: 'integer', default: 50103 },
@@ -60,6 +68,11 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetMana
   const publicIp = options['public-ip'];
   if (publicIp !== undefined && !isIpv4(publicIp))
     throw new ConfigError(`--public-ip: "${publicIp}" is not an IPv4 address`);
+  const unreachable = publicIp === undefined ? undefined : unreachableFromPeers(publicIp);
+  if (unreachable)
+    throw new ConfigError(
+      `--public-ip: ${publicIp} is ${unreachable}: workers on other machines cannot reach it`,
+    );
   if (options['udp-port'] < 1 || options['udp-port'] > 65535)
     throw new ConfigError('--udp-port must be between 1 and 65535');
   for (const flag of ['tun-name', 'bridge'] as const) {

@@ -26,7 +26,7 @@ import { AddressBook, instanceKey, SubnetFullError } from './plumbing/address-bo
 import { AttachError, ContainerLink } from './plumbing/container-link.js';
 import { CommandRunner } from './plumbing/ip-command.js';
 import { OverlayLinks } from './plumbing/overlay-links.js';
-import { addressTowards } from './plumbing/public-address.js';
+import { findPublicAddress } from './plumbing/public-address.js';
 import { Forwarder, QUERY_TIMEOUT_MS } from './routing/forwarder.js';
 import { RouteCache } from './routing/route-cache.js';
 import { Translator } from './routing/translator.js';
@@ -382,11 +382,18 @@ export class NetManager {
     } catch {
       throw new NetManagerError('invalid_input', `"${mqttUrl}" is not a URL`, 400);
     }
+    let found: Awaited<ReturnType<typeof findPublicAddress>>;
     try {
-      return await addressTowards(this.runner, host);
+      found = await findPublicAddress(this.runner, host);
     } catch (error) {
       throw new NetManagerError('not_ready', (error as Error).message, 409);
     }
+    if (found.source === 'default-route')
+      this.logger.info(
+        { publicIp: found.ip, broker: host },
+        "the broker is on this machine: announcing the default route's address to peers (--public-ip to choose another)",
+      );
+    return found.ip;
   }
 
   private async loadHandover(): Promise<NodeHandover | undefined> {

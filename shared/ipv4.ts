@@ -62,3 +62,16 @@ export function rangeWithin(inner: AddressRange, outer: AddressRange): boolean {
 export function rangesOverlap(a: AddressRange, b: AddressRange): boolean {
   return a.first <= b.last && b.first <= a.last;
 }
+
+/**
+ * Why peers on other machines cannot send to `ip`, or undefined when they can: an overlay endpoint must be a
+ * unicast address of this machine's own, not loopback, unspecified, multicast or broadcast.
+ */
+export function unreachableFromPeers(ip: string): string | undefined {
+  const first = ipToNumber(ip) >>> 24;
+  if (first === 127) return 'a loopback address';
+  if (first === 0) return 'an unspecified address';
+  if (first >= 224 && first <= 239) return 'a multicast address';
+  if (ip === '255.255.255.255') return 'the broadcast address';
+  return undefined;
+}

@@ -8,6 +8,7 @@ import {
   type NetTable,
   type RouteTableInstance,
   topics,
+  unreachableFromPeers,
 } from '../../shared/index.js';
 import type { JobRecord, NodeRecord, Store } from '../store/index.js';
 
@@ -55,6 +56,8 @@ export class NetTables {
   private sweeper: NodeJS.Timeout | undefined;
   /** When the interest of `node/job` was last written to SQLite. */
   private readonly interestWrittenAt = new Map<string, number>();
+  /** The endpoint last refused per node: the event and log line are not repeated on every reconnect. */
+  private readonly refusedEndpoints = new Map<string, string>();
   private readonly unsubscribe: (() => void)[];
   private readonly debounceMs: number;
   private readonly sweepMs: number;
@@ -91,10 +94,16 @@ export class NetTables {
     const { store, logger } = this.options;
     const node = store.nodes.get(nodeId);
     if (!node) return;
-    if (store.nodes.setEndpoint(nodeId, announce.publicIp, announce.udpPort)) {
-      const endpoint = `${announce.publicIp}:${announce.udpPort}`;
-      logger.info({ nodeId, endpoint }, 'overlay endpoint of a node');
-      store.events.record('node.endpoint', `node ${node.name} overlay endpoint ${endpoint}`, { nodeId });
+    const endpoint = `${announce.publicIp}:${announce.udpPort}`;
+    const unreachable = unreachableFromPeers(announce.publicIp);
+    if (unreachable) {
+      this.refuseEndpoint(node, endpoint, unreachable);
+    } else {
+      this.refusedEndpoints.delete(nodeId);
+      if (store.nodes.setEndpoint(nodeId, announce.publicIp, announce.udpPort)) {
+        logger.info({ nodeId, endpoint }, 'overlay endpoint of a node');
+        store.events.record('node.endpoint', `node ${node.name} overlay endpoint ${endpoint}`, { nodeId });
+      }
     }
     if (announce.subnet && announce.subnet !== node.subnet) {
       logger.warn(
@@ -103,6 +112,20 @@ export class NetTables {
       );
     }
     this.resync(nodeId, now);
+  }
+
+  /**
+   * An endpoint no other worker could send to (loopback, ...) is never routed to: the node keeps the endpoint it
+   * had, if any, and the operator is told what to set.
+   */
+  private refuseEndpoint(node: NodeRecord, endpoint: string, unreachable: string): void {
+    if (this.refusedEndpoints.get(node.id) === endpoint) return;
+    this.refusedEndpoints.set(node.id, endpoint);
+    const message =
+      `node ${node.name} announced overlay endpoint ${endpoint}, ${unreachable} other workers cannot reach: ` +
+      'refused; set NM_PUBLIC_IP (--public-ip) on its net manager to an address they can reach';
+    this.options.logger.warn({ nodeId: node.id, endpoint }, message);
+    this.options.store.events.record('node.endpoint.refused', message, { nodeId: node.id });
   }
 
   /** Answers on `nodes/<id>/net/table` with the table of the live job that owns the address, or `missing`. */

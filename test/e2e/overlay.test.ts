@@ -2,7 +2,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ipToNumber, parseCidr } from '../../shared/index.js';
-import { containersWithLabel, inspectContainer } from '../helpers/docker.js';
+import { containersWithLabel, execIn, fetchIn, inspectContainer, pingIn } from '../helpers/docker.js';
 import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
 import { BINS, Program } from '../helpers/programs.js';
@@ -91,26 +91,6 @@ describe('the overlay joins containers across workers', () => {
     expect(running).toHaveLength(1);
     return running[0]!.id;
   };
-
-  /** Runs a command in a container; resolves to its output, or undefined when it fails. */
-  const execIn = (containerId: string, command: string[], timeoutMs = 8000) => {
-    try {
-      return execFileSync('docker', ['exec', containerId, ...command], {
-        encoding: 'utf8',
-        timeout: timeoutMs,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-    } catch (error) {
-      if (process.env.E2E_DEBUG) console.log(command.join(' '), (error as { stderr?: string }).stderr);
-      return undefined;
-    }
-  };
-
-  // An HTTP GET with nc: the static busybox's wget crashes resolving any non-loopback address.
-  const fetchIn = (containerId: string, ip: string) =>
-    execIn(containerId, ['sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ip} 80`]);
-  const pingIn = (containerId: string, ip: string) =>
-    execIn(containerId, ['ping', '-c', '1', '-W', '2', ip]) !== undefined;
 
   it('gives every worker its own /26 and every instance its addresses', async () => {
     const nodes = (await (await cluster!.api('/api/nodes')).json()) as { name: string; subnet?: string }[];

@@ -32,6 +32,8 @@ describe('the programs on the command line', () => {
   it('netManager: a bad address, interface name or overlay route prints one clear line and exits 2', () => {
     for (const [args, message] of [
       [['--public-ip', '10.0.0'], /--public-ip: "10.0.0" is not an IPv4 address/],
+      [['--public-ip', '127.0.0.1'], /--public-ip: 127\.0\.0\.1 is a loopback address: workers on other/],
+      [['--public-ip', '0.0.0.0'], /--public-ip: 0\.0\.0\.0 is an unspecified address/],
       [['--tun-name', 'a/b'], /--tun-name: "a\/b" is not an interface name/],
       [['--overlay-route', '10.16.0.0'], /--overlay-route: .* is not a CIDR block/],
       [['--overlay-route', '0.0.0.0/0'], /wider than a \/8/],

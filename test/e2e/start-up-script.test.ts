@@ -1,77 +1,12 @@
-import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { arch, tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/ports.js';
+import { baseEnv, machineArch, pidAlive, pidsIn, runScript, stopStartUp } from '../helpers/start-up.js';
 
-const PROJECT_DIR = fileURLToPath(new URL('../..', import.meta.url));
-const SCRIPT = join(PROJECT_DIR, 'start-up.sh');
 const USAGE_LINE = /usage: \.\/start-up\.sh <amd64\|arm64\|arm-7>/;
-
-/** The start-up name of this machine's architecture. */
-function machineArch(): string {
-  const names: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm-7' };
-  const name = names[arch()];
-  if (!name) throw new Error(`unsupported test machine architecture ${arch()}`);
-  return name;
-}
-
-/** This process's environment without the variables that pick the start-up mode. */
-function baseEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env['CLUSTER_MANAGER_URL'];
-  delete env['JOIN_TOKEN'];
-  return env;
-}
-
-function runScript(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  timeoutMs = 20_000,
-): SpawnSyncReturns<string> & { output_: string } {
-  const result = spawnSync(SCRIPT, args, {
-    cwd: PROJECT_DIR,
-    env,
-    encoding: 'utf8',
-    timeout: timeoutMs,
-    // No terminal: the script must never wait for an answer.
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return Object.assign(result, { output_: `${result.stdout ?? ''}${result.stderr ?? ''}` });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject()));
-    });
-  });
-}
-
-/** Alive and not a zombie (an orphaned zombie may never be reaped inside a container). */
-function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** The pids named by the pid files in a start-up state dir (supervisors and programs). */
-function pidsIn(stateDir: string): number[] {
-  const runDir = join(stateDir, 'run');
-  if (!existsSync(runDir)) return [];
-  return readdirSync(runDir)
-    .filter((file) => file.endsWith('.pid'))
-    .map((file) => Number(readFileSync(join(runDir, file), 'utf8').trim()))
-    .filter((pid) => Number.isInteger(pid) && pid > 0);
-}
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -81,6 +16,15 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
+}
+
+/** The source address towards the default route's gateway, asked of the kernel (a route lookup, nothing sent). */
+function defaultRouteAddress(): string {
+  const route = execFileSync('ip', ['-4', 'route', 'show', 'default'], { encoding: 'utf8' });
+  const gateway = /\bvia (\S+)/.exec(route)?.[1];
+  if (!gateway) throw new Error(`this test needs a default route through a gateway; got "${route.trim()}"`);
+  const lookup = execFileSync('ip', ['-4', 'route', 'get', gateway], { encoding: 'utf8' });
+  return /\bsrc (\S+)/.exec(lookup)![1]!;
 }
 
 describe('start-up.sh: arguments and environment', () => {
@@ -146,6 +90,14 @@ describe('start-up.sh: arguments and environment', () => {
     expect(result.stderr).toContain('JOIN_TOKEN is not');
   });
 
+  it('exits 2 on an ADVERTISE_ADDRESS other machines cannot reach', () => {
+    for (const address of ['127.0.0.1', '0.0.0.0', 'somewhere', '10.0.0']) {
+      const result = runScript([machineArch(), '-y'], { ...env, ADVERTISE_ADDRESS: address });
+      expect(result.status, result.output_).toBe(2);
+      expect(result.stderr).toContain(`ADVERTISE_ADDRESS=${address} is not an IPv4 address other machines`);
+    }
+  });
+
   it('exits 2 when only JOIN_TOKEN is set', () => {
     const result = runScript([machineArch(), '-y'], { ...env, JOIN_TOKEN: 'some-token' });
     expect(result.status, result.output_).toBe(2);
@@ -161,12 +113,8 @@ describe('start-up.sh: an all-in-one cluster', () => {
   const env: NodeJS.ProcessEnv = { ...baseEnv(), START_UP_STATE_DIR: stateDir };
 
   afterAll(() => {
-    // Whatever the test left running: stop it through the script, then by the pids it wrote (all ours:
-    // the state dir was made by this test).
-    runScript(['stop'], env, 60_000);
-    for (const pid of pidsIn(stateDir)) {
-      if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
-    }
+    // Whatever the test left running (all ours: the state dir was made by this test).
+    stopStartUp(env, stateDir);
     rmSync(tempDir, { recursive: true, force: true });
   });
 
@@ -187,6 +135,10 @@ describe('start-up.sh: an all-in-one cluster', () => {
     const apiToken = readFileSync(join(tempDir, 'cluster-manager', 'api-token'), 'utf8').trim();
     expect(started.stdout).toContain(`API token:  ${apiToken}`);
     expect(started.stdout).toContain(`curl -sS -X POST http://127.0.0.1:${httpPort}/api/jobs`);
+    // Other workers are told the address of the interface holding the default route.
+    expect(started.stdout).toContain(
+      `CLUSTER_MANAGER_URL=http://${defaultRouteAddress()}:${httpPort} JOIN_TOKEN=`,
+    );
 
     const baseUrl = `http://127.0.0.1:${httpPort}`;
     const health = await fetch(`${baseUrl}/api/health`);

@@ -22,9 +22,19 @@ export interface RunningClusterManager {
  * `serviceSubnet` are the flags' values, made into the address plan.
  */
 export async function startClusterManager(
-  overrides: Partial<ClusterManagerConfig> & { workerSubnets?: string; serviceSubnet?: string } = {},
+  overrides: Partial<ClusterManagerConfig> & {
+    workerSubnets?: string;
+    serviceSubnet?: string;
+    /** Collects the cluster manager's log lines (pino JSON, info and up) for a test to read. */
+    logLines?: string[];
+  } = {},
 ): Promise<RunningClusterManager> {
-  const { workerSubnets = '10.18.0.0-10.29.255.255', serviceSubnet = '10.30.0.0/16', ...rest } = overrides;
+  const {
+    workerSubnets = '10.18.0.0-10.29.255.255',
+    serviceSubnet = '10.30.0.0/16',
+    logLines,
+    ...rest
+  } = overrides;
   const dataDir = overrides.dataDir ?? mkdtempSync(join(tmpdir(), 'edge-cm-'));
   const config: ClusterManagerConfig = {
     httpPort: 0,
@@ -36,7 +46,10 @@ export async function startClusterManager(
     addressPlan: parseAddressPlan(workerSubnets, serviceSubnet),
     ...rest,
   };
-  const manager = new ClusterManager(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
+  const logger = logLines
+    ? pino({ level: 'info' }, { write: (line: string) => void logLines.push(line) })
+    : pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const manager = new ClusterManager(config, logger);
   const { httpPort, mqttUrl } = await manager.start();
   const url = `http://127.0.0.1:${httpPort}`;
   return {

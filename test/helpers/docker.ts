@@ -46,3 +46,27 @@ export function removeContainersWithLabel(label: string): void {
   const ids = containersWithLabel(label).map((c) => c.id);
   if (ids.length > 0) execFileSync('docker', ['rm', '-f', ...ids], { stdio: 'ignore' });
 }
+
+/** Runs a command in a container; resolves to its output, or undefined when it fails. */
+export function execIn(containerId: string, command: string[], timeoutMs = 8000): string | undefined {
+  try {
+    return execFileSync('docker', ['exec', containerId, ...command], {
+      encoding: 'utf8',
+      timeout: timeoutMs,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (error) {
+    if (process.env.E2E_DEBUG) console.log(command.join(' '), (error as { stderr?: string }).stderr);
+    return undefined;
+  }
+}
+
+/** An HTTP GET with nc from inside a container (the static busybox's wget crashes resolving non-loopback names). */
+export function fetchIn(containerId: string, ip: string): string | undefined {
+  return execIn(containerId, ['sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ip} 80`]);
+}
+
+/** One ping from inside a container; whether it was answered. */
+export function pingIn(containerId: string, ip: string): boolean {
+  return execIn(containerId, ['ping', '-c', '1', '-W', '2', ip]) !== undefined;
+}

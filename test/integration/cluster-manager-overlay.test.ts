@@ -464,6 +464,56 @@ describe('the overlay on the cluster manager', () => {
     expect((await api('/api/health')).status).toBe(200);
   });
 
+  it('refuses an endpoint no other worker can reach (loopback, unspecified), says what to set, keeps the one it had', async () => {
+    const logLines: string[] = [];
+    cm = await startClusterManager({ logLines });
+    const a = await join('edge-a');
+    const nodeId = a.ack!.nodeId;
+    const endpointOf = async () => (await api<NodeView>(`/api/nodes/${nodeId}`)).body.overlayEndpoint;
+    const refusals = async () =>
+      (await api<{ type: string; message: string }[]>('/api/events?limit=100')).body.filter(
+        (event) => event.type === 'node.endpoint.refused',
+      );
+
+    const netA = await netManagerOf(a, '127.0.0.1', 50103);
+    const [refused] = await waitFor(async () => {
+      const events = await refusals();
+      return events.length > 0 && events;
+    }, 'the loopback endpoint refused');
+    expect(refused!.message).toContain('node edge-a announced overlay endpoint 127.0.0.1:50103');
+    expect(refused!.message).toContain('loopback');
+    expect(refused!.message).toContain('NM_PUBLIC_IP');
+    expect(await endpointOf()).toBeUndefined();
+    expect(logLines.some((line) => line.includes('127.0.0.1:50103') && line.includes('NM_PUBLIC_IP'))).toBe(
+      true,
+    );
+
+    // No route to it either: a job running on the node gets no route in its table.
+    const created = await createJob(spec('unroutable'));
+    const deploy = await commandFor(a, 'deploy', created.id);
+    await report(a, created.id, 0, deploy.generation, { namespaceIp: '10.18.0.2' });
+    await waitFor(
+      async () => (await getJob(created.id)).instances[0]!.namespaceIp,
+      'the namespace IP stored',
+    );
+    expect(await netA.query('10.30.0.2')).toMatchObject({ kind: 'job', instances: [{ number: 0 }] });
+    expect((netA.tables.at(-1) as { instances: { route?: unknown }[] }).instances[0]!.route).toBeUndefined();
+
+    // A reachable endpoint is taken; a loopback one after it changes nothing.
+    await netA.announce('192.0.2.10', 50103);
+    await waitFor(async () => (await endpointOf())?.publicIp === '192.0.2.10', 'the real endpoint stored');
+    await netA.announce('127.0.0.1', 50103);
+    await netA.announce('0.0.0.0', 50103);
+    await waitFor(async () => (await refusals()).length === 3, 'both refusals recorded');
+    expect((await refusals())[0]!.message).toContain('0.0.0.0:50103');
+    expect(await endpointOf()).toEqual({ publicIp: '192.0.2.10', udpPort: 50103 });
+    // The same refused endpoint again is not recorded twice.
+    await netA.announce('0.0.0.0', 50103);
+    await netA.announce('192.0.2.10', 50103);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await refusals()).toHaveLength(3);
+  });
+
   it('lets a node read only its own tables and publish none', async () => {
     cm = await startClusterManager();
     const a = await join('edge-a');

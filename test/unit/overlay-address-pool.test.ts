@@ -18,6 +18,7 @@ import {
   parseOptions,
   parseRange,
   UsageError,
+  unreachableFromPeers,
 } from '../../shared/index.js';
 
 const ips = (numbers: number[]) => numbers.map(numberToIp);
@@ -127,5 +128,22 @@ describe('the overlay flags', () => {
       expect((error as Error).message, argv.join(' ')).toMatch(message);
       expect((error as Error).message).not.toContain('\n');
     }
+  });
+});
+
+describe('overlay endpoints other machines can reach', () => {
+  it.each([
+    ['127.0.0.1', 'a loopback address'],
+    ['127.1.2.3', 'a loopback address'],
+    ['0.0.0.0', 'an unspecified address'],
+    ['224.0.0.1', 'a multicast address'],
+    ['239.255.255.250', 'a multicast address'],
+    ['255.255.255.255', 'the broadcast address'],
+    ['192.0.2.10', undefined],
+    ['10.210.0.1', undefined],
+    ['240.0.0.1', undefined],
+    ['128.0.0.1', undefined],
+  ])('%s: %s', (ip, reason) => {
+    expect(unreachableFromPeers(ip)).toBe(reason);
   });
 });
