@@ -65,16 +65,18 @@ export class ClusterManager {
     });
     this.liveness = new NodeLiveness(
       this.store,
-      config.nodeTimeoutMs,
+      { timeoutMs: config.nodeTimeoutMs },
       {
         onOnline: (nodeId) => {
           this.outbox.resendTo(nodeId);
-          this.placement.placePending();
+          this.placement.placePendingSoon();
         },
         onOffline: (nodeId) => {
           this.reports.onNodeOffline(nodeId);
-          this.failover.run();
+          // Once for every node a sweep takes offline: none of them is a target for another's instances.
+          this.failover.runSoon();
         },
+        onFailoverPaused: (paused) => this.metrics.failoverPaused.set(paused ? 1 : 0),
       },
       logger,
     );
@@ -83,6 +85,7 @@ export class ClusterManager {
       placement: this.placement,
       outbox: this.outbox,
       offlineSince: this.liveness.offlineSince,
+      paused: () => this.liveness.failoverPaused,
       logger,
     });
   }
@@ -110,7 +113,7 @@ export class ClusterManager {
     this.mqtt.on('connect', () => {
       logger.info({ url: mqttUrl }, 'connected to the MQTT broker');
       this.liveness.brokerConnected();
-      this.outbox.flush();
+      this.outbox.retry();
     });
     subscribeToNodes(this.mqtt, this.nodeMessageHandlers(), logger);
     this.outbox.attach(this.mqtt);
@@ -122,6 +125,7 @@ export class ClusterManager {
       store: this.store,
       jobs: this.jobs,
       liveness: this.liveness,
+      outbox: this.outbox,
       metrics: this.metrics,
       apiToken: this.apiToken,
       dashboardDir: dashboardDir(),
@@ -138,7 +142,7 @@ export class ClusterManager {
         subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),
         onRegistered: (node) => {
           this.liveness.seen(node.id);
-          this.placement.placePending();
+          this.placement.placePendingSoon();
         },
       },
       logger,
@@ -155,6 +159,7 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.garbageCollection?.destroy();
     this.outbox.stop();
+    this.placement.stop();
     this.netTables.stop();
     this.failover.stop();
     this.liveness.stop();
@@ -215,7 +220,7 @@ export class ClusterManager {
       ack: (nodeId: string, ack: Parameters<NodeReports['onAck']>[1]) => {
         if (!known(nodeId)) return;
         this.liveness.seen(nodeId);
-        this.outbox.acked(ack.id);
+        this.outbox.acked(ack.id, nodeId);
         this.reports.onAck(nodeId, ack);
       },
       presence: (nodeId: string, online: boolean) => {

@@ -36,6 +36,16 @@ export function createMetrics() {
       labelNames: ['kind', 'table'],
       registers: [registry],
     }),
+    failoverPaused: new Gauge({
+      name: 'edge_cm_failover_paused',
+      help: '1 while a mass silence of nodes pauses failover (trouble on the control side)',
+      registers: [registry],
+    }),
+    eventLoopStalled: new Gauge({
+      name: 'edge_cm_event_loop_stalled_seconds',
+      help: "time this process's event loop stood still since it started (not counted as node silence)",
+      registers: [registry],
+    }),
     unackedCommands: new Gauge({
       name: 'edge_cm_unacked_commands',
       help: 'commands waiting for an ack',

@@ -13,6 +13,8 @@ export interface ApiDependencies {
   store: Store;
   jobs: JobService;
   liveness: NodeLiveness;
+  /** What the outbox holds, for `/metrics`. */
+  outbox: { readonly unackedCount: number };
   metrics: Metrics;
   apiToken: string;
   dashboardDir?: string;
@@ -54,12 +56,13 @@ export function createApi(deps: ApiDependencies): Express {
   return app;
 }
 
-function refreshGauges({ store, liveness, metrics }: ApiDependencies): void {
+function refreshGauges({ store, liveness, outbox, metrics }: ApiDependencies): void {
   const nodes = store.nodes.list();
   const online = nodes.filter((node) => liveness.isOnline(node.id)).length;
   metrics.nodes.set({ status: 'online' }, online);
   metrics.nodes.set({ status: 'offline' }, nodes.length - online);
   metrics.instances.reset();
   for (const instance of store.jobs.allInstances()) metrics.instances.inc({ status: instance.status });
-  metrics.unackedCommands.set(store.commands.unacked().length);
+  metrics.unackedCommands.set(outbox.unackedCount);
+  metrics.eventLoopStalled.set(liveness.clock.totalStalledMs / 1000);
 }

@@ -49,6 +49,6 @@ export function schedulableNodes(
   for (const instance of store.jobs.allInstances()) {
     if (holdsResources(instance)) charge(instance.nodeId!, instance.jobId);
   }
-  for (const node of nodes) for (const move of store.moves.toNode(node.id)) charge(node.id, move.jobId);
+  for (const move of store.moves.all()) charge(move.toNode, move.jobId);
   return [...byNode.values()];
 }

@@ -16,6 +16,8 @@ export interface FailoverOptions {
   outbox: CommandOutbox;
   /** When the node went offline, or undefined while it is online. */
   offlineSince(nodeId: string): number | undefined;
+  /** True while a mass silence is under way (NodeLiveness): nothing is replaced or given up meanwhile. */
+  paused?(): boolean;
   logger: Logger;
 }
 
@@ -27,6 +29,7 @@ export interface FailoverOptions {
 export class Failover {
   private readonly recentReplacements = new Map<string, number[]>();
   private timer: NodeJS.Timeout | undefined;
+  private soon: NodeJS.Immediate | undefined;
 
   constructor(private readonly options: FailoverOptions) {}
 
@@ -36,11 +39,22 @@ export class Failover {
 
   stop(): void {
     clearInterval(this.timer);
+    clearImmediate(this.soon);
     this.timer = undefined;
+    this.soon = undefined;
+  }
+
+  /** A pass as soon as the current work is done: nodes taken offline together are all offline by then. */
+  runSoon(): void {
+    this.soon ??= setImmediate(() => {
+      this.soon = undefined;
+      this.run();
+    });
   }
 
   /** One pass over moves and lost instances; also called at once when a node goes offline. */
   run(now = Date.now()): void {
+    if (this.options.paused?.()) return;
     this.abandonStuckMoves(now);
     this.replaceLost(now);
   }

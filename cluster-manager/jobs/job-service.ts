@@ -6,7 +6,7 @@ import type { OverlayAddresses } from '../network/overlay-addresses.js';
 import { pickMoveTarget } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { schedulableNodes } from './cluster-snapshot.js';
-import { jobView, nodeNameMap } from './job-views.js';
+import { jobView } from './job-views.js';
 import type { Placement } from './placement.js';
 
 /** What operators do to jobs: create, delete, scale, move. Each is one transaction plus its commands. */
@@ -21,8 +21,7 @@ export class JobService {
   ) {}
 
   list(): Job[] {
-    const names = nodeNameMap(this.store);
-    return this.store.jobs.listJobs().map((job) => jobView(this.store, job, names));
+    return this.store.jobs.listJobs().map((job) => jobView(this.store, job));
   }
 
   get(idOrName: string): Job {

@@ -2,15 +2,11 @@ import type { Instance, InstanceStatus, Job } from '../../shared/index.js';
 import { instanceView, type JobRecord, type Store } from '../store/index.js';
 
 /** A job as the API shows it: the spec, its state, every instance and counts by status. */
-export function jobView(
-  store: Store,
-  job: JobRecord,
-  nodeNames: Map<string, string> = nodeNameMap(store),
-): Job {
+export function jobView(store: Store, job: JobRecord): Job {
   const instances: Instance[] = store.jobs
     .instancesOf(job.id)
     .map((instance) =>
-      instanceView(instance, instance.nodeId ? (nodeNames.get(instance.nodeId) ?? null) : null),
+      instanceView(instance, instance.nodeId ? (store.nodes.get(instance.nodeId)?.name ?? null) : null),
     );
   const instanceCounts: Partial<Record<InstanceStatus, number>> = {};
   for (const instance of instances)
@@ -25,8 +21,4 @@ export function jobView(
     instances,
     instanceCounts,
   };
-}
-
-export function nodeNameMap(store: Store): Map<string, string> {
-  return new Map(store.nodes.list().map((node) => [node.id, node.name]));
 }

@@ -118,15 +118,12 @@ export class NodeReports {
     const listed = new Set(
       summaries.map((summary) => `${summary.job}/${summary.instance}/${summary.generation}`),
     );
-    const pending = new Set(
-      this.store.commands.unacked(nodeId).map((command) => `${command.jobId}/${command.instance}`),
-    );
     const missing = this.store.jobs.instancesOnNode(nodeId).filter((instance) => {
       const key = `${instance.jobId}/${instance.number}`;
       const absent =
         EXPECTED_ON_NODE.has(instance.status) &&
         !listed.has(`${key}/${instance.generation}`) &&
-        !pending.has(key) &&
+        !this.outbox.hasPendingFor(nodeId, instance.jobId, instance.number) &&
         !this.store.moves.get(instance.jobId, instance.number);
       if (!absent) this.missingSince.delete(key);
       else if (!this.missingSince.has(key)) this.missingSince.set(key, now);

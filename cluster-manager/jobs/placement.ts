@@ -4,8 +4,13 @@ import { placeInstances } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { schedulableNodes } from './cluster-snapshot.js';
 
+/** How long triggers of a pass over the pending instances are gathered (see placePendingSoon). */
+const PLACE_PENDING_DELAY_MS = 50;
+
 /** Places instances with the scheduler and turns each placement into a deploy command in the outbox. */
 export class Placement {
+  private soon: NodeJS.Timeout | undefined;
+
   constructor(
     private readonly store: Store,
     private readonly outbox: CommandOutbox,
@@ -92,8 +97,26 @@ export class Placement {
     });
   }
 
+  /**
+   * Tries the pending instances again a little later, once for any number of triggers in between: a thousand
+   * nodes joining in a second cost one pass, not a thousand.
+   */
+  placePendingSoon(): void {
+    this.soon ??= setTimeout(() => {
+      this.soon = undefined;
+      this.placePending();
+    }, PLACE_PENDING_DELAY_MS);
+  }
+
+  stop(): void {
+    clearTimeout(this.soon);
+    this.soon = undefined;
+  }
+
   /** Tries again every pending instance of every live job: a node joined or capacity freed up. */
   placePending(): void {
+    clearTimeout(this.soon);
+    this.soon = undefined;
     const pending = this.store.jobs.pendingInstances();
     if (pending.length === 0) return;
     const byJob = new Map<string, number[]>();

@@ -1,9 +1,24 @@
 import type { Logger, NodeTelemetry } from '../../shared/index.js';
 import type { Store } from '../store/index.js';
+import { StallClock } from './stall-clock.js';
 
 export interface LivenessEvents {
   onOnline(nodeId: string): void;
   onOffline(nodeId: string, reason: string): void;
+  /** A mass silence began (`true`) or ended: while it lasts, nothing fails over. */
+  onFailoverPaused?(paused: boolean): void;
+}
+
+export interface LivenessOptions {
+  /** `--node-timeout`: silence longer than this takes a node offline. */
+  timeoutMs: number;
+  /**
+   * When at least this share of the online nodes is quiet at once (and at least MASS_SILENCE_MIN_NODES), the
+   * trouble is on the control side (broker, network, this process): failover pauses until it passes.
+   */
+  massSilenceShare?: number;
+  /** Wall clock, for tests. */
+  wallClock?: () => number;
 }
 
 const PERSIST_EVERY_MS = 10_000;
@@ -12,14 +27,30 @@ const PERSIST_EVERY_MS = 10_000;
  * Wi-Fi, a broker failover) must not send its instances elsewhere and back.
  */
 export const LAST_WILL_GRACE_MS = 1000;
+/** Kubernetes' unhealthy-zone threshold: more than this share of nodes quiet at once is not their fault. */
+export const MASS_SILENCE_SHARE = 0.55;
+/** Fewer quiet nodes than this are judged one by one, whatever their share (a 2-node cluster losing one). */
+export const MASS_SILENCE_MIN_NODES = 3;
 
 /**
  * Which nodes are online. A node is online from registration or telemetry until it sends nothing for
  * `--node-timeout` or its MQTT last will fires. Latest telemetry lives in memory and reaches SQLite at most
  * every 10 s per node: a write per message would cost an fsync each.
+ *
+ * Two guards against the cluster manager's own trouble:
+ * - silence is measured on a StallClock: time this process's event loop stood still (it could read no message)
+ *   is not silence of the nodes, so a stall takes no node offline;
+ * - a mass silence pauses failover: when a large share of the online nodes is quiet (silent for half the
+ *   timeout, or gone by last will) at the same time, the fault is almost surely on the control side (the broker,
+ *   its network, this process falling behind its messages), as Kubernetes judges an unhealthy zone. Nodes still
+ *   go offline as they pass the timeout (that is what the cluster manager sees), but no instance is moved
+ *   (`failoverPaused`), and an event and a metric say so, until fewer than the threshold are still away.
  */
 export class NodeLiveness {
+  /** Wall time of the last message from each node, for people and for SQLite. */
   private readonly lastSeen = new Map<string, number>();
+  /** The same on the stall clock, for judging silence. */
+  private readonly heardAt = new Map<string, number>();
   private readonly online = new Set<string>();
   private readonly telemetry = new Map<string, NodeTelemetry>();
   private readonly persistedAt = new Map<string, number>();
@@ -28,21 +59,33 @@ export class NodeLiveness {
   private readonly lastWills = new Map<string, number>();
   /** The cluster manager's own link to the broker is down: it cannot hear any node, so it judges none. */
   private brokerLinkDown = false;
+  /** A mass silence under way: since when, how many nodes were online then, which nodes went quiet in it. */
+  private massSilence: { since: number; fleet: number; nodes: Set<string> } | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private readonly timeoutMs: number;
+  private readonly massSilenceShare: number;
+  private readonly wallClock: () => number;
+  readonly clock: StallClock;
 
   constructor(
     private readonly store: Store,
-    private readonly timeoutMs: number,
+    options: LivenessOptions,
     private readonly events: LivenessEvents,
     private readonly logger: Logger,
   ) {
+    this.timeoutMs = options.timeoutMs;
+    this.massSilenceShare = options.massSilenceShare ?? MASS_SILENCE_SHARE;
+    this.wallClock = options.wallClock ?? Date.now;
+    this.clock = new StallClock(100, this.wallClock);
     // After a restart of the cluster manager, nodes that were online get one full timeout to report in.
-    const now = Date.now();
+    const now = this.wallClock();
+    const heard = this.clock.now();
     for (const node of store.nodes.list()) {
       if (node.telemetry) this.telemetry.set(node.id, node.telemetry);
       if (node.status === 'online') {
         this.online.add(node.id);
         this.lastSeen.set(node.id, now);
+        this.heardAt.set(node.id, heard);
       } else {
         this.wentOffline.set(node.id, node.lastSeen ?? node.registeredAt);
       }
@@ -50,16 +93,27 @@ export class NodeLiveness {
   }
 
   start(): void {
+    this.clock.start();
     this.timer ??= setInterval(() => this.sweep(), Math.max(100, Math.min(250, this.timeoutMs / 4)));
   }
 
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    this.clock.stop();
     this.persist(true);
   }
 
   isOnline = (nodeId: string): boolean => this.online.has(nodeId);
+
+  get onlineCount(): number {
+    return this.online.size;
+  }
+
+  /** Whether a mass silence is under way: failover waits until it passes. */
+  get failoverPaused(): boolean {
+    return this.massSilence !== undefined;
+  }
 
   latestTelemetry(nodeId: string): NodeTelemetry | undefined {
     return this.telemetry.get(nodeId);
@@ -74,8 +128,9 @@ export class NodeLiveness {
   }
 
   /** Registration, telemetry or any message from the node. */
-  seen(nodeId: string, now = Date.now()): void {
-    this.lastSeen.set(nodeId, now);
+  seen(nodeId: string): void {
+    this.lastSeen.set(nodeId, this.wallClock());
+    this.heardAt.set(nodeId, this.clock.now());
     if (this.online.has(nodeId)) return;
     this.online.add(nodeId);
     this.wentOffline.delete(nodeId);
@@ -85,15 +140,15 @@ export class NodeLiveness {
     this.events.onOnline(nodeId);
   }
 
-  recordTelemetry(nodeId: string, telemetry: NodeTelemetry, now = Date.now()): void {
+  recordTelemetry(nodeId: string, telemetry: NodeTelemetry): void {
     this.telemetry.set(nodeId, telemetry);
     this.dirty.add(nodeId);
-    this.seen(nodeId, now);
+    this.seen(nodeId);
   }
 
   /** The broker published the node's last will: offline, unless it is back within the grace. */
-  lastWill(nodeId: string, now = Date.now()): void {
-    if (this.online.has(nodeId)) this.lastWills.set(nodeId, now);
+  lastWill(nodeId: string): void {
+    if (this.online.has(nodeId)) this.lastWills.set(nodeId, this.clock.now());
   }
 
   /**
@@ -106,17 +161,18 @@ export class NodeLiveness {
   }
 
   /** The link is back: wills heard around the outage are void, and every online node gets a full timeout. */
-  brokerConnected(now = Date.now()): void {
+  brokerConnected(): void {
     if (!this.brokerLinkDown) return;
     this.brokerLinkDown = false;
     this.lastWills.clear();
+    const heard = this.clock.now();
     for (const nodeId of this.online)
-      this.lastSeen.set(nodeId, Math.max(now, this.lastSeen.get(nodeId) ?? 0));
+      this.heardAt.set(nodeId, Math.max(heard, this.heardAt.get(nodeId) ?? 0));
   }
 
   markOffline(nodeId: string, reason: string): void {
     if (!this.online.delete(nodeId)) return;
-    this.wentOffline.set(nodeId, Date.now());
+    this.wentOffline.set(nodeId, this.wallClock());
     this.store.nodes.setStatus(nodeId, 'offline');
     this.store.events.record('node.offline', `node ${this.store.nodes.nameOf(nodeId)} offline: ${reason}`, {
       nodeId,
@@ -125,24 +181,68 @@ export class NodeLiveness {
     this.events.onOffline(nodeId, reason);
   }
 
-  private sweep(now = Date.now()): void {
+  /** Judges every online node; runs every few hundred ms (public for tests). */
+  sweep(): void {
+    const now = this.clock.now();
     if (this.brokerLinkDown) {
-      this.persist(false, now);
+      this.persist(false);
       return;
     }
-    for (const [nodeId, willAt] of this.lastWills) {
-      if (now - willAt < LAST_WILL_GRACE_MS) continue;
+    const goingOffline = new Map<string, string>();
+    const quiet: string[] = [];
+    for (const nodeId of this.online) {
+      const heard = this.heardAt.get(nodeId) ?? 0;
+      const silence = now - heard;
+      const willAt = this.lastWills.get(nodeId);
+      const willCounts = willAt !== undefined && now - willAt >= LAST_WILL_GRACE_MS;
+      if (willCounts && heard > willAt) this.lastWills.delete(nodeId);
+      else if (willCounts) goingOffline.set(nodeId, 'MQTT last will');
+      else if (silence > this.timeoutMs) goingOffline.set(nodeId, `no telemetry for ${silence} ms`);
+      if (goingOffline.has(nodeId) || silence > this.timeoutMs / 2) quiet.push(nodeId);
+    }
+    this.judgeMassSilence(quiet);
+    for (const [nodeId, reason] of goingOffline) {
       this.lastWills.delete(nodeId);
-      if ((this.lastSeen.get(nodeId) ?? 0) <= willAt) this.markOffline(nodeId, 'MQTT last will');
+      this.markOffline(nodeId, reason);
     }
-    for (const nodeId of [...this.online]) {
-      const seen = this.lastSeen.get(nodeId) ?? 0;
-      if (now - seen > this.timeoutMs) this.markOffline(nodeId, `no telemetry for ${now - seen} ms`);
-    }
-    this.persist(false, now);
+    this.persist(false);
   }
 
-  private persist(all: boolean, now = Date.now()): void {
+  /**
+   * Starts, follows or ends a mass silence. It starts when the quiet online nodes reach the threshold; it ends
+   * when fewer of the nodes it took in than the threshold (of the fleet online when it started) are still away.
+   */
+  private judgeMassSilence(quiet: string[]): void {
+    const massive = (count: number, of: number) =>
+      count >= MASS_SILENCE_MIN_NODES && count >= this.massSilenceShare * of;
+    const episode = this.massSilence;
+    if (!episode) {
+      if (!massive(quiet.length, this.online.size)) return;
+      this.massSilence = { since: this.wallClock(), fleet: this.online.size, nodes: new Set(quiet) };
+      const message =
+        `${quiet.length} of ${this.online.size} online nodes went quiet at once: taken as trouble on the control ` +
+        'side (broker, network, this process falling behind); failover is paused until they are back';
+      this.logger.warn({ quiet: quiet.length, online: this.online.size }, message);
+      this.store.events.record('failover.paused', message);
+      this.events.onFailoverPaused?.(true);
+      return;
+    }
+    for (const nodeId of quiet) episode.nodes.add(nodeId);
+    const quietNow = new Set(quiet);
+    let away = 0;
+    for (const nodeId of episode.nodes) if (!this.online.has(nodeId) || quietNow.has(nodeId)) away++;
+    if (massive(away, episode.fleet)) return;
+    this.massSilence = undefined;
+    const message =
+      `failover resumed after a mass silence of ${this.wallClock() - episode.since} ms: ` +
+      `${away} of the ${episode.nodes.size} nodes that went quiet are still away`;
+    this.logger.info(message);
+    this.store.events.record('failover.resumed', message);
+    this.events.onFailoverPaused?.(false);
+  }
+
+  private persist(all: boolean): void {
+    const now = this.wallClock();
     const due = [...this.dirty].filter(
       (nodeId) => all || now - (this.persistedAt.get(nodeId) ?? 0) >= PERSIST_EVERY_MS,
     );

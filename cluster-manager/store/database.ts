@@ -133,5 +133,24 @@ export function openDatabase(dataDir: string, file = 'cluster-manager.db'): Db {
       db.pragma(`user_version = ${index + 1}`);
     })();
   }
+  cacheStatements(db);
   return db;
+}
+
+/**
+ * Every statement is compiled once: the stores call `prepare` with the same SQL on every message, and compiling
+ * costs more than running most of them. Statements run to completion synchronously (none is iterated), so one
+ * statement per SQL text can be shared. The schema is fixed once migrations ran, so a cached plan stays valid.
+ */
+function cacheStatements(db: Db): void {
+  const compile = db.prepare.bind(db);
+  const statements = new Map<string, Database.Statement>();
+  db.prepare = ((sql: string) => {
+    let statement = statements.get(sql);
+    if (!statement) {
+      statement = compile(sql);
+      statements.set(sql, statement);
+    }
+    return statement;
+  }) as Db['prepare'];
 }

@@ -50,41 +50,48 @@ function fromRow(row: NodeRow): NodeRecord {
   };
 }
 
-/** Nodes and their latest telemetry. Telemetry is kept in memory and written at most every few seconds. */
+/**
+ * Nodes, held in memory and written through to SQLite: every message from a node asks who it is, and at fleet
+ * size that must not be a query and a JSON parse each time. Loaded once when the store opens; every write goes
+ * to SQLite first, then to the map. Telemetry is written at most every few seconds (see NodeLiveness).
+ * Records handed out are shared: callers copy before they change one.
+ */
 export class NodeStore {
   /** Node ids whose status or overlay endpoint changed. */
   readonly changes = new ChangeFeed();
+  private readonly byId = new Map<string, NodeRecord>();
+  private readonly idByName = new Map<string, string>();
 
-  constructor(private readonly db: Db) {}
+  constructor(private readonly db: Db) {
+    for (const row of db.prepare('SELECT * FROM nodes').all() as NodeRow[]) this.remember(fromRow(row));
+  }
 
+  /** Every node, by name. */
   list(): NodeRecord[] {
-    return (this.db.prepare('SELECT * FROM nodes ORDER BY name').all() as NodeRow[]).map(fromRow);
+    return [...this.byId.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  get count(): number {
+    return this.byId.size;
   }
 
   get(id: string): NodeRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM nodes WHERE id = ?').get(id) as NodeRow | undefined;
-    return row ? fromRow(row) : undefined;
+    return this.byId.get(id);
   }
 
   /** By id first, else by name. */
   find(idOrName: string): NodeRecord | undefined {
-    const row = this.db
-      .prepare('SELECT * FROM nodes WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1')
-      .get(idOrName, idOrName, idOrName) as NodeRow | undefined;
-    return row ? fromRow(row) : undefined;
+    return this.byId.get(idOrName) ?? this.findByName(idOrName);
   }
 
   /** The node's name for messages meant for people; its id when it is unknown. */
   nameOf(id: string): string {
-    const row = this.db.prepare('SELECT name FROM nodes WHERE id = ?').get(id) as
-      | { name: string }
-      | undefined;
-    return row?.name ?? id;
+    return this.byId.get(id)?.name ?? id;
   }
 
   findByName(name: string): NodeRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM nodes WHERE name = ?').get(name) as NodeRow | undefined;
-    return row ? fromRow(row) : undefined;
+    const id = this.idByName.get(name);
+    return id === undefined ? undefined : this.byId.get(id);
   }
 
   upsert(node: Omit<NodeRecord, 'telemetry' | 'subnet' | 'publicIp' | 'udpPort'>): void {
@@ -97,41 +104,60 @@ export class NodeStore {
            last_seen = excluded.last_seen`,
       )
       .run({ ...node, info: JSON.stringify(node.info) });
+    const previous = this.byId.get(node.id);
+    this.remember({
+      telemetry: null,
+      subnet: null,
+      publicIp: null,
+      udpPort: null,
+      ...previous,
+      ...node,
+    });
   }
 
   setStatus(id: string, status: NodeStatus): void {
     this.db.prepare('UPDATE nodes SET status = ? WHERE id = ?').run(status, id);
+    this.patch(id, { status });
     this.changes.emit(id);
   }
 
   /** A node's worker subnet is set once and kept: see OverlayAddresses. */
   setSubnet(id: string, subnet: string): void {
     this.db.prepare('UPDATE nodes SET subnet = ? WHERE id = ?').run(subnet, id);
+    this.patch(id, { subnet });
   }
 
   /** Every worker subnet handed out, as CIDR blocks. */
   subnets(): string[] {
-    return (
-      this.db.prepare('SELECT subnet FROM nodes WHERE subnet IS NOT NULL').all() as { subnet: string }[]
-    ).map((row) => row.subnet);
+    return [...this.byId.values()].flatMap((node) => (node.subnet ? [node.subnet] : []));
   }
 
   /** Stores the overlay endpoint; returns whether it changed. */
   setEndpoint(id: string, publicIp: string, udpPort: number): boolean {
-    const changed =
-      this.db
-        .prepare(
-          `UPDATE nodes SET public_ip = ?, udp_port = ?
-           WHERE id = ? AND (public_ip IS NOT ? OR udp_port IS NOT ?)`,
-        )
-        .run(publicIp, udpPort, id, publicIp, udpPort).changes === 1;
-    if (changed) this.changes.emit(id);
-    return changed;
+    const node = this.byId.get(id);
+    if (!node || (node.publicIp === publicIp && node.udpPort === udpPort)) return false;
+    this.db.prepare('UPDATE nodes SET public_ip = ?, udp_port = ? WHERE id = ?').run(publicIp, udpPort, id);
+    this.patch(id, { publicIp, udpPort });
+    this.changes.emit(id);
+    return true;
   }
 
   recordTelemetry(id: string, telemetry: NodeTelemetry, seenAt: number): void {
     this.db
       .prepare('UPDATE nodes SET telemetry = ?, last_seen = ? WHERE id = ?')
       .run(JSON.stringify(telemetry), seenAt, id);
+    this.patch(id, { telemetry, lastSeen: seenAt });
+  }
+
+  private patch(id: string, change: Partial<NodeRecord>): void {
+    const node = this.byId.get(id);
+    if (node) this.byId.set(id, { ...node, ...change });
+  }
+
+  private remember(node: NodeRecord): void {
+    const previous = this.byId.get(node.id);
+    if (previous && previous.name !== node.name) this.idByName.delete(previous.name);
+    this.byId.set(node.id, node);
+    this.idByName.set(node.name, node.id);
   }
 }

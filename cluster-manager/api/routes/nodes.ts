@@ -1,6 +1,5 @@
 import { Router } from 'express';
 import { notFound } from '../../errors.js';
-import { nodeNameMap } from '../../jobs/job-views.js';
 import type { NodeLiveness } from '../../liveness/node-liveness.js';
 import { instanceView, type Store } from '../../store/index.js';
 import { nodeViews } from '../node-views.js';
@@ -14,7 +13,6 @@ export function nodeRoutes(store: Store, liveness: NodeLiveness): Router {
     const node = store.nodes.find(req.params.id);
     if (!node) throw notFound('node', req.params.id);
     const [view] = nodeViews(store, liveness, [node]);
-    const names = nodeNameMap(store);
     const jobs = new Map(store.jobs.listJobs().map((job) => [job.id, job.name]));
     res.json({
       ...view,
@@ -22,7 +20,7 @@ export function nodeRoutes(store: Store, liveness: NodeLiveness): Router {
       instances: store.jobs.instancesOnNode(node.id).map((instance) => ({
         job: instance.jobId,
         jobName: jobs.get(instance.jobId) ?? null,
-        ...instanceView(instance, names.get(node.id) ?? null),
+        ...instanceView(instance, node.name),
       })),
     });
   });

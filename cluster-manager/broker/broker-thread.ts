@@ -1,0 +1,139 @@
+/**
+ * The embedded broker's own thread (the entry of the Worker that embedded-broker.ts starts): aedes, its TCP
+ * server and the topic ACLs run here, on an event loop of their own, so that a busy cluster manager never
+ * stalls deliveries, keepalives or last wills. Passwords are checked by the main thread, which holds the
+ * node store: each login is a message there and back.
+ */
+import { createServer, type Socket } from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import { type MqttPrincipal, mayPublish, maySubscribe } from './acl.js';
+
+/** What the main thread gives the broker thread to start with. */
+export interface BrokerThreadData {
+  port: number;
+  host: string;
+  /** Whether the main thread's logger takes debug lines: if not, none are sent. */
+  debug: boolean;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** Messages from the broker thread to the main thread. */
+export type FromBrokerThread =
+  | { type: 'listening'; port: number }
+  | { type: 'authenticate'; id: number; username: string | undefined; password: string | undefined }
+  | { type: 'log'; level: LogLevel; fields: Record<string, unknown>; msg: string };
+
+/** Messages from the main thread to the broker thread. */
+export type ToBrokerThread =
+  | { type: 'authenticated'; id: number; principal: MqttPrincipal | null }
+  | { type: 'close' };
+
+/**
+ * mqemitter delivers at most `concurrency` messages at once and queues the rest; draining that queue
+ * recurses (`released` -> `_do`) once per queued message, so a burst that queues a few thousand deliveries
+ * overflows the stack (seen with 1,000 nodes and aedes' default of 100). An in-flight delivery costs only a
+ * callback, so the bound is set far above any burst a fleet of this size makes: the queue stays out of play.
+ */
+const CONCURRENCY = 10_000;
+
+const port = parentPort;
+if (!port) throw new Error('broker-thread is the entry of a worker thread, not a module to import');
+const data = workerData as BrokerThreadData;
+
+function send(message: FromBrokerThread): void {
+  port!.postMessage(message);
+}
+
+function log(level: LogLevel, fields: Record<string, unknown>, msg: string): void {
+  if (level === 'debug' && !data.debug) return;
+  send({ type: 'log', level, fields, msg });
+}
+
+function refused(): AuthenticateError {
+  const error = new Error('bad username or password') as AuthenticateError;
+  error.returnCode = 4 as AuthenticateError['returnCode'];
+  return error;
+}
+
+const principals = new WeakMap<Client, MqttPrincipal>();
+/** Logins waiting for the main thread's answer, by request id. */
+const logins = new Map<number, (principal: MqttPrincipal | null) => void>();
+let lastLogin = 0;
+
+const aedes = await Aedes.createBroker({
+  concurrency: CONCURRENCY,
+  authenticate(client, username, password, done) {
+    const id = ++lastLogin;
+    logins.set(id, (principal) => {
+      if (!principal) {
+        log('warn', { clientId: client.id, username }, 'mqtt login refused');
+        done(refused(), false);
+        return;
+      }
+      principals.set(client, principal);
+      done(null, true);
+    });
+    send({ type: 'authenticate', id, username, password: password?.toString() });
+  },
+  authorizePublish(client, packet, callback) {
+    const principal = client ? principals.get(client) : undefined;
+    if (!client) return callback(null);
+    if (principal && mayPublish(principal, packet.topic)) return callback(null);
+    callback(new Error(`publish to ${packet.topic} not allowed`));
+  },
+  authorizeSubscribe(client, subscription, callback) {
+    const principal = principals.get(client);
+    if (principal && maySubscribe(principal, subscription.topic)) return callback(null, subscription);
+    log('warn', { clientId: client.id, topic: subscription.topic }, 'mqtt subscribe refused');
+    // A null subscription answers the client with a failure code instead of closing it.
+    callback(null, null);
+  },
+});
+aedes.on('clientError', (client, error) =>
+  log('debug', { clientId: client.id, err: error.message }, 'mqtt client error'),
+);
+
+const sockets = new Set<Socket>();
+const server = createServer({ noDelay: true }, (socket: Socket) => {
+  socket.setNoDelay(true);
+  sockets.add(socket);
+  socket.once('close', () => sockets.delete(socket));
+  aedes.handle(socket);
+});
+
+async function close(): Promise<void> {
+  await new Promise<void>((resolve) => aedes.close(() => resolve()));
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // aedes closed its clients; what is left are sockets that never sent CONNECT.
+  for (const socket of sockets) socket.destroy();
+  await closed;
+  // Ends this thread only; the main thread waits for the worker's exit.
+  process.exit(0);
+}
+
+port.on('message', (message: ToBrokerThread) => {
+  switch (message.type) {
+    case 'authenticated': {
+      const answer = logins.get(message.id);
+      logins.delete(message.id);
+      answer?.(message.principal);
+      break;
+    }
+    case 'close':
+      void close();
+      break;
+  }
+});
+
+// A listen error (the port taken) throws out of this module: the worker fails and the main thread sees it.
+await new Promise<void>((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(data.port, data.host, () => {
+    server.off('error', reject);
+    resolve();
+  });
+});
+const address = server.address();
+send({ type: 'listening', port: typeof address === 'object' && address ? address.port : data.port });

@@ -1,0 +1,176 @@
+import { spawn } from 'node:child_process';
+import mqtt, { type MqttClient } from 'mqtt';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MqttPrincipal } from '../../cluster-manager/broker/acl.js';
+import { EmbeddedBroker } from '../../cluster-manager/broker/embedded-broker.js';
+import { waitFor } from '../helpers/wait.js';
+
+const SECRET = 'n1-secret';
+const WRONG = 'wrong-password-never-logged';
+
+function authenticate(username: string | undefined, password: string | undefined): MqttPrincipal | null {
+  if (username === 'cluster-manager' && password === 'cm-secret') return { role: 'cluster-manager' };
+  if (username === 'n1' && password === SECRET) return { role: 'node', nodeId: 'n1' };
+  return null;
+}
+
+/**
+ * Runs in a child process, so that it keeps going while the test's thread is blocked: a node publishes a
+ * QoS 1 message every 50 ms for 3 s and a cluster-manager client receives them; prints the round trips.
+ */
+const PROBE = `
+import mqtt from 'mqtt';
+const url = process.argv[1];
+const opts = { reconnectPeriod: 0, protocolVersion: 4 };
+const manager = await mqtt.connectAsync(url, { ...opts, username: 'cluster-manager', password: 'cm-secret' });
+const node = await mqtt.connectAsync(url, { ...opts, username: 'n1', password: ${JSON.stringify(SECRET)} });
+const latencies = [];
+manager.on('message', (_topic, payload) => latencies.push(Date.now() - Number(payload.toString())));
+await manager.subscribeAsync('nodes/n1/information', { qos: 1 });
+console.log('ready');
+let sent = 0;
+const end = Date.now() + 3000;
+while (Date.now() < end) {
+  node.publish('nodes/n1/information', String(Date.now()), { qos: 1 });
+  sent++;
+  await new Promise((resolve) => setTimeout(resolve, 50));
+}
+const deadline = Date.now() + 5000;
+while (latencies.length < sent && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+console.log(JSON.stringify({ sent, received: latencies.length, maxLatencyMs: Math.max(...latencies) }));
+await Promise.all([manager.endAsync(), node.endAsync()]);
+`;
+
+describe('the embedded broker in its own thread', () => {
+  const logLines: string[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => void logLines.push(line) });
+  let broker: EmbeddedBroker;
+  const clients: MqttClient[] = [];
+
+  function connect(username: string, password: string, reconnectPeriod = 0): Promise<MqttClient> {
+    return new Promise((resolve, reject) => {
+      const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+        username,
+        password,
+        reconnectPeriod,
+        protocolVersion: 4,
+        connectTimeout: 5000,
+      });
+      clients.push(client);
+      client.once('connect', () => resolve(client));
+      client.once('error', (error) => {
+        if (reconnectPeriod === 0) client.end(true);
+        reject(error);
+      });
+    });
+  }
+
+  beforeAll(async () => {
+    broker = await EmbeddedBroker.start({ port: 0, host: '127.0.0.1', authenticate, logger });
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((client) => client.endAsync(true)));
+    const worker = broker.worker;
+    await broker.close();
+    expect(worker.threadId).toBe(-1);
+  });
+
+  it('listens on the port it picked', () => {
+    expect(broker.port).toBeGreaterThan(0);
+  });
+
+  it('refuses a bad password with CONNACK code 4 and never logs the password', async () => {
+    const error = await connect('n1', WRONG).then(
+      () => undefined,
+      (e: Error & { code?: number }) => e,
+    );
+    expect(error?.code).toBe(4);
+    expect(error?.message).toMatch(/Bad username or password/);
+    await waitFor(() => logLines.some((line) => line.includes('mqtt login refused')), 'the refusal logged');
+    expect(logLines.join('\n')).not.toContain(WRONG);
+  });
+
+  it('delivers an allowed publish and refuses a foreign subscription with a failure code', async () => {
+    const manager = await connect('cluster-manager', 'cm-secret');
+    const node = await connect('n1', SECRET);
+    const received: string[] = [];
+    manager.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`));
+    await manager.subscribeAsync('nodes/+/information', { qos: 1 });
+    await node.publishAsync('nodes/n1/information', 'hello', { qos: 1 });
+    await waitFor(() => received.includes('nodes/n1/information hello'), 'the node publish delivered');
+
+    const granted = await node.subscribeAsync('nodes/n1/control', { qos: 1 });
+    expect(granted[0]?.qos).toBe(1);
+    const commands: string[] = [];
+    node.on('message', (topic, payload) => commands.push(`${topic} ${payload.toString()}`));
+    await manager.publishAsync('nodes/n1/control', 'deploy', { qos: 1 });
+    await waitFor(() => commands.includes('nodes/n1/control deploy'), 'the control message delivered');
+
+    // aedes answers a refused subscription with the SUBACK failure code 128, which mqtt.js rejects with.
+    const refused = await node.subscribeAsync('nodes/n2/control', { qos: 1 }).then(
+      () => undefined,
+      (error: Error & { packet?: { granted?: unknown[] } }) => error,
+    );
+    expect(refused?.packet?.granted).toEqual([128]);
+    expect(node.connected).toBe(true);
+  });
+
+  it('keeps delivering while the main thread is blocked', async () => {
+    const probe = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', PROBE, `mqtt://127.0.0.1:${broker.port}`],
+      {
+        cwd: process.cwd(),
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    let output = '';
+    probe.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => probe.once('exit', resolve));
+    await waitFor(() => output.includes('ready'), 'the probe connected', 20_000, 20);
+
+    // The broker thread goes on; this one (and with it every login, which the main thread answers) stops.
+    const blockedUntil = Date.now() + 2000;
+    while (Date.now() < blockedUntil) {
+      // busy
+    }
+
+    expect(await exited).toBe(0);
+    const result = JSON.parse(output.trim().split('\n').at(-1)!) as {
+      sent: number;
+      received: number;
+      maxLatencyMs: number;
+    };
+    expect(result.sent).toBeGreaterThan(10);
+    expect(result.received).toBe(result.sent);
+    // On the main thread's loop a message published at the block's start would wait the 2 s out.
+    expect(result.maxLatencyMs).toBeLessThan(1000);
+  });
+
+  it('restarts a dead broker thread on the same port, and clients reconnect', async () => {
+    const port = broker.port;
+    const node = await connect('n1', SECRET, 200);
+    let connects = 0;
+    node.on('connect', () => connects++);
+    const dead = broker.worker;
+    await dead.terminate();
+
+    await waitFor(() => broker.worker !== dead, 'a new broker thread', 20_000);
+    expect(broker.port).toBe(port);
+    const again = await waitFor(
+      () => connect('n1', SECRET).catch(() => undefined),
+      'a connection to the restarted broker',
+      20_000,
+      200,
+    );
+    expect(again.connected).toBe(true);
+    await waitFor(() => connects > 0, 'the old client reconnected by itself', 20_000);
+    expect(
+      logLines.some((line) => line.includes('"level":60') && line.includes('mqtt broker thread exited')),
+    ).toBe(true);
+  });
+});
