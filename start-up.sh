@@ -330,7 +330,7 @@ install_dependencies() {
 # Sources that go into dist/; a build stamp newer than all of them means dist/ is current.
 build_inputs() {
   local input
-  for input in shared cluster-manager node-engine net-manager tsconfig.json package.json package-lock.json \
+  for input in shared cluster-manager node-engine net-manager fleet-sim tsconfig.json package.json package-lock.json \
     scripts/copy-assets.mjs; do
     [ -e "$input" ] && echo "$input"
   done

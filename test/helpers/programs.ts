@@ -9,6 +9,7 @@ export const BINS = {
   nodeEngine: join(ROOT, 'dist/node-engine/main.js'),
   netManager: join(ROOT, 'dist/net-manager/main.js'),
   edgectl: join(ROOT, 'dist/cluster-manager/cli/edgectl.js'),
+  fleetSim: join(ROOT, 'dist/fleet-sim/main.js'),
 } as const;
 
 /** Node flags and environment each program runs with, as start-up.sh starts it. */

@@ -1,0 +1,145 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, it } from 'vitest';
+import { E2eCluster, JOIN_TOKEN } from '../helpers/e2e-cluster.js';
+import { Mosquitto } from '../helpers/mosquitto.js';
+import { BINS, Program } from '../helpers/programs.js';
+import { waitFor } from '../helpers/wait.js';
+import { report, rssMiB } from './report.js';
+
+/**
+ * The cluster manager holding a fleet of hollow workers (edge-fleet-sim, the real protocol) on this machine,
+ * the simulator sharing its two cores: time for the fleet to come online, CPU and memory while it is held, then
+ * a burst of job posts. Run once with the embedded broker and once with Debian's mosquitto as the broker, the
+ * baseline, in the same run.
+ */
+const WORKERS = Number(process.env.BENCH_FLEET_WORKERS ?? 2000);
+const HOLD_S = Number(process.env.BENCH_FLEET_HOLD_S ?? 30);
+const JOBS = Number(process.env.BENCH_FLEET_JOBS ?? 100);
+const REPLICAS = Number(process.env.BENCH_FLEET_REPLICAS ?? 10);
+const BROKERS = (process.env.BENCH_FLEET_BROKERS ?? 'embedded,mosquitto').split(',');
+
+interface SimStats {
+  type: string;
+  registered: number;
+  mqttConnected: number;
+  cpuPercent: number;
+  rssMiB: number;
+  commandLatencyMs?: { p50: number; p99: number; max: number; count: number };
+  runningLatencyMs?: { p50: number; p99: number; max: number; count: number };
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function lastStats(sim: Program): SimStats | undefined {
+  const lines = sim.output.split('\n').filter((line) => line.startsWith('{"type":"stats"'));
+  return lines.length ? (JSON.parse(lines.at(-1)!) as SimStats) : undefined;
+}
+
+const rows: Record<string, string | number>[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+});
+
+async function run(broker: string): Promise<void> {
+  const mosquitto = broker === 'mosquitto' ? await Mosquitto.start() : undefined;
+  if (mosquitto) cleanups.push(() => mosquitto.stop());
+  const cluster = new E2eCluster({ nodeTimeoutMs: 6000, mqttUrl: mosquitto?.url });
+  cleanups.push(() => cluster.stop());
+  await cluster.startClusterManager();
+  const pid = cluster.cm!.pid;
+  const events = async (type: string) =>
+    ((await (await cluster.api('/api/events?limit=1000')).json()) as { type: string }[]).filter(
+      (event) => event.type === type,
+    ).length;
+  const online = async () =>
+    ((await (await cluster.api('/api/nodes')).json()) as { status: string }[]).filter(
+      (node) => node.status === 'online',
+    ).length;
+
+  const startedAt = performance.now();
+  const sim = Program.start('fleet-sim', BINS.fleetSim, [
+    ...['--cluster-manager', cluster.url, '--join-token', JOIN_TOKEN, '--workers', String(WORKERS)],
+    ...['--connect-rate', '500', '--report-every', '5'],
+  ]);
+  cleanups.push(() => sim.stop());
+  await waitFor(async () => (await online()) === WORKERS, `${WORKERS} online`, 300_000, 1000);
+  const onlineS = (performance.now() - startedAt) / 1000;
+
+  // Held: CPU over the hold, in % of one core.
+  const cpuBefore = cpuSeconds(pid);
+  await new Promise((resolve) => setTimeout(resolve, HOLD_S * 1000));
+  const heldCpu = ((cpuSeconds(pid) - cpuBefore) / HOLD_S) * 100;
+  const heldRss = rssMiB(pid);
+  const simHeld = lastStats(sim);
+
+  // The burst: every job posted as fast as HTTP takes them (20 in flight), timed to all running.
+  const postStart = performance.now();
+  const postMs: number[] = [];
+  for (let start = 0; start < JOBS; start += 20) {
+    await Promise.all(
+      Array.from({ length: Math.min(20, JOBS - start) }, async (_, i) => {
+        const t0 = performance.now();
+        const response = await cluster.api('/api/jobs', {
+          method: 'POST',
+          json: {
+            name: `fleet-${start + i}`,
+            image: 'edge/busybox:latest',
+            command: ['sleep', '3600'],
+            replicas: REPLICAS,
+            resources: { cpus: 0.1, memoryMB: 16 },
+          },
+        });
+        if (response.status !== 201)
+          throw new Error(`POST /api/jobs: ${response.status} ${await response.text()}`);
+        postMs.push(performance.now() - t0);
+      }),
+    );
+  }
+  const lastPost = performance.now();
+  await waitFor(
+    async () => {
+      const jobs = (await (await cluster.api('/api/jobs')).json()) as { instances: { status: string }[] }[];
+      return (
+        jobs.flatMap((job) => job.instances).filter((i) => i.status === 'running').length === JOBS * REPLICAS
+      );
+    },
+    'every instance running',
+    300_000,
+    500,
+  );
+  const runningS = (performance.now() - lastPost) / 1000;
+  // Let the simulator's next stats line carry the burst's latencies.
+  await new Promise((resolve) => setTimeout(resolve, 5500));
+  const simAfter = lastStats(sim);
+  rows.push({
+    broker,
+    workers: WORKERS,
+    allOnlineS: Math.round(onlineS * 10) / 10,
+    heldCpuPercent: Math.round(heldCpu),
+    heldRssMiB: heldRss,
+    simCpuPercent: Math.round(simHeld?.cpuPercent ?? Number.NaN),
+    burst: `${JOBS}x${REPLICAS}`,
+    postsS: Math.round((lastPost - postStart) / 100) / 10,
+    postP50Ms: Math.round(postMs.sort((a, b) => a - b)[Math.floor(postMs.length / 2)]!),
+    allRunningAfterLastPostS: Math.round(runningS * 10) / 10,
+    commandP99Ms: simAfter?.commandLatencyMs?.p99 ?? Number.NaN,
+    runningP99Ms: simAfter?.runningLatencyMs?.p99 ?? Number.NaN,
+    rssAfterMiB: rssMiB(pid),
+    offlineEvents: await events('node.offline'),
+    livenessHeld: await events('liveness.held'),
+  });
+  await sim.stop();
+  await cluster.stop();
+  await mosquitto?.stop();
+}
+
+it(`fleet: ${WORKERS} hollow workers, ${JOBS} jobs x ${REPLICAS}`, async () => {
+  for (const broker of BROKERS) await run(broker);
+  report('fleet', rows, { workers: WORKERS, holdS: HOLD_S, jobs: JOBS, replicas: REPLICAS });
+});
