@@ -35,7 +35,7 @@ export function pickMoveTarget(
     if (reason === null) feasible.push(node);
     else reasons[node.name] = reason;
   }
-  const best = rankNodes(job.id, feasible)[0];
+  const best = rankNodes(job.id, feasible, job)[0];
   if (best) return { nodeId: best.id };
   return { reasons, summary: summarizeReasons(reasons, 'no other node fits') };
 }

@@ -1,3 +1,4 @@
+import type { JobDefinition } from '../../shared/index.js';
 import type { SchedulableNode } from './types.js';
 
 /** A rank scorer as a comparator: negative when `a` is the better node. */
@@ -25,9 +26,23 @@ export function composeComparators(...comparators: NodeComparator[]): NodeCompar
   };
 }
 
-/** The feasible nodes, best first, for one more instance of the job. */
-export function rankNodes(jobId: string, nodes: readonly SchedulableNode[]): SchedulableNode[] {
-  return [...nodes].sort(composeComparators(fewestInstancesOf(jobId), mostFreeFraction, byName));
+/** Spread by default: among otherwise equal nodes, the one running the fewest instances of any job. */
+export const fewestInstances: NodeComparator = (a, b) => a.instanceCount - b.instanceCount;
+
+/**
+ * The feasible nodes, best first, for one more instance of the job: its own replicas spread first; then, for a
+ * job that asks for cpus or memory, the most headroom left; for one that asks for neither (it takes no
+ * headroom, so headroom alone would send every such job to the same node), the fewest instances first.
+ */
+export function rankNodes(
+  jobId: string,
+  nodes: readonly SchedulableNode[],
+  job?: Pick<JobDefinition, 'resources'>,
+): SchedulableNode[] {
+  const asksResources = job?.resources.cpus !== undefined || job?.resources.memoryMB !== undefined;
+  const order =
+    asksResources || !job ? [mostFreeFraction, fewestInstances] : [fewestInstances, mostFreeFraction];
+  return [...nodes].sort(composeComparators(fewestInstancesOf(jobId), ...order, byName));
 }
 
 /** The mean of the free cpu and free memory fractions (0..1); a resource with no capacity counts as full. */

@@ -16,6 +16,8 @@ export interface SchedulableNode {
   usedHostPorts: string[];
   /** Instances placed here, by job id: the spread score. */
   instancesByJob: Record<string, number>;
+  /** Instances placed here, of every job: spread by default. */
+  instanceCount: number;
 }
 
 export interface Placement {

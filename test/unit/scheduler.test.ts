@@ -31,6 +31,7 @@ function node(name: string, overrides: Partial<SchedulableNode> = {}): Schedulab
     allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
     usedHostPorts: [],
     instancesByJob: {},
+    instanceCount: 0,
     ...overrides,
   };
 }
@@ -296,5 +297,75 @@ describe('pickMoveTarget', () => {
         'no other node fits: edge-a: instance 0 runs here already; edge-b: offline; ' +
         'edge-c: no docker runtime (has native)',
     });
+  });
+});
+
+describe('placeInstances: spread by default and bounded candidates on a large fleet', () => {
+  const fleet = (count: number, each: (n: SchedulableNode, i: number) => void = () => {}) =>
+    Array.from({ length: count }, (_, i) => {
+      const n = node(`edge-${String(i).padStart(5, '0')}`);
+      each(n, i);
+      return n;
+    });
+
+  it('sends a job that asks for no resources to the node running the fewest instances', () => {
+    const nodes = [
+      node('edge-a', { instanceCount: 3 }),
+      node('edge-b', { instanceCount: 0 }),
+      node('edge-c', { instanceCount: 5 }),
+    ];
+    expect(placeInstances(job(), [0], nodes).placements).toEqual([{ instance: 0, nodeId: 'id-edge-b' }]);
+  });
+
+  it('spreads many jobs without resources over the fleet instead of piling them on one node', () => {
+    const nodes = fleet(5);
+    for (let j = 0; j < 10; j++) {
+      const [placement] = placeInstances(job({}, `job-${j}`), [0], nodes).placements;
+      nodes.find((n) => n.id === placement!.nodeId)!.instanceCount++;
+    }
+    expect(nodes.map((n) => n.instanceCount)).toEqual([2, 2, 2, 2, 2]);
+  });
+
+  it('places the same way twice for the same inputs, and replicas on distinct nodes', () => {
+    const nodes = fleet(2000);
+    const spec = job({ replicas: 10, resources: { cpus: 0.5, memoryMB: 64 } });
+    const first = placeInstances(spec, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], nodes);
+    expect(placeInstances(spec, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], nodes)).toEqual(first);
+    expect(new Set(first.placements.map((p) => p.nodeId)).size).toBe(10);
+  });
+
+  it('finds the few nodes that fit in a large fleet', () => {
+    const nodes = fleet(2000, (n, i) => {
+      if (i % 500 === 7) n.labels = { camera: 'yes' };
+    });
+    const result = placeInstances(
+      job({ constraints: { labels: { camera: 'yes' } } }),
+      [0, 1, 2, 3, 4],
+      nodes,
+    );
+    const chosen = result.placements.map((p) => p.nodeId);
+    expect(chosen).toHaveLength(5);
+    for (const id of chosen)
+      expect(['id-edge-00007', 'id-edge-00507', 'id-edge-01007', 'id-edge-01507']).toContain(id);
+    expect(new Set(chosen.slice(0, 4)).size).toBe(4);
+  });
+
+  it('picks among the roomiest nodes from its sample: never one that is nearly full when most are empty', () => {
+    const nodes = fleet(2000, (n, i) => {
+      if (i % 2 === 0) n.allocated = { cpus: 3.5, memoryBytes: 3.5 * GIB, gpus: 0 };
+    });
+    const result = placeInstances(job({ resources: { cpus: 0.25 } }), [0, 1, 2, 3, 4, 5, 6, 7], nodes);
+    for (const { nodeId } of result.placements)
+      expect(nodes.find((n) => n.id === nodeId)!.allocated.cpus).toBe(0);
+  });
+
+  it('places a job pinned to one node of a large fleet there, and names every node when nothing fits', () => {
+    const nodes = fleet(1000);
+    expect(placeInstances(job({ constraints: { nodes: ['edge-00666'] } }), [0], nodes).placements).toEqual([
+      { instance: 0, nodeId: 'id-edge-00666' },
+    ]);
+    const unplaced = placeInstances(job({ resources: { cpus: 64 } }), [0], nodes).unplaced[0]!;
+    expect(Object.keys(unplaced.reasons)).toHaveLength(1000);
+    expect(unplaced.summary).toMatch(/not enough cpus/);
   });
 });
