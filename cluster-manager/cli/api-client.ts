@@ -3,6 +3,7 @@ import {
   ApiErrorBodySchema,
   type ClusterEvent,
   type Job,
+  type NodeStatus,
   type NodeView,
 } from '../../shared/index.js';
 
@@ -33,6 +34,21 @@ export class ServerUnreachableError extends Error {
   }
 }
 
+/** `GET /api/nodes`' filters and page; nothing set asks for every node, as the route always answered. */
+export interface NodeListQuery {
+  status?: NodeStatus;
+  /** `key=value`; a node must carry all of them. */
+  labels?: string[];
+  limit?: number;
+  cursor?: string;
+}
+
+/** One page of a list; `nextCursor` (the `X-Next-Cursor` header) when more follow. */
+export interface Page<T> {
+  items: T[];
+  nextCursor?: string;
+}
+
 export interface ApiClientOptions {
   server: string;
   token?: string;
@@ -58,8 +74,19 @@ export class ApiClient {
     return this.request('GET', '/api/health');
   }
 
-  listNodes(): Promise<NodeView[]> {
-    return this.request('GET', '/api/nodes');
+  async listNodes(query: NodeListQuery = {}): Promise<Page<NodeView>> {
+    const params = new URLSearchParams();
+    if (query.status) params.set('status', query.status);
+    for (const label of query.labels ?? []) params.append('label', label);
+    if (query.limit !== undefined) params.set('limit', String(query.limit));
+    if (query.cursor) params.set('cursor', query.cursor);
+    const search = params.toString();
+    const { body, headers } = await this.exchange<NodeView[]>(
+      'GET',
+      `/api/nodes${search ? `?${search}` : ''}`,
+    );
+    const nextCursor = headers.get('x-next-cursor');
+    return { items: body, ...(nextCursor ? { nextCursor } : {}) };
   }
 
   getNode(ref: string): Promise<NodeView & Record<string, unknown>> {
@@ -99,6 +126,14 @@ export class ApiClient {
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return (await this.exchange<T>(method, path, body)).body;
+  }
+
+  private async exchange<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ body: T; headers: Headers }> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -116,7 +151,7 @@ export class ApiClient {
     const text = await response.text();
     const parsed = parseBody(text);
     if (!response.ok) throw new ApiError(response.status, errorBodyOf(response, parsed));
-    return parsed as T;
+    return { body: parsed as T, headers: response.headers };
   }
 }
 

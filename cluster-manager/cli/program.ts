@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { resolveDataDir, UsageError, VERSION } from '../../shared/index.js';
+import { NODE_STATUSES, type NodeStatus, resolveDataDir, UsageError, VERSION } from '../../shared/index.js';
 import { ApiClient, ApiError, ServerUnreachableError } from './api-client.js';
 import {
   formatApiError,
@@ -96,11 +96,34 @@ export function buildProgram(io: EdgectlIo): Command {
   program
     .command('nodes')
     .description('list nodes')
+    .addOption(new Option('--status <status>', 'only nodes with this status').choices(NODE_STATUSES))
+    .option('--label <key=value>', 'only nodes with this label (repeat: all must match)', collectLabel, [])
+    .option(
+      '--limit <n>',
+      'at most this many nodes (1 to 1000), then how to ask for more',
+      parsePositiveNumber,
+    )
+    .option('--cursor <cursor>', 'the page after this cursor (from a previous --limit)')
     .addOption(outputOption('table'))
-    .action(async (options: { output: OutputFormat }) => {
-      const nodes = await client().listNodes();
-      print(formatOutput(nodes, options.output, () => formatNodesTable(nodes, io.now())));
-    });
+    .action(
+      async (options: {
+        status?: NodeStatus;
+        label: string[];
+        limit?: number;
+        cursor?: string;
+        output: OutputFormat;
+      }) => {
+        const page = await client().listNodes({
+          status: options.status,
+          labels: options.label,
+          limit: options.limit,
+          cursor: options.cursor,
+        });
+        const nodes = page.items;
+        print(formatOutput(nodes, options.output, () => formatNodesTable(nodes, io.now())));
+        if (page.nextCursor) io.stderr(`more nodes follow: add --cursor ${page.nextCursor}\n`);
+      },
+    );
 
   program
     .command('node')
@@ -232,6 +255,11 @@ function parseServerUrl(value: string): string {
     throw new InvalidArgumentError(`not an http(s) URL: ${value}`);
   }
   return value;
+}
+
+function collectLabel(value: string, labels: string[]): string[] {
+  if (value.indexOf('=') < 1) throw new InvalidArgumentError('must be key=value');
+  return [...labels, value];
 }
 
 function parseWholeNumber(value: string): number {

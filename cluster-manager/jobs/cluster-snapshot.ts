@@ -1,12 +1,6 @@
 import type { SchedulableNode } from '../scheduler/types.js';
-import type { InstanceRecord, JobRecord, NodeRecord, Store } from '../store/index.js';
-
-/** Statuses whose instance no longer holds resources on its node. */
-const RELEASED = new Set(['failed', 'stopped', 'pending']);
-
-export function holdsResources(instance: InstanceRecord): boolean {
-  return instance.nodeId !== null && !RELEASED.has(instance.status);
-}
+import type { JobRecord, NodeRecord, Store } from '../store/index.js';
+import { holdsResources } from './instance-states.js';
 
 /**
  * The scheduler's view of the cluster: each node with what its placed instances (and moves in flight to it)
@@ -32,6 +26,7 @@ export function schedulableNodes(
       allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
       usedHostPorts: [],
       instancesByJob: {},
+      instanceCount: 0,
     });
   }
   const charge = (nodeId: string, jobId: string) => {
@@ -45,6 +40,7 @@ export function schedulableNodes(
     for (const port of ports)
       if (port.host !== undefined) node.usedHostPorts.push(`${port.protocol}/${port.host}`);
     node.instancesByJob[jobId] = (node.instancesByJob[jobId] ?? 0) + 1;
+    node.instanceCount++;
   };
   for (const instance of store.jobs.allInstances()) {
     if (holdsResources(instance)) charge(instance.nodeId!, instance.jobId);

@@ -1,13 +1,21 @@
 import { randomUUID } from 'node:crypto';
-import type { Job, JobSpec, Logger } from '../../shared/index.js';
+import type { Job, JobSpec, JobState, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
-import { conflict, notFound } from '../errors.js';
+import { conflict, invalid, notFound } from '../errors.js';
 import type { OverlayAddresses } from '../network/overlay-addresses.js';
 import { pickMoveTarget } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { schedulableNodes } from './cluster-snapshot.js';
+import { countsTowardsReplicas, transition } from './instance-states.js';
 import { jobView } from './job-views.js';
+import { abandonMove } from './moves.js';
 import type { Placement } from './placement.js';
+
+export interface JobFilter {
+  state?: JobState;
+  /** A node's id or name. */
+  node?: string;
+}
 
 /** What operators do to jobs: create, delete, scale, move. Each is one transaction plus its commands. */
 export class JobService {
@@ -20,8 +28,28 @@ export class JobService {
     private readonly logger: Logger,
   ) {}
 
-  list(): Job[] {
-    return this.store.jobs.listJobs().map((job) => jobView(this.store, job));
+  /**
+   * The job records that pass `filter`; views are built by `views` for the page a client gets, not for every
+   * job. `node` (id or name) keeps the jobs with an instance on that node.
+   */
+  records(filter: JobFilter = {}): JobRecord[] {
+    let jobs = this.store.jobs.listJobs();
+    if (filter.state !== undefined) jobs = jobs.filter((job) => job.state === filter.state);
+    if (filter.node !== undefined) {
+      const node = this.store.nodes.find(filter.node);
+      if (!node) {
+        throw invalid(`unknown node "${filter.node}"`, [
+          { path: 'node', message: 'no node has this id or name' },
+        ]);
+      }
+      const onNode = new Set(this.store.jobs.instancesOnNode(node.id).map((instance) => instance.jobId));
+      jobs = jobs.filter((job) => onNode.has(job.id));
+    }
+    return jobs;
+  }
+
+  views(jobs: JobRecord[]): Job[] {
+    return jobs.map((job) => jobView(this.store, job));
   }
 
   get(idOrName: string): Job {
@@ -103,7 +131,7 @@ export class JobService {
     const job = this.findActive(idOrName);
     this.store.transaction(() => {
       const instances = this.store.jobs.instancesOf(job.id);
-      const live = instances.filter((instance) => instance.status !== 'stopping');
+      const live = instances.filter((instance) => countsTowardsReplicas(instance.status));
       const updated: JobRecord = { ...job, spec: { ...job.spec, replicas }, updatedAt: now };
       this.store.jobs.setJobSpec(job.id, updated.spec, now);
       if (live.length < replicas) {
@@ -176,13 +204,20 @@ export class JobService {
     return this.get(job.id);
   }
 
-  /** Sends `delete` for one instance; it disappears when its node acks. Unplaced ones go at once. */
+  /**
+   * Sends `delete` for one instance; it disappears when its node acks. Unplaced ones go at once. A move of it
+   * under way is given up first, so that its target removes the copy it may already run.
+   */
   private stopInstance(job: JobRecord, instance: InstanceRecord, now: number): void {
     if (!instance.nodeId) {
       this.store.jobs.removeInstance(job.id, instance.number);
       return;
     }
-    this.store.jobs.updateInstance({ ...instance, status: 'stopping', updatedAt: now });
+    const move = this.store.moves.get(job.id, instance.number);
+    if (move) abandonMove(this.store, this.outbox, job, move, 'the instance was scaled away');
+    const next = transition(instance.status, { kind: 'stopAsked' });
+    if ('status' in next)
+      this.store.jobs.updateInstance({ ...instance, status: next.status, updatedAt: now });
     this.outbox.enqueueDelete(instance.nodeId, jobDefinition(job), instance.number, instance.generation);
   }
 

@@ -1,6 +1,7 @@
 import type { CommandAck, InstanceStatusReport, InstanceSummary, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { type InstanceRecord, jobDefinition, type MoveRecord, type Store } from '../store/index.js';
+import { expectedOnNode, type InstanceMessage, transition } from './instance-states.js';
 import { abandonMove, completeMove } from './moves.js';
 import type { Placement } from './placement.js';
 
@@ -10,9 +11,6 @@ import type { Placement } from './placement.js';
  * engine to have reconciled and listed what it runs.
  */
 export const MISSING_GRACE_MS = 10_000;
-
-/** Statuses of instances a node must list in its telemetry. */
-const EXPECTED_ON_NODE = new Set(['scheduled', 'pulling', 'creating', 'running', 'exited', 'lost']);
 
 /** What nodes tell the cluster manager about instances: status reports, command acks, telemetry summaries. */
 export class NodeReports {
@@ -38,7 +36,6 @@ export class NodeReports {
       this.logger.debug({ nodeId, report }, 'stale status report ignored');
       return;
     }
-    if (instance.status === 'stopping' && report.status !== 'stopped') return;
     this.applyReport(instance, report, now);
   }
 
@@ -68,10 +65,16 @@ export class NodeReports {
           },
         );
         const instance = this.store.jobs.getInstance(job.id, command.instance);
-        if (instance && instance.nodeId === nodeId && instance.generation === command.generation) {
+        const next = instance && transition(instance.status, { kind: 'refused' });
+        if (
+          next &&
+          'status' in next &&
+          instance.nodeId === nodeId &&
+          instance.generation === command.generation
+        ) {
           this.store.jobs.updateInstance({
             ...instance,
-            status: 'failed',
+            status: next.status,
             detail: error ?? 'refused',
             updatedAt: now,
           });
@@ -89,7 +92,8 @@ export class NodeReports {
       }
       const instance = this.store.jobs.getInstance(job.id, command.instance);
       if (
-        instance?.status === 'stopping' &&
+        instance &&
+        'remove' in transition(instance.status, { kind: 'deleteAcked' }) &&
         instance.nodeId === nodeId &&
         instance.generation <= command.generation
       ) {
@@ -109,8 +113,9 @@ export class NodeReports {
     for (const summary of summaries) {
       const instance = this.store.jobs.getInstance(summary.job, summary.instance);
       if (!instance || instance.nodeId !== nodeId || instance.generation !== summary.generation) continue;
-      if (instance.status === summary.status || instance.status === 'stopping') continue;
-      this.store.jobs.updateInstance({ ...instance, status: summary.status, updatedAt: now });
+      const next = transition(instance.status, { kind: 'listed', status: summary.status });
+      if ('status' in next)
+        this.store.jobs.updateInstance({ ...instance, status: next.status, updatedAt: now });
     }
   }
 
@@ -121,7 +126,7 @@ export class NodeReports {
     const missing = this.store.jobs.instancesOnNode(nodeId).filter((instance) => {
       const key = `${instance.jobId}/${instance.number}`;
       const absent =
-        EXPECTED_ON_NODE.has(instance.status) &&
+        expectedOnNode(instance.status) &&
         !listed.has(`${key}/${instance.generation}`) &&
         !this.outbox.hasPendingFor(nodeId, instance.jobId, instance.number) &&
         !this.store.moves.get(instance.jobId, instance.number);
@@ -156,23 +161,29 @@ export class NodeReports {
   onNodeOffline(nodeId: string, now = Date.now()): void {
     this.store.transaction(() => {
       for (const instance of this.store.jobs.instancesOnNode(nodeId)) {
-        if (['stopping', 'stopped', 'failed', 'lost'].includes(instance.status)) continue;
-        this.store.jobs.updateInstance({
-          ...instance,
-          status: 'lost',
-          detail: 'node offline',
-          updatedAt: now,
-        });
+        const next = transition(instance.status, { kind: 'nodeOffline' });
+        if ('status' in next)
+          this.store.jobs.updateInstance({
+            ...instance,
+            status: next.status,
+            detail: 'node offline',
+            updatedAt: now,
+          });
       }
     });
   }
 
   private applyReport(instance: InstanceRecord, report: InstanceStatusReport, now: number): void {
-    const changed = instance.status !== report.status;
+    const message: InstanceMessage = { kind: 'report', status: report.status };
+    const next = transition(instance.status, message);
+    // A report of the status it has already still carries news (restarts, container id, namespace IP).
+    if ('ignore' in next && instance.status !== report.status) return;
+    const status = 'status' in next ? next.status : instance.status;
+    const changed = instance.status !== status;
     this.store.transaction(() => {
       this.store.jobs.updateInstance({
         ...instance,
-        status: report.status,
+        status,
         detail: report.detail,
         containerId: report.containerId,
         restarts: report.restarts,
@@ -185,12 +196,12 @@ export class NodeReports {
         const job = this.store.jobs.getJob(instance.jobId);
         this.store.events.record(
           'instance.status',
-          `${job?.name ?? instance.jobId}#${instance.number} ${report.status}${report.detail ? `: ${report.detail}` : ''}`,
+          `${job?.name ?? instance.jobId}#${instance.number} ${status}${report.detail ? `: ${report.detail}` : ''}`,
           { nodeId: instance.nodeId ?? undefined, jobId: instance.jobId },
         );
       }
     });
-    if (changed && (report.status === 'failed' || report.status === 'stopped')) this.placement.placePending();
+    if (changed && (status === 'failed' || status === 'stopped')) this.placement.placePendingSoon();
   }
 
   /** The move target reports: `running` completes the move, `failed` abandons it (the source keeps it). */

@@ -132,7 +132,7 @@ async function run(broker: string): Promise<void> {
     runningP99Ms: simAfter?.runningLatencyMs?.p99 ?? Number.NaN,
     rssAfterMiB: rssMiB(pid),
     offlineEvents: await events('node.offline'),
-    livenessHeld: await events('liveness.held'),
+    failoverPaused: await events('failover.paused'),
   });
   await sim.stop();
   await cluster.stop();

@@ -1,14 +1,36 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { fieldProblems, JobSpecSchema } from '../../../shared/index.js';
+import { fieldProblems, JOB_STATES, JobSpecSchema } from '../../../shared/index.js';
 import { invalid } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
+import type { JobRecord } from '../../store/index.js';
+import {
+  compareText,
+  oneOf,
+  paginate,
+  parseListQuery,
+  type SortOrder,
+  sendPage,
+  someText,
+} from '../pagination.js';
 
 const MoveRequestSchema = z.strictObject({
   instance: z.number().int().min(0).default(0),
   to: z.string().min(1).max(253).optional(),
 });
 const ReplicateRequestSchema = z.strictObject({ replicas: z.number().int().min(0).max(1000) });
+
+interface JobKey {
+  createdAt: number;
+  id: string;
+}
+
+/** Oldest first, then by id: the order jobs were always listed in. */
+const byCreationThenId: SortOrder<JobRecord, JobKey> = {
+  keyOf: (job) => ({ createdAt: job.createdAt, id: job.id }),
+  compare: (a, b) => a.createdAt - b.createdAt || compareText(a.id, b.id),
+  cursor: z.strictObject({ createdAt: z.number().int(), id: z.string() }),
+};
 
 /** Parses a body with its schema or answers 400 naming each bad field. */
 function parseBody<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
@@ -24,8 +46,10 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
 
 export function jobRoutes(jobs: JobService): Router {
   const router = Router();
-  router.get('/', (_req, res) => {
-    res.json(jobs.list());
+  router.get('/', (req, res) => {
+    const query = parseListQuery(req, byCreationThenId, { state: oneOf(JOB_STATES), node: someText });
+    const page = paginate(jobs.records(query.filters), byCreationThenId, query);
+    sendPage(req, res, query, page.nextCursor, jobs.views(page.items));
   });
   router.post('/', (req, res) => {
     const spec = parseBody(JobSpecSchema, req.body, 'job spec');

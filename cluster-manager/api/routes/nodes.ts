@@ -1,25 +1,67 @@
 import { Router } from 'express';
+import { z } from 'zod';
+import { NODE_STATUSES } from '../../../shared/index.js';
 import { notFound } from '../../errors.js';
 import type { NodeLiveness } from '../../liveness/node-liveness.js';
-import { instanceView, type Store } from '../../store/index.js';
+import { instanceView, type NodeRecord, type Store } from '../../store/index.js';
 import { nodeViews } from '../node-views.js';
+import {
+  compareText,
+  keyValuePairs,
+  oneOf,
+  paginate,
+  parseListQuery,
+  type SortOrder,
+  sendPage,
+} from '../pagination.js';
+
+interface NodeKey {
+  name: string;
+  id: string;
+}
+
+/** By name, then id: names are unique among online nodes only. */
+const byNameThenId: SortOrder<NodeRecord, NodeKey> = {
+  keyOf: (node) => ({ name: node.name, id: node.id }),
+  compare: (a, b) => compareText(a.name, b.name) || compareText(a.id, b.id),
+  cursor: z.strictObject({ name: z.string(), id: z.string() }),
+};
 
 export function nodeRoutes(store: Store, liveness: NodeLiveness): Router {
   const router = Router();
-  router.get('/', (_req, res) => {
-    res.json(nodeViews(store, liveness));
+  router.get('/', (req, res) => {
+    const query = parseListQuery(req, byNameThenId, {
+      status: oneOf(NODE_STATUSES),
+      label: keyValuePairs,
+    });
+    const { status, label } = query.filters;
+    const matching = store.nodes
+      .list()
+      .filter(
+        (node) =>
+          (status === undefined || (liveness.isOnline(node.id) ? 'online' : 'offline') === status) &&
+          label.every(([key, value]) => node.info.labels[key] === value),
+      );
+    const page = paginate(matching, byNameThenId, query);
+    sendPage(req, res, query, page.nextCursor, nodeViews(store, liveness, page.items));
   });
   router.get('/:id', (req, res) => {
     const node = store.nodes.find(req.params.id);
     if (!node) throw notFound('node', req.params.id);
     const [view] = nodeViews(store, liveness, [node]);
-    const jobs = new Map(store.jobs.listJobs().map((job) => [job.id, job.name]));
+    const instances = store.jobs.instancesOnNode(node.id);
+    const jobNames = new Map(
+      [...new Set(instances.map((instance) => instance.jobId))].map((jobId) => [
+        jobId,
+        store.jobs.getJob(jobId)?.name ?? null,
+      ]),
+    );
     res.json({
       ...view,
       telemetry: liveness.latestTelemetry(node.id) ?? node.telemetry,
-      instances: store.jobs.instancesOnNode(node.id).map((instance) => ({
+      instances: instances.map((instance) => ({
         job: instance.jobId,
-        jobName: jobs.get(instance.jobId) ?? null,
+        jobName: jobNames.get(instance.jobId) ?? null,
         ...instanceView(instance, node.name),
       })),
     });
