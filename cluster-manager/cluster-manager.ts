@@ -141,7 +141,7 @@ export class ClusterManager {
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
         subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),
         onRegistered: (node) => {
-          this.liveness.seen(node.id);
+          this.liveness.registered(node.id);
           this.placement.placePendingSoon();
         },
       },
@@ -149,7 +149,9 @@ export class ClusterManager {
     ).attach(this.io);
     await new Promise<void>((resolve, reject) => {
       this.http!.once('error', reject);
-      this.http!.listen(config.httpPort, config.host, () => resolve());
+      // Registrations of a whole fleet arrive at once after an outage: a deep accept queue (capped by the
+      // kernel's net.core.somaxconn) instead of Node's 511.
+      this.http!.listen({ port: config.httpPort, host: config.host, backlog: 8192 }, () => resolve());
     });
     const httpPort = (this.http.address() as AddressInfo).port;
     this.garbageCollection = scheduleGarbageCollection(this.store, logger);
@@ -208,9 +210,6 @@ export class ClusterManager {
         if (!known(nodeId)) return;
         this.liveness.recordTelemetry(nodeId, telemetry);
         this.reports.onInstanceSummaries(nodeId, telemetry.instances);
-      },
-      jobResources: (nodeId: string) => {
-        if (known(nodeId)) this.liveness.seen(nodeId);
       },
       status: (nodeId: string, report: Parameters<NodeReports['onStatus']>[1]) => {
         if (!known(nodeId)) return;

@@ -15,10 +15,13 @@ export const topics = {
   netTable: (nodeId: string) => `nodes/${nodeId}/net/table`,
 } as const;
 
-/** Wildcard subscriptions the cluster manager makes. */
+/**
+ * Wildcard subscriptions the cluster manager makes. Not `nodes/+/jobs/resources`: per-instance usage is for
+ * operators' dashboards, and telemetry already says a node is alive; at fleet size it would double what the
+ * broker delivers to the cluster manager.
+ */
 export const topicFilters = {
   information: 'nodes/+/information',
-  jobResources: 'nodes/+/jobs/resources',
   jobStatus: 'nodes/+/job',
   controlAck: 'nodes/+/control/ack',
   status: 'nodes/+/status',

@@ -1,4 +1,4 @@
-import express, { type Express } from 'express';
+import express, { type Express, type Response } from 'express';
 import { type Logger, VERSION } from '../../shared/index.js';
 import type { JobService } from '../jobs/job-service.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
@@ -44,16 +44,40 @@ export function createApi(deps: ApiDependencies): Express {
   });
   const api = express.Router();
   api.use(auth, requireJson, express.json({ limit: '1mb', type: () => true, strict: false }));
+  api.use((req, res, next) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') answerOnceDurable(res, deps);
+    next();
+  });
   api.use('/nodes', nodeRoutes(deps.store, deps.liveness));
   api.use('/jobs', jobRoutes(deps.jobs));
   api.get('/events', (req, res) => {
     const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));
-    res.json(deps.store.events.recent(limit));
+    const type = typeof req.query.type === 'string' && req.query.type !== '' ? req.query.type : undefined;
+    res.json(deps.store.events.recent(limit, type));
   });
   app.use('/api', api);
   app.use(unknownRoute);
   app.use(errorHandler(deps.logger));
   return app;
+}
+
+/**
+ * A change is acknowledged (201, 202, or the error that says nothing changed) only once what it committed is on
+ * disk: the JSON body waits for Store.durable(), one fsync shared by every request of the moment.
+ */
+function answerOnceDurable(res: Response, { store, logger }: ApiDependencies): void {
+  const send = res.json.bind(res);
+  res.json = ((body: unknown) => {
+    store.durable().then(
+      () => send(body),
+      (error: Error) => {
+        logger.error({ err: error.message }, 'cannot make a change durable');
+        res.status(500);
+        send({ error: { code: 'internal', message: 'the change could not be written to disk' } });
+      },
+    );
+    return res;
+  }) as Response['json'];
 }
 
 function refreshGauges({ store, liveness, outbox, metrics }: ApiDependencies): void {

@@ -127,10 +127,15 @@ port.on('message', (message: ToBrokerThread) => {
   }
 });
 
+/** Connections the kernel may hold for accept(); it caps this at net.core.somaxconn. */
+const ACCEPT_QUEUE = 8192;
+
 // A listen error (the port taken) throws out of this module: the worker fails and the main thread sees it.
 await new Promise<void>((resolve, reject) => {
   server.once('error', reject);
-  server.listen(data.port, data.host, () => {
+  // A fleet reconnecting at once (after a restart of the cluster manager or of the network) opens thousands of
+  // connections within seconds: Node's default accept queue (511) overflows and the kernel drops them.
+  server.listen({ port: data.port, host: data.host, backlog: ACCEPT_QUEUE }, () => {
     server.off('error', reject);
     resolve();
   });

@@ -38,6 +38,8 @@ interface PendingCommand {
   attempts: number;
   /** Sent by this process: one sent before a restart is due again at once. */
   sentHere: boolean;
+  /** On disk: a node never hears of a command (and the state behind it) that a power cut could take back. */
+  durable: boolean;
 }
 
 /**
@@ -63,7 +65,7 @@ export class CommandOutbox {
     private readonly isOnline: (nodeId: string) => boolean,
     private readonly logger: Logger,
   ) {
-    for (const record of store.commands.unacked()) this.admit(record);
+    for (const record of store.commands.unacked()) this.admit(record).durable = true;
   }
 
   /**
@@ -112,13 +114,22 @@ export class CommandOutbox {
     this.timer ??= setInterval(() => this.retry(), 1000);
   }
 
-  /** Sends the commands enqueued since the last flush (call after their transaction committed). */
-  flush(now = Date.now()): void {
+  /**
+   * Sends the commands enqueued since the last flush (call after their transaction committed), as soon as that
+   * commit is on disk (Store.durable: one fsync for all of the moment).
+   */
+  flush(): void {
     const admitted = this.admitFresh();
-    if (!this.mqtt?.connected) return;
-    this.sendAll(
-      admitted.filter((command) => this.isOnline(command.nodeId)),
-      now,
+    if (admitted.length === 0) return;
+    this.store.durable().then(
+      () => {
+        if (!this.mqtt?.connected) return;
+        this.sendAll(
+          admitted.filter((command) => this.pending.has(command.id) && this.isOnline(command.nodeId)),
+          Date.now(),
+        );
+      },
+      () => {}, // logged by admitFresh: a disk that cannot fsync gets no command out
     );
   }
 
@@ -128,7 +139,7 @@ export class CommandOutbox {
     if (!this.mqtt?.connected) return;
     const due: PendingCommand[] = [];
     for (const command of this.pending.values()) {
-      if (!this.isOnline(command.nodeId)) continue;
+      if (!command.durable || !this.isOnline(command.nodeId)) continue;
       const recent = command.sentAt !== null && now - command.sentAt < retryDelay(command.attempts);
       if (!recent || !command.sentHere) due.push(command);
     }
@@ -141,7 +152,7 @@ export class CommandOutbox {
     if (!this.mqtt?.connected) return;
     const ids = this.byNode.get(nodeId) ?? new Set<string>();
     this.sendAll(
-      [...ids].map((id) => this.pending.get(id)!),
+      [...ids].map((id) => this.pending.get(id)!).filter((command) => command.durable),
       now,
     );
   }
@@ -170,6 +181,7 @@ export class CommandOutbox {
     return false;
   }
 
+  /** Admits the commands enqueued since last time that committed; they count as durable once the WAL is synced. */
   private admitFresh(): PendingCommand[] {
     if (this.fresh.length === 0) return [];
     const admitted: PendingCommand[] = [];
@@ -177,6 +189,13 @@ export class CommandOutbox {
       const record = this.pending.has(id) ? undefined : this.store.commands.get(id);
       if (record && record.ackedAt === null) admitted.push(this.admit(record));
     }
+    if (admitted.length > 0)
+      this.store.durable().then(
+        () => {
+          for (const command of admitted) command.durable = true;
+        },
+        (error: Error) => this.logger.error({ err: error.message }, 'cannot make commands durable'),
+      );
     return admitted;
   }
 
@@ -189,6 +208,7 @@ export class CommandOutbox {
       sentAt: record.sentAt,
       attempts: record.attempts,
       sentHere: false,
+      durable: false,
     };
     this.pending.set(command.id, command);
     const ids = this.byNode.get(command.nodeId) ?? new Set<string>();

@@ -2,7 +2,6 @@ import type { z } from 'zod';
 import type {
   CommandAck,
   InstanceStatusReport,
-  JobResources,
   NetAnnounce,
   NetQuery,
   NodeTelemetry,
@@ -11,7 +10,6 @@ import {
   CommandAckSchema,
   describeProblems,
   InstanceStatusReportSchema,
-  JobResourcesSchema,
   type Logger,
   type MqttClient,
   NetAnnounceSchema,
@@ -24,7 +22,6 @@ import {
 
 export interface NodeMessageHandlers {
   telemetry(nodeId: string, telemetry: NodeTelemetry): void;
-  jobResources(nodeId: string, resources: JobResources): void;
   status(nodeId: string, report: InstanceStatusReport): void;
   ack(nodeId: string, ack: CommandAck): void;
   /** The retained `online`/`offline` of `nodes/<id>/status` (the last will says `offline`). */
@@ -86,11 +83,6 @@ function route(topic: string, payload: Buffer, retained: boolean, handlers: Node
     case 'information': {
       const telemetry = decode(NodeTelemetrySchema);
       if (telemetry) handlers.telemetry(nodeId, telemetry);
-      break;
-    }
-    case 'jobResources': {
-      const resources = decode(JobResourcesSchema);
-      if (resources) handlers.jobResources(nodeId, resources);
       break;
     }
     case 'jobStatus': {

@@ -27,6 +27,8 @@ const PERSIST_EVERY_MS = 10_000;
  * Wi-Fi, a broker failover) must not send its instances elsewhere and back.
  */
 export const LAST_WILL_GRACE_MS = 1000;
+/** How long a node that just registered has to be heard over MQTT (see registered()). */
+export const REGISTRATION_GRACE_MS = 60_000;
 /** Kubernetes' unhealthy-zone threshold: more than this share of nodes quiet at once is not their fault. */
 export const MASS_SILENCE_SHARE = 0.55;
 /** Fewer quiet nodes than this are judged one by one, whatever their share (a 2-node cluster losing one). */
@@ -138,6 +140,17 @@ export class NodeLiveness {
     this.store.events.record('node.online', `node ${this.store.nodes.nameOf(nodeId)} online`, { nodeId });
     this.logger.info({ nodeId }, 'node online');
     this.events.onOnline(nodeId);
+  }
+
+  /**
+   * The node registered: online, and it has REGISTRATION_GRACE_MS (not just the timeout) to be heard over MQTT.
+   * A whole fleet registering at once (after an outage of the cluster manager or of the network) may wait a
+   * while for the broker to take its connections; that wait is not silence.
+   */
+  registered(nodeId: string): void {
+    this.seen(nodeId);
+    const credit = Math.max(0, REGISTRATION_GRACE_MS - this.timeoutMs);
+    this.heardAt.set(nodeId, this.clock.now() + credit);
   }
 
   recordTelemetry(nodeId: string, telemetry: NodeTelemetry): void {

@@ -55,11 +55,16 @@ export class NodeRegistry {
     namespace.on('connection', (socket) => {
       socket.on('register', (info: unknown, ack: unknown) => {
         if (typeof ack !== 'function') return;
-        try {
-          ack(this.register(socket, info));
-        } catch (error) {
-          this.logger.error({ err: (error as Error).stack }, 'registration failed');
+        const failed = (error: Error) => {
+          this.logger.error({ err: error.stack }, 'registration failed');
           ack({ error: { code: 'internal', message: 'registration failed; try again' } });
+        };
+        try {
+          const answer = this.register(socket, info);
+          // The node keeps its identity for good: it must be on disk before the node hears it.
+          this.store.durable().then(() => ack(answer), failed);
+        } catch (error) {
+          failed(error as Error);
         }
       });
     });

@@ -24,8 +24,13 @@ export class EventLog {
       .changes;
   }
 
-  recent(limit: number): ClusterEvent[] {
-    const rows = this.db.prepare('SELECT * FROM events ORDER BY id DESC LIMIT ?').all(limit) as {
+  /** The newest `limit` events, of one type when `type` is given. */
+  recent(limit: number, type?: string): ClusterEvent[] {
+    const rows = (
+      type === undefined
+        ? this.db.prepare('SELECT * FROM events ORDER BY id DESC LIMIT ?').all(limit)
+        : this.db.prepare('SELECT * FROM events WHERE type = ? ORDER BY id DESC LIMIT ?').all(type, limit)
+    ) as {
       id: number;
       ts: number;
       type: string;

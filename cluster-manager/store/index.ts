@@ -1,3 +1,4 @@
+import { type FileHandle, open } from 'node:fs/promises';
 import { CommandStore } from './command-store.js';
 import { type Db, openDatabase } from './database.js';
 import { EventLog } from './event-log.js';
@@ -33,6 +34,39 @@ export class Store {
 
   static open(dataDir: string): Store {
     return new Store(openDatabase(dataDir));
+  }
+
+  /**
+   * Resolves once every commit made before the call is on disk: one fsync of the WAL (in libuv's thread pool,
+   * never on the event loop) serves every caller that asked while the previous one ran. SQLite writes its WAL
+   * with write(2) at commit (synchronous=NORMAL); fsync of any descriptor of the file flushes those pages.
+   */
+  durable(): Promise<void> {
+    this.syncWanted ??= (this.syncing ?? Promise.resolve()).then(() => {
+      this.syncWanted = undefined;
+      this.syncing = this.syncWal().finally(() => {
+        this.syncing = undefined;
+      });
+      return this.syncing;
+    });
+    return this.syncWanted;
+  }
+
+  private syncing: Promise<void> | undefined;
+  private syncWanted: Promise<void> | undefined;
+
+  private async syncWal(): Promise<void> {
+    const wal = `${this.db.name}-wal`;
+    let handle: FileHandle | undefined;
+    try {
+      handle = await open(wal, 'r');
+      await handle.sync();
+    } catch (error) {
+      // No WAL yet (nothing written since a checkpoint removed it): nothing to make durable.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    } finally {
+      await handle?.close();
+    }
   }
 
   /** Runs fn in one transaction: all of it lands or none. */

@@ -54,9 +54,7 @@ async function run(broker: string): Promise<void> {
   await cluster.startClusterManager();
   const pid = cluster.cm!.pid;
   const events = async (type: string) =>
-    ((await (await cluster.api('/api/events?limit=1000')).json()) as { type: string }[]).filter(
-      (event) => event.type === type,
-    ).length;
+    ((await (await cluster.api(`/api/events?limit=1000&type=${type}`)).json()) as unknown[]).length;
   const online = async () =>
     ((await (await cluster.api('/api/nodes')).json()) as { status: string }[]).filter(
       (node) => node.status === 'online',

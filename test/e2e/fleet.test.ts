@@ -32,9 +32,7 @@ describe(`a fleet of ${WORKERS} hollow workers`, () => {
 
   const nodes = async () => (await (await cluster.api('/api/nodes')).json()) as NodeBody[];
   const events = async (type: string) =>
-    ((await (await cluster.api('/api/events?limit=1000')).json()) as EventBody[]).filter(
-      (event) => event.type === type,
-    );
+    (await (await cluster.api(`/api/events?limit=1000&type=${type}`)).json()) as EventBody[];
   const allOnline = async () => {
     const listed = await nodes();
     return listed.length === WORKERS && listed.every((node) => node.status === 'online');

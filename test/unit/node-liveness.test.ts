@@ -3,7 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LAST_WILL_GRACE_MS, NodeLiveness } from '../../cluster-manager/liveness/node-liveness.js';
+import {
+  LAST_WILL_GRACE_MS,
+  NodeLiveness,
+  REGISTRATION_GRACE_MS,
+} from '../../cluster-manager/liveness/node-liveness.js';
 import { StallClock } from '../../cluster-manager/liveness/stall-clock.js';
 import { Store } from '../../cluster-manager/store/index.js';
 import { NodeInfoSchema } from '../../shared/index.js';
@@ -86,6 +90,21 @@ describe('node liveness', () => {
     expect(offline).toEqual(['node-1']);
     expect(liveness.isOnline('node-0')).toBe(true);
     expect(events('node.offline')[0]!.message).toMatch(/node node-1 offline: no telemetry for \d+ ms/);
+  });
+
+  it('gives a node that just registered REGISTRATION_GRACE_MS to be heard over MQTT, then the usual timeout', () => {
+    start(3);
+    talking.delete('node-2');
+    liveness.registered('node-2');
+    run(REGISTRATION_GRACE_MS - 1000);
+    expect(offline).toEqual([]);
+    run(2000);
+    expect(offline).toEqual(['node-2']);
+    // Heard once after registering, the credit is gone: silence counts from then.
+    liveness.registered('node-2');
+    liveness.seen('node-2');
+    run(TIMEOUT_MS + 1000);
+    expect(offline).toEqual(['node-2', 'node-2']);
   });
 
   it('does not count a stall of its own event loop as silence (8 s blocked, then messages read)', () => {
