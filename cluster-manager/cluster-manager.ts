@@ -14,6 +14,7 @@ import { Failover } from './jobs/failover.js';
 import { JobService } from './jobs/job-service.js';
 import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
+import { ControlLag } from './liveness/control-lag.js';
 import { NodeLiveness } from './liveness/node-liveness.js';
 import { createMetrics } from './metrics.js';
 import { NetTables } from './network/net-tables.js';
@@ -41,7 +42,9 @@ export class ClusterManager {
   private readonly netTables: NetTables;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
+  private readonly clusterId: string;
   private garbageCollection?: ScheduledTask;
+  private controlLag?: ControlLag;
 
   constructor(
     private readonly config: ClusterManagerConfig,
@@ -51,12 +54,13 @@ export class ClusterManager {
     this.joinToken = loadOrCreateToken(config.dataDir, 'join-token', config.joinToken);
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
     const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
+    this.clusterId = clusterId;
     const isOnline = (nodeId: string) => this.liveness.isOnline(nodeId);
     this.addresses = new OverlayAddresses(this.store, config.addressPlan, logger);
     this.outbox = new CommandOutbox(this.store, clusterId, isOnline, logger);
     this.placement = new Placement(this.store, this.outbox, isOnline, logger);
     this.reports = new NodeReports(this.store, this.outbox, this.placement, logger);
-    this.jobs = new JobService(this.store, this.outbox, this.placement, this.addresses, isOnline, logger);
+    this.jobs = new JobService(this.store, this.outbox, this.placement, this.addresses, logger);
     this.netTables = new NetTables({
       store: this.store,
       isOnline,
@@ -65,7 +69,7 @@ export class ClusterManager {
     });
     this.liveness = new NodeLiveness(
       this.store,
-      { timeoutMs: config.nodeTimeoutMs },
+      { timeoutMs: config.nodeTimeoutMs, controlLagMs: () => this.controlLag?.lagMs() ?? 0 },
       {
         onOnline: (nodeId) => {
           this.outbox.resendTo(nodeId);
@@ -105,7 +109,15 @@ export class ClusterManager {
       mqttUrl = `mqtt://${localAddress(config.host)}:${this.broker.port}`;
       login = { username: 'cluster-manager', password: this.internalSecret };
     }
-    this.mqtt = connectMqtt(mqttUrl, { ...login, clientId: `cluster-manager-${newSecret(6)}`, clean: true });
+    // A persistent session under a client id of its own: QoS 1 reports and acks that nodes send while this
+    // process reconnects (or restarts, with an external broker) wait in the broker instead of being lost.
+    this.mqtt = connectMqtt(mqttUrl, {
+      ...login,
+      clientId: `cluster-manager-${this.clusterId}`,
+      clean: false,
+    });
+    this.controlLag = new ControlLag(this.mqtt, `cluster-manager-${this.clusterId}`);
+    this.controlLag.start();
     this.mqtt.on('error', (error) => logger.warn({ err: error.message }, 'mqtt error'));
     this.mqtt.on('offline', () => logger.warn('mqtt broker unreachable; retrying'));
     // Nodes are judged by what the broker brings: not while this process is cut off from it.
@@ -161,6 +173,7 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.garbageCollection?.destroy();
     this.outbox.stop();
+    this.controlLag?.stop();
     this.placement.stop();
     this.netTables.stop();
     this.failover.stop();

@@ -46,6 +46,11 @@ export function createMetrics() {
       help: "time this process's event loop stood still since it started (not counted as node silence)",
       registers: [registry],
     }),
+    controlLag: new Gauge({
+      name: 'edge_cm_control_lag_seconds',
+      help: "how far behind the control pipeline (broker, this process's client and event loop) runs; added to node timeouts",
+      registers: [registry],
+    }),
     unackedCommands: new Gauge({
       name: 'edge_cm_unacked_commands',
       help: 'commands waiting for an ack',

@@ -46,6 +46,30 @@ export type Constraints = z.infer<typeof ConstraintsSchema>;
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
 
 /** What an operator posts to `POST /api/jobs`. Defaults are filled in on parse. */
+/**
+ * What the cluster manager does with an instance that failed on its node (its restart policy gave up, or the
+ * node refused to run it): place it again, on another node where one fits, up to `attempts` times per
+ * `intervalMs`, after `delayMs` doubling with each attempt up to `maxDelayMs` (Nomad's `reschedule` block).
+ * `attempts: 0` leaves failed instances failed.
+ */
+export const DEFAULT_RESCHEDULE = { attempts: 3, intervalMs: 3_600_000, delayMs: 5000, maxDelayMs: 300_000 };
+export const RescheduleSchema = z
+  .strictObject({
+    attempts: z.number().int().min(0).max(1000).default(DEFAULT_RESCHEDULE.attempts),
+    intervalMs: z
+      .number()
+      .int()
+      .min(1000)
+      .max(7 * 86_400_000)
+      .default(DEFAULT_RESCHEDULE.intervalMs),
+    delayMs: z.number().int().min(0).max(86_400_000).default(DEFAULT_RESCHEDULE.delayMs),
+    maxDelayMs: z.number().int().min(0).max(86_400_000).default(DEFAULT_RESCHEDULE.maxDelayMs),
+  })
+  .refine((policy) => policy.maxDelayMs >= policy.delayMs, {
+    message: 'maxDelayMs must be at least delayMs',
+    path: ['maxDelayMs'],
+  });
+
 export const JobSpecSchema = z
   .strictObject({
     name: z.string().regex(JOB_NAME_PATTERN, 'a lowercase DNS label (a-z, 0-9, -; at most 63 characters)'),
@@ -63,6 +87,7 @@ export const JobSpecSchema = z
       .default({
         replaceAfterMs: 0,
       }),
+    reschedule: RescheduleSchema.default(DEFAULT_RESCHEDULE),
     constraints: ConstraintsSchema.default({}),
   })
   .superRefine((spec, ctx) => {

@@ -81,12 +81,12 @@ function answerOnceDurable(res: Response, { store, logger }: ApiDependencies): v
 }
 
 function refreshGauges({ store, liveness, outbox, metrics }: ApiDependencies): void {
-  const nodes = store.nodes.list();
-  const online = nodes.filter((node) => liveness.isOnline(node.id)).length;
+  const online = liveness.onlineCount;
   metrics.nodes.set({ status: 'online' }, online);
-  metrics.nodes.set({ status: 'offline' }, nodes.length - online);
+  metrics.nodes.set({ status: 'offline' }, store.nodes.count - online);
   metrics.instances.reset();
-  for (const instance of store.jobs.allInstances()) metrics.instances.inc({ status: instance.status });
+  for (const { status, count } of store.jobs.countByStatus()) metrics.instances.set({ status }, count);
   metrics.unackedCommands.set(outbox.unackedCount);
   metrics.eventLoopStalled.set(liveness.clock.totalStalledMs / 1000);
+  metrics.controlLag.set(liveness.controlLag / 1000);
 }

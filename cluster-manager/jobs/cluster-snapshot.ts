@@ -2,6 +2,9 @@ import type { SchedulableNode } from '../scheduler/types.js';
 import type { JobRecord, NodeRecord, Store } from '../store/index.js';
 import { holdsResources } from './instance-states.js';
 
+/** Up to this many nodes, their allocations are read node by node instead of from every instance. */
+const FEW_NODES = 64;
+
 /**
  * The scheduler's view of the cluster: each node with what its placed instances (and moves in flight to it)
  * requested. Built fresh for each decision; the scheduler itself never touches the store.
@@ -11,7 +14,15 @@ export function schedulableNodes(
   isOnline: (nodeId: string) => boolean,
   nodes: NodeRecord[] = store.nodes.list(),
 ): SchedulableNode[] {
-  const jobs = new Map<string, JobRecord>(store.jobs.listJobs().map((job) => [job.id, job]));
+  // A few nodes (a page of the API, one node's view) are charged from their own rows; the whole fleet from
+  // one pass over every instance and move.
+  const few = nodes.length <= FEW_NODES && nodes.length < store.nodes.count;
+  const jobs = new Map<string, JobRecord | undefined>();
+  const jobOf = (jobId: string) => {
+    if (!jobs.has(jobId)) jobs.set(jobId, store.jobs.getJob(jobId));
+    return jobs.get(jobId);
+  };
+  if (!few) for (const job of store.jobs.listJobs()) jobs.set(job.id, job);
   const byNode = new Map<string, SchedulableNode>();
   for (const node of nodes) {
     byNode.set(node.id, {
@@ -31,7 +42,7 @@ export function schedulableNodes(
   }
   const charge = (nodeId: string, jobId: string) => {
     const node = byNode.get(nodeId);
-    const job = jobs.get(jobId);
+    const job = jobOf(jobId);
     if (!node || !job) return;
     const { resources, ports } = job.spec;
     node.allocated.cpus += resources.cpus ?? 0;
@@ -42,9 +53,11 @@ export function schedulableNodes(
     node.instancesByJob[jobId] = (node.instancesByJob[jobId] ?? 0) + 1;
     node.instanceCount++;
   };
-  for (const instance of store.jobs.allInstances()) {
-    if (holdsResources(instance)) charge(instance.nodeId!, instance.jobId);
-  }
-  for (const move of store.moves.all()) charge(move.toNode, move.jobId);
+  const instances = few
+    ? nodes.flatMap((node) => store.jobs.instancesOnNode(node.id))
+    : store.jobs.allInstances();
+  for (const instance of instances) if (holdsResources(instance)) charge(instance.nodeId!, instance.jobId);
+  const moves = few ? nodes.flatMap((node) => store.moves.toNode(node.id)) : store.moves.all();
+  for (const move of moves) charge(move.toNode, move.jobId);
   return [...byNode.values()];
 }

@@ -3,12 +3,14 @@ import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import type { InstanceRecord, JobRecord, Store } from '../store/index.js';
 import { abandonMove } from './moves.js';
 import type { Placement } from './placement.js';
+import { nextRescheduleAt, reschedulePolicy } from './reschedule.js';
 
 /** A move whose target has not run the instance by then is given up (slow pulls on thin links included). */
 export const MOVE_TIMEOUT_MS = 10 * 60_000;
 /** A job replaces at most this many instances (or its replica count, if larger) per window. */
 const MIN_REPLACEMENTS_PER_WINDOW = 2;
 const RATE_WINDOW_MS = 60_000;
+const DAY_MS = 86_400_000;
 
 export interface FailoverOptions {
   store: Store;
@@ -28,6 +30,8 @@ export interface FailoverOptions {
  */
 export class Failover {
   private readonly recentReplacements = new Map<string, number[]>();
+  /** When each instance (`jobId/number`) was rescheduled after failing, within the last day. */
+  private readonly reschedules = new Map<string, number[]>();
   private timer: NodeJS.Timeout | undefined;
   private soon: NodeJS.Immediate | undefined;
 
@@ -52,11 +56,55 @@ export class Failover {
     });
   }
 
-  /** One pass over moves and lost instances; also called at once when a node goes offline. */
+  /** One pass over moves, lost and failed instances; also called at once when a node goes offline. */
   run(now = Date.now()): void {
     if (this.options.paused?.()) return;
     this.abandonStuckMoves(now);
     this.replaceLost(now);
+    this.rescheduleFailed(now);
+  }
+
+  /**
+   * Places failed instances again per their job's reschedule policy, on another node where one fits (else on
+   * the same one), under a new generation; the old node is told to remove the failed copy.
+   */
+  private rescheduleFailed(now: number): void {
+    const { store, placement, outbox, logger } = this.options;
+    const failed = store.jobs
+      .allInstances()
+      .filter(
+        (instance) =>
+          instance.status === 'failed' &&
+          instance.nodeId &&
+          !store.moves.get(instance.jobId, instance.number),
+      );
+    if (failed.length === 0) return;
+    let placed = 0;
+    store.transaction(() => {
+      for (const instance of failed) {
+        const job = store.jobs.getJob(instance.jobId);
+        // `restart: never` says the workload must not run again, here or elsewhere.
+        if (job?.state !== 'active' || job.spec.restart.policy === 'never') continue;
+        const key = `${instance.jobId}/${instance.number}`;
+        const history = this.reschedules.get(key) ?? [];
+        const due = nextRescheduleAt(reschedulePolicy(job.spec), instance.updatedAt, history, now);
+        if (due === undefined || now < due) continue;
+        const from = instance.nodeId!;
+        const detail = `rescheduled after failing on ${store.nodes.nameOf(from)}: ${instance.detail}`;
+        if (!placement.replace(job, instance, now, { avoid: from, detail })) continue;
+        this.reschedules.set(key, [...history.filter((at) => now - at < DAY_MS), now]);
+        placed++;
+        store.events.record(
+          'instance.rescheduled',
+          `${job.name}#${instance.number} failed on ${store.nodes.nameOf(from)}: placed again (attempt ${history.length + 1})`,
+          { jobId: job.id, nodeId: from },
+        );
+      }
+    });
+    if (placed > 0) {
+      logger.info({ placed }, 'rescheduled failed instances');
+      outbox.flush();
+    }
   }
 
   /** A move whose target went offline or never got there would otherwise stay in flight forever. */

@@ -5,7 +5,6 @@ import { conflict, invalid, notFound } from '../errors.js';
 import type { OverlayAddresses } from '../network/overlay-addresses.js';
 import { pickMoveTarget } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
-import { schedulableNodes } from './cluster-snapshot.js';
 import { countsTowardsReplicas, transition } from './instance-states.js';
 import { jobView } from './job-views.js';
 import { abandonMove } from './moves.js';
@@ -24,7 +23,6 @@ export class JobService {
     private readonly outbox: CommandOutbox,
     private readonly placement: Placement,
     private readonly addresses: OverlayAddresses,
-    private readonly isOnline: (nodeId: string) => boolean,
     private readonly logger: Logger,
   ) {}
 
@@ -167,7 +165,7 @@ export class JobService {
       if (this.store.moves.get(job.id, number))
         throw conflict(`a move of instance ${number} is already in flight`);
       const definition = jobDefinition(job);
-      const nodes = schedulableNodes(this.store, this.isOnline);
+      const nodes = this.placement.schedulableNodes();
       const target = pickMoveTarget(definition, number, instance.nodeId, nodes, to);
       if (!('nodeId' in target)) {
         throw conflict(

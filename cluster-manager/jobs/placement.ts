@@ -1,8 +1,9 @@
 import type { Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
+import type { SchedulableNode } from '../scheduler/index.js';
 import { placeInstances } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
-import { schedulableNodes } from './cluster-snapshot.js';
+import { AllocationLedger } from './allocation-ledger.js';
 
 /** How long triggers of a pass over the pending instances are gathered (see placePendingSoon). */
 const PLACE_PENDING_DELAY_MS = 50;
@@ -10,19 +11,27 @@ const PLACE_PENDING_DELAY_MS = 50;
 /** Places instances with the scheduler and turns each placement into a deploy command in the outbox. */
 export class Placement {
   private soon: NodeJS.Timeout | undefined;
+  private readonly ledger: AllocationLedger;
 
   constructor(
     private readonly store: Store,
     private readonly outbox: CommandOutbox,
-    private readonly isOnline: (nodeId: string) => boolean,
+    isOnline: (nodeId: string) => boolean,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.ledger = new AllocationLedger(store, isOnline);
+  }
+
+  /** The fleet as the scheduler sees it now (kept in memory; see AllocationLedger). Not to be changed. */
+  schedulableNodes(): readonly SchedulableNode[] {
+    return this.ledger.schedulableNodes();
+  }
 
   /** Call inside a transaction. Instances that fit nowhere stay `pending` with the reasons in `detail`. */
   place(job: JobRecord, numbers: number[], now = Date.now()): void {
     if (numbers.length === 0) return;
     const definition = jobDefinition(job);
-    const result = placeInstances(definition, numbers, schedulableNodes(this.store, this.isOnline));
+    const result = placeInstances(definition, numbers, this.ledger.schedulableNodes());
     for (const placement of result.placements) {
       const instance = this.store.jobs.getInstance(job.id, placement.instance);
       if (instance) this.assign(job, instance, placement.nodeId, '', now);
@@ -45,11 +54,22 @@ export class Placement {
    * `delete` of the old generation for its old node, delivered when that node returns. Returns false (and
    * leaves the instance where it is, with the reasons in `detail`) when no other node fits.
    */
-  replace(job: JobRecord, lost: InstanceRecord, now = Date.now()): boolean {
+  replace(
+    job: JobRecord,
+    lost: InstanceRecord,
+    now = Date.now(),
+    options: { avoid?: string; detail?: string } = {},
+  ): boolean {
     const definition = jobDefinition(job);
-    const result = placeInstances(definition, [lost.number], schedulableNodes(this.store, this.isOnline));
+    const nodes = this.ledger.schedulableNodes();
+    // A node to avoid (where it failed) is taken only when no other fits.
+    const elsewhere = options.avoid ? nodes.filter((node) => node.id !== options.avoid) : nodes;
+    let result = placeInstances(definition, [lost.number], elsewhere);
+    if (!result.placements[0] && elsewhere.length < nodes.length)
+      result = placeInstances(definition, [lost.number], nodes);
     const placement = result.placements[0];
     if (!placement || !lost.nodeId) {
+      if (options.avoid) return false; // a failed instance keeps its own detail; it is tried again later
       const detail = `node offline; ${result.unplaced[0]?.summary ?? 'not placed'}`;
       if (lost.detail !== detail) this.store.jobs.updateInstance({ ...lost, detail, updatedAt: now });
       return false;
@@ -59,7 +79,7 @@ export class Placement {
       job,
       lost,
       placement.nodeId,
-      `replaces generation ${lost.generation} lost with node ${lost.nodeId}`,
+      options.detail ?? `replaces generation ${lost.generation} lost with node ${lost.nodeId}`,
       now,
     );
     return true;
@@ -111,6 +131,7 @@ export class Placement {
   stop(): void {
     clearTimeout(this.soon);
     this.soon = undefined;
+    this.ledger.stop();
   }
 
   /** Tries again every pending instance of every live job: a node joined or capacity freed up. */

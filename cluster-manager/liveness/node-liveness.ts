@@ -19,6 +19,8 @@ export interface LivenessOptions {
   massSilenceShare?: number;
   /** Wall clock, for tests. */
   wallClock?: () => number;
+  /** How far behind the control pipeline runs (ControlLag): added to every node's allowance. */
+  controlLagMs?: () => number;
 }
 
 const PERSIST_EVERY_MS = 10_000;
@@ -67,6 +69,7 @@ export class NodeLiveness {
   private readonly timeoutMs: number;
   private readonly massSilenceShare: number;
   private readonly wallClock: () => number;
+  private readonly controlLagMs: () => number;
   readonly clock: StallClock;
 
   constructor(
@@ -78,6 +81,7 @@ export class NodeLiveness {
     this.timeoutMs = options.timeoutMs;
     this.massSilenceShare = options.massSilenceShare ?? MASS_SILENCE_SHARE;
     this.wallClock = options.wallClock ?? Date.now;
+    this.controlLagMs = options.controlLagMs ?? (() => 0);
     this.clock = new StallClock(100, this.wallClock);
     // After a restart of the cluster manager, nodes that were online get one full timeout to report in.
     const now = this.wallClock();
@@ -110,6 +114,11 @@ export class NodeLiveness {
 
   get onlineCount(): number {
     return this.online.size;
+  }
+
+  /** How far behind the control pipeline runs now, in ms (see ControlLag). */
+  get controlLag(): number {
+    return this.controlLagMs();
   }
 
   /** Whether a mass silence is under way: failover waits until it passes. */
@@ -203,14 +212,17 @@ export class NodeLiveness {
     }
     const goingOffline = new Map<string, string>();
     const quiet: string[] = [];
+    // A message in the cluster manager's own backlog (broker, client, event loop) is not a node's silence.
+    const lag = this.controlLagMs();
     for (const nodeId of this.online) {
       const heard = this.heardAt.get(nodeId) ?? 0;
-      const silence = now - heard;
+      const silent = now - heard;
+      const silence = silent - lag;
       const willAt = this.lastWills.get(nodeId);
       const willCounts = willAt !== undefined && now - willAt >= LAST_WILL_GRACE_MS;
       if (willCounts && heard > willAt) this.lastWills.delete(nodeId);
       else if (willCounts) goingOffline.set(nodeId, 'MQTT last will');
-      else if (silence > this.timeoutMs) goingOffline.set(nodeId, `no telemetry for ${silence} ms`);
+      else if (silence > this.timeoutMs) goingOffline.set(nodeId, `no telemetry for ${silent} ms`);
       if (goingOffline.has(nodeId) || silence > this.timeoutMs / 2) quiet.push(nodeId);
     }
     this.judgeMassSilence(quiet);

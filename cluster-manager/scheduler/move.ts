@@ -14,7 +14,7 @@ export function pickMoveTarget(
   job: JobDefinition,
   instance: number,
   fromNodeId: string,
-  nodes: SchedulableNode[],
+  nodes: readonly SchedulableNode[],
   to?: string,
 ): MoveTarget {
   const runsHere = `instance ${instance} runs here already`;

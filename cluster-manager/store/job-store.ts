@@ -250,6 +250,14 @@ export class JobStore {
     ).map(instanceFromRow);
   }
 
+  /** How many instances there are in each status (for metrics), counted by SQLite. */
+  countByStatus(): { status: InstanceStatus; count: number }[] {
+    return this.db.prepare('SELECT status, COUNT(*) AS count FROM instances GROUP BY status').all() as {
+      status: InstanceStatus;
+      count: number;
+    }[];
+  }
+
   allInstances(): InstanceRecord[] {
     return (this.db.prepare('SELECT * FROM instances').all() as InstanceRow[]).map(instanceFromRow);
   }
@@ -295,6 +303,9 @@ const moveFromRow = (row: MoveRow): MoveRecord => ({
 
 /** Moves in flight: the target starts the instance while the source keeps it running (make-before-break). */
 export class MoveStore {
+  /** Ids of jobs a move of which started or ended. */
+  readonly changes = new ChangeFeed();
+
   constructor(private readonly db: Db) {}
 
   insert(move: MoveRecord): void {
@@ -304,6 +315,11 @@ export class MoveStore {
          VALUES (@jobId, @number, @fromNode, @toNode, @generation, @startedAt)`,
       )
       .run(move);
+    this.changes.emit(move.jobId);
+  }
+
+  ofJob(jobId: string): MoveRecord[] {
+    return (this.db.prepare('SELECT * FROM moves WHERE job_id = ?').all(jobId) as MoveRow[]).map(moveFromRow);
   }
 
   get(jobId: string, number: number): MoveRecord | undefined {
@@ -326,5 +342,6 @@ export class MoveStore {
 
   remove(jobId: string, number: number): void {
     this.db.prepare('DELETE FROM moves WHERE job_id = ? AND number = ?').run(jobId, number);
+    this.changes.emit(jobId);
   }
 }

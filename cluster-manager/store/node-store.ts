@@ -60,6 +60,7 @@ export class NodeStore {
   /** Node ids whose status or overlay endpoint changed. */
   readonly changes = new ChangeFeed();
   private readonly byId = new Map<string, NodeRecord>();
+  private infoVersion = 0;
   private readonly idByName = new Map<string, string>();
 
   constructor(private readonly db: Db) {
@@ -73,6 +74,11 @@ export class NodeStore {
 
   get count(): number {
     return this.byId.size;
+  }
+
+  /** Rises whenever a node is added or its name or info changes (registrations): views built on them rebuild. */
+  get version(): number {
+    return this.infoVersion;
   }
 
   get(id: string): NodeRecord | undefined {
@@ -105,6 +111,7 @@ export class NodeStore {
       )
       .run({ ...node, info: JSON.stringify(node.info) });
     const previous = this.byId.get(node.id);
+    this.infoVersion++;
     this.remember({
       telemetry: null,
       subnet: null,

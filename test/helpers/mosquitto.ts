@@ -27,6 +27,11 @@ export class Mosquitto {
     return broker;
   }
 
+  /** The broker's pid: tests pause it (SIGSTOP) to stand for a broker that falls behind. */
+  get pid(): number {
+    return this.process.pid!;
+  }
+
   get url(): string {
     return `mqtt://127.0.0.1:${this.port}`;
   }

@@ -58,6 +58,7 @@ function jobView(name: string, overrides: Partial<Job> = {}): Job {
     restart: { policy: 'always', maxRetries: 5 },
     devices: [],
     disconnect: { replaceAfterMs: 0 },
+    reschedule: { attempts: 3, intervalMs: 3_600_000, delayMs: 5000, maxDelayMs: 300_000 },
     constraints: {},
     state: 'active',
     createdAt: NOW,

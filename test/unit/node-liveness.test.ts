@@ -32,6 +32,8 @@ describe('node liveness', () => {
 
   const nodeIds = (count: number) => Array.from({ length: count }, (_, i) => `node-${i}`);
 
+  let lagMs = 0;
+
   function start(count: number): void {
     for (const id of nodeIds(count)) {
       store.nodes.upsert({
@@ -47,7 +49,7 @@ describe('node liveness', () => {
     }
     liveness = new NodeLiveness(
       store,
-      { timeoutMs: TIMEOUT_MS, wallClock: () => wall },
+      { timeoutMs: TIMEOUT_MS, wallClock: () => wall, controlLagMs: () => lagMs },
       {
         onOnline: () => {},
         onOffline: (nodeId) => offline.push(nodeId),
@@ -75,6 +77,7 @@ describe('node liveness', () => {
     wall = 1_000_000;
     offline.length = 0;
     holds.length = 0;
+    lagMs = 0;
   });
   afterEach(() => {
     store.close();
@@ -105,6 +108,17 @@ describe('node liveness', () => {
     liveness.seen('node-2');
     run(TIMEOUT_MS + 1000);
     expect(offline).toEqual(['node-2', 'node-2']);
+  });
+
+  it('adds the control lag (its own broker and client behind) to every allowance', () => {
+    start(3);
+    talking.delete('node-1');
+    lagMs = 5000;
+    run(TIMEOUT_MS + 4000);
+    expect(offline).toEqual([]);
+    run(2000);
+    expect(offline).toEqual(['node-1']);
+    expect(events('node.offline')[0]!.message).toMatch(/no telemetry for 1[12]\d{3} ms/);
   });
 
   it('does not count a stall of its own event loop as silence (8 s blocked, then messages read)', () => {

@@ -48,6 +48,7 @@ describe('JobSpecSchema', () => {
       restart: { policy: 'always', maxRetries: 5 },
       devices: [],
       disconnect: { replaceAfterMs: 0 },
+      reschedule: { attempts: 3, intervalMs: 3_600_000, delayMs: 5000, maxDelayMs: 300_000 },
       constraints: {},
     });
   });
@@ -65,6 +66,7 @@ describe('JobSpecSchema', () => {
       restart: { policy: 'on-failure', maxRetries: 5 },
       devices: ['/dev/video0'],
       disconnect: { replaceAfterMs: 0 },
+      reschedule: { attempts: 3, intervalMs: 3_600_000, delayMs: 5000, maxDelayMs: 300_000 },
       constraints: { nodes: ['worker-1'], arch: ['amd64'], labels: { zone: 'a' }, sensors: ['camera'] },
     };
     expect(JobSpecSchema.parse(spec)).toEqual(spec);

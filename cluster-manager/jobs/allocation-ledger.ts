@@ -1,0 +1,168 @@
+import { hostPortsOf } from '../scheduler/feasibility.js';
+import type { SchedulableNode } from '../scheduler/types.js';
+import { jobDefinition, type NodeRecord, type Store } from '../store/index.js';
+import { holdsResources } from './instance-states.js';
+
+const MIB = 1024 * 1024;
+
+/** What one job holds on one node: its instances there (placed or moving in) and what each asked for. */
+interface JobCharge {
+  /** Node id -> how many of the job's instances (and moves in flight) it holds there. */
+  counts: Map<string, number>;
+  cpus: number;
+  memoryBytes: number;
+  gpus: number;
+  hostPorts: string[];
+}
+
+/**
+ * The scheduler's view of the fleet, kept in memory between decisions: every node as a SchedulableNode with what
+ * its instances and the moves in flight to it hold. Building it from every node, job, instance and move for each
+ * job posted costs tens of milliseconds at 10,000 nodes; this keeps it and refreshes only what changed.
+ *
+ * Changes are learnt from the stores' change feeds: a write to a job, its instances or its moves marks the job
+ * dirty, and the next look re-reads that job's rows and charges its nodes again. A look inside a transaction sees
+ * its writes; the jobs it charged are read again at the first look outside one, so a rollback leaves nothing. Nodes are rebuilt when a registration changed
+ * their info, and their status is read on every look. The scheduler never writes to what it gets: it books on
+ * copies.
+ */
+export class AllocationLedger {
+  private readonly charges = new Map<string, JobCharge>();
+  private readonly dirtyJobs = new Set<string>();
+  /** Jobs charged from inside a transaction: charged again from what committed at the next look outside one. */
+  private readonly provisional = new Set<string>();
+  private readonly nodes = new Map<string, SchedulableNode>();
+  private ordered: SchedulableNode[] = [];
+  private nodesVersion = -1;
+  private readonly unsubscribe: (() => void)[];
+
+  constructor(
+    private readonly store: Store,
+    private readonly isOnline: (nodeId: string) => boolean,
+  ) {
+    this.unsubscribe = [
+      store.jobs.changes.subscribe((jobId) => this.dirtyJobs.add(jobId)),
+      store.moves.changes.subscribe((jobId) => this.dirtyJobs.add(jobId)),
+    ];
+    for (const job of store.jobs.listJobs()) this.dirtyJobs.add(job.id);
+  }
+
+  stop(): void {
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
+  }
+
+  /** Every node, by name, with its allocations and status as of now. */
+  schedulableNodes(): SchedulableNode[] {
+    this.refreshNodes();
+    const inTransaction = this.store.db.inTransaction;
+    // Read inside a transaction that may yet roll back: read again once it is over.
+    if (!inTransaction) for (const jobId of this.provisional) this.dirtyJobs.add(jobId);
+    if (!inTransaction) this.provisional.clear();
+    for (const jobId of this.dirtyJobs) {
+      this.recharge(jobId);
+      if (inTransaction) this.provisional.add(jobId);
+    }
+    this.dirtyJobs.clear();
+    for (const node of this.ordered) node.status = this.isOnline(node.id) ? 'online' : 'offline';
+    return this.ordered;
+  }
+
+  private refreshNodes(): void {
+    const version = this.store.nodes.version;
+    if (version === this.nodesVersion) return;
+    this.nodesVersion = version;
+    const records = this.store.nodes.list();
+    const next = new Map<string, SchedulableNode>();
+    for (const record of records) next.set(record.id, this.nodeFrom(record, this.nodes.get(record.id)));
+    this.nodes.clear();
+    for (const [id, node] of next) this.nodes.set(id, node);
+    this.ordered = records.map((record) => next.get(record.id)!);
+  }
+
+  /** A node's static facts from its record; what it holds carried over from before. */
+  private nodeFrom(record: NodeRecord, previous: SchedulableNode | undefined): SchedulableNode {
+    return {
+      id: record.id,
+      name: record.name,
+      status: 'offline',
+      arch: record.info.arch,
+      runtimes: record.info.runtimes,
+      labels: record.info.labels,
+      sensors: record.info.sensors,
+      capacity: {
+        cpus: record.info.cpus,
+        memoryBytes: record.info.memoryBytes,
+        gpus: record.info.gpus.length,
+      },
+      allocated: previous?.allocated ?? { cpus: 0, memoryBytes: 0, gpus: 0 },
+      usedHostPorts: previous?.usedHostPorts ?? [],
+      instancesByJob: previous?.instancesByJob ?? {},
+      instanceCount: previous?.instanceCount ?? 0,
+    };
+  }
+
+  /** Takes the job's old charges off its nodes and puts its current ones on. */
+  private recharge(jobId: string): void {
+    const old = this.charges.get(jobId);
+    if (old) this.apply(jobId, old, -1);
+    this.charges.delete(jobId);
+    const job = this.store.jobs.getJob(jobId);
+    if (!job) return;
+    const counts = new Map<string, number>();
+    const add = (nodeId: string) => counts.set(nodeId, (counts.get(nodeId) ?? 0) + 1);
+    for (const instance of this.store.jobs.instancesOf(jobId))
+      if (holdsResources(instance)) add(instance.nodeId!);
+    for (const move of this.store.moves.ofJob(jobId)) add(move.toNode);
+    if (counts.size === 0) return;
+    const { resources } = job.spec;
+    const charge: JobCharge = {
+      counts,
+      cpus: resources.cpus ?? 0,
+      memoryBytes: (resources.memoryMB ?? 0) * MIB,
+      gpus: resources.gpus,
+      hostPorts: hostPortsOf(jobDefinition(job)),
+    };
+    this.charges.set(jobId, charge);
+    this.apply(jobId, charge, 1);
+  }
+
+  private apply(jobId: string, charge: JobCharge, sign: 1 | -1): void {
+    for (const [nodeId, count] of charge.counts) {
+      const node = this.nodes.get(nodeId) ?? this.placeholder(nodeId);
+      node.allocated.cpus += sign * count * charge.cpus;
+      node.allocated.memoryBytes += sign * count * charge.memoryBytes;
+      node.allocated.gpus += sign * count * charge.gpus;
+      node.instanceCount += sign * count;
+      const held = (node.instancesByJob[jobId] ?? 0) + sign * count;
+      if (held > 0) node.instancesByJob[jobId] = held;
+      else delete node.instancesByJob[jobId];
+      for (let i = 0; i < count; i++) {
+        for (const port of charge.hostPorts) {
+          if (sign > 0) node.usedHostPorts.push(port);
+          else node.usedHostPorts.splice(node.usedHostPorts.indexOf(port), 1);
+        }
+      }
+    }
+  }
+
+  /** A node that charges name before it is known here (registered since the last look): filled in on rebuild. */
+  private placeholder(nodeId: string): SchedulableNode {
+    const node: SchedulableNode = {
+      id: nodeId,
+      name: nodeId,
+      status: 'offline',
+      arch: '',
+      runtimes: [],
+      labels: {},
+      sensors: [],
+      capacity: { cpus: 0, memoryBytes: 0, gpus: 0 },
+      allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
+      usedHostPorts: [],
+      instancesByJob: {},
+      instanceCount: 0,
+    };
+    this.nodes.set(nodeId, node);
+    this.nodesVersion = -1;
+    return node;
+  }
+}

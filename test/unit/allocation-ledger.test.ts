@@ -1,0 +1,147 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AllocationLedger } from '../../cluster-manager/jobs/allocation-ledger.js';
+import { schedulableNodes } from '../../cluster-manager/jobs/cluster-snapshot.js';
+import type { SchedulableNode } from '../../cluster-manager/scheduler/index.js';
+import { type InstanceRecord, Store } from '../../cluster-manager/store/index.js';
+import { type InstanceStatus, JobSpecSchema, NodeInfoSchema } from '../../shared/index.js';
+import { TestNode } from '../helpers/test-node.js';
+
+/**
+ * The ledger kept in memory must always equal the scheduler's view rebuilt from the rows (cluster-snapshot),
+ * whatever was written, moved, removed or rolled back. Every step below compares the two.
+ */
+describe('the allocation ledger', () => {
+  let dir: string;
+  let store: Store;
+  let ledger: AllocationLedger;
+  const online = new Set<string>();
+  const isOnline = (nodeId: string) => online.has(nodeId);
+
+  const comparable = (nodes: readonly SchedulableNode[]) =>
+    nodes.map((node) => ({
+      ...node,
+      allocated: {
+        cpus: Math.round(node.allocated.cpus * 1e6) / 1e6,
+        memoryBytes: node.allocated.memoryBytes,
+        gpus: node.allocated.gpus,
+      },
+      usedHostPorts: [...node.usedHostPorts].sort(),
+    }));
+  const agrees = () =>
+    expect(comparable(ledger.schedulableNodes())).toEqual(comparable(schedulableNodes(store, isOnline)));
+
+  const addNode = (name: string) => {
+    store.nodes.upsert({
+      id: `id-${name}`,
+      name,
+      secretHash: 'x',
+      info: NodeInfoSchema.parse(TestNode.info(name, { cpus: 8 })),
+      address: null,
+      status: 'online',
+      registeredAt: 0,
+      lastSeen: null,
+    });
+    online.add(`id-${name}`);
+  };
+  const addJob = (id: string, spec: Record<string, unknown>) =>
+    store.jobs.insertJob({
+      id,
+      name: id,
+      spec: JobSpecSchema.parse({ name: id, image: 'edge/busybox:latest', ...spec }),
+      state: 'active',
+      createdAt: 1,
+      updatedAt: 1,
+      serviceIp: null,
+    });
+  const instance = (jobId: string, number: number, nodeId: string | null, status: InstanceStatus) =>
+    ({
+      jobId,
+      number,
+      nodeId,
+      status,
+      detail: '',
+      containerId: null,
+      generation: 1,
+      restarts: 0,
+      startedAt: null,
+      exitCode: null,
+      updatedAt: 1,
+      instanceIp: null,
+      namespaceIp: null,
+    }) satisfies InstanceRecord;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'edge-ledger-'));
+    store = Store.open(dir);
+    online.clear();
+    for (const name of ['edge-a', 'edge-b', 'edge-c']) addNode(name);
+    ledger = new AllocationLedger(store, isOnline);
+  });
+  afterEach(() => {
+    ledger.stop();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('follows instances placed, changed, released and removed, moves, node changes, and job removal', () => {
+    agrees();
+    addJob('web', {
+      resources: { cpus: 0.5, memoryMB: 64 },
+      ports: [{ container: 80, host: 8080, protocol: 'tcp' }],
+    });
+    addJob('idle', {});
+    store.jobs.insertInstance(instance('web', 0, 'id-edge-a', 'scheduled'));
+    store.jobs.insertInstance(instance('web', 1, 'id-edge-b', 'running'));
+    store.jobs.insertInstance(instance('idle', 0, 'id-edge-a', 'running'));
+    store.jobs.insertInstance(instance('idle', 1, null, 'pending'));
+    agrees();
+    store.jobs.updateInstance(instance('web', 0, 'id-edge-a', 'failed'));
+    agrees();
+    store.jobs.updateInstance(instance('web', 0, 'id-edge-c', 'running'));
+    store.moves.insert({
+      jobId: 'web',
+      number: 1,
+      fromNode: 'id-edge-b',
+      toNode: 'id-edge-a',
+      generation: 2,
+      startedAt: 1,
+    });
+    agrees();
+    online.delete('id-edge-b');
+    addNode('edge-d');
+    agrees();
+    store.moves.remove('web', 1);
+    store.jobs.removeInstance('idle', 0);
+    agrees();
+    store.jobs.removeJob('web');
+    agrees();
+  });
+
+  it('shows what a transaction wrote while it runs, and nothing of it once rolled back', () => {
+    addJob('batch', { resources: { cpus: 1 } });
+    agrees();
+    expect(() =>
+      store.transaction(() => {
+        store.jobs.insertInstance(instance('batch', 0, 'id-edge-a', 'scheduled'));
+        agrees();
+        expect(ledger.schedulableNodes()[0]!.allocated.cpus).toBe(1);
+        throw new Error('rolled back');
+      }),
+    ).toThrow('rolled back');
+    agrees();
+    expect(ledger.schedulableNodes()[0]!.allocated.cpus).toBe(0);
+  });
+
+  it('takes a changed spec: the job is charged at its new size', () => {
+    addJob('grow', { resources: { cpus: 0.25 } });
+    store.jobs.insertInstance(instance('grow', 0, 'id-edge-a', 'running'));
+    agrees();
+    const job = store.jobs.getJob('grow')!;
+    store.jobs.setJobSpec('grow', { ...job.spec, resources: { ...job.spec.resources, cpus: 2 } }, 2);
+    agrees();
+    expect(ledger.schedulableNodes()[0]!.allocated.cpus).toBe(2);
+  });
+});
