@@ -83,9 +83,11 @@ export class NodeLiveness {
     this.wallClock = options.wallClock ?? Date.now;
     this.controlLagMs = options.controlLagMs ?? (() => 0);
     this.clock = new StallClock(100, this.wallClock);
-    // After a restart of the cluster manager, nodes that were online get one full timeout to report in.
+    // After a restart of the cluster manager, nodes that were online have the registration grace to report in:
+    // the whole fleet reconnects at once (with the embedded broker, to a broker that just started), as
+    // Kubernetes grants nodes a startup grace.
     const now = this.wallClock();
-    const heard = this.clock.now();
+    const heard = this.clock.now() + this.reconnectCredit();
     for (const node of store.nodes.list()) {
       if (node.telemetry) this.telemetry.set(node.id, node.telemetry);
       if (node.status === 'online') {
@@ -158,8 +160,12 @@ export class NodeLiveness {
    */
   registered(nodeId: string): void {
     this.seen(nodeId);
-    const credit = Math.max(0, REGISTRATION_GRACE_MS - this.timeoutMs);
-    this.heardAt.set(nodeId, this.clock.now() + credit);
+    this.heardAt.set(nodeId, this.clock.now() + this.reconnectCredit());
+  }
+
+  /** What the registration grace adds to the timeout, for a node that (re)connects with the whole fleet. */
+  private reconnectCredit(): number {
+    return Math.max(0, REGISTRATION_GRACE_MS - this.timeoutMs);
   }
 
   recordTelemetry(nodeId: string, telemetry: NodeTelemetry): void {
@@ -182,12 +188,15 @@ export class NodeLiveness {
     this.brokerLinkDown = true;
   }
 
-  /** The link is back: wills heard around the outage are void, and every online node gets a full timeout. */
+  /**
+   * The link is back: wills heard around the outage are void, and every online node has the registration grace
+   * to be heard again (the whole fleet reconnects to the broker at once).
+   */
   brokerConnected(): void {
     if (!this.brokerLinkDown) return;
     this.brokerLinkDown = false;
     this.lastWills.clear();
-    const heard = this.clock.now();
+    const heard = this.clock.now() + this.reconnectCredit();
     for (const nodeId of this.online)
       this.heardAt.set(nodeId, Math.max(heard, this.heardAt.get(nodeId) ?? 0));
   }

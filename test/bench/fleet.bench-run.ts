@@ -124,7 +124,10 @@ async function run(broker: string): Promise<void> {
   await cluster.cm!.crash();
   const restartedAt = performance.now();
   await cluster.startClusterManager();
-  await waitFor(async () => (await online()) === WORKERS, `${WORKERS} online after kill -9`, 300_000, 500);
+  // Nodes online before the crash count as online for one timeout after the restart: what tells is whether
+  // they are all heard again and stay online, with nothing failed over, 30 s on.
+  await new Promise((resolve) => setTimeout(resolve, 30_000));
+  const onlineAfter30s = await online();
   const backOnlineS = (performance.now() - restartedAt) / 1000;
   rows.push({
     broker,
@@ -142,7 +145,7 @@ async function run(broker: string): Promise<void> {
     rssAfterMiB: rssAfter,
     offlineEvents,
     failoverPaused: pausedEvents,
-    killedBackOnlineS: Math.round(backOnlineS * 10) / 10,
+    killedOnlineAfterS: `${onlineAfter30s} after ${Math.round(backOnlineS)} s`,
     killedOfflineEvents: (await events('node.offline')) - offlineEvents,
     killedReplaced: (await events('instance.replaced')) - replacedBefore,
     cmAlive: cluster.cm!.running ? 'yes' : 'no',
@@ -152,7 +155,9 @@ async function run(broker: string): Promise<void> {
   await mosquitto?.stop();
 }
 
-it(`fleet: ${WORKERS} hollow workers, ${JOBS} jobs x ${REPLICAS}`, async () => {
+it(`fleet: ${WORKERS} hollow workers, ${JOBS} jobs x ${REPLICAS}`, {
+  timeout: (HOLD_S + 900) * 1000,
+}, async () => {
   for (const broker of BROKERS) await run(broker);
   report('fleet', rows, { workers: WORKERS, holdS: HOLD_S, jobs: JOBS, replicas: REPLICAS });
 });

@@ -195,16 +195,37 @@ describe('node liveness', () => {
     expect(liveness.failoverPaused).toBe(true);
   });
 
-  it('takes no node offline while its own broker link is down, and gives all a full timeout after', () => {
+  it('takes no node offline while its own broker link is down, and gives all the reconnect grace after', () => {
     start(3);
     liveness.brokerDisconnected();
     for (const id of nodeIds(3)) talking.delete(id);
     run(3 * TIMEOUT_MS);
     expect(offline).toEqual([]);
-    for (const id of nodeIds(3)) talking.add(id);
+    for (const id of nodeIds(2)) talking.add(id);
     liveness.brokerConnected();
-    run(TIMEOUT_MS);
+    // node-2 does not come back: it has the whole grace, not just the timeout, then goes.
+    run(REGISTRATION_GRACE_MS - 1000);
     expect(offline).toEqual([]);
+    run(2000);
+    expect(offline).toEqual(['node-2']);
+  });
+
+  it('gives the nodes online before a restart of the cluster manager the reconnect grace', () => {
+    start(3);
+    for (const id of nodeIds(3)) store.nodes.setStatus(id, 'online');
+    offline.length = 0;
+    const restarted = new NodeLiveness(
+      store,
+      { timeoutMs: TIMEOUT_MS, wallClock: () => wall },
+      { onOnline: () => {}, onOffline: (nodeId) => offline.push(nodeId) },
+      pino({ level: 'silent' }),
+    );
+    liveness = restarted;
+    talking.delete('node-0');
+    run(REGISTRATION_GRACE_MS - 1000);
+    expect(offline).toEqual([]);
+    run(2000);
+    expect(offline).toEqual(['node-0']);
   });
 });
 
