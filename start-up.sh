@@ -321,8 +321,8 @@ install_dependencies() {
   fi
   ensure_build_tools
   say "installing dependencies (native modules may take a few minutes to compile)"
-  # Not `npm ci`: it refuses a lock file without every platform's optional packages (biome's), and some
-  # registries and mirrors do not serve them all. `npm install --no-save` follows the lock and leaves it as is.
+  # `npm install --no-save` follows the lock and leaves it as is, and keeps what is installed already (`npm ci`,
+  # which CI uses, would remove node_modules first).
   npm install --no-save --no-audit --no-fund ||
     die 1 "npm install failed (see above); a missing C++ toolchain (build-essential python3) is the usual cause"
 }

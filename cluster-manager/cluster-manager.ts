@@ -42,7 +42,8 @@ export class ClusterManager {
   private readonly netTables: NetTables;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
-  private readonly clusterId: string;
+  /** Stable across restarts: the cluster manager's MQTT session is persistent. */
+  private readonly mqttClientId: string;
   private garbageCollection?: ScheduledTask;
   private controlLag?: ControlLag;
 
@@ -54,7 +55,7 @@ export class ClusterManager {
     this.joinToken = loadOrCreateToken(config.dataDir, 'join-token', config.joinToken);
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
     const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
-    this.clusterId = clusterId;
+    this.mqttClientId = `cluster-manager-${clusterId}`;
     const isOnline = (nodeId: string) => this.liveness.isOnline(nodeId);
     this.addresses = new OverlayAddresses(this.store, config.addressPlan, logger);
     this.outbox = new CommandOutbox(this.store, clusterId, isOnline, logger);
@@ -111,12 +112,8 @@ export class ClusterManager {
     }
     // A persistent session under a client id of its own: QoS 1 reports and acks that nodes send while this
     // process reconnects (or restarts, with an external broker) wait in the broker instead of being lost.
-    this.mqtt = connectMqtt(mqttUrl, {
-      ...login,
-      clientId: `cluster-manager-${this.clusterId}`,
-      clean: false,
-    });
-    this.controlLag = new ControlLag(this.mqtt, `cluster-manager-${this.clusterId}`);
+    this.mqtt = connectMqtt(mqttUrl, { ...login, clientId: this.mqttClientId, clean: false });
+    this.controlLag = new ControlLag(this.mqtt, this.mqttClientId);
     this.controlLag.start();
     this.mqtt.on('error', (error) => logger.warn({ err: error.message }, 'mqtt error'));
     this.mqtt.on('offline', () => logger.warn('mqtt broker unreachable; retrying'));

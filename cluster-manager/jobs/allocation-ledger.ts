@@ -1,6 +1,7 @@
 import { hostPortsOf } from '../scheduler/feasibility.js';
 import type { SchedulableNode } from '../scheduler/types.js';
 import { jobDefinition, type NodeRecord, type Store } from '../store/index.js';
+import { schedulableNodeOf } from './cluster-snapshot.js';
 import { holdsResources } from './instance-states.js';
 
 const MIB = 1024 * 1024;
@@ -81,24 +82,10 @@ export class AllocationLedger {
 
   /** A node's static facts from its record; what it holds carried over from before. */
   private nodeFrom(record: NodeRecord, previous: SchedulableNode | undefined): SchedulableNode {
-    return {
-      id: record.id,
-      name: record.name,
-      status: 'offline',
-      arch: record.info.arch,
-      runtimes: record.info.runtimes,
-      labels: record.info.labels,
-      sensors: record.info.sensors,
-      capacity: {
-        cpus: record.info.cpus,
-        memoryBytes: record.info.memoryBytes,
-        gpus: record.info.gpus.length,
-      },
-      allocated: previous?.allocated ?? { cpus: 0, memoryBytes: 0, gpus: 0 },
-      usedHostPorts: previous?.usedHostPorts ?? [],
-      instancesByJob: previous?.instancesByJob ?? {},
-      instanceCount: previous?.instanceCount ?? 0,
-    };
+    const node = schedulableNodeOf(record, false);
+    if (!previous) return node;
+    const { allocated, usedHostPorts, instancesByJob, instanceCount } = previous;
+    return { ...node, allocated, usedHostPorts, instancesByJob, instanceCount };
   }
 
   /** Takes the job's old charges off its nodes and puts its current ones on. */
@@ -109,7 +96,11 @@ export class AllocationLedger {
     const job = this.store.jobs.getJob(jobId);
     if (!job) return;
     const counts = new Map<string, number>();
-    const add = (nodeId: string) => counts.set(nodeId, (counts.get(nodeId) ?? 0) + 1);
+    // Rows naming a node this view does not know charge nothing (the view rebuilds its nodes first, so there is
+    // no such node); charging and uncharging use the same counts.
+    const add = (nodeId: string) => {
+      if (this.nodes.has(nodeId)) counts.set(nodeId, (counts.get(nodeId) ?? 0) + 1);
+    };
     for (const instance of this.store.jobs.instancesOf(jobId))
       if (holdsResources(instance)) add(instance.nodeId!);
     for (const move of this.store.moves.ofJob(jobId)) add(move.toNode);
@@ -128,7 +119,7 @@ export class AllocationLedger {
 
   private apply(jobId: string, charge: JobCharge, sign: 1 | -1): void {
     for (const [nodeId, count] of charge.counts) {
-      const node = this.nodes.get(nodeId) ?? this.placeholder(nodeId);
+      const node = this.nodes.get(nodeId)!;
       node.allocated.cpus += sign * count * charge.cpus;
       node.allocated.memoryBytes += sign * count * charge.memoryBytes;
       node.allocated.gpus += sign * count * charge.gpus;
@@ -143,26 +134,5 @@ export class AllocationLedger {
         }
       }
     }
-  }
-
-  /** A node that charges name before it is known here (registered since the last look): filled in on rebuild. */
-  private placeholder(nodeId: string): SchedulableNode {
-    const node: SchedulableNode = {
-      id: nodeId,
-      name: nodeId,
-      status: 'offline',
-      arch: '',
-      runtimes: [],
-      labels: {},
-      sensors: [],
-      capacity: { cpus: 0, memoryBytes: 0, gpus: 0 },
-      allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
-      usedHostPorts: [],
-      instancesByJob: {},
-      instanceCount: 0,
-    };
-    this.nodes.set(nodeId, node);
-    this.nodesVersion = -1;
-    return node;
   }
 }

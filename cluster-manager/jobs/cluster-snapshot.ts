@@ -24,22 +24,7 @@ export function schedulableNodes(
   };
   if (!few) for (const job of store.jobs.listJobs()) jobs.set(job.id, job);
   const byNode = new Map<string, SchedulableNode>();
-  for (const node of nodes) {
-    byNode.set(node.id, {
-      id: node.id,
-      name: node.name,
-      status: isOnline(node.id) ? 'online' : 'offline',
-      arch: node.info.arch,
-      runtimes: node.info.runtimes,
-      labels: node.info.labels,
-      sensors: node.info.sensors,
-      capacity: { cpus: node.info.cpus, memoryBytes: node.info.memoryBytes, gpus: node.info.gpus.length },
-      allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
-      usedHostPorts: [],
-      instancesByJob: {},
-      instanceCount: 0,
-    });
-  }
+  for (const node of nodes) byNode.set(node.id, schedulableNodeOf(node, isOnline(node.id)));
   const charge = (nodeId: string, jobId: string) => {
     const node = byNode.get(nodeId);
     const job = jobOf(jobId);
@@ -60,4 +45,22 @@ export function schedulableNodes(
   const moves = few ? nodes.flatMap((node) => store.moves.toNode(node.id)) : store.moves.all();
   for (const move of moves) charge(move.toNode, move.jobId);
   return [...byNode.values()];
+}
+
+/** A node as the scheduler sees it, holding nothing yet. */
+export function schedulableNodeOf(record: NodeRecord, online: boolean): SchedulableNode {
+  return {
+    id: record.id,
+    name: record.name,
+    status: online ? 'online' : 'offline',
+    arch: record.info.arch,
+    runtimes: record.info.runtimes,
+    labels: record.info.labels,
+    sensors: record.info.sensors,
+    capacity: { cpus: record.info.cpus, memoryBytes: record.info.memoryBytes, gpus: record.info.gpus.length },
+    allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
+    usedHostPorts: [],
+    instancesByJob: {},
+    instanceCount: 0,
+  };
 }

@@ -71,13 +71,8 @@ export class Failover {
   private rescheduleFailed(now: number): void {
     const { store, placement, outbox, logger } = this.options;
     const failed = store.jobs
-      .allInstances()
-      .filter(
-        (instance) =>
-          instance.status === 'failed' &&
-          instance.nodeId &&
-          !store.moves.get(instance.jobId, instance.number),
-      );
+      .instancesWithStatus('failed')
+      .filter((instance) => instance.nodeId && !store.moves.get(instance.jobId, instance.number));
     if (failed.length === 0) return;
     let placed = 0;
     store.transaction(() => {
@@ -130,11 +125,8 @@ export class Failover {
     const { store, placement, outbox, offlineSince, logger } = this.options;
     // A lost instance with a move under way is the move's: its target may still take it over.
     const lost = store.jobs
-      .allInstances()
-      .filter(
-        (instance) =>
-          instance.status === 'lost' && instance.nodeId && !store.moves.get(instance.jobId, instance.number),
-      );
+      .instancesWithStatus('lost')
+      .filter((instance) => instance.nodeId && !store.moves.get(instance.jobId, instance.number));
     if (lost.length === 0) return;
     let replaced = 0;
     store.transaction(() => {

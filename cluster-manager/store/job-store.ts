@@ -258,6 +258,13 @@ export class JobStore {
     }[];
   }
 
+  /** Instances in one status, read with SQLite's filter (failover looks at `lost` and `failed` every second). */
+  instancesWithStatus(status: InstanceStatus): InstanceRecord[] {
+    return (this.db.prepare('SELECT * FROM instances WHERE status = ?').all(status) as InstanceRow[]).map(
+      instanceFromRow,
+    );
+  }
+
   allInstances(): InstanceRecord[] {
     return (this.db.prepare('SELECT * FROM instances').all() as InstanceRow[]).map(instanceFromRow);
   }
