@@ -5,6 +5,7 @@ import { EventLog } from './event-log.js';
 import { JobStore, MoveStore } from './job-store.js';
 import { NetInterestStore } from './net-interest-store.js';
 import { NodeStore } from './node-store.js';
+import { UndoLog } from './undo-log.js';
 
 export * from './change-feed.js';
 export * from './command-store.js';
@@ -13,6 +14,7 @@ export * from './event-log.js';
 export * from './job-store.js';
 export * from './net-interest-store.js';
 export * from './node-store.js';
+export * from './undo-log.js';
 
 /** The cluster manager's state, one SQLite database behind small stores. */
 export class Store {
@@ -23,12 +25,15 @@ export class Store {
   readonly moves: MoveStore;
   readonly netInterest: NetInterestStore;
 
+  private readonly undo = new UndoLog();
+
   constructor(readonly db: Db) {
-    this.nodes = new NodeStore(db);
-    this.jobs = new JobStore(db);
+    this.nodes = new NodeStore(db, this.undo);
+    this.jobs = new JobStore(db, this.undo);
     this.commands = new CommandStore(db);
     this.events = new EventLog(db);
-    this.moves = new MoveStore(db);
+    this.moves = new MoveStore(db, this.undo);
+    this.jobs.removed.subscribe((jobId) => this.moves.forgetJob(jobId));
     this.netInterest = new NetInterestStore(db);
   }
 
@@ -69,9 +74,9 @@ export class Store {
     }
   }
 
-  /** Runs fn in one transaction: all of it lands or none. */
+  /** Runs fn in one transaction: all of it lands or none, in SQLite and in the stores' memory alike. */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    return this.undo.within(() => this.db.transaction(fn)());
   }
 
   close(): void {

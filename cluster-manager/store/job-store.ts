@@ -1,6 +1,7 @@
 import type { Instance, InstanceStatus, JobDefinition, JobSpec, JobState } from '../../shared/index.js';
 import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
+import type { UndoLog } from './undo-log.js';
 
 export interface JobRecord {
   id: string;
@@ -102,12 +103,75 @@ export function instanceView(instance: InstanceRecord, nodeName: string | null):
   };
 }
 
-/** Jobs and their instances. */
+const instanceKey = (jobId: string, number: number) => `${jobId}\u0000${number}`;
+
+const byNumber = (a: InstanceRecord, b: InstanceRecord) => a.number - b.number;
+const byJobThenNumber = (a: InstanceRecord, b: InstanceRecord) =>
+  a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : a.number - b.number;
+
+/** A map of maps: add, remove, and the inner map (empty ones are dropped). */
+class Grouped<V> {
+  private readonly groups = new Map<string, Map<string, V>>();
+
+  add(group: string, key: string, value: V): void {
+    let inner = this.groups.get(group);
+    if (!inner) {
+      inner = new Map();
+      this.groups.set(group, inner);
+    }
+    inner.set(key, value);
+  }
+
+  remove(group: string, key: string): void {
+    const inner = this.groups.get(group);
+    if (!inner) return;
+    inner.delete(key);
+    if (inner.size === 0) this.groups.delete(group);
+  }
+
+  values(group: string): V[] {
+    const inner = this.groups.get(group);
+    return inner ? [...inner.values()] : [];
+  }
+
+  size(group: string): number {
+    return this.groups.get(group)?.size ?? 0;
+  }
+}
+
+/**
+ * Jobs and their instances, held in memory with the indexes every decision needs (by job, by node, by status,
+ * by overlay address) and written through to SQLite: SQLite first (its constraints may refuse), then the maps,
+ * with each map change recorded in the undo log so that a transaction that rolls back leaves memory as it was.
+ * Loaded once when the store opens. Records handed out are shared: callers copy before they change one.
+ */
 export class JobStore {
   /** Ids of jobs whose row or instance rows were written (inserted, updated or removed). */
   readonly changes = new ChangeFeed();
+  /** Ids of jobs whose row was deleted (SQLite deleted their instances and moves with it). */
+  readonly removed = new ChangeFeed();
+  private readonly jobs = new Map<string, JobRecord>();
+  private readonly generations = new Map<string, number>();
+  private readonly liveByName = new Map<string, string>();
+  private readonly byServiceIp = new Map<string, string>();
+  private readonly instances = new Grouped<InstanceRecord>();
+  private readonly onNode = new Grouped<InstanceRecord>();
+  private readonly withStatus = new Grouped<InstanceRecord>();
+  private readonly byInstanceIp = new Map<string, InstanceRecord>();
+  private readonly byKey = new Map<string, InstanceRecord>();
 
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly undo: UndoLog,
+  ) {
+    const jobs = db.prepare('SELECT * FROM jobs').all() as (JobRow & { last_generation: number })[];
+    for (const row of jobs) {
+      this.putJob(jobFromRow(row));
+      this.generations.set(row.id, row.last_generation);
+    }
+    for (const row of db.prepare('SELECT * FROM instances').all() as InstanceRow[])
+      this.putInstance(instanceFromRow(row));
+  }
 
   insertJob(job: JobRecord): void {
     this.db
@@ -116,12 +180,12 @@ export class JobStore {
          VALUES (@id, @name, @spec, @state, @createdAt, @updatedAt, @serviceIp)`,
       )
       .run({ ...job, spec: JSON.stringify(job.spec) });
-    this.changes.emit(job.id);
+    this.changeJob(job.id, { ...job });
+    this.setGeneration(job.id, 0);
   }
 
   getJob(id: string): JobRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
-    return row ? jobFromRow(row) : undefined;
+    return this.jobs.get(id);
   }
 
   /** A job id first, else a live job's name. */
@@ -130,74 +194,63 @@ export class JobStore {
   }
 
   findLiveJobByName(name: string): JobRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM jobs WHERE name = ? AND state = 'active'").get(name) as
-      | JobRow
-      | undefined;
-    return row ? jobFromRow(row) : undefined;
+    const id = this.liveByName.get(name);
+    return id === undefined ? undefined : this.jobs.get(id);
   }
 
   listJobs(): JobRecord[] {
-    return (this.db.prepare('SELECT * FROM jobs ORDER BY created_at, id').all() as JobRow[]).map(jobFromRow);
+    return [...this.jobs.values()].sort((a, b) =>
+      a.createdAt !== b.createdAt ? a.createdAt - b.createdAt : a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
+    );
   }
 
   setJobState(id: string, state: JobState, now: number): void {
     this.db.prepare('UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?').run(state, now, id);
-    this.changes.emit(id);
+    this.patchJob(id, { state, updatedAt: now });
   }
 
   setJobSpec(id: string, spec: JobSpec, now: number): void {
     this.db
       .prepare('UPDATE jobs SET spec = ?, updated_at = ? WHERE id = ?')
       .run(JSON.stringify(spec), now, id);
-    this.changes.emit(id);
+    this.patchJob(id, { spec, updatedAt: now });
   }
 
   /** Generations are monotonic per job, so a number reused after a scale-down never looks stale to a node. */
   nextGeneration(jobId: string): number {
-    const row = this.db
-      .prepare('UPDATE jobs SET last_generation = last_generation + 1 WHERE id = ? RETURNING last_generation')
-      .get(jobId) as { last_generation: number };
-    return row.last_generation;
+    const generation = this.lastGeneration(jobId) + 1;
+    this.db.prepare('UPDATE jobs SET last_generation = ? WHERE id = ?').run(generation, jobId);
+    this.setGeneration(jobId, generation);
+    return generation;
   }
 
   lastGeneration(jobId: string): number {
-    const row = this.db.prepare('SELECT last_generation FROM jobs WHERE id = ?').get(jobId) as
-      | { last_generation: number }
-      | undefined;
-    return row?.last_generation ?? 0;
+    return this.generations.get(jobId) ?? 0;
   }
 
   removeJob(id: string): void {
     this.db.prepare('DELETE FROM jobs WHERE id = ?').run(id);
-    this.changes.emit(id);
+    for (const instance of this.instances.values(id)) this.changeInstance(id, instance.number, undefined);
+    this.changeJob(id, undefined);
+    this.setGeneration(id, undefined);
+    this.removed.emit(id);
   }
 
   setServiceIp(id: string, serviceIp: string): void {
     this.db.prepare('UPDATE jobs SET service_ip = ? WHERE id = ?').run(serviceIp, id);
-    this.changes.emit(id);
+    this.patchJob(id, { serviceIp });
   }
 
   /** Every service and instance IP held by a job row or an instance row (they share one pool). */
   overlayAddresses(): string[] {
-    return (
-      this.db
-        .prepare(
-          `SELECT service_ip AS ip FROM jobs WHERE service_ip IS NOT NULL
-           UNION ALL SELECT instance_ip AS ip FROM instances WHERE instance_ip IS NOT NULL`,
-        )
-        .all() as { ip: string }[]
-    ).map((row) => row.ip);
+    return [...this.byServiceIp.keys(), ...this.byInstanceIp.keys()];
   }
 
   /** The live job whose service IP, or one of whose instances' instance IP, is `ip`. */
   findLiveJobByAddress(ip: string): JobRecord | undefined {
-    const row = this.db
-      .prepare(
-        `SELECT * FROM jobs WHERE state = 'active' AND (service_ip = ?
-           OR id = (SELECT job_id FROM instances WHERE instance_ip = ?))`,
-      )
-      .get(ip, ip) as JobRow | undefined;
-    return row ? jobFromRow(row) : undefined;
+    const jobId = this.byServiceIp.get(ip) ?? this.byInstanceIp.get(ip)?.jobId;
+    const job = jobId === undefined ? undefined : this.jobs.get(jobId);
+    return job?.state === 'active' ? job : undefined;
   }
 
   insertInstance(instance: InstanceRecord): void {
@@ -209,11 +262,11 @@ export class JobStore {
            @startedAt, @exitCode, @updatedAt, @instanceIp, @namespaceIp)`,
       )
       .run(instance);
-    this.changes.emit(instance.jobId);
+    this.changeInstance(instance.jobId, instance.number, { ...instance });
   }
 
   updateInstance(instance: InstanceRecord): void {
-    this.db
+    const result = this.db
       .prepare(
         `UPDATE instances SET node_id = @nodeId, status = @status, detail = @detail, container_id = @containerId,
            generation = @generation, restarts = @restarts, started_at = @startedAt, exit_code = @exitCode,
@@ -221,63 +274,129 @@ export class JobStore {
          WHERE job_id = @jobId AND number = @number`,
       )
       .run(instance);
-    this.changes.emit(instance.jobId);
+    if (result.changes > 0) this.changeInstance(instance.jobId, instance.number, { ...instance });
   }
 
   removeInstance(jobId: string, number: number): void {
     this.db.prepare('DELETE FROM instances WHERE job_id = ? AND number = ?').run(jobId, number);
-    this.changes.emit(jobId);
+    this.changeInstance(jobId, number, undefined);
   }
 
   getInstance(jobId: string, number: number): InstanceRecord | undefined {
-    const row = this.db
-      .prepare('SELECT * FROM instances WHERE job_id = ? AND number = ?')
-      .get(jobId, number) as InstanceRow | undefined;
-    return row ? instanceFromRow(row) : undefined;
+    return this.byKey.get(instanceKey(jobId, number));
   }
 
   instancesOf(jobId: string): InstanceRecord[] {
-    return (
-      this.db.prepare('SELECT * FROM instances WHERE job_id = ? ORDER BY number').all(jobId) as InstanceRow[]
-    ).map(instanceFromRow);
+    return this.instances.values(jobId).sort(byNumber);
   }
 
   instancesOnNode(nodeId: string): InstanceRecord[] {
-    return (
-      this.db
-        .prepare('SELECT * FROM instances WHERE node_id = ? ORDER BY job_id, number')
-        .all(nodeId) as InstanceRow[]
-    ).map(instanceFromRow);
+    return this.onNode.values(nodeId).sort(byJobThenNumber);
   }
 
-  /** How many instances there are in each status (for metrics), counted by SQLite. */
+  /** How many instances there are in each status (for metrics). */
   countByStatus(): { status: InstanceStatus; count: number }[] {
-    return this.db.prepare('SELECT status, COUNT(*) AS count FROM instances GROUP BY status').all() as {
-      status: InstanceStatus;
-      count: number;
-    }[];
+    const counts = new Map<InstanceStatus, number>();
+    for (const instance of this.byKey.values())
+      counts.set(instance.status, (counts.get(instance.status) ?? 0) + 1);
+    return [...counts].map(([status, count]) => ({ status, count }));
   }
 
-  /** Instances in one status, read with SQLite's filter (failover looks at `lost` and `failed` every second). */
+  /** How many instances are in one status, read from the index. */
+  countWithStatus(status: InstanceStatus): number {
+    return this.withStatus.size(status);
+  }
+
+  /** Instances in one status (failover looks at `lost` and `failed` every second). */
   instancesWithStatus(status: InstanceStatus): InstanceRecord[] {
-    return (this.db.prepare('SELECT * FROM instances WHERE status = ?').all(status) as InstanceRow[]).map(
-      instanceFromRow,
-    );
+    return this.withStatus.values(status);
   }
 
   allInstances(): InstanceRecord[] {
-    return (this.db.prepare('SELECT * FROM instances').all() as InstanceRow[]).map(instanceFromRow);
+    return [...this.byKey.values()];
   }
 
+  /** Pending instances of live jobs, oldest job first. */
   pendingInstances(): InstanceRecord[] {
-    return (
-      this.db
-        .prepare(
-          `SELECT i.* FROM instances i JOIN jobs j ON j.id = i.job_id
-           WHERE j.state = 'active' AND i.status = 'pending' ORDER BY j.created_at, i.job_id, i.number`,
-        )
-        .all() as InstanceRow[]
-    ).map(instanceFromRow);
+    const live = this.withStatus
+      .values('pending')
+      .filter((instance) => this.jobs.get(instance.jobId)?.state === 'active');
+    const created = (instance: InstanceRecord) => this.jobs.get(instance.jobId)?.createdAt ?? 0;
+    return live.sort((a, b) => created(a) - created(b) || byJobThenNumber(a, b));
+  }
+
+  private patchJob(id: string, change: Partial<JobRecord>): void {
+    const job = this.jobs.get(id);
+    if (job) this.changeJob(id, { ...job, ...change });
+  }
+
+  /** Replaces (or with undefined removes) a job in memory, with its undo, and tells the change feed. */
+  private changeJob(id: string, job: JobRecord | undefined): void {
+    const previous = this.jobs.get(id);
+    this.dropJob(previous);
+    if (job) this.putJob(job);
+    this.undo.record(() => {
+      this.dropJob(this.jobs.get(id));
+      if (previous) this.putJob(previous);
+    });
+    this.changes.emit(id);
+  }
+
+  private putJob(job: JobRecord): void {
+    this.jobs.set(job.id, job);
+    if (job.state === 'active') this.liveByName.set(job.name, job.id);
+    if (job.serviceIp) this.byServiceIp.set(job.serviceIp, job.id);
+  }
+
+  private dropJob(job: JobRecord | undefined): void {
+    if (!job) return;
+    this.jobs.delete(job.id);
+    if (this.liveByName.get(job.name) === job.id) this.liveByName.delete(job.name);
+    if (job.serviceIp && this.byServiceIp.get(job.serviceIp) === job.id)
+      this.byServiceIp.delete(job.serviceIp);
+  }
+
+  private setGeneration(jobId: string, generation: number | undefined): void {
+    const previous = this.generations.get(jobId);
+    if (generation === undefined) this.generations.delete(jobId);
+    else this.generations.set(jobId, generation);
+    this.undo.record(() => {
+      if (previous === undefined) this.generations.delete(jobId);
+      else this.generations.set(jobId, previous);
+    });
+  }
+
+  /** Replaces (or with undefined removes) an instance in memory, with its undo, and tells the change feed. */
+  private changeInstance(jobId: string, number: number, instance: InstanceRecord | undefined): void {
+    const key = instanceKey(jobId, number);
+    const previous = this.byKey.get(key);
+    this.dropInstance(previous);
+    if (instance) this.putInstance(instance);
+    this.undo.record(() => {
+      this.dropInstance(this.byKey.get(key));
+      if (previous) this.putInstance(previous);
+    });
+    this.changes.emit(jobId);
+  }
+
+  private putInstance(instance: InstanceRecord): void {
+    const key = instanceKey(instance.jobId, instance.number);
+    this.byKey.set(key, instance);
+    this.instances.add(instance.jobId, key, instance);
+    if (instance.nodeId !== null) this.onNode.add(instance.nodeId, key, instance);
+    this.withStatus.add(instance.status, key, instance);
+    if (instance.instanceIp) this.byInstanceIp.set(instance.instanceIp, instance);
+  }
+
+  private dropInstance(instance: InstanceRecord | undefined): void {
+    if (!instance) return;
+    const key = instanceKey(instance.jobId, instance.number);
+    this.byKey.delete(key);
+    this.instances.remove(instance.jobId, key);
+    if (instance.nodeId !== null) this.onNode.remove(instance.nodeId, key);
+    this.withStatus.remove(instance.status, key);
+    if (instance.instanceIp && this.byInstanceIp.get(instance.instanceIp) === instance)
+      this.byInstanceIp.delete(instance.instanceIp);
   }
 }
 
@@ -312,8 +431,16 @@ const moveFromRow = (row: MoveRow): MoveRecord => ({
 export class MoveStore {
   /** Ids of jobs a move of which started or ended. */
   readonly changes = new ChangeFeed();
+  private readonly byKey = new Map<string, MoveRecord>();
+  private readonly ofJobs = new Grouped<MoveRecord>();
+  private readonly toNodes = new Grouped<MoveRecord>();
 
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly undo: UndoLog,
+  ) {
+    for (const row of db.prepare('SELECT * FROM moves').all() as MoveRow[]) this.put(moveFromRow(row));
+  }
 
   insert(move: MoveRecord): void {
     this.db
@@ -322,33 +449,60 @@ export class MoveStore {
          VALUES (@jobId, @number, @fromNode, @toNode, @generation, @startedAt)`,
       )
       .run(move);
-    this.changes.emit(move.jobId);
+    this.change(move.jobId, move.number, { ...move });
   }
 
   ofJob(jobId: string): MoveRecord[] {
-    return (this.db.prepare('SELECT * FROM moves WHERE job_id = ?').all(jobId) as MoveRow[]).map(moveFromRow);
+    return this.ofJobs.values(jobId);
+  }
+
+  /** The job's row was deleted, and SQLite deleted its moves with it (ON DELETE CASCADE): forget them too. */
+  forgetJob(jobId: string): void {
+    for (const move of this.ofJobs.values(jobId)) this.change(jobId, move.number, undefined);
   }
 
   get(jobId: string, number: number): MoveRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM moves WHERE job_id = ? AND number = ?').get(jobId, number) as
-      | MoveRow
-      | undefined;
-    return row ? moveFromRow(row) : undefined;
+    return this.byKey.get(instanceKey(jobId, number));
   }
 
   all(): MoveRecord[] {
-    return (this.db.prepare('SELECT * FROM moves').all() as MoveRow[]).map(moveFromRow);
+    return [...this.byKey.values()];
   }
 
   /** Moves whose target is this node: they reserve its capacity. */
   toNode(nodeId: string): MoveRecord[] {
-    return (this.db.prepare('SELECT * FROM moves WHERE to_node = ?').all(nodeId) as MoveRow[]).map(
-      moveFromRow,
-    );
+    return this.toNodes.values(nodeId);
   }
 
   remove(jobId: string, number: number): void {
     this.db.prepare('DELETE FROM moves WHERE job_id = ? AND number = ?').run(jobId, number);
+    this.change(jobId, number, undefined);
+  }
+
+  private change(jobId: string, number: number, move: MoveRecord | undefined): void {
+    const key = instanceKey(jobId, number);
+    const previous = this.byKey.get(key);
+    this.drop(previous);
+    if (move) this.put(move);
+    this.undo.record(() => {
+      this.drop(this.byKey.get(key));
+      if (previous) this.put(previous);
+    });
     this.changes.emit(jobId);
+  }
+
+  private put(move: MoveRecord): void {
+    const key = instanceKey(move.jobId, move.number);
+    this.byKey.set(key, move);
+    this.ofJobs.add(move.jobId, key, move);
+    this.toNodes.add(move.toNode, key, move);
+  }
+
+  private drop(move: MoveRecord | undefined): void {
+    if (!move) return;
+    const key = instanceKey(move.jobId, move.number);
+    this.byKey.delete(key);
+    this.ofJobs.remove(move.jobId, key);
+    this.toNodes.remove(move.toNode, key);
   }
 }

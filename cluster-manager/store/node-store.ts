@@ -1,6 +1,7 @@
 import type { NodeInfo, NodeStatus, NodeTelemetry } from '../../shared/index.js';
 import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
+import type { UndoLog } from './undo-log.js';
 
 export interface NodeRecord {
   id: string;
@@ -63,8 +64,11 @@ export class NodeStore {
   private infoVersion = 0;
   private readonly idByName = new Map<string, string>();
 
-  constructor(private readonly db: Db) {
-    for (const row of db.prepare('SELECT * FROM nodes').all() as NodeRow[]) this.remember(fromRow(row));
+  constructor(
+    private readonly db: Db,
+    private readonly undo: UndoLog,
+  ) {
+    for (const row of db.prepare('SELECT * FROM nodes').all() as NodeRow[]) this.put(fromRow(row));
   }
 
   /** Every node, by name. */
@@ -158,13 +162,29 @@ export class NodeStore {
 
   private patch(id: string, change: Partial<NodeRecord>): void {
     const node = this.byId.get(id);
-    if (node) this.byId.set(id, { ...node, ...change });
+    if (node) this.remember({ ...node, ...change });
   }
 
+  /** Keeps the node in memory; inside a transaction, how to take that back goes to the undo log. */
   private remember(node: NodeRecord): void {
     const previous = this.byId.get(node.id);
-    if (previous && previous.name !== node.name) this.idByName.delete(previous.name);
+    this.put(node);
+    this.undo.record(() => {
+      this.drop(node.id);
+      if (previous) this.put(previous);
+    });
+  }
+
+  private put(node: NodeRecord): void {
+    this.drop(node.id);
     this.byId.set(node.id, node);
     this.idByName.set(node.name, node.id);
+  }
+
+  private drop(id: string): void {
+    const node = this.byId.get(id);
+    if (!node) return;
+    this.byId.delete(id);
+    if (this.idByName.get(node.name) === id) this.idByName.delete(node.name);
   }
 }
