@@ -70,7 +70,10 @@ export class ClusterManager {
     });
     this.liveness = new NodeLiveness(
       this.store,
-      { timeoutMs: config.nodeTimeoutMs, controlLagMs: () => this.controlLag?.lagMs() ?? 0 },
+      {
+        timeoutMs: config.nodeTimeoutMs,
+        controlLagMs: () => this.controlLag?.lagMs() ?? 0,
+      },
       {
         onOnline: (nodeId) => {
           this.outbox.resendTo(nodeId);

@@ -16,13 +16,6 @@ import type { TimerWheel } from './timer-wheel.js';
 const REGISTER_RETRY_BASE_MS = 500;
 const REGISTER_RETRY_MAX_MS = 30_000;
 const REGISTER_TIMEOUT_MS = 10_000;
-/**
- * MQTT reconnects back off from about a second (the node engine's fixed period) up to 5 s: below the cluster
- * manager's default node timeout (6 s), which it also grants every node after its own restart, so that a
- * restarted cluster manager does not find hollow workers silent where real ones would be back.
- */
-const MQTT_RETRY_BASE_MS = 1000;
-const MQTT_RETRY_MAX_MS = 5000;
 /** CONNACK codes of MQTT 3.1.1 that say the login is not (or no longer) valid. */
 const LOGIN_REFUSED = new Set([4, 5]);
 /** A plausible disk, the same on every hollow worker. */
@@ -88,7 +81,6 @@ export class HollowWorker {
   private registerAttempt = 0;
   private mqtt: MqttClient | undefined;
   private wire: Wire | undefined;
-  private mqttAttempt = 0;
   private everConnected = false;
 
   constructor(
@@ -213,15 +205,12 @@ export class HollowWorker {
     previous?.end(true);
     const wire = wireOf(nodeId);
     this.wire = wire;
-    this.mqttAttempt = 0;
     const client = connectMqtt(login.url, {
       username: login.username || undefined,
       password: login.password || undefined,
       clientId: `node-${nodeId}`,
       clean: false,
       will: { topic: wire.status, payload: Buffer.from('offline'), retain: true, qos: 1 },
-      // mqtt.js reconnects by itself after this period; the close handler lengthens it attempt by attempt.
-      reconnectPeriod: backoffDelay(0, MQTT_RETRY_BASE_MS, MQTT_RETRY_MAX_MS),
     });
     this.mqtt = client;
     client.on('connect', () => {
@@ -230,8 +219,6 @@ export class HollowWorker {
       counters.mqttConnects++;
       if (this.everConnected) counters.mqttReconnects++;
       this.everConnected = true;
-      this.mqttAttempt = 0;
-      client.options.reconnectPeriod = backoffDelay(0, MQTT_RETRY_BASE_MS, MQTT_RETRY_MAX_MS);
       client.publish(wire.status, 'online', { qos: 1, retain: true }, onPublished);
       client.subscribe(wire.control, { qos: 1 }, (error) => {
         if (error) this.fleet.errors.note('mqtt-subscribe', error.message);
@@ -239,11 +226,6 @@ export class HollowWorker {
       // As the node engine does: the cluster manager may have missed reports while the link was down.
       const now = Date.now();
       for (const instance of this.instances.live()) this.publishStatus(instance, now);
-    });
-    client.on('close', () => {
-      if (this.mqtt !== client) return;
-      this.mqttAttempt++;
-      client.options.reconnectPeriod = backoffDelay(this.mqttAttempt, MQTT_RETRY_BASE_MS, MQTT_RETRY_MAX_MS);
     });
     client.on('error', (error) => {
       if (this.mqtt !== client) return;

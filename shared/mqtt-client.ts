@@ -1,20 +1,45 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { backoffDelay } from './backoff.js';
+
+/** How an MQTT client waits between reconnects: doubling from `baseMs` up to `maxMs`, with jitter. */
+export interface ReconnectBackoff {
+  baseMs: number;
+  maxMs: number;
+}
+
+/**
+ * A fleet reconnects at once when its broker comes back (a restart, a network that heals): waits that double
+ * and are spread at random keep that from being a storm that times out its own CONNACKs and starts again.
+ */
+export const MQTT_RECONNECT: ReconnectBackoff = { baseMs: 1000, maxMs: 8000 };
 
 /**
  * An MQTT 3.1.1 client with TCP_NODELAY on (without it light traffic waits ~23 ms for Nagle) that
- * reconnects forever. Errors surface as events; the caller logs them.
+ * reconnects forever, with back-off and jitter (`reconnect`). Errors surface as events; the caller logs them.
  */
-export function connectMqtt(url: string, options: IClientOptions): MqttClient {
+export function connectMqtt(
+  url: string,
+  options: IClientOptions,
+  reconnect: ReconnectBackoff = MQTT_RECONNECT,
+): MqttClient {
+  let attempt = 0;
   const client = mqtt.connect(url, {
     protocolVersion: 4,
-    reconnectPeriod: 1000,
     connectTimeout: 5000,
     keepalive: 10,
     ...options,
+    reconnectPeriod: backoffDelay(0, reconnect.baseMs, reconnect.maxMs),
   });
   client.on('connect', () => {
+    attempt = 0;
+    client.options.reconnectPeriod = backoffDelay(0, reconnect.baseMs, reconnect.maxMs);
     const stream = client.stream as unknown as { setNoDelay?: (on: boolean) => void };
     stream.setNoDelay?.(true);
+  });
+  // mqtt.js reads the period each time it schedules a reconnect: lengthen it attempt by attempt.
+  client.on('close', () => {
+    attempt++;
+    client.options.reconnectPeriod = backoffDelay(attempt, reconnect.baseMs, reconnect.maxMs);
   });
   return client;
 }

@@ -58,6 +58,13 @@ function refused(): AuthenticateError {
 }
 
 const principals = new WeakMap<Client, MqttPrincipal>();
+/**
+ * Clients that logged in and wait for the connection of the same client id to be closed (a session takeover,
+ * MQTT-3.1.4-2), by client id. That connection's last will is not published: its client is connected again.
+ * Wills of a client that reconnects under load after a CONNACK it timed out on would otherwise take a node that
+ * is fine offline (seen with 10,000 nodes reconnecting to a broker that just started).
+ */
+const takingOver = new Map<string, Client>();
 /** Logins waiting for the main thread's answer, by request id. */
 const logins = new Map<number, (principal: MqttPrincipal | null) => void>();
 let lastLogin = 0;
@@ -73,6 +80,12 @@ const aedes = await Aedes.createBroker({
         return;
       }
       principals.set(client, principal);
+      if (connectedClient(client.id)) {
+        takingOver.set(client.id, client);
+        client.conn.once('close', () => {
+          if (takingOver.get(client.id) === client) takingOver.delete(client.id);
+        });
+      }
       done(null, true);
     });
     send({ type: 'authenticate', id, username, password: password?.toString() });
@@ -80,6 +93,10 @@ const aedes = await Aedes.createBroker({
   authorizePublish(client, packet, callback) {
     const principal = client ? principals.get(client) : undefined;
     if (!client) return callback(null);
+    if (isTakenOverWill(client, packet)) {
+      log('debug', { clientId: client.id }, 'last will of a taken-over connection not published');
+      return callback(new Error('taken over'));
+    }
     if (principal && mayPublish(principal, packet.topic)) return callback(null);
     callback(new Error(`publish to ${packet.topic} not allowed`));
   },
@@ -91,6 +108,20 @@ const aedes = await Aedes.createBroker({
     callback(null, null);
   },
 });
+aedes.on('client', (client) => {
+  if (takingOver.get(client.id) === client) takingOver.delete(client.id);
+});
+/** The connection registered under a client id now (aedes keeps them in `clients`, not in its types). */
+function connectedClient(clientId: string): Client | undefined {
+  return (aedes as unknown as { clients: Record<string, Client | undefined> }).clients[clientId];
+}
+/** A closing connection's will, published while another connection of the same client id takes over. */
+function isTakenOverWill(client: Client, packet: unknown): boolean {
+  const closing = client as Client & { closed?: boolean; will?: unknown };
+  if (!closing.closed || packet !== closing.will) return false;
+  const successor = takingOver.get(client.id);
+  return successor !== undefined && successor !== client;
+}
 aedes.on('clientError', (client, error) =>
   log('debug', { clientId: client.id, err: error.message }, 'mqtt client error'),
 );

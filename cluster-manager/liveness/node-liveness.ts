@@ -60,7 +60,15 @@ export class NodeLiveness {
   private readonly persistedAt = new Map<string, number>();
   private readonly dirty = new Set<string>();
   private readonly wentOffline = new Map<string, number>();
+  /** Last wills heard, with when (stall clock, before the control lag) each counts unless the node is heard. */
   private readonly lastWills = new Map<string, number>();
+  /**
+   * Until when (stall clock) a node's last will is not believed: while the whole fleet reconnects at once (after
+   * this process restarted or got its broker link back), clients that time out their CONNACK connect again under
+   * the same client id, and the broker publishes the will of the connection it drops although the node is fine.
+   * Only silence for the node timeout counts then. A single node that registers keeps the quick will.
+   */
+  private readonly willsVoidUntil = new Map<string, number>();
   /** The cluster manager's own link to the broker is down: it cannot hear any node, so it judges none. */
   private brokerLinkDown = false;
   /** A mass silence under way: since when, how many nodes were online then, which nodes went quiet in it. */
@@ -88,12 +96,14 @@ export class NodeLiveness {
     // Kubernetes grants nodes a startup grace.
     const now = this.wallClock();
     const heard = this.clock.now() + this.reconnectCredit();
+    const graceEnds = this.clock.now() + REGISTRATION_GRACE_MS;
     for (const node of store.nodes.list()) {
       if (node.telemetry) this.telemetry.set(node.id, node.telemetry);
       if (node.status === 'online') {
         this.online.add(node.id);
         this.lastSeen.set(node.id, now);
         this.heardAt.set(node.id, heard);
+        this.willsVoidUntil.set(node.id, graceEnds);
       } else {
         this.wentOffline.set(node.id, node.lastSeen ?? node.registeredAt);
       }
@@ -144,6 +154,8 @@ export class NodeLiveness {
   seen(nodeId: string): void {
     this.lastSeen.set(nodeId, this.wallClock());
     this.heardAt.set(nodeId, this.clock.now());
+    // Heard after its last will: the link came back within the grace.
+    this.lastWills.delete(nodeId);
     if (this.online.has(nodeId)) return;
     this.online.add(nodeId);
     this.wentOffline.delete(nodeId);
@@ -174,9 +186,19 @@ export class NodeLiveness {
     this.seen(nodeId);
   }
 
-  /** The broker published the node's last will: offline, unless it is back within the grace. */
+  /**
+   * The broker published the node's last will: offline, unless it is heard again within LAST_WILL_GRACE_MS (plus
+   * the control lag). Within the grace after the whole fleet reconnected (this process restarted or got its broker
+   * link back), a will is not believed at all: a client that times out its CONNACK while thousands connect
+   * connects again, and the broker may publish the will of the connection it dropped although the node is fine
+   * (the embedded broker drops the wills of connections taken over; another broker may not). Only silence for the
+   * node timeout counts then.
+   */
   lastWill(nodeId: string): void {
-    if (this.online.has(nodeId)) this.lastWills.set(nodeId, this.clock.now());
+    const now = this.clock.now();
+    if (!this.online.has(nodeId) || now < (this.willsVoidUntil.get(nodeId) ?? 0)) return;
+    this.willsVoidUntil.delete(nodeId);
+    this.lastWills.set(nodeId, now + LAST_WILL_GRACE_MS);
   }
 
   /**
@@ -197,8 +219,11 @@ export class NodeLiveness {
     this.brokerLinkDown = false;
     this.lastWills.clear();
     const heard = this.clock.now() + this.reconnectCredit();
-    for (const nodeId of this.online)
+    const graceEnds = this.clock.now() + REGISTRATION_GRACE_MS;
+    for (const nodeId of this.online) {
       this.heardAt.set(nodeId, Math.max(heard, this.heardAt.get(nodeId) ?? 0));
+      this.willsVoidUntil.set(nodeId, graceEnds);
+    }
   }
 
   markOffline(nodeId: string, reason: string): void {
@@ -227,10 +252,10 @@ export class NodeLiveness {
       const heard = this.heardAt.get(nodeId) ?? 0;
       const silent = now - heard;
       const silence = silent - lag;
-      const willAt = this.lastWills.get(nodeId);
-      const willCounts = willAt !== undefined && now - willAt >= LAST_WILL_GRACE_MS;
-      if (willCounts && heard > willAt) this.lastWills.delete(nodeId);
-      else if (willCounts) goingOffline.set(nodeId, 'MQTT last will');
+      const willCountsAt = this.lastWills.get(nodeId);
+      // A will waits out the control lag too: the node's reconnect is in the same backlog.
+      const willCounts = willCountsAt !== undefined && now >= willCountsAt + lag;
+      if (willCounts) goingOffline.set(nodeId, 'MQTT last will');
       else if (silence > this.timeoutMs) goingOffline.set(nodeId, `no telemetry for ${silent} ms`);
       if (goingOffline.has(nodeId) || silence > this.timeoutMs / 2) quiet.push(nodeId);
     }

@@ -117,6 +117,38 @@ describe('the embedded broker in its own thread', () => {
     expect(node.connected).toBe(true);
   });
 
+  it('publishes no last will for a connection another of the same client id takes over, and one for a drop', async () => {
+    const manager = await connect('cluster-manager', 'cm-secret');
+    const wills: string[] = [];
+    manager.on('message', (topic, payload) => wills.push(`${topic} ${payload.toString()}`));
+    await manager.subscribeAsync('nodes/n1/status', { qos: 1 });
+    const session = (clientId: string) =>
+      new Promise<MqttClient>((resolve, reject) => {
+        const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+          username: 'n1',
+          password: SECRET,
+          clientId,
+          reconnectPeriod: 0,
+          protocolVersion: 4,
+          will: { topic: 'nodes/n1/status', payload: Buffer.from('offline'), qos: 1, retain: false },
+        });
+        clients.push(client);
+        client.once('connect', () => resolve(client));
+        client.once('error', reject);
+      });
+    const first = await session('node-n1');
+    const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    // The same client id again (a node that timed out its CONNACK and connected anew): a takeover.
+    const second = await session('node-n1');
+    await closed;
+    await second.publishAsync('nodes/n1/status', 'online', { qos: 1 });
+    await waitFor(() => wills.includes('nodes/n1/status online'), 'the new session heard');
+    expect(wills).toEqual(['nodes/n1/status online']);
+    // A connection that drops (no DISCONNECT) still has its will published.
+    (second as unknown as { stream: { destroy(): void } }).stream.destroy();
+    await waitFor(() => wills.includes('nodes/n1/status offline'), 'the will of a dropped connection');
+  });
+
   it('keeps delivering while the main thread is blocked', async () => {
     const probe = spawn(
       process.execPath,

@@ -227,6 +227,62 @@ describe('node liveness', () => {
     run(2000);
     expect(offline).toEqual(['node-0']);
   });
+
+  it('believes no last will while the fleet reconnects after a restart, only silence for the timeout', () => {
+    start(3);
+    for (const id of nodeIds(3)) store.nodes.setStatus(id, 'online');
+    offline.length = 0;
+    liveness = new NodeLiveness(
+      store,
+      { timeoutMs: TIMEOUT_MS, wallClock: () => wall },
+      { onOnline: () => {}, onOffline: (nodeId) => offline.push(nodeId) },
+      pino({ level: 'silent' }),
+    );
+    run(TELEMETRY_MS);
+    // Takeover wills of nodes that reconnected, one with its next message far beyond the will grace.
+    liveness.lastWill('node-0');
+    talking.delete('node-1');
+    liveness.lastWill('node-1');
+    run(TELEMETRY_MS);
+    expect(offline).toEqual([]);
+    // node-1 stays silent: the timeout, not the will, takes it offline.
+    run(TIMEOUT_MS);
+    expect(offline).toEqual(['node-1']);
+    // Once the grace is over, a will counts at once again.
+    run(REGISTRATION_GRACE_MS);
+    talking.delete('node-2');
+    liveness.lastWill('node-2');
+    run(LAST_WILL_GRACE_MS + 200);
+    expect(offline).toEqual(['node-1', 'node-2']);
+  });
+
+  it('keeps the quick last will for a node that registered alone, and lets a will wait out the control lag', () => {
+    start(4);
+    liveness.registered('node-0');
+    run(TELEMETRY_MS);
+    talking.delete('node-0');
+    liveness.lastWill('node-0');
+    run(LAST_WILL_GRACE_MS + 200);
+    expect(offline).toEqual(['node-0']);
+    // node-2 is heard right after its will (a link that came straight back): it stays.
+    liveness.lastWill('node-2');
+    liveness.seen('node-2');
+    run(LAST_WILL_GRACE_MS + 200);
+    expect(offline).toEqual(['node-0']);
+    talking.delete('node-2');
+    liveness.lastWill('node-2');
+    run(LAST_WILL_GRACE_MS + 200);
+    expect(offline).toEqual(['node-0', 'node-2']);
+    // With the control side 3 s behind, a will waits 3 s more: node-1's next message is in that backlog.
+    lagMs = 3000;
+    talking.delete('node-1');
+    liveness.lastWill('node-1');
+    run(LAST_WILL_GRACE_MS + 2000);
+    expect(offline).toEqual(['node-0', 'node-2']);
+    run(1500);
+    expect(offline).toEqual(['node-0', 'node-2', 'node-1']);
+    lagMs = 0;
+  });
 });
 
 describe('the stall clock', () => {
