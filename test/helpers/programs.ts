@@ -47,7 +47,11 @@ export class Program {
     env: Record<string, string> = {},
     prefix: string[] = [],
   ): Program {
-    const argv = [process.execPath, ...(NODE_FLAGS[bin] ?? []), bin, ...args];
+    // E2E_CPU_PROF_DIR: every program writes a V8 CPU profile there when it exits (not on kill -9).
+    const profile = process.env.E2E_CPU_PROF_DIR
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.E2E_CPU_PROF_DIR}`]
+      : [];
+    const argv = [process.execPath, ...(NODE_FLAGS[bin] ?? []), ...profile, bin, ...args];
     const command = [...prefix, ...argv];
     const child = spawn(command[0]!, command.slice(1), {
       env: { ...process.env, LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'info', ...TUNING_ENV[bin], ...env },
