@@ -1,4 +1,4 @@
-import { ipToNumber, isIpv4, type Logger, numberToIp, parseCidr } from '../../shared/index.js';
+import { type Logger, numberToIp, parseCidr } from '../../shared/index.js';
 import { addressPoolExhausted } from '../errors.js';
 import type { Store } from '../store/index.js';
 import type { AddressPlan } from './address-plan.js';
@@ -22,7 +22,9 @@ export class OverlayAddresses {
    */
   take(count: number): string[] {
     try {
-      return allocate(this.plan.serviceAddresses, this.usedAddresses(), count).map(numberToIp);
+      return allocate(this.plan.serviceAddresses, this.store.jobs.usedAddressNumbers(), count).map(
+        numberToIp,
+      );
     } catch (error) {
       if (error instanceof PoolExhaustedError) throw addressPoolExhausted(error.message);
       throw error;
@@ -66,7 +68,7 @@ export class OverlayAddresses {
         .allInstances()
         .filter((instance) => live.has(instance.jobId) && !instance.instanceIp);
       const wanted = jobsMissing.length + instancesMissing.length;
-      const used = this.usedAddresses();
+      const used = this.store.jobs.usedAddressNumbers();
       this.warnAboutStrays(used);
       if (wanted === 0) return;
       const free = freeBlocks(this.plan.serviceAddresses, used, wanted).map(numberToIp);
@@ -86,10 +88,6 @@ export class OverlayAddresses {
         this.store.events.record('overlay.exhausted', message);
       }
     });
-  }
-
-  private usedAddresses(): Set<number> {
-    return new Set(this.store.jobs.overlayAddresses().filter(isIpv4).map(ipToNumber));
   }
 
   /** Addresses handed out under other flags stay where they are (instance IPs are stable); say so once. */

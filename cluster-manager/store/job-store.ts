@@ -1,4 +1,5 @@
 import type { Instance, InstanceStatus, JobDefinition, JobSpec, JobState } from '../../shared/index.js';
+import { ipToNumber, isIpv4 } from '../../shared/index.js';
 import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
 import type { UndoLog } from './undo-log.js';
@@ -158,6 +159,8 @@ export class JobStore {
   private readonly onNode = new Grouped<InstanceRecord>();
   private readonly withStatus = new Grouped<InstanceRecord>();
   private readonly byInstanceIp = new Map<string, InstanceRecord>();
+  /** Every service and instance IP held, as numbers: what the address allocator must not hand out. */
+  private readonly addressNumbers = new Set<number>();
   private readonly byKey = new Map<string, InstanceRecord>();
 
   constructor(
@@ -244,6 +247,11 @@ export class JobStore {
   /** Every service and instance IP held by a job row or an instance row (they share one pool). */
   overlayAddresses(): string[] {
     return [...this.byServiceIp.keys(), ...this.byInstanceIp.keys()];
+  }
+
+  /** The same addresses as numbers, kept as rows change: the allocator reads it on every job posted. */
+  usedAddressNumbers(): ReadonlySet<number> {
+    return this.addressNumbers;
   }
 
   /** The live job whose service IP, or one of whose instances' instance IP, is `ip`. */
@@ -345,15 +353,28 @@ export class JobStore {
   private putJob(job: JobRecord): void {
     this.jobs.set(job.id, job);
     if (job.state === 'active') this.liveByName.set(job.name, job.id);
-    if (job.serviceIp) this.byServiceIp.set(job.serviceIp, job.id);
+    if (job.serviceIp) {
+      this.byServiceIp.set(job.serviceIp, job.id);
+      this.holdAddress(job.serviceIp);
+    }
   }
 
   private dropJob(job: JobRecord | undefined): void {
     if (!job) return;
     this.jobs.delete(job.id);
     if (this.liveByName.get(job.name) === job.id) this.liveByName.delete(job.name);
-    if (job.serviceIp && this.byServiceIp.get(job.serviceIp) === job.id)
+    if (job.serviceIp && this.byServiceIp.get(job.serviceIp) === job.id) {
       this.byServiceIp.delete(job.serviceIp);
+      this.releaseAddress(job.serviceIp);
+    }
+  }
+
+  private holdAddress(ip: string): void {
+    if (isIpv4(ip)) this.addressNumbers.add(ipToNumber(ip));
+  }
+
+  private releaseAddress(ip: string): void {
+    if (isIpv4(ip)) this.addressNumbers.delete(ipToNumber(ip));
   }
 
   private setGeneration(jobId: string, generation: number | undefined): void {
@@ -385,7 +406,10 @@ export class JobStore {
     this.instances.add(instance.jobId, key, instance);
     if (instance.nodeId !== null) this.onNode.add(instance.nodeId, key, instance);
     this.withStatus.add(instance.status, key, instance);
-    if (instance.instanceIp) this.byInstanceIp.set(instance.instanceIp, instance);
+    if (instance.instanceIp) {
+      this.byInstanceIp.set(instance.instanceIp, instance);
+      this.holdAddress(instance.instanceIp);
+    }
   }
 
   private dropInstance(instance: InstanceRecord | undefined): void {
@@ -395,8 +419,10 @@ export class JobStore {
     this.instances.remove(instance.jobId, key);
     if (instance.nodeId !== null) this.onNode.remove(instance.nodeId, key);
     this.withStatus.remove(instance.status, key);
-    if (instance.instanceIp && this.byInstanceIp.get(instance.instanceIp) === instance)
+    if (instance.instanceIp && this.byInstanceIp.get(instance.instanceIp) === instance) {
       this.byInstanceIp.delete(instance.instanceIp);
+      this.releaseAddress(instance.instanceIp);
+    }
   }
 }
 
