@@ -10,6 +10,7 @@ import { dashboardDir } from './dashboard/index.js';
 import { CommandOutbox } from './dispatch/command-outbox.js';
 import { subscribeToNodes } from './dispatch/node-messages.js';
 import { scheduleGarbageCollection } from './garbage-collection.js';
+import { Evaluations } from './jobs/evaluations.js';
 import { Failover } from './jobs/failover.js';
 import { JobService } from './jobs/job-service.js';
 import { NodeReports } from './jobs/node-reports.js';
@@ -21,7 +22,7 @@ import { NetTables } from './network/net-tables.js';
 import { OverlayAddresses } from './network/overlay-addresses.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
-import { Store } from './store/index.js';
+import { SqliteStore, type Store } from './store/index.js';
 
 /** Wires the cluster manager's parts together: store, broker, registry, dispatch, liveness, API. */
 export class ClusterManager {
@@ -37,6 +38,7 @@ export class ClusterManager {
   private readonly liveness: NodeLiveness;
   private readonly reports: NodeReports;
   private readonly placement: Placement;
+  private readonly evaluations: Evaluations;
   private readonly failover: Failover;
   private readonly addresses: OverlayAddresses;
   private readonly netTables: NetTables;
@@ -51,7 +53,7 @@ export class ClusterManager {
     private readonly config: ClusterManagerConfig,
     private readonly logger: Logger,
   ) {
-    this.store = Store.open(config.dataDir);
+    this.store = SqliteStore.open(config.dataDir);
     this.joinToken = loadOrCreateToken(config.dataDir, 'join-token', config.joinToken);
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
     const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
@@ -59,9 +61,23 @@ export class ClusterManager {
     const isOnline = (nodeId: string) => this.liveness.isOnline(nodeId);
     this.addresses = new OverlayAddresses(this.store, config.addressPlan, logger);
     this.outbox = new CommandOutbox(this.store, clusterId, isOnline, logger);
-    this.placement = new Placement(this.store, this.outbox, isOnline, logger);
-    this.reports = new NodeReports(this.store, this.outbox, this.placement, logger);
-    this.jobs = new JobService(this.store, this.outbox, this.placement, this.addresses, logger);
+    this.placement = new Placement(this.store, this.outbox, isOnline);
+    this.evaluations = new Evaluations(
+      this.store,
+      this.placement,
+      this.outbox,
+      (trigger) => this.metrics.evaluations.inc({ trigger }),
+      logger,
+    );
+    this.reports = new NodeReports(this.store, this.outbox, this.evaluations, logger);
+    this.jobs = new JobService(
+      this.store,
+      this.outbox,
+      this.placement,
+      this.evaluations,
+      this.addresses,
+      logger,
+    );
     this.netTables = new NetTables({
       store: this.store,
       isOnline,
@@ -77,7 +93,7 @@ export class ClusterManager {
       {
         onOnline: (nodeId) => {
           this.outbox.resendTo(nodeId);
-          this.placement.placePendingSoon();
+          this.evaluations.unblock('node-online');
         },
         onOffline: (nodeId) => {
           this.reports.onNodeOffline(nodeId);
@@ -154,7 +170,7 @@ export class ClusterManager {
         subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),
         onRegistered: (node) => {
           this.liveness.registered(node.id);
-          this.placement.placePendingSoon();
+          this.evaluations.unblock('node-registered');
         },
       },
       logger,
@@ -174,6 +190,7 @@ export class ClusterManager {
     await this.garbageCollection?.destroy();
     this.outbox.stop();
     this.controlLag?.stop();
+    this.evaluations.stop();
     this.placement.stop();
     this.netTables.stop();
     this.failover.stop();

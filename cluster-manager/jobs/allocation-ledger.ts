@@ -55,7 +55,7 @@ export class AllocationLedger {
   /** Every node, by name, with its allocations and status as of now. */
   schedulableNodes(): SchedulableNode[] {
     this.refreshNodes();
-    const inTransaction = this.store.db.inTransaction;
+    const inTransaction = this.store.inTransaction;
     // Read inside a transaction that may yet roll back: read again once it is over.
     if (!inTransaction) for (const jobId of this.provisional) this.dirtyJobs.add(jobId);
     if (!inTransaction) this.provisional.clear();

@@ -16,8 +16,33 @@ export * from './net-interest-store.js';
 export * from './node-store.js';
 export * from './undo-log.js';
 
-/** The cluster manager's state, one SQLite database behind small stores. */
-export class Store {
+/** The public side of a class: what its callers may use, as a type another implementation can meet. */
+type PublicOf<T> = { [K in keyof T]: T[K] };
+
+/**
+ * The cluster manager's state as every component sees it: small stores that answer from memory, written
+ * through to a durable log, with transactions that land whole (memory included) and a promise that what was
+ * written is durable. `SqliteStore` is the implementation; a server database (Postgres, etcd) would be another,
+ * met by implementing these types. Components take this type, never the SQLite one.
+ */
+export interface Store {
+  readonly nodes: PublicOf<NodeStore>;
+  readonly jobs: PublicOf<JobStore>;
+  readonly commands: PublicOf<CommandStore>;
+  readonly events: PublicOf<EventLog>;
+  readonly moves: PublicOf<MoveStore>;
+  readonly netInterest: PublicOf<NetInterestStore>;
+  /** Runs fn in one transaction: all of it lands or none, in the durable log and in memory alike. */
+  transaction<T>(fn: () => T): T;
+  /** Whether a transaction is open now (a look inside one may yet be rolled back). */
+  readonly inTransaction: boolean;
+  /** Resolves once every write made before the call is durable. */
+  durable(): Promise<void>;
+  close(): void;
+}
+
+/** The cluster manager's state in one SQLite database (WAL), held in memory by small stores. */
+export class SqliteStore implements Store {
   readonly nodes: NodeStore;
   readonly jobs: JobStore;
   readonly commands: CommandStore;
@@ -37,8 +62,12 @@ export class Store {
     this.netInterest = new NetInterestStore(db);
   }
 
-  static open(dataDir: string): Store {
-    return new Store(openDatabase(dataDir));
+  static open(dataDir: string): SqliteStore {
+    return new SqliteStore(openDatabase(dataDir));
+  }
+
+  get inTransaction(): boolean {
+    return this.db.inTransaction;
   }
 
   /**

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AllocationLedger } from '../../cluster-manager/jobs/allocation-ledger.js';
 import { schedulableNodes } from '../../cluster-manager/jobs/cluster-snapshot.js';
 import type { SchedulableNode } from '../../cluster-manager/scheduler/index.js';
-import { type InstanceRecord, Store } from '../../cluster-manager/store/index.js';
+import { type InstanceRecord, SqliteStore, type Store } from '../../cluster-manager/store/index.js';
 import { type InstanceStatus, JobSpecSchema, NodeInfoSchema } from '../../shared/index.js';
 import { TestNode } from '../helpers/test-node.js';
 
@@ -71,11 +71,12 @@ describe('the allocation ledger', () => {
       updatedAt: 1,
       instanceIp: null,
       namespaceIp: null,
+      reschedules: [],
     }) satisfies InstanceRecord;
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'edge-ledger-'));
-    store = Store.open(dir);
+    store = SqliteStore.open(dir);
     online.clear();
     for (const name of ['edge-a', 'edge-b', 'edge-c']) addNode(name);
     ledger = new AllocationLedger(store, isOnline);

@@ -9,7 +9,7 @@ import {
   REGISTRATION_GRACE_MS,
 } from '../../cluster-manager/liveness/node-liveness.js';
 import { StallClock } from '../../cluster-manager/liveness/stall-clock.js';
-import { Store } from '../../cluster-manager/store/index.js';
+import { SqliteStore, type Store } from '../../cluster-manager/store/index.js';
 import { NodeInfoSchema } from '../../shared/index.js';
 import { TestNode } from '../helpers/test-node.js';
 
@@ -73,7 +73,7 @@ describe('node liveness', () => {
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'edge-liveness-'));
-    store = Store.open(dir);
+    store = SqliteStore.open(dir);
     wall = 1_000_000;
     offline.length = 0;
     holds.length = 0;

@@ -6,7 +6,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ClientError } from '../../cluster-manager/errors.js';
 import { parseAddressPlan } from '../../cluster-manager/network/address-plan.js';
 import { OverlayAddresses } from '../../cluster-manager/network/overlay-addresses.js';
-import { type InstanceRecord, type JobRecord, Store } from '../../cluster-manager/store/index.js';
+import {
+  type InstanceRecord,
+  type JobRecord,
+  SqliteStore,
+  type Store,
+} from '../../cluster-manager/store/index.js';
 import { JobSpecSchema } from '../../shared/index.js';
 
 const logger = pino({ level: 'silent' });
@@ -35,6 +40,7 @@ const instance = (jobId: string, number: number, instanceIp: string | null): Ins
   updatedAt: 1,
   instanceIp,
   namespaceIp: null,
+  reschedules: [],
 });
 
 const node = (id: string) => ({
@@ -65,7 +71,7 @@ describe('overlay addresses in the store', () => {
   let store: Store;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'edge-overlay-'));
-    store = Store.open(dir);
+    store = SqliteStore.open(dir);
   });
   afterEach(() => {
     store.close();
