@@ -51,6 +51,12 @@ export function createMetrics() {
       help: "how far behind the control pipeline (broker, this process's client and event loop) runs; added to node timeouts",
       registers: [registry],
     }),
+    evaluations: new Counter({
+      name: 'edge_cm_evaluations_total',
+      help: 'jobs the scheduler evaluated, by what triggered it (a job queued by several triggers counts under each)',
+      labelNames: ['trigger'],
+      registers: [registry],
+    }),
     unackedCommands: new Gauge({
       name: 'edge_cm_unacked_commands',
       help: 'commands waiting for an ack',

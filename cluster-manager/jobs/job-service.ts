@@ -5,6 +5,7 @@ import { conflict, invalid, notFound } from '../errors.js';
 import type { OverlayAddresses } from '../network/overlay-addresses.js';
 import { pickMoveTarget } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
+import type { Evaluations } from './evaluations.js';
 import { countsTowardsReplicas, transition } from './instance-states.js';
 import { jobView } from './job-views.js';
 import { abandonMove } from './moves.js';
@@ -22,6 +23,7 @@ export class JobService {
     private readonly store: Store,
     private readonly outbox: CommandOutbox,
     private readonly placement: Placement,
+    private readonly evaluations: Evaluations,
     private readonly addresses: OverlayAddresses,
     private readonly logger: Logger,
   ) {}
@@ -77,7 +79,7 @@ export class JobService {
       const numbers = Array.from({ length: spec.replicas }, (_, number) => number);
       for (const number of numbers)
         this.store.jobs.insertInstance(newInstance(job.id, number, instanceIps[number]!, now));
-      this.placement.place(job, numbers, now);
+      this.evaluations.evaluate(job, numbers, 'job-registered', now);
       this.store.events.record('job.created', `job ${job.name} created with ${spec.replicas} replica(s)`, {
         jobId: job.id,
       });
@@ -141,7 +143,7 @@ export class JobService {
         const instanceIps = this.addresses.take(numbers.length);
         for (const [index, number] of numbers.entries())
           this.store.jobs.insertInstance(newInstance(job.id, number, instanceIps[index]!, now));
-        this.placement.place(updated, numbers, now);
+        this.evaluations.evaluate(updated, numbers, 'job-scaled', now);
       } else {
         const surplus = [...live].sort((a, b) => b.number - a.number).slice(0, live.length - replicas);
         for (const instance of surplus) this.stopInstance(updated, instance, now);
@@ -151,7 +153,7 @@ export class JobService {
       });
     });
     this.outbox.flush();
-    this.placement.placePending();
+    this.evaluations.unblock('job-scaled');
     return this.get(job.id);
   }
 
@@ -247,5 +249,6 @@ function newInstance(jobId: string, number: number, instanceIp: string, now: num
     updatedAt: now,
     instanceIp,
     namespaceIp: null,
+    reschedules: [],
   };
 }

@@ -1,9 +1,9 @@
 import type { CommandAck, InstanceStatusReport, InstanceSummary, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { type InstanceRecord, jobDefinition, type MoveRecord, type Store } from '../store/index.js';
+import type { Evaluations } from './evaluations.js';
 import { expectedOnNode, type InstanceMessage, transition } from './instance-states.js';
 import { abandonMove, completeMove } from './moves.js';
-import type { Placement } from './placement.js';
 
 /**
  * How long a node's telemetry may go on without an instance the cluster manager placed there before it is
@@ -20,7 +20,7 @@ export class NodeReports {
   constructor(
     private readonly store: Store,
     private readonly outbox: CommandOutbox,
-    private readonly placement: Placement,
+    private readonly evaluations: Evaluations,
     private readonly logger: Logger,
   ) {}
 
@@ -101,7 +101,7 @@ export class NodeReports {
         freed = true;
       }
     });
-    if (freed) this.placement.placePending();
+    if (freed) this.evaluations.unblock('capacity-freed');
   }
 
   /**
@@ -201,7 +201,8 @@ export class NodeReports {
         );
       }
     });
-    if (changed && (status === 'failed' || status === 'stopped')) this.placement.placePendingSoon();
+    if (changed && (status === 'failed' || status === 'stopped'))
+      this.evaluations.unblock('instance-stopped');
   }
 
   /** The move target reports: `running` completes the move, `failed` abandons it (the source keeps it). */

@@ -1,23 +1,17 @@
-import type { Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import type { SchedulableNode } from '../scheduler/index.js';
 import { placeInstances } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import { AllocationLedger } from './allocation-ledger.js';
 
-/** How long triggers of a pass over the pending instances are gathered (see placePendingSoon). */
-const PLACE_PENDING_DELAY_MS = 50;
-
 /** Places instances with the scheduler and turns each placement into a deploy command in the outbox. */
 export class Placement {
-  private soon: NodeJS.Timeout | undefined;
   private readonly ledger: AllocationLedger;
 
   constructor(
     private readonly store: Store,
     private readonly outbox: CommandOutbox,
     isOnline: (nodeId: string) => boolean,
-    private readonly logger: Logger,
   ) {
     this.ledger = new AllocationLedger(store, isOnline);
   }
@@ -117,39 +111,7 @@ export class Placement {
     });
   }
 
-  /**
-   * Tries the pending instances again a little later, once for any number of triggers in between: a thousand
-   * nodes joining in a second cost one pass, not a thousand.
-   */
-  placePendingSoon(): void {
-    this.soon ??= setTimeout(() => {
-      this.soon = undefined;
-      this.placePending();
-    }, PLACE_PENDING_DELAY_MS);
-  }
-
   stop(): void {
-    clearTimeout(this.soon);
-    this.soon = undefined;
     this.ledger.stop();
-  }
-
-  /** Tries again every pending instance of every live job: a node joined or capacity freed up. */
-  placePending(): void {
-    clearTimeout(this.soon);
-    this.soon = undefined;
-    const pending = this.store.jobs.pendingInstances();
-    if (pending.length === 0) return;
-    const byJob = new Map<string, number[]>();
-    for (const instance of pending)
-      byJob.set(instance.jobId, [...(byJob.get(instance.jobId) ?? []), instance.number]);
-    this.store.transaction(() => {
-      for (const [jobId, numbers] of byJob) {
-        const job = this.store.jobs.getJob(jobId);
-        if (job?.state === 'active') this.place(job, numbers);
-      }
-    });
-    this.logger.debug({ pending: pending.length }, 'placed pending instances again');
-    this.outbox.flush();
   }
 }

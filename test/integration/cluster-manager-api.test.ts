@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+import { TestNode } from '../helpers/test-node.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('operator HTTP API: auth and bad input', () => {
   let cm: RunningClusterManager;
@@ -98,6 +100,37 @@ describe('operator HTTP API: auth and bad input', () => {
     const deleted = await cm.api(`/api/jobs/${created.id}`, { method: 'DELETE' });
     expect(deleted.status).toBe(202);
     expect((await cm.api('/api/jobs', { method: 'POST', json: job })).status).toBe(201);
+  });
+
+  it('evaluates a waiting job again when a node joins: its pending instances are placed, the trigger counted', async () => {
+    const waiting = { ...job, name: 'waits-for-a-node', replicas: 2 };
+    const created = (await (await cm.api('/api/jobs', { method: 'POST', json: waiting })).json()) as {
+      id: string;
+    };
+    const evaluations = async (trigger: string) => {
+      const text = await (await cm.api('/metrics')).text();
+      const line = text
+        .split('\n')
+        .find((l) => l.startsWith(`edge_cm_evaluations_total{trigger="${trigger}"}`));
+      return Number(line?.split(' ')[1] ?? 0);
+    };
+    expect(await evaluations('job-registered')).toBeGreaterThanOrEqual(1);
+    const before = await evaluations('node-registered');
+    const jobs = (await (await cm.api('/api/jobs')).json()) as { instances: { status: string }[] }[];
+    const blocked = jobs.filter((j) => j.instances.some((instance) => instance.status === 'pending')).length;
+    expect(blocked).toBeGreaterThanOrEqual(1);
+    const node = new TestNode(cm.url, TestNode.info('joins-late'));
+    await node.register({ token: cm.joinToken });
+    const placed = await waitFor(async () => {
+      const now = (await (await cm.api(`/api/jobs/${created.id}`)).json()) as {
+        instances: { status: string; nodeName: string | null }[];
+      };
+      return now.instances.every((instance) => instance.status === 'scheduled') ? now.instances : undefined;
+    }, 'both instances placed on the new node');
+    expect(placed.map((instance) => instance.nodeName)).toEqual(['joins-late', 'joins-late']);
+    // Each blocked job evaluated once for the one registration, though this one has two pending instances.
+    expect((await evaluations('node-registered')) - before).toBe(blocked);
+    await node.close();
   });
 
   it('serves the dashboard without a token', async () => {
