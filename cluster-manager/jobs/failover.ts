@@ -10,7 +10,6 @@ export const MOVE_TIMEOUT_MS = 10 * 60_000;
 /** A job replaces at most this many instances (or its replica count, if larger) per window. */
 const MIN_REPLACEMENTS_PER_WINDOW = 2;
 const RATE_WINDOW_MS = 60_000;
-const DAY_MS = 86_400_000;
 
 export interface FailoverOptions {
   store: Store;
@@ -30,8 +29,6 @@ export interface FailoverOptions {
  */
 export class Failover {
   private readonly recentReplacements = new Map<string, number[]>();
-  /** When each instance (`jobId/number`) was rescheduled after failing, within the last day. */
-  private readonly reschedules = new Map<string, number[]>();
   private timer: NodeJS.Timeout | undefined;
   private soon: NodeJS.Immediate | undefined;
 
@@ -80,14 +77,16 @@ export class Failover {
         const job = store.jobs.getJob(instance.jobId);
         // `restart: never` says the workload must not run again, here or elsewhere.
         if (job?.state !== 'active' || job.spec.restart.policy === 'never') continue;
-        const key = `${instance.jobId}/${instance.number}`;
-        const history = this.reschedules.get(key) ?? [];
-        const due = nextRescheduleAt(reschedulePolicy(job.spec), instance.updatedAt, history, now);
+        const policy = reschedulePolicy(job.spec);
+        const history = instance.reschedules;
+        const due = nextRescheduleAt(policy, instance.updatedAt, history, now);
         if (due === undefined || now < due) continue;
         const from = instance.nodeId!;
         const detail = `rescheduled after failing on ${store.nodes.nameOf(from)}: ${instance.detail}`;
-        if (!placement.replace(job, instance, now, { avoid: from, detail })) continue;
-        this.reschedules.set(key, [...history.filter((at) => now - at < DAY_MS), now]);
+        // The attempt is kept with the instance (in the same write as its new placement): it counts after a
+        // restart of the cluster manager too.
+        const reschedules = [...history.filter((at) => now - at < policy.intervalMs), now];
+        if (!placement.replace(job, { ...instance, reschedules }, now, { avoid: from, detail })) continue;
         placed++;
         store.events.record(
           'instance.rescheduled',

@@ -113,6 +113,9 @@ const MIGRATIONS: string[] = [
   // Interest in a job that went away stays, marked, until the node's next announce: a net manager offline
   // when `removed` was pushed (a clean session) gets it then.
   'ALTER TABLE net_interest ADD COLUMN removed_at INTEGER;',
+  // When each instance was placed again after failing (JSON list of ms timestamps within its policy's interval),
+  // so a restart of the cluster manager does not hand out fresh attempts.
+  "ALTER TABLE instances ADD COLUMN reschedules TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /**

@@ -28,6 +28,8 @@ export interface InstanceRecord {
   updatedAt: number;
   instanceIp: string | null;
   namespaceIp: string | null;
+  /** When it was placed again after failing, within its reschedule policy's interval (oldest first). */
+  reschedules: number[];
 }
 
 interface JobRow {
@@ -54,6 +56,7 @@ interface InstanceRow {
   updated_at: number;
   instance_ip: string | null;
   namespace_ip: string | null;
+  reschedules: string;
 }
 
 const jobFromRow = (row: JobRow): JobRecord => ({
@@ -80,6 +83,7 @@ const instanceFromRow = (row: InstanceRow): InstanceRecord => ({
   updatedAt: row.updated_at,
   instanceIp: row.instance_ip,
   namespaceIp: row.namespace_ip,
+  reschedules: JSON.parse(row.reschedules) as number[],
 });
 
 export function jobDefinition(job: JobRecord): JobDefinition {
@@ -265,11 +269,11 @@ export class JobStore {
     this.db
       .prepare(
         `INSERT INTO instances (job_id, number, node_id, status, detail, container_id, generation, restarts,
-           started_at, exit_code, updated_at, instance_ip, namespace_ip)
+           started_at, exit_code, updated_at, instance_ip, namespace_ip, reschedules)
          VALUES (@jobId, @number, @nodeId, @status, @detail, @containerId, @generation, @restarts,
-           @startedAt, @exitCode, @updatedAt, @instanceIp, @namespaceIp)`,
+           @startedAt, @exitCode, @updatedAt, @instanceIp, @namespaceIp, @reschedules)`,
       )
-      .run(instance);
+      .run({ ...instance, reschedules: JSON.stringify(instance.reschedules) });
     this.changeInstance(instance.jobId, instance.number, { ...instance });
   }
 
@@ -278,10 +282,11 @@ export class JobStore {
       .prepare(
         `UPDATE instances SET node_id = @nodeId, status = @status, detail = @detail, container_id = @containerId,
            generation = @generation, restarts = @restarts, started_at = @startedAt, exit_code = @exitCode,
-           updated_at = @updatedAt, instance_ip = @instanceIp, namespace_ip = @namespaceIp
+           updated_at = @updatedAt, instance_ip = @instanceIp, namespace_ip = @namespaceIp,
+           reschedules = @reschedules
          WHERE job_id = @jobId AND number = @number`,
       )
-      .run(instance);
+      .run({ ...instance, reschedules: JSON.stringify(instance.reschedules) });
     if (result.changes > 0) this.changeInstance(instance.jobId, instance.number, { ...instance });
   }
 

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { topics } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
@@ -117,6 +118,57 @@ describe('rescheduling failed instances', () => {
         status: 'failed',
         generation: never.instances[0]!.generation,
       });
+    } finally {
+      clearInterval(refusing);
+    }
+  });
+
+  it('keeps the attempts used across a restart of the cluster manager: no fresh attempts after it', async () => {
+    const a = await join('edge-a');
+    let refusing = refuseEverything(a);
+    try {
+      const created = (await (
+        await cm.api('/api/jobs', {
+          method: 'POST',
+          json: {
+            name: 'crashy',
+            image: 'edge/busybox:latest',
+            reschedule: { attempts: 2, delayMs: 50, intervalMs: 600_000 },
+          },
+        })
+      ).json()) as JobBody;
+      const first = created.instances[0]!.generation;
+      await waitFor(
+        async () => {
+          const instance = (await getJob(created.id)).instances[0]!;
+          return instance.status === 'failed' && instance.generation === first + 2;
+        },
+        'two reschedules used up',
+        10_000,
+      );
+      clearInterval(refusing);
+      await Promise.all(nodes.splice(0).map((node) => node.close()));
+      const dataDir = cm.dataDir;
+      await cm.stop({ keepData: true });
+      cm = await startClusterManager({ dataDir });
+      // The same node comes back (its identity kept) and still refuses everything it is sent.
+      const back = new TestNode(cm.url, TestNode.info('edge-a'));
+      await back.register({ nodeId: a.ack!.nodeId, nodeSecret: a.ack!.nodeSecret });
+      await back.connectMqtt(false);
+      await back.sendTelemetry();
+      nodes.push(back);
+      refusing = refuseEverything(back);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      expect((await getJob(created.id)).instances[0]).toMatchObject({
+        status: 'failed',
+        generation: first + 2,
+      });
+      clearInterval(refusing);
+      // This cluster manager's data dir is the test's to remove; afterEach stops a fresh one.
+      await Promise.all(nodes.splice(0).map((node) => node.close()));
+      await cm.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+      cm = await startClusterManager();
     } finally {
       clearInterval(refusing);
     }

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Store } from '../../cluster-manager/store/index.js';
+import { SqliteStore, type Store } from '../../cluster-manager/store/index.js';
 import { JobSpecSchema } from '../../shared/index.js';
 
 describe('cluster manager store', () => {
@@ -10,7 +10,7 @@ describe('cluster manager store', () => {
   let store: Store;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'edge-store-'));
-    store = Store.open(dir);
+    store = SqliteStore.open(dir);
   });
   afterEach(() => {
     store.close();
@@ -40,7 +40,7 @@ describe('cluster manager store', () => {
     store.jobs.insertJob(job('a', 'web'));
     expect([store.jobs.nextGeneration('a'), store.jobs.nextGeneration('a')]).toEqual([1, 2]);
     store.close();
-    store = Store.open(dir);
+    store = SqliteStore.open(dir);
     expect(store.jobs.nextGeneration('a')).toBe(3);
     expect(store.jobs.getJob('a')?.spec.image).toBe('edge/busybox:latest');
   });
@@ -114,6 +114,7 @@ describe('cluster manager store', () => {
                 updatedAt: step,
                 instanceIp: random(2) ? `10.30.1.${++ip}` : null,
                 namespaceIp: null,
+                reschedules: [],
               });
             } else if (action === 2 || action === 3) {
               const instances = store.jobs.instancesOf(target.id);
@@ -125,6 +126,7 @@ describe('cluster manager store', () => {
                   nodeId: nodes[random(3)]!,
                   detail: `step ${step}`,
                   updatedAt: step,
+                  reschedules: random(3) ? instance.reschedules : [...instance.reschedules, step],
                 });
             } else if (action === 4) {
               const instances = store.jobs.instancesOf(target.id);
@@ -153,7 +155,7 @@ describe('cluster manager store', () => {
         if (!doomed && !/UNIQUE/.test((error as Error).message)) throw error;
       }
       if (step % 25 === 0 || step === 399) {
-        const fresh = Store.open(dir);
+        const fresh = SqliteStore.open(dir);
         most = Math.max(most, store.jobs.allInstances().length);
         try {
           expect(view(store)).toEqual(view(fresh));
