@@ -9,9 +9,11 @@ export interface ReconnectBackoff {
 
 /**
  * A fleet reconnects at once when its broker comes back (a restart, a network that heals): waits that double
- * and are spread at random keep that from being a storm that times out its own CONNACKs and starts again.
+ * and are spread at random keep that from being a storm that times out its own CONNACKs and starts again. The
+ * longest wait (2.5-5 s) stays under the cluster manager's default node timeout (6 s): a node whose link blips
+ * is back before it counts as silent.
  */
-export const MQTT_RECONNECT: ReconnectBackoff = { baseMs: 1000, maxMs: 8000 };
+export const MQTT_RECONNECT: ReconnectBackoff = { baseMs: 1000, maxMs: 5000 };
 
 /**
  * An MQTT 3.1.1 client with TCP_NODELAY on (without it light traffic waits ~23 ms for Nagle) that
@@ -25,7 +27,10 @@ export function connectMqtt(
   let attempt = 0;
   const client = mqtt.connect(url, {
     protocolVersion: 4,
-    connectTimeout: 5000,
+    // A broker taking thousands of connections at once answers CONNECT late: a client that gives up after a
+    // few seconds leaves a session the broker just accepted (its last will fires) and adds its retry to the
+    // queue. A refused or reset connection fails at once whatever this says.
+    connectTimeout: 30_000,
     keepalive: 10,
     ...options,
     reconnectPeriod: backoffDelay(0, reconnect.baseMs, reconnect.maxMs),
