@@ -38,9 +38,15 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+function statsLines(sim: Program): SimStats[] {
+  return sim.output
+    .split('\n')
+    .filter((line) => line.startsWith('{"type":"stats"'))
+    .map((line) => JSON.parse(line) as SimStats);
+}
+
 function lastStats(sim: Program): SimStats | undefined {
-  const lines = sim.output.split('\n').filter((line) => line.startsWith('{"type":"stats"'));
-  return lines.length ? (JSON.parse(lines.at(-1)!) as SimStats) : undefined;
+  return statsLines(sim).at(-1);
 }
 
 const rows: Record<string, string | number>[] = [];
@@ -73,7 +79,14 @@ async function run(broker: string): Promise<void> {
     ...['--connect-rate', '500', '--report-every', '1'],
   ]);
   cleanups.push(() => sim.stop());
-  await waitFor(async () => (await online()) === WORKERS, `${WORKERS} online`, 300_000, 1000);
+  // Online in the cluster manager (registered, or heard) and connected to MQTT in the simulator's own count:
+  // a node is online from its registration, before its MQTT session is up.
+  await waitFor(
+    async () => (await online()) === WORKERS && lastStats(sim)?.mqttConnected === WORKERS,
+    `${WORKERS} online and connected`,
+    300_000,
+    1000,
+  );
   const onlineS = (performance.now() - startedAt) / 1000;
 
   // Held: CPU over the hold, in % of one core.
@@ -82,6 +95,29 @@ async function run(broker: string): Promise<void> {
   const heldCpu = ((cpuSeconds(pid) - cpuBefore) / HOLD_S) * 100;
   const heldRss = rssMiB(pid);
   const simHeld = lastStats(sim);
+
+  // One job of 10 replicas on the quiet fleet (the issue's "1 job x 10" row): the command round trip then.
+  const probe = await cluster.api('/api/jobs', {
+    method: 'POST',
+    json: {
+      name: 'fleet-probe',
+      image: 'edge/busybox:latest',
+      command: ['sleep', '3600'],
+      replicas: REPLICAS,
+    },
+  });
+  if (probe.status !== 201) throw new Error(`POST /api/jobs: ${probe.status} ${await probe.text()}`);
+  const probedAt = Date.now();
+  await waitFor(
+    () => {
+      const stats = lastStats(sim);
+      return stats && stats.ts > probedAt + 1000 && (stats.commandLatencyMs?.count ?? 0) >= REPLICAS;
+    },
+    'the probe job commands',
+    30_000,
+    250,
+  );
+  const quietCommandP99Ms = lastStats(sim)?.commandLatencyMs?.p99 ?? Number.NaN;
 
   // The burst: every job posted as fast as HTTP takes them (20 in flight), timed to all running.
   const postStart = performance.now();
@@ -108,7 +144,7 @@ async function run(broker: string): Promise<void> {
   }
   const lastPost = performance.now();
   await waitFor(
-    async () => (await gauge('edge_cm_instances{status="running"}')) === JOBS * REPLICAS,
+    async () => (await gauge('edge_cm_instances{status="running"}')) === (JOBS + 1) * REPLICAS,
     'every instance running',
     300_000,
     500,
@@ -119,6 +155,18 @@ async function run(broker: string): Promise<void> {
   const simAfter = lastStats(sim);
   const rssAfter = rssMiB(pid);
   const offlineEvents = await events('node.offline');
+  if (offlineEvents > 0) {
+    // Why, grouped by reason (the message without the node's name).
+    const list = (await (await cluster.api('/api/events?limit=1000&type=node.offline')).json()) as {
+      message: string;
+    }[];
+    const reasons = new Map<string, number>();
+    for (const { message } of list) {
+      const reason = message.replace(/^node \S+ offline: /, '').replace(/\d+ ms/, 'N ms');
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+    }
+    console.log(`${broker}: offline events by reason: ${JSON.stringify(Object.fromEntries(reasons))}`);
+  }
   const pausedEvents = await events('failover.paused');
 
   /**
@@ -144,6 +192,24 @@ async function run(broker: string): Promise<void> {
       250,
     ).catch(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, causedAt + 30_000 - Date.now())));
+    // How the fleet came back, second by second, for the record.
+    const series = statsLines(sim)
+      .filter((stats) => stats.ts > causedAt)
+      .slice(0, 60)
+      .map((stats) => `${Math.round((stats.ts - causedAt) / 1000)}s:${stats.mqttConnected}`);
+    console.log(`${broker} outage: MQTT sessions up, by seconds after the cause: ${series.join(' ')}`);
+    const warnings = (cluster.cm?.output ?? '')
+      .split('\n')
+      .filter((line) => /"level":(40|50|60)/.test(line))
+      .map((line) => line.slice(0, 300));
+    const counts = new Map<string, number>();
+    for (const line of warnings) {
+      const msg = /"msg":"([^"]*)"/.exec(line)?.[1] ?? line;
+      counts.set(msg, (counts.get(msg) ?? 0) + 1);
+    }
+    console.log(
+      `${broker} outage: cluster manager warnings since its start: ${JSON.stringify(Object.fromEntries(counts))}`,
+    );
     return {
       reconnectedS: Math.round(reconnectedS * 10) / 10,
       onlineAfter30s: await online(),
@@ -179,6 +245,7 @@ async function run(broker: string): Promise<void> {
     postsS: Math.round((lastPost - postStart) / 100) / 10,
     postP50Ms: Math.round(postMs.sort((a, b) => a - b)[Math.floor(postMs.length / 2)]!),
     allRunningAfterLastPostS: Math.round(runningS * 10) / 10,
+    quietCommandP99Ms,
     commandP99Ms: simAfter?.commandLatencyMs?.p99 ?? Number.NaN,
     runningP99Ms: simAfter?.runningLatencyMs?.p99 ?? Number.NaN,
     rssAfterMiB: rssAfter,
