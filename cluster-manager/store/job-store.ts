@@ -2,7 +2,7 @@ import type { Instance, InstanceStatus, JobDefinition, JobSpec, JobState } from 
 import { ipToNumber, isIpv4 } from '../../shared/index.js';
 import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
-import type { UndoLog } from './undo-log.js';
+import type { Indexed, UndoLog } from './undo-log.js';
 
 export interface JobRecord {
   id: string;
@@ -345,15 +345,14 @@ export class JobStore {
 
   /** Replaces (or with undefined removes) a job in memory, with its undo, and tells the change feed. */
   private changeJob(id: string, job: JobRecord | undefined): void {
-    const previous = this.jobs.get(id);
-    this.dropJob(previous);
-    if (job) this.putJob(job);
-    this.undo.record(() => {
-      this.dropJob(this.jobs.get(id));
-      if (previous) this.putJob(previous);
-    });
+    this.undo.swap(this.jobs.get(id), job, this.jobIndex);
     this.changes.emit(id);
   }
+
+  private readonly jobIndex: Indexed<JobRecord> = {
+    put: (job) => this.putJob(job),
+    drop: (job) => this.dropJob(job),
+  };
 
   private putJob(job: JobRecord): void {
     this.jobs.set(job.id, job);
@@ -394,16 +393,14 @@ export class JobStore {
 
   /** Replaces (or with undefined removes) an instance in memory, with its undo, and tells the change feed. */
   private changeInstance(jobId: string, number: number, instance: InstanceRecord | undefined): void {
-    const key = instanceKey(jobId, number);
-    const previous = this.byKey.get(key);
-    this.dropInstance(previous);
-    if (instance) this.putInstance(instance);
-    this.undo.record(() => {
-      this.dropInstance(this.byKey.get(key));
-      if (previous) this.putInstance(previous);
-    });
+    this.undo.swap(this.byKey.get(instanceKey(jobId, number)), instance, this.instanceIndex);
     this.changes.emit(jobId);
   }
+
+  private readonly instanceIndex: Indexed<InstanceRecord> = {
+    put: (instance) => this.putInstance(instance),
+    drop: (instance) => this.dropInstance(instance),
+  };
 
   private putInstance(instance: InstanceRecord): void {
     const key = instanceKey(instance.jobId, instance.number);
@@ -511,16 +508,14 @@ export class MoveStore {
   }
 
   private change(jobId: string, number: number, move: MoveRecord | undefined): void {
-    const key = instanceKey(jobId, number);
-    const previous = this.byKey.get(key);
-    this.drop(previous);
-    if (move) this.put(move);
-    this.undo.record(() => {
-      this.drop(this.byKey.get(key));
-      if (previous) this.put(previous);
-    });
+    this.undo.swap(this.byKey.get(instanceKey(jobId, number)), move, this.index);
     this.changes.emit(jobId);
   }
+
+  private readonly index: Indexed<MoveRecord> = {
+    put: (move) => this.put(move),
+    drop: (move) => this.drop(move),
+  };
 
   private put(move: MoveRecord): void {
     const key = instanceKey(move.jobId, move.number);

@@ -1,7 +1,7 @@
 import type { NodeInfo, NodeStatus, NodeTelemetry } from '../../shared/index.js';
 import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
-import type { UndoLog } from './undo-log.js';
+import type { Indexed, UndoLog } from './undo-log.js';
 
 export interface NodeRecord {
   id: string;
@@ -167,13 +167,13 @@ export class NodeStore {
 
   /** Keeps the node in memory; inside a transaction, how to take that back goes to the undo log. */
   private remember(node: NodeRecord): void {
-    const previous = this.byId.get(node.id);
-    this.put(node);
-    this.undo.record(() => {
-      this.drop(node.id);
-      if (previous) this.put(previous);
-    });
+    this.undo.swap(this.byId.get(node.id), node, this.index);
   }
+
+  private readonly index: Indexed<NodeRecord> = {
+    put: (node) => this.put(node),
+    drop: (node) => this.drop(node.id),
+  };
 
   private put(node: NodeRecord): void {
     this.drop(node.id);

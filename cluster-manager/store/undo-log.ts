@@ -5,12 +5,32 @@
  * enclosing one, a rollback runs them newest first. Outside a transaction nothing is recorded: a statement that
  * fails throws before the maps are touched.
  */
+/** A collection with indexes: `put` adds a value to all of them, `drop` takes it out of all of them. */
+export interface Indexed<V> {
+  put(value: V): void;
+  drop(value: V): void;
+}
+
 export class UndoLog {
   private readonly frames: (() => void)[][] = [];
 
   /** Notes how to take back a change just made to memory (nothing to note outside a transaction). */
   record(undo: () => void): void {
     this.frames.at(-1)?.push(undo);
+  }
+
+  /**
+   * Puts `next` where `previous` was in an indexed collection (`index` keeps its maps; either may be undefined:
+   * an insert, a removal) and records how to take that back. Undos run newest first, so `next` is what stands
+   * there when its undo runs.
+   */
+  swap<V>(previous: V | undefined, next: V | undefined, index: Indexed<V>): void {
+    if (previous !== undefined) index.drop(previous);
+    if (next !== undefined) index.put(next);
+    this.record(() => {
+      if (next !== undefined) index.drop(next);
+      if (previous !== undefined) index.put(previous);
+    });
   }
 
   /** Runs `transaction` (the SQLite one) in a frame: kept if it returns, taken back if it throws. */
