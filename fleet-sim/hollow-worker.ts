@@ -80,6 +80,8 @@ export class HollowWorker {
   private useIdentity = true;
   private registerAttempt = 0;
   private mqtt: MqttClient | undefined;
+  /** The login the MQTT session was opened with (node id, url, user, password). */
+  private mqttLogin: string | undefined;
   private wire: Wire | undefined;
   private everConnected = false;
 
@@ -198,11 +200,18 @@ export class HollowWorker {
     this.fleet.wheel.at(Date.now() + delay, () => this.fleet.requestRegistration(this));
   }
 
-  /** The node engine's MQTT session: its client id, a persistent session, `offline` as the retained will. */
+  /**
+   * The node engine's MQTT session: its client id, a persistent session, `offline` as the retained will. As the
+   * node engine does, a registration that hands out the same login keeps the session it has, and one that
+   * changes it closes the old session cleanly (DISCONNECT: no last will) before it opens the new one.
+   */
   private openMqtt(nodeId: string, login: { url: string; username: string; password: string }): void {
+    const key = JSON.stringify([nodeId, login.url, login.username, login.password]);
+    if (this.mqtt && this.mqttLogin === key) return;
+    this.mqttLogin = key;
     const previous = this.mqtt;
     this.mqtt = undefined;
-    previous?.end(true);
+    previous?.end(false);
     const wire = wireOf(nodeId);
     this.wire = wire;
     const client = connectMqtt(login.url, {
@@ -243,6 +252,7 @@ export class HollowWorker {
   /** The broker refused the login: the cluster manager no longer knows this secret. Register again. */
   private registerAgain(client: MqttClient): void {
     this.mqtt = undefined;
+    this.mqttLogin = undefined;
     client.end(true);
     this.fleet.counters.reregistrations++;
     this.retryRegistration();

@@ -33,10 +33,11 @@ export type ToBrokerThread =
 /**
  * mqemitter delivers at most `concurrency` messages at once and queues the rest; draining that queue
  * recurses (`released` -> `_do`) once per queued message, so a burst that queues a few thousand deliveries
- * overflows the stack (seen with 1,000 nodes and aedes' default of 100). An in-flight delivery costs only a
- * callback, so the bound is set far above any burst a fleet of this size makes: the queue stays out of play.
+ * overflows the stack (seen with 1,000 nodes and aedes' default of 100, and again with a bound of 10,000 when
+ * 10,000 nodes reconnected at once, each republishing its status and its instances'). An in-flight delivery
+ * costs only a callback, and a queued one the same memory, so there is no bound: the queue is never used.
  */
-const CONCURRENCY = 10_000;
+const CONCURRENCY = Number.MAX_SAFE_INTEGER;
 
 const port = parentPort;
 if (!port) throw new Error('broker-thread is the entry of a worker thread, not a module to import');
