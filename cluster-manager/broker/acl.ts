@@ -4,6 +4,23 @@ export type MqttPrincipal =
   | { role: 'operator' }
   | { role: 'node'; nodeId: string };
 
+/**
+ * Which MQTT client ids a login may use. A node uses its own two (`node-<id>` for the node engine, `net-<id>` for
+ * the net manager); an operator none of the fleet's: a client id is how the broker finds the session to take
+ * over (MQTT-3.1.4-2), so a foreign one would disconnect its owner (whose last will fires) and inherit its
+ * queued commands. The cluster manager's own login uses its own id.
+ */
+export function mayUseClientId(principal: MqttPrincipal, clientId: string): boolean {
+  switch (principal.role) {
+    case 'cluster-manager':
+      return true;
+    case 'operator':
+      return !/^(node-|net-|cluster-manager-)/.test(clientId);
+    case 'node':
+      return clientId === `node-${principal.nodeId}` || clientId === `net-${principal.nodeId}`;
+  }
+}
+
 /** What operators may watch: telemetry, status and job topics of every node, never control or net. */
 const OPERATOR_FILTER = /^nodes\/(\+|[^/+#]+)\/(information|jobs\/resources|jobs\/\+|job|status)$/;
 

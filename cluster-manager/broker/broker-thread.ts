@@ -7,7 +7,8 @@
 import { createServer, type Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
-import { type MqttPrincipal, mayPublish, maySubscribe } from './acl.js';
+import { type MqttPrincipal, mayPublish, maySubscribe, mayUseClientId } from './acl.js';
+import { MAX_MQTT_PACKET_BYTES, PacketSizeGuard } from './packet-size-guard.js';
 
 /** What the main thread gives the broker thread to start with. */
 export interface BrokerThreadData {
@@ -58,6 +59,13 @@ function refused(): AuthenticateError {
   return error;
 }
 
+/** CONNACK 2, identifier rejected: the client id is not this login's (see mayUseClientId). */
+function foreignClientId(): AuthenticateError {
+  const error = new Error('client id not allowed for this login') as AuthenticateError;
+  error.returnCode = 2 as AuthenticateError['returnCode'];
+  return error;
+}
+
 const principals = new WeakMap<Client, MqttPrincipal>();
 /**
  * Clients that logged in and wait for the connection of the same client id to be closed (a session takeover,
@@ -80,7 +88,15 @@ const aedes = await Aedes.createBroker({
         done(refused(), false);
         return;
       }
+      // Checked before aedes takes over a session of the same id: a refused login disconnects nobody.
+      if (!mayUseClientId(principal, client.id)) {
+        log('warn', { clientId: client.id, username }, 'mqtt login refused: client id not its own');
+        done(foreignClientId(), false);
+        return;
+      }
       principals.set(client, principal);
+      // The cluster manager publishes route tables and commands larger than any node may send.
+      if (principal.role === 'cluster-manager') guards.get(client.conn as Socket)?.lift();
       if (connectedClient(client.id)) {
         takingOver.set(client.id, client);
         client.conn.once('close', () => {
@@ -128,11 +144,24 @@ aedes.on('clientError', (client, error) =>
 );
 
 const sockets = new Set<Socket>();
+const guards = new WeakMap<Socket, PacketSizeGuard>();
 const server = createServer({ noDelay: true }, (socket: Socket) => {
   socket.setNoDelay(true);
   sockets.add(socket);
   socket.once('close', () => sockets.delete(socket));
   aedes.handle(socket);
+  // aedes reads with read() on 'readable'; each read also emits 'data', which this sees before the parser.
+  const guard = new PacketSizeGuard(MAX_MQTT_PACKET_BYTES);
+  guards.set(socket, guard);
+  socket.on('data', (chunk: Buffer) => {
+    if (guard.accept(chunk)) return;
+    log(
+      'warn',
+      { remote: socket.remoteAddress },
+      `mqtt packet over ${MAX_MQTT_PACKET_BYTES} bytes: connection closed`,
+    );
+    socket.destroy();
+  });
 });
 
 async function close(): Promise<void> {

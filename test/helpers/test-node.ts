@@ -64,7 +64,7 @@ export class TestNode {
       protocolVersion: 4,
       username: ack.mqtt.username || undefined,
       password: ack.mqtt.password || undefined,
-      clientId: `test-node-${ack.nodeId}`,
+      clientId: `node-${ack.nodeId}`,
       reconnectPeriod: 0,
       will: { topic: topics.status(ack.nodeId), payload: Buffer.from('offline'), qos: 1, retain: true },
     });

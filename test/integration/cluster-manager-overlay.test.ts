@@ -44,7 +44,7 @@ class NetManager {
       protocolVersion: 4,
       username: ack.mqtt.username || undefined,
       password: ack.mqtt.password || undefined,
-      clientId: `net-manager-${ack.nodeId}`,
+      clientId: `net-${ack.nodeId}`,
       reconnectPeriod: 0,
     });
     await new Promise<void>((resolve, reject) => {

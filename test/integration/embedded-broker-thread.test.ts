@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { connect as connectSocket } from 'node:net';
 import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +12,9 @@ const WRONG = 'wrong-password-never-logged';
 
 function authenticate(username: string | undefined, password: string | undefined): MqttPrincipal | null {
   if (username === 'cluster-manager' && password === 'cm-secret') return { role: 'cluster-manager' };
-  if (username === 'n1' && password === SECRET) return { role: 'node', nodeId: 'n1' };
+  if (username === 'operator' && password === 'op-secret') return { role: 'operator' };
+  if ((username === 'n1' || username === 'n2') && password === SECRET)
+    return { role: 'node', nodeId: username };
   return null;
 }
 
@@ -24,7 +27,7 @@ import mqtt from 'mqtt';
 const url = process.argv[1];
 const opts = { reconnectPeriod: 0, protocolVersion: 4 };
 const manager = await mqtt.connectAsync(url, { ...opts, username: 'cluster-manager', password: 'cm-secret' });
-const node = await mqtt.connectAsync(url, { ...opts, username: 'n1', password: ${JSON.stringify(SECRET)} });
+const node = await mqtt.connectAsync(url, { ...opts, clientId: 'node-n1', username: 'n1', password: ${JSON.stringify(SECRET)} });
 const latencies = [];
 manager.on('message', (_topic, payload) => latencies.push(Date.now() - Number(payload.toString())));
 await manager.subscribeAsync('nodes/n1/information', { qos: 1 });
@@ -53,6 +56,8 @@ describe('the embedded broker in its own thread', () => {
       const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
         username,
         password,
+        // A node's login may use only its own client id.
+        ...(username.startsWith('n') ? { clientId: `node-${username}` } : {}),
         reconnectPeriod,
         protocolVersion: 4,
         connectTimeout: 5000,
@@ -65,6 +70,22 @@ describe('the embedded broker in its own thread', () => {
       });
     });
   }
+
+  /** A node's session with its last will `offline` on its status topic. */
+  const session = (clientId: string, username = 'n1') =>
+    new Promise<MqttClient>((resolve, reject) => {
+      const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+        username,
+        password: SECRET,
+        clientId,
+        reconnectPeriod: 0,
+        protocolVersion: 4,
+        will: { topic: `nodes/${username}/status`, payload: Buffer.from('offline'), qos: 1, retain: false },
+      });
+      clients.push(client);
+      client.once('connect', () => resolve(client));
+      client.once('error', reject);
+    });
 
   beforeAll(async () => {
     broker = await EmbeddedBroker.start({ port: 0, host: '127.0.0.1', authenticate, logger });
@@ -122,20 +143,6 @@ describe('the embedded broker in its own thread', () => {
     const wills: string[] = [];
     manager.on('message', (topic, payload) => wills.push(`${topic} ${payload.toString()}`));
     await manager.subscribeAsync('nodes/n1/status', { qos: 1 });
-    const session = (clientId: string) =>
-      new Promise<MqttClient>((resolve, reject) => {
-        const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
-          username: 'n1',
-          password: SECRET,
-          clientId,
-          reconnectPeriod: 0,
-          protocolVersion: 4,
-          will: { topic: 'nodes/n1/status', payload: Buffer.from('offline'), qos: 1, retain: false },
-        });
-        clients.push(client);
-        client.once('connect', () => resolve(client));
-        client.once('error', reject);
-      });
     const first = await session('node-n1');
     const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
     // The same client id again (a node that timed out its CONNACK and connected anew): a takeover.
@@ -147,6 +154,56 @@ describe('the embedded broker in its own thread', () => {
     // A connection that drops (no DISCONNECT) still has its will published.
     (second as unknown as { stream: { destroy(): void } }).stream.destroy();
     await waitFor(() => wills.includes('nodes/n1/status offline'), 'the will of a dropped connection');
+  });
+
+  it("refuses a login under another's client id (CONNACK 2), and the owner keeps its session: no will fires", async () => {
+    const watcher = await connect('cluster-manager', 'cm-secret');
+    const seen: string[] = [];
+    watcher.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
+    await watcher.subscribeAsync('nodes/n2/status', { qos: 1 });
+    const owner = await session('node-n2', 'n2');
+    // A node (n1) and an operator each try n2's client id: both refused before any takeover.
+    for (const [username, password] of [
+      ['n1', SECRET],
+      ['operator', 'op-secret'],
+    ] as const) {
+      const error = await new Promise<Error & { code?: number }>((resolve) => {
+        const thief = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+          username,
+          password,
+          clientId: 'node-n2',
+          reconnectPeriod: 0,
+          protocolVersion: 4,
+        });
+        thief.once('error', (e) => {
+          thief.end(true);
+          resolve(e);
+        });
+        thief.once('connect', () => resolve(new Error('connected')));
+      });
+      expect(error.code).toBe(2);
+    }
+    await owner.publishAsync('nodes/n2/status', 'still-here', { qos: 1 });
+    await waitFor(() => seen.includes('nodes/n2/status still-here'), 'the owner still publishing');
+    expect(owner.connected).toBe(true);
+    expect(seen).toEqual(['nodes/n2/status still-here']);
+    await waitFor(
+      () => logLines.some((line) => line.includes('client id not its own')),
+      'the refusal logged',
+    );
+  });
+
+  it('closes a connection whose first packet announces more than 256 KiB, before any login', async () => {
+    const socket = connectSocket(broker.port, '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    // CONNECT with a remaining length of 268,435,455 bytes, and a first slice of its body.
+    socket.write(Buffer.concat([Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]), Buffer.alloc(1024)]));
+    await closed;
+    await waitFor(() => logLines.some((line) => line.includes('mqtt packet over 262144 bytes')), 'logged');
+    // The broker goes on serving everyone else.
+    const node = await connect('n1', SECRET);
+    expect(node.connected).toBe(true);
   });
 
   it('keeps delivering while the main thread is blocked', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mayPublish, maySubscribe } from '../../cluster-manager/broker/acl.js';
+import { mayPublish, maySubscribe, mayUseClientId } from '../../cluster-manager/broker/acl.js';
 
 const node = { role: 'node', nodeId: 'n1' } as const;
 const operator = { role: 'operator' } as const;
@@ -68,5 +68,25 @@ describe('MQTT topic ACLs', () => {
   it('lets the cluster manager do anything', () => {
     expect(mayPublish(manager, 'nodes/n1/control')).toBe(true);
     expect(maySubscribe(manager, 'nodes/#')).toBe(true);
+  });
+
+  it("lets a login use only its own client ids: a node its node- and net- ids, an operator none of the fleet's", () => {
+    expect(mayUseClientId(node, 'node-n1')).toBe(true);
+    expect(mayUseClientId(node, 'net-n1')).toBe(true);
+    for (const foreign of [
+      'node-n2',
+      'net-n2',
+      'node-n10',
+      'node-n1x',
+      'n1',
+      '',
+      'cluster-manager-abc',
+      'operator-1',
+    ])
+      expect(mayUseClientId(node, foreign)).toBe(false);
+    expect(mayUseClientId(operator, 'mosquitto_sub-1234')).toBe(true);
+    for (const foreign of ['node-n1', 'net-n1', 'cluster-manager-abc'])
+      expect(mayUseClientId(operator, foreign)).toBe(false);
+    expect(mayUseClientId(manager, 'cluster-manager-abc')).toBe(true);
   });
 });
