@@ -8,6 +8,7 @@ import { requireApiToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
+import { securityHeaders } from './security-headers.js';
 
 export interface ApiDependencies {
   store: Store;
@@ -35,6 +36,7 @@ export function createApi(deps: ApiDependencies): Express {
   app.get('/api/health', (_req, res) => {
     res.json({ status: 'ok', version: VERSION });
   });
+  app.use(securityHeaders);
   if (deps.dashboardDir) app.use(express.static(deps.dashboardDir, { index: 'index.html' }));
 
   const auth = requireApiToken(deps.apiToken);

@@ -41,6 +41,12 @@ describe('the web dashboard in a real browser', () => {
   });
 
   it('asks for the token, then shows nodes and jobs, and deploys a job from JSON with field errors shown', async () => {
+    // The page runs under its Content-Security-Policy: anything it blocks shows up as a console error.
+    const blocked: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error' && /Content Security Policy/i.test(message.text()))
+        blocked.push(message.text());
+    });
     await page.goto(cm.url);
     await page.locator('#token-input').fill('wrong-token');
     await page.locator('#login-form button[type=submit]').click();
@@ -65,5 +71,9 @@ describe('the web dashboard in a real browser', () => {
     const jobs = (await (await cm.api('/api/jobs')).json()) as { name: string }[];
     expect(jobs.map((job) => job.name)).toEqual(['dash-job']);
     await page.screenshot({ path: join(tmpdir(), 'edge-dashboard.png'), fullPage: true });
+    expect(blocked).toEqual([]);
+    // The token is kept for this tab only (sessionStorage), not for every later visitor of the browser.
+    const storage = '[globalThis.sessionStorage.length > 0, globalThis.localStorage.length]';
+    expect(await page.evaluate(storage)).toEqual([true, 0]);
   });
 });

@@ -139,6 +139,14 @@ describe('operator HTTP API: auth and bad input', () => {
     expect(page.headers.get('content-type')).toMatch(/text\/html/);
     expect(await page.text()).toContain('app.js');
     expect((await fetch(`${cm.url}/app.js`)).status).toBe(200);
+    // No inline script, no framing, no type sniffing: on the page and on API answers alike.
+    for (const response of [page, await cm.api('/api/jobs')]) {
+      expect(response.headers.get('content-security-policy')).toMatch(
+        /script-src 'self'.*frame-ancestors 'none'/,
+      );
+      expect(response.headers.get('x-frame-options')).toBe('DENY');
+      expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    }
   });
 
   it('serves events and Prometheus metrics', async () => {

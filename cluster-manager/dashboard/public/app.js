@@ -47,7 +47,7 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${localStorage.getItem(TOKEN_KEY) ?? ''}` };
+  const headers = { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ''}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const response = await fetch(path, {
     method,
@@ -381,17 +381,17 @@ $('login-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const token = $('token-input').value.trim();
   if (!token) return;
-  localStorage.setItem(TOKEN_KEY, token);
+  sessionStorage.setItem(TOKEN_KEY, token);
   $('token-input').value = '';
   showCluster();
 });
 
 $('change-token').addEventListener('click', () => {
-  localStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(TOKEN_KEY);
   showLogin();
 });
 
 $('deploy-form').addEventListener('submit', deploy);
 
-if (localStorage.getItem(TOKEN_KEY)) showCluster();
+if (sessionStorage.getItem(TOKEN_KEY)) showCluster();
 else showLogin();
