@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -119,13 +119,27 @@ const MIGRATIONS: string[] = [
 ];
 
 /**
+ * The data dir holds node secrets' hashes, tokens and job specs (their `env` included): 0700, and the database
+ * 0600 before SQLite opens it. SQLite gives its -wal and -shm files the database file's mode; ones left by an
+ * older version are narrowed too.
+ */
+function keepPrivate(dataDir: string, file: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
+  const path = join(dataDir, file);
+  if (!existsSync(path)) writeFileSync(path, '', { mode: 0o600 });
+  for (const suffix of ['', '-wal', '-shm'])
+    if (existsSync(`${path}${suffix}`)) chmodSync(`${path}${suffix}`, 0o600);
+}
+
+/**
  * Opens the cluster manager's SQLite database in WAL mode with synchronous=NORMAL: a commit is written to the
  * WAL file (it survives a kill -9 of this process at once) but not fsynced on the event loop. What is told to
  * the outside (a 201, a registration, a command sent) waits for Store.durable(), which fsyncs the WAL once for
  * every commit made before it, off the event loop: a job acknowledged with 201 also survives a power cut.
  */
 export function openDatabase(dataDir: string, file = 'cluster-manager.db'): Db {
-  mkdirSync(dataDir, { recursive: true });
+  keepPrivate(dataDir, file);
   const db = new Database(join(dataDir, file));
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');

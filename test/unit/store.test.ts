@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -25,6 +25,20 @@ describe('cluster manager store', () => {
     createdAt: 1,
     updatedAt: 1,
     serviceIp: null,
+  });
+
+  it('keeps its data dir 0700 and the database with its WAL 0600, also when they were wider before', () => {
+    store.jobs.insertJob(job('a', 'web'));
+    const mode = (path: string) => statSync(path).mode & 0o777;
+    expect(mode(dir)).toBe(0o700);
+    for (const suffix of ['', '-wal', '-shm'])
+      expect(mode(join(dir, `cluster-manager.db${suffix}`))).toBe(0o600);
+    store.close();
+    chmodSync(dir, 0o755);
+    chmodSync(join(dir, 'cluster-manager.db'), 0o644);
+    store = SqliteStore.open(dir);
+    expect([mode(dir), mode(join(dir, 'cluster-manager.db'))]).toEqual([0o700, 0o600]);
+    expect(store.jobs.getJob('a')?.name).toBe('web');
   });
 
   it('keeps a name unique among live jobs only', () => {
