@@ -92,6 +92,21 @@ export class NodeRegistry {
     const identity = socket.data.identity as Identity;
     const now = Date.now();
     const sameName = this.store.nodes.findByName(info.name);
+    // One connection registers one node: a join token in hand does not make a connection a factory of nodes.
+    const bound = socket.data.nodeId as string | undefined;
+    const sameNode = sameName?.id === bound || (identity.kind === 'node' && identity.nodeId === bound);
+    if (bound !== undefined && !sameNode) {
+      this.logger.warn(
+        { address: socket.handshake.address, bound, name: info.name },
+        'second node on one connection refused',
+      );
+      return {
+        error: {
+          code: 'conflict',
+          message: `this connection registered node ${bound}; one connection registers one node`,
+        },
+      };
+    }
     let id: string;
     let secret: string;
     if (identity.kind === 'node') {
@@ -103,7 +118,7 @@ export class NodeRegistry {
         };
       }
     } else {
-      if (sameName && sameName.status === 'online') {
+      if (sameName && sameName.status === 'online' && sameName.id !== bound) {
         return {
           error: {
             code: 'conflict',
@@ -140,6 +155,7 @@ export class NodeRegistry {
       { nodeId: id },
     );
     this.logger.info({ nodeId: id, name: info.name, firstTime: !previous }, 'node registered');
+    socket.data.nodeId = id;
     this.options.onRegistered(record, !previous);
     const hostHeader = socket.handshake.headers.host;
     return {

@@ -37,6 +37,25 @@ describe('node registration over Socket.IO /init', () => {
     expect(listed).toEqual([expect.objectContaining({ id: ack.nodeId, name: 'edge-a', status: 'online' })]);
   });
 
+  it('registers one node per connection: a second name on it is refused and nothing is added', async () => {
+    const first = node('edge-a');
+    const ack = await first.register({ token: cm.joinToken });
+    if (!('nodeId' in ack)) throw new Error('expected a node id');
+    const emit = (name: string) =>
+      new Promise<{ error?: { code: string; message: string }; nodeId?: string }>((resolve) =>
+        first.socket!.emit('register', TestNode.info(name), resolve),
+      );
+    const second = await emit('edge-b');
+    expect(second.error).toMatchObject({
+      code: 'conflict',
+      message: expect.stringContaining('one connection'),
+    });
+    // The node it registered may register again on it (what it announces changed): same id.
+    expect((await emit('edge-a')).nodeId).toBe(ack.nodeId);
+    const listed = (await (await cm.api('/api/nodes')).json()) as { name: string }[];
+    expect(listed.map((n) => n.name)).toEqual(['edge-a']);
+  });
+
   it('refuses a bad join token at connect time with "unauthorized"', async () => {
     await expect(node('edge-b').register({ token: 'wrong' })).rejects.toThrow('unauthorized');
     await expect(node('edge-b').register({})).rejects.toThrow('unauthorized');
