@@ -193,6 +193,24 @@ describe('the embedded broker in its own thread', () => {
     );
   });
 
+  it("refuses a node publishing to another node's status and the operator publishing anything, seen by a watcher", async () => {
+    const watcher = await connect('cluster-manager', 'cm-secret');
+    const seen: string[] = [];
+    watcher.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
+    await watcher.subscribeAsync(['nodes/n2/status', 'nodes/n2/control', 'nodes/n1/information'], { qos: 1 });
+    const n1 = await connect('n1', SECRET);
+    const operator = await connect('operator', 'op-secret');
+    // Refused publishes are dropped (aedes may close the publisher too): only the watcher can tell.
+    n1.publish('nodes/n2/status', 'offline', { qos: 1 });
+    operator.publish('nodes/n2/control', '{"command":"deploy"}', { qos: 1 });
+    operator.publish('nodes/n1/information', 'forged', { qos: 0 });
+    // Then a marker through the broker: had any of them been let through, the watcher would have it by then.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await watcher.publishAsync('nodes/n1/information', 'marker', { qos: 1 });
+    await waitFor(() => seen.includes('nodes/n1/information marker'), 'the marker');
+    expect(seen).toEqual(['nodes/n1/information marker']);
+  });
+
   it('closes a connection whose first packet announces more than 256 KiB, before any login', async () => {
     const socket = connectSocket(broker.port, '127.0.0.1');
     await new Promise((resolve) => socket.once('connect', resolve));
