@@ -22,7 +22,12 @@ export const CommandSchema = z.object({
 });
 export type Command = z.infer<typeof CommandSchema>;
 
-export const CommandErrorSchema = z.object({ code: z.string(), message: z.string() });
+/** A node's words end up in SQLite, events and the API: kept to a bounded length, clipped rather than refused. */
+const clipped = (max: number) =>
+  z.string().transform((text) => (text.length > max ? `${text.slice(0, max - 1)}…` : text));
+
+/** Why a node refused a command; code and message are clipped to 64 and 4,096 characters. */
+export const CommandErrorSchema = z.object({ code: clipped(64), message: clipped(4096) });
 
 /** `nodes/<id>/control/ack`: sent once the command is durably in the node's desired state. */
 export const CommandAckSchema = z.object({

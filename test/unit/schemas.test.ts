@@ -336,6 +336,16 @@ describe('CommandSchema and CommandAckSchema', () => {
     expect(problemPaths(CommandSchema, { ...deployCommand, worker: 'n1' })).toEqual(['worker']);
   });
 
+  it("clips a node's error code and message in an ack instead of storing them whole or losing the ack", () => {
+    const long = CommandAckSchema.parse({
+      id: 'c1',
+      ok: false,
+      error: { code: 'x'.repeat(500), message: 'y'.repeat(100_000) },
+    });
+    expect([long.error?.code.length, long.error?.message.length]).toEqual([64, 4096]);
+    expect(long.error?.message.endsWith('…')).toBe(true);
+  });
+
   it('reads acks with and without an error', () => {
     expect(CommandAckSchema.parse({ id: 'c1', ok: true })).toEqual({ id: 'c1', ok: true });
     const failed = { id: 'c1', ok: false, error: { code: 'invalid', message: 'no such image' } };
