@@ -48,6 +48,22 @@ export function mayPublish(principal: MqttPrincipal, topic: string): boolean {
   }
 }
 
+/**
+ * Which topics a login may leave a retained message on. A node keeps exactly one: its `nodes/<id>/status`
+ * (`online`, or its will's `offline`), so what the broker stores for a fleet is bounded by its size; anything
+ * else a node marks retained is delivered but not kept.
+ */
+export function mayRetain(principal: MqttPrincipal, topic: string): boolean {
+  switch (principal.role) {
+    case 'cluster-manager':
+      return true;
+    case 'operator':
+      return false;
+    case 'node':
+      return topic === `nodes/${principal.nodeId}/status`;
+  }
+}
+
 /** A node subscribes only to its own control topic and its own net topics. */
 export function maySubscribe(principal: MqttPrincipal, filter: string): boolean {
   switch (principal.role) {

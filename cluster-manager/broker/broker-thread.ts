@@ -7,7 +7,7 @@
 import { createServer, type Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
-import { type MqttPrincipal, mayPublish, maySubscribe, mayUseClientId } from './acl.js';
+import { type MqttPrincipal, mayPublish, mayRetain, maySubscribe, mayUseClientId } from './acl.js';
 import { MAX_MQTT_PACKET_BYTES, PacketSizeGuard } from './packet-size-guard.js';
 
 /** What the main thread gives the broker thread to start with. */
@@ -114,8 +114,13 @@ const aedes = await Aedes.createBroker({
       log('debug', { clientId: client.id }, 'last will of a taken-over connection not published');
       return callback(new Error('taken over'));
     }
-    if (principal && mayPublish(principal, packet.topic)) return callback(null);
-    callback(new Error(`publish to ${packet.topic} not allowed`));
+    if (!principal || !mayPublish(principal, packet.topic)) {
+      callback(new Error(`publish to ${packet.topic} not allowed`));
+      return;
+    }
+    // The same packet goes on to the retained store: cleared here, it is delivered but not kept.
+    if (packet.retain && !mayRetain(principal, packet.topic)) packet.retain = false;
+    callback(null);
   },
   authorizeSubscribe(client, subscription, callback) {
     const principal = principals.get(client);

@@ -211,6 +211,28 @@ describe('the embedded broker in its own thread', () => {
     expect(seen).toEqual(['nodes/n1/information marker']);
   });
 
+  it("keeps a node's retained status but no other retained message of it, though it delivers them", async () => {
+    const n1 = await connect('n1', SECRET);
+    const live = await connect('cluster-manager', 'cm-secret');
+    const heard: string[] = [];
+    live.on('message', (topic, payload) => heard.push(`${topic} ${payload.toString()}`));
+    await live.subscribeAsync('nodes/n1/+', { qos: 1 });
+    await n1.publishAsync('nodes/n1/job', 'kept-not', { qos: 1, retain: true });
+    await n1.publishAsync('nodes/n1/status', 'online', { qos: 1, retain: true });
+    await waitFor(() => heard.includes('nodes/n1/status online'), 'both delivered live');
+    expect(heard).toContain('nodes/n1/job kept-not');
+    // A subscriber that comes later gets what the broker kept: the status only.
+    const later = await connect('cluster-manager', 'cm-secret');
+    const retained: string[] = [];
+    later.on('message', (topic, payload, packet) => {
+      if (packet.retain) retained.push(`${topic} ${payload.toString()}`);
+    });
+    await later.subscribeAsync('nodes/n1/+', { qos: 1 });
+    await waitFor(() => retained.length > 0, 'the retained status');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(retained).toEqual(['nodes/n1/status online']);
+  });
+
   it('closes a connection whose first packet announces more than 256 KiB, before any login', async () => {
     const socket = connectSocket(broker.port, '127.0.0.1');
     await new Promise((resolve) => socket.once('connect', resolve));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mayPublish, maySubscribe, mayUseClientId } from '../../cluster-manager/broker/acl.js';
+import { mayPublish, mayRetain, maySubscribe, mayUseClientId } from '../../cluster-manager/broker/acl.js';
 
 const node = { role: 'node', nodeId: 'n1' } as const;
 const operator = { role: 'operator' } as const;
@@ -88,5 +88,13 @@ describe('MQTT topic ACLs', () => {
     for (const foreign of ['node-n1', 'net-n1', 'cluster-manager-abc'])
       expect(mayUseClientId(operator, foreign)).toBe(false);
     expect(mayUseClientId(manager, 'cluster-manager-abc')).toBe(true);
+  });
+
+  it('lets a node keep one retained message, its own status, and the operator none', () => {
+    expect(mayRetain(node, 'nodes/n1/status')).toBe(true);
+    for (const topic of ['nodes/n1/information', 'nodes/n1/status/x', 'nodes/n1/job', 'nodes/n2/status'])
+      expect(mayRetain(node, topic)).toBe(false);
+    expect(mayRetain(operator, 'nodes/n1/status')).toBe(false);
+    expect(mayRetain(manager, 'nodes/n1/net/table')).toBe(true);
   });
 });
