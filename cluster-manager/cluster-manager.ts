@@ -153,6 +153,7 @@ export class ClusterManager {
       store: this.store,
       jobs: this.jobs,
       liveness: this.liveness,
+      allocations: () => this.placement.schedulableNodesById(),
       outbox: this.outbox,
       metrics: this.metrics,
       apiToken: this.apiToken,

@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/index.js';
 import { requireApiToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
+import type { Allocations } from './node-views.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
 import { securityHeaders } from './security-headers.js';
@@ -14,6 +15,8 @@ export interface ApiDependencies {
   store: Store;
   jobs: JobService;
   liveness: NodeLiveness;
+  /** What each node has allocated (the scheduler's in-memory view). */
+  allocations: Allocations;
   /** What the outbox holds, for `/metrics`. */
   outbox: { readonly unackedCount: number };
   metrics: Metrics;
@@ -50,7 +53,7 @@ export function createApi(deps: ApiDependencies): Express {
     if (req.method !== 'GET' && req.method !== 'HEAD') answerOnceDurable(res, deps);
     next();
   });
-  api.use('/nodes', nodeRoutes(deps.store, deps.liveness));
+  api.use('/nodes', nodeRoutes(deps.store, deps.liveness, deps.allocations));
   api.use('/jobs', jobRoutes(deps.jobs));
   api.get('/events', (req, res) => {
     const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));

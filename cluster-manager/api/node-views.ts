@@ -1,16 +1,12 @@
 import type { NodeTelemetry, NodeView } from '../../shared/index.js';
-import { schedulableNodes } from '../jobs/cluster-snapshot.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
-import type { NodeRecord, Store } from '../store/index.js';
+import type { NodeRecord } from '../store/index.js';
 
-export function nodeViews(
-  store: Store,
-  liveness: NodeLiveness,
-  nodes: NodeRecord[] = store.nodes.list(),
-): NodeView[] {
-  const allocations = new Map(
-    schedulableNodes(store, liveness.isOnline, nodes).map((node) => [node.id, node.allocated]),
-  );
+/** What each node has allocated, by node id, as the scheduler keeps it (Placement.schedulableNodesById). */
+export type Allocations = () => ReadonlyMap<string, { allocated: NodeView['allocated'] }>;
+
+export function nodeViews(liveness: NodeLiveness, allocations: Allocations, nodes: NodeRecord[]): NodeView[] {
+  const byId = allocations();
   return nodes.map((node) => {
     const telemetry: NodeTelemetry | undefined =
       liveness.latestTelemetry(node.id) ?? node.telemetry ?? undefined;
@@ -28,7 +24,7 @@ export function nodeViews(
         memoryBytes: node.info.memoryBytes,
         gpus: telemetry?.gpus ?? node.info.gpus,
       },
-      allocated: allocations.get(node.id) ?? { cpus: 0, memoryBytes: 0, gpus: 0 },
+      allocated: { ...(byId.get(node.id)?.allocated ?? { cpus: 0, memoryBytes: 0, gpus: 0 }) },
       usage: {
         cpuPercent: telemetry?.cpu.percent ?? null,
         memoryPercent: telemetry?.memory.percent ?? null,

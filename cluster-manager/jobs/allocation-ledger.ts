@@ -1,7 +1,6 @@
 import { hostPortsOf } from '../scheduler/feasibility.js';
 import type { SchedulableNode } from '../scheduler/types.js';
 import { jobDefinition, type NodeRecord, type Store } from '../store/index.js';
-import { schedulableNodeOf } from './cluster-snapshot.js';
 import { holdsResources } from './instance-states.js';
 
 const MIB = 1024 * 1024;
@@ -23,15 +22,13 @@ interface JobCharge {
  *
  * Changes are learnt from the stores' change feeds: a write to a job, its instances or its moves marks the job
  * dirty, and the next look re-reads that job's rows and charges its nodes again. A look inside a transaction sees
- * its writes; the jobs it charged are read again at the first look outside one, so a rollback leaves nothing. Nodes are rebuilt when a registration changed
- * their info, and their status is read on every look. The scheduler never writes to what it gets: it books on
- * copies.
+ * its writes; a rollback tells the feeds again, so the jobs it touched are charged again from what stands. Nodes
+ * are rebuilt when a registration changed their info, and their status is read on every look. The scheduler never
+ * writes to what it gets: it books on copies.
  */
 export class AllocationLedger {
   private readonly charges = new Map<string, JobCharge>();
   private readonly dirtyJobs = new Set<string>();
-  /** Jobs charged from inside a transaction: charged again from what committed at the next look outside one. */
-  private readonly provisional = new Set<string>();
   private readonly nodes = new Map<string, SchedulableNode>();
   private ordered: SchedulableNode[] = [];
   private nodesVersion = -1;
@@ -55,17 +52,16 @@ export class AllocationLedger {
   /** Every node, by name, with its allocations and status as of now. */
   schedulableNodes(): SchedulableNode[] {
     this.refreshNodes();
-    const inTransaction = this.store.inTransaction;
-    // Read inside a transaction that may yet roll back: read again once it is over.
-    if (!inTransaction) for (const jobId of this.provisional) this.dirtyJobs.add(jobId);
-    if (!inTransaction) this.provisional.clear();
-    for (const jobId of this.dirtyJobs) {
-      this.recharge(jobId);
-      if (inTransaction) this.provisional.add(jobId);
-    }
+    for (const jobId of this.dirtyJobs) this.recharge(jobId);
     this.dirtyJobs.clear();
     for (const node of this.ordered) node.status = this.isOnline(node.id) ? 'online' : 'offline';
     return this.ordered;
+  }
+
+  /** The same nodes by id (one refresh for any number of lookups, as a page of node views makes). */
+  byId(): ReadonlyMap<string, SchedulableNode> {
+    this.schedulableNodes();
+    return this.nodes;
   }
 
   private refreshNodes(): void {
@@ -135,4 +131,22 @@ export class AllocationLedger {
       }
     }
   }
+}
+
+/** A node as the scheduler sees it, holding nothing yet. */
+export function schedulableNodeOf(record: NodeRecord, online: boolean): SchedulableNode {
+  return {
+    id: record.id,
+    name: record.name,
+    status: online ? 'online' : 'offline',
+    arch: record.info.arch,
+    runtimes: record.info.runtimes,
+    labels: record.info.labels,
+    sensors: record.info.sensors,
+    capacity: { cpus: record.info.cpus, memoryBytes: record.info.memoryBytes, gpus: record.info.gpus.length },
+    allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
+    usedHostPorts: [],
+    instancesByJob: {},
+    instanceCount: 0,
+  };
 }

@@ -21,6 +21,11 @@ export class Placement {
     return this.ledger.schedulableNodes();
   }
 
+  /** The same, by node id: what each node has allocated, for views. Not to be changed. */
+  schedulableNodesById(): ReadonlyMap<string, SchedulableNode> {
+    return this.ledger.byId();
+  }
+
   /** Call inside a transaction. Instances that fit nowhere stay `pending` with the reasons in `detail`. */
   place(job: JobRecord, numbers: number[], now = Date.now()): void {
     if (numbers.length === 0) return;

@@ -34,8 +34,6 @@ export interface Store {
   readonly netInterest: PublicOf<NetInterestStore>;
   /** Runs fn in one transaction: all of it lands or none, in the durable log and in memory alike. */
   transaction<T>(fn: () => T): T;
-  /** Whether a transaction is open now (a look inside one may yet be rolled back). */
-  readonly inTransaction: boolean;
   /** Resolves once every write made before the call is durable. */
   durable(): Promise<void>;
   close(): void;
@@ -64,10 +62,6 @@ export class SqliteStore implements Store {
 
   static open(dataDir: string): SqliteStore {
     return new SqliteStore(openDatabase(dataDir));
-  }
-
-  get inTransaction(): boolean {
-    return this.db.inTransaction;
   }
 
   /**

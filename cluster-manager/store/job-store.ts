@@ -345,8 +345,7 @@ export class JobStore {
 
   /** Replaces (or with undefined removes) a job in memory, with its undo, and tells the change feed. */
   private changeJob(id: string, job: JobRecord | undefined): void {
-    this.undo.swap(this.jobs.get(id), job, this.jobIndex);
-    this.changes.emit(id);
+    this.undo.swap(this.jobs.get(id), job, this.jobIndex, () => this.changes.emit(id));
   }
 
   private readonly jobIndex: Indexed<JobRecord> = {
@@ -393,8 +392,8 @@ export class JobStore {
 
   /** Replaces (or with undefined removes) an instance in memory, with its undo, and tells the change feed. */
   private changeInstance(jobId: string, number: number, instance: InstanceRecord | undefined): void {
-    this.undo.swap(this.byKey.get(instanceKey(jobId, number)), instance, this.instanceIndex);
-    this.changes.emit(jobId);
+    const previous = this.byKey.get(instanceKey(jobId, number));
+    this.undo.swap(previous, instance, this.instanceIndex, () => this.changes.emit(jobId));
   }
 
   private readonly instanceIndex: Indexed<InstanceRecord> = {
@@ -508,8 +507,9 @@ export class MoveStore {
   }
 
   private change(jobId: string, number: number, move: MoveRecord | undefined): void {
-    this.undo.swap(this.byKey.get(instanceKey(jobId, number)), move, this.index);
-    this.changes.emit(jobId);
+    this.undo.swap(this.byKey.get(instanceKey(jobId, number)), move, this.index, () =>
+      this.changes.emit(jobId),
+    );
   }
 
   private readonly index: Indexed<MoveRecord> = {

@@ -115,21 +115,14 @@ export class NodeStore {
       )
       .run({ ...node, info: JSON.stringify(node.info) });
     const previous = this.byId.get(node.id);
-    this.infoVersion++;
-    this.remember({
-      telemetry: null,
-      subnet: null,
-      publicIp: null,
-      udpPort: null,
-      ...previous,
-      ...node,
-    });
+    const record = { telemetry: null, subnet: null, publicIp: null, udpPort: null, ...previous, ...node };
+    // The info version rises with the change and again if it is taken back: views built on it rebuild.
+    this.undo.swap(previous, record, this.index, () => this.infoVersion++);
   }
 
   setStatus(id: string, status: NodeStatus): void {
     this.db.prepare('UPDATE nodes SET status = ? WHERE id = ?').run(status, id);
-    this.patch(id, { status });
-    this.changes.emit(id);
+    this.patch(id, { status }, () => this.changes.emit(id));
   }
 
   /** A node's worker subnet is set once and kept: see OverlayAddresses. */
@@ -148,8 +141,7 @@ export class NodeStore {
     const node = this.byId.get(id);
     if (!node || (node.publicIp === publicIp && node.udpPort === udpPort)) return false;
     this.db.prepare('UPDATE nodes SET public_ip = ?, udp_port = ? WHERE id = ?').run(publicIp, udpPort, id);
-    this.patch(id, { publicIp, udpPort });
-    this.changes.emit(id);
+    this.patch(id, { publicIp, udpPort }, () => this.changes.emit(id));
     return true;
   }
 
@@ -160,14 +152,10 @@ export class NodeStore {
     this.patch(id, { telemetry, lastSeen: seenAt });
   }
 
-  private patch(id: string, change: Partial<NodeRecord>): void {
+  /** Changes the node in memory; inside a transaction, how to take that back goes to the undo log. */
+  private patch(id: string, change: Partial<NodeRecord>, changed?: () => void): void {
     const node = this.byId.get(id);
-    if (node) this.remember({ ...node, ...change });
-  }
-
-  /** Keeps the node in memory; inside a transaction, how to take that back goes to the undo log. */
-  private remember(node: NodeRecord): void {
-    this.undo.swap(this.byId.get(node.id), node, this.index);
+    if (node) this.undo.swap(node, { ...node, ...change }, this.index, changed);
   }
 
   private readonly index: Indexed<NodeRecord> = {

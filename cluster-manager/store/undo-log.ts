@@ -1,3 +1,9 @@
+/** A collection with indexes: `put` adds a value to all of them, `drop` takes it out of all of them. */
+export interface Indexed<V> {
+  put(value: V): void;
+  drop(value: V): void;
+}
+
 /**
  * What the in-memory side of the stores changed inside a SQLite transaction, so that a rollback restores it too.
  * Stores write SQLite first and their maps after; each map change inside a transaction records how to take it
@@ -5,12 +11,6 @@
  * enclosing one, a rollback runs them newest first. Outside a transaction nothing is recorded: a statement that
  * fails throws before the maps are touched.
  */
-/** A collection with indexes: `put` adds a value to all of them, `drop` takes it out of all of them. */
-export interface Indexed<V> {
-  put(value: V): void;
-  drop(value: V): void;
-}
-
 export class UndoLog {
   private readonly frames: (() => void)[][] = [];
 
@@ -22,14 +22,17 @@ export class UndoLog {
   /**
    * Puts `next` where `previous` was in an indexed collection (`index` keeps its maps; either may be undefined:
    * an insert, a removal) and records how to take that back. Undos run newest first, so `next` is what stands
-   * there when its undo runs.
+   * there when its undo runs. `changed` is called now and again if the change is taken back, so that whoever
+   * follows the store (a change feed) hears of both.
    */
-  swap<V>(previous: V | undefined, next: V | undefined, index: Indexed<V>): void {
+  swap<V>(previous: V | undefined, next: V | undefined, index: Indexed<V>, changed?: () => void): void {
     if (previous !== undefined) index.drop(previous);
     if (next !== undefined) index.put(next);
+    changed?.();
     this.record(() => {
       if (next !== undefined) index.drop(next);
       if (previous !== undefined) index.put(previous);
+      changed?.();
     });
   }
 

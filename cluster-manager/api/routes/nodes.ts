@@ -4,7 +4,7 @@ import { NODE_STATUSES } from '../../../shared/index.js';
 import { notFound } from '../../errors.js';
 import type { NodeLiveness } from '../../liveness/node-liveness.js';
 import { instanceView, type NodeRecord, type Store } from '../../store/index.js';
-import { nodeViews } from '../node-views.js';
+import { type Allocations, nodeViews } from '../node-views.js';
 import {
   compareText,
   keyValuePairs,
@@ -27,7 +27,7 @@ const byNameThenId: SortOrder<NodeRecord, NodeKey> = {
   cursor: z.strictObject({ name: z.string(), id: z.string() }),
 };
 
-export function nodeRoutes(store: Store, liveness: NodeLiveness): Router {
+export function nodeRoutes(store: Store, liveness: NodeLiveness, allocations: Allocations): Router {
   const router = Router();
   router.get('/', (req, res) => {
     const query = parseListQuery(req, byNameThenId, {
@@ -43,12 +43,12 @@ export function nodeRoutes(store: Store, liveness: NodeLiveness): Router {
           label.every(([key, value]) => node.info.labels[key] === value),
       );
     const page = paginate(matching, byNameThenId, query);
-    sendPage(req, res, query, page.nextCursor, nodeViews(store, liveness, page.items));
+    sendPage(req, res, query, page.nextCursor, nodeViews(liveness, allocations, page.items));
   });
   router.get('/:id', (req, res) => {
     const node = store.nodes.find(req.params.id);
     if (!node) throw notFound('node', req.params.id);
-    const [view] = nodeViews(store, liveness, [node]);
+    const [view] = nodeViews(liveness, allocations, [node]);
     const instances = store.jobs.instancesOnNode(node.id);
     const jobNames = new Map(
       [...new Set(instances.map((instance) => instance.jobId))].map((jobId) => [
