@@ -133,6 +133,44 @@ describe('operator HTTP API: auth and bad input', () => {
     await node.close();
   });
 
+  it('shows what a node has allocated, in its view and in the list, as placements and deletes change it', async () => {
+    const node = new TestNode(cm.url, TestNode.info('sized'));
+    await node.register({ token: cm.joinToken });
+    await node.connectMqtt(true);
+    const nodeId = node.ack!.nodeId;
+    const allocated = async () => {
+      const one = (await (await cm.api(`/api/nodes/${nodeId}`)).json()) as { allocated: unknown };
+      const list = (await (await cm.api('/api/nodes')).json()) as { id: string; allocated: unknown }[];
+      expect(list.find((n) => n.id === nodeId)?.allocated).toEqual(one.allocated);
+      return one.allocated;
+    };
+    expect(await allocated()).toEqual({ cpus: 0, memoryBytes: 0, gpus: 0 });
+    const sized = {
+      ...job,
+      name: 'sized-job',
+      replicas: 2,
+      resources: { cpus: 0.5, memoryMB: 64 },
+      constraints: { nodes: ['sized'] },
+    };
+    const created = (await (await cm.api('/api/jobs', { method: 'POST', json: sized })).json()) as {
+      id: string;
+    };
+    expect(await allocated()).toEqual({ cpus: 1, memoryBytes: 128 * 1024 * 1024, gpus: 0 });
+    // Scaled to one: the stopped copy's share is free once the node acked its delete.
+    const scaled = await cm.api(`/api/jobs/${created.id}/replicate`, {
+      method: 'POST',
+      json: { replicas: 1 },
+    });
+    expect(scaled.status).toBe(202);
+    await waitFor(
+      async () =>
+        JSON.stringify(await allocated()) ===
+        JSON.stringify({ cpus: 0.5, memoryBytes: 64 * 1024 * 1024, gpus: 0 }),
+      'half the allocation freed',
+    );
+    await node.close();
+  });
+
   it('serves the dashboard without a token', async () => {
     const page = await fetch(`${cm.url}/`);
     expect(page.status).toBe(200);
