@@ -139,8 +139,9 @@ class Grouped<V> {
     return inner ? [...inner.values()] : [];
   }
 
-  size(group: string): number {
-    return this.groups.get(group)?.size ?? 0;
+  /** Each non-empty group with how many it holds. */
+  *sizes(): IterableIterator<[string, number]> {
+    for (const [group, inner] of this.groups) yield [group, inner.size];
   }
 }
 
@@ -248,12 +249,10 @@ export class JobStore {
     this.patchJob(id, { serviceIp });
   }
 
-  /** Every service and instance IP held by a job row or an instance row (they share one pool). */
-  overlayAddresses(): string[] {
-    return [...this.byServiceIp.keys(), ...this.byInstanceIp.keys()];
-  }
-
-  /** The same addresses as numbers, kept as rows change: the allocator reads it on every job posted. */
+  /**
+   * Every service and instance IP held by a job row or an instance row (they share one pool), as numbers, kept as
+   * rows change: the allocator reads it on every job posted.
+   */
   usedAddressNumbers(): ReadonlySet<number> {
     return this.addressNumbers;
   }
@@ -307,17 +306,12 @@ export class JobStore {
     return this.onNode.values(nodeId).sort(byJobThenNumber);
   }
 
-  /** How many instances there are in each status (for metrics). */
+  /** How many instances there are in each status (for metrics), from the status index. */
   countByStatus(): { status: InstanceStatus; count: number }[] {
-    const counts = new Map<InstanceStatus, number>();
-    for (const instance of this.byKey.values())
-      counts.set(instance.status, (counts.get(instance.status) ?? 0) + 1);
-    return [...counts].map(([status, count]) => ({ status, count }));
-  }
-
-  /** How many instances are in one status, read from the index. */
-  countWithStatus(status: InstanceStatus): number {
-    return this.withStatus.size(status);
+    return [...this.withStatus.sizes()].map(([status, count]) => ({
+      status: status as InstanceStatus,
+      count,
+    }));
   }
 
   /** Instances in one status (failover looks at `lost` and `failed` every second). */
@@ -327,15 +321,6 @@ export class JobStore {
 
   allInstances(): InstanceRecord[] {
     return [...this.byKey.values()];
-  }
-
-  /** Pending instances of live jobs, oldest job first. */
-  pendingInstances(): InstanceRecord[] {
-    const live = this.withStatus
-      .values('pending')
-      .filter((instance) => this.jobs.get(instance.jobId)?.state === 'active');
-    const created = (instance: InstanceRecord) => this.jobs.get(instance.jobId)?.createdAt ?? 0;
-    return live.sort((a, b) => created(a) - created(b) || byJobThenNumber(a, b));
   }
 
   private patchJob(id: string, change: Partial<JobRecord>): void {

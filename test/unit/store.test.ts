@@ -82,9 +82,7 @@ describe('cluster manager store', () => {
           .map((i) => `${i.jobId}/${i.number}`)
           .sort(),
       ),
-      pending: s.jobs.pendingInstances().map((i) => `${i.jobId}/${i.number}`),
       counts: s.jobs.countByStatus().sort((a, b) => (a.status < b.status ? -1 : 1)),
-      addresses: s.jobs.overlayAddresses().sort(),
       addressNumbers: [...s.jobs.usedAddressNumbers()].sort((a, b) => a - b),
       generations: s.jobs.listJobs().map((j) => s.jobs.lastGeneration(j.id)),
       live: ['web-0', 'web-1', 'web-2', 'web-3'].map((name) => s.jobs.findLiveJobByName(name)?.id ?? null),
