@@ -67,9 +67,7 @@ export class Failover {
    */
   private rescheduleFailed(now: number): void {
     const { store, placement, outbox, logger } = this.options;
-    const failed = store.jobs
-      .instancesWithStatus('failed')
-      .filter((instance) => instance.nodeId && !store.moves.get(instance.jobId, instance.number));
+    const failed = this.placedWithoutMove('failed');
     if (failed.length === 0) return;
     let placed = 0;
     store.transaction(() => {
@@ -90,7 +88,7 @@ export class Failover {
         placed++;
         store.events.record(
           'instance.rescheduled',
-          `${job.name}#${instance.number} failed on ${store.nodes.nameOf(from)}: placed again (attempt ${history.length + 1})`,
+          `${job.name}#${instance.number} failed on ${store.nodes.nameOf(from)}: placed again (attempt ${reschedules.length} of ${policy.attempts} in the interval)`,
           { jobId: job.id, nodeId: from },
         );
       }
@@ -122,10 +120,7 @@ export class Failover {
 
   private replaceLost(now: number): void {
     const { store, placement, outbox, offlineSince, logger } = this.options;
-    // A lost instance with a move under way is the move's: its target may still take it over.
-    const lost = store.jobs
-      .instancesWithStatus('lost')
-      .filter((instance) => instance.nodeId && !store.moves.get(instance.jobId, instance.number));
+    const lost = this.placedWithoutMove('lost');
     if (lost.length === 0) return;
     let replaced = 0;
     store.transaction(() => {
@@ -148,6 +143,17 @@ export class Failover {
       logger.info({ replaced }, 'replaced instances lost with offline nodes');
       outbox.flush();
     }
+  }
+
+  /**
+   * Instances in `status` that are bound to a node and have no move under way: an instance being moved is the
+   * move's (its target may still take it over), not failover's.
+   */
+  private placedWithoutMove(status: 'lost' | 'failed'): InstanceRecord[] {
+    const { store } = this.options;
+    return store.jobs
+      .instancesWithStatus(status)
+      .filter((instance) => instance.nodeId && !store.moves.get(instance.jobId, instance.number));
   }
 
   private allowed(job: JobRecord, now: number): boolean {

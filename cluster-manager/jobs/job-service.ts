@@ -153,7 +153,6 @@ export class JobService {
       });
     });
     this.outbox.flush();
-    this.evaluations.unblock('job-scaled');
     return this.get(job.id);
   }
 
