@@ -18,6 +18,22 @@ export class TestNode {
     readonly info: NodeInfoInput,
   ) {}
 
+  /**
+   * A node online in a cluster manager: registered (with the join token, or the identity given), logged in to
+   * MQTT (acking every command unless `autoAck` is false) and one telemetry sent.
+   */
+  static async join(
+    cm: { url: string; joinToken: string },
+    name: string,
+    options: { autoAck?: boolean; auth?: { nodeId: string; nodeSecret: string } } = {},
+  ): Promise<TestNode> {
+    const node = new TestNode(cm.url, TestNode.info(name));
+    await node.register(options.auth ?? { token: cm.joinToken });
+    await node.connectMqtt(options.autoAck ?? true);
+    await node.sendTelemetry();
+    return node;
+  }
+
   static info(name: string, overrides: Partial<NodeInfoInput> = {}): NodeInfoInput {
     return {
       name,

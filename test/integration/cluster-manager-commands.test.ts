@@ -15,14 +15,6 @@ interface JobBody {
 
 const job = { name: 'hello', image: 'edge/busybox:latest', command: ['sleep', '3600'] };
 
-async function joinedNode(cm: RunningClusterManager, name: string, autoAck = true): Promise<TestNode> {
-  const node = new TestNode(cm.url, TestNode.info(name));
-  await node.register({ token: cm.joinToken });
-  await node.connectMqtt(autoAck);
-  await node.sendTelemetry();
-  return node;
-}
-
 /** Deploy, run, delete: the whole command path through one broker. */
 async function deployRunDelete(cm: RunningClusterManager, node: TestNode) {
   const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
@@ -78,7 +70,7 @@ describe('commands over MQTT', () => {
 
   it('deploys, reports and deletes through the embedded broker', async () => {
     cm = await startClusterManager();
-    const node = await joinedNode(cm, 'edge-a');
+    const node = await TestNode.join(cm, 'edge-a');
     nodes.push(node);
     await deployRunDelete(cm, node);
   });
@@ -86,7 +78,7 @@ describe('commands over MQTT', () => {
   it('deploys, reports and deletes through an external mosquitto', async () => {
     broker = await Mosquitto.start();
     cm = await startClusterManager({ mqttUrl: broker.url });
-    const node = await joinedNode(cm, 'edge-m');
+    const node = await TestNode.join(cm, 'edge-m');
     nodes.push(node);
     expect(node.ack!.mqtt.url).toBe(broker.url);
     await deployRunDelete(cm, node);
@@ -94,7 +86,7 @@ describe('commands over MQTT', () => {
 
   it('re-sends a command until the node acks it, also after a restart of the cluster manager', async () => {
     cm = await startClusterManager();
-    const silent = await joinedNode(cm, 'edge-s', false);
+    const silent = await TestNode.join(cm, 'edge-s', { autoAck: false });
     nodes.push(silent);
     await cm.api('/api/jobs', { method: 'POST', json: job });
     await waitFor(() => silent.commands.length >= 2, 'a second delivery of the unacked deploy', 8000);
@@ -114,7 +106,7 @@ describe('commands over MQTT', () => {
 
   it('marks a node offline on its MQTT last will and its instances lost', async () => {
     cm = await startClusterManager();
-    const node = await joinedNode(cm, 'edge-w');
+    const node = await TestNode.join(cm, 'edge-w');
     const created = (await (await cm.api('/api/jobs', { method: 'POST', json: job })).json()) as JobBody;
     // Dropping the socket without DISCONNECT makes the broker publish the will.
     (node.mqtt as unknown as { stream: { destroy(): void } }).stream.destroy();
@@ -133,7 +125,7 @@ describe('commands over MQTT', () => {
 
   it('drops malformed node messages and keeps serving', async () => {
     cm = await startClusterManager();
-    const node = await joinedNode(cm, 'edge-x');
+    const node = await TestNode.join(cm, 'edge-x');
     nodes.push(node);
     const nodeId = node.ack!.nodeId;
     await node.publish(topics.jobStatus(nodeId), 'not json');
@@ -170,7 +162,7 @@ describe('embedded broker ACLs', () => {
     ).rejects.toThrow(/bad user name or password|Not authorized|Connection refused/i);
     anonymous.end(true);
 
-    const node = await joinedNode(cm, 'edge-t');
+    const node = await TestNode.join(cm, 'edge-t');
     nodes.push(node);
     const port = new URL(cm.mqttUrl).port;
     // An independent client: Debian's mosquitto_sub, logged in as the operator.
@@ -191,8 +183,8 @@ describe('embedded broker ACLs', () => {
 
   it('lets a node publish only under its own topics and read only its own control topic', async () => {
     cm = await startClusterManager();
-    const a = await joinedNode(cm, 'edge-a');
-    const b = await joinedNode(cm, 'edge-b');
+    const a = await TestNode.join(cm, 'edge-a');
+    const b = await TestNode.join(cm, 'edge-b');
     nodes.push(a, b);
     await expect(a.mqtt!.subscribeAsync(topics.control(b.ack!.nodeId), { qos: 1 })).rejects.toThrow();
     await expect(a.mqtt!.subscribeAsync('nodes/#', { qos: 1 })).rejects.toThrow();

@@ -17,10 +17,7 @@ describe('failover of lost instances', () => {
   const live = new Map<string, TestNode>();
 
   async function join(name: string, auth?: { nodeId: string; nodeSecret: string }): Promise<TestNode> {
-    const node = new TestNode(cm.url, TestNode.info(name));
-    await node.register(auth ?? { token: cm.joinToken });
-    await node.connectMqtt(true);
-    await node.sendTelemetry();
+    const node = await TestNode.join(cm, name, { auth });
     live.set(name, node);
     return node;
   }

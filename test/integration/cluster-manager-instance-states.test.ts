@@ -19,10 +19,7 @@ describe('instance states through the API', () => {
   const nodes: TestNode[] = [];
 
   async function join(name: string, autoAck: boolean): Promise<TestNode> {
-    const node = new TestNode(cm.url, TestNode.info(name));
-    await node.register({ token: cm.joinToken });
-    await node.connectMqtt(autoAck);
-    await node.sendTelemetry();
+    const node = await TestNode.join(cm, name, { autoAck });
     nodes.push(node);
     return node;
   }

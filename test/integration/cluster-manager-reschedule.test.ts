@@ -15,15 +15,30 @@ describe('rescheduling failed instances', () => {
   let cm: RunningClusterManager;
   const nodes: TestNode[] = [];
 
-  async function join(name: string): Promise<TestNode> {
-    const node = new TestNode(cm.url, TestNode.info(name));
-    await node.register({ token: cm.joinToken });
-    await node.connectMqtt(false);
-    await node.sendTelemetry();
+  /** A node that acks nothing by itself (see refuseEverything). */
+  async function join(name: string, auth?: { nodeId: string; nodeSecret: string }): Promise<TestNode> {
+    const node = await TestNode.join(cm, name, { autoAck: false, auth });
     nodes.push(node);
     return node;
   }
   const getJob = async (id: string) => (await (await cm.api(`/api/jobs/${id}`)).json()) as JobBody;
+  const postJob = async (spec: Record<string, unknown>) =>
+    (await (
+      await cm.api('/api/jobs', { method: 'POST', json: { image: 'edge/busybox:latest', ...spec } })
+    ).json()) as JobBody;
+  /** Waits until the job's instance 0 failed again after `reschedules` reschedules (each a new generation). */
+  const failedAfter = (created: JobBody, reschedules: number) =>
+    waitFor(
+      async () => {
+        const instance = (await getJob(created.id)).instances[0]!;
+        return (
+          instance.status === 'failed' &&
+          instance.generation === created.instances[0]!.generation + reschedules
+        );
+      },
+      `${reschedules} reschedules used up`,
+      10_000,
+    );
   const refuseEverything = (node: TestNode) =>
     setInterval(() => {
       for (const command of node.commands.splice(0))
@@ -44,16 +59,10 @@ describe('rescheduling failed instances', () => {
 
   it('places an instance refused by its node on another node, and tells the first to remove it', async () => {
     const a = await join('edge-a');
-    const created = (await (
-      await cm.api('/api/jobs', {
-        method: 'POST',
-        json: {
-          name: 'phoenix',
-          image: 'edge/busybox:latest',
-          reschedule: { attempts: 2, delayMs: 100, intervalMs: 60_000 },
-        },
-      })
-    ).json()) as JobBody;
+    const created = await postJob({
+      name: 'phoenix',
+      reschedule: { attempts: 2, delayMs: 100, intervalMs: 60_000 },
+    });
     expect(created.instances[0]!.nodeId).toBe(a.ack!.nodeId);
     const refusing = refuseEverything(a);
     try {
@@ -76,7 +85,9 @@ describe('rescheduling failed instances', () => {
       const events = (await (await cm.api('/api/events?type=instance.rescheduled')).json()) as {
         message: string;
       }[];
-      expect(events[0]!.message).toMatch(/phoenix#0 failed on edge-a: placed again \(attempt 1\)/);
+      expect(events[0]!.message).toMatch(
+        /phoenix#0 failed on edge-a: placed again \(attempt 1 of 2 in the interval\)/,
+      );
     } finally {
       clearInterval(refusing);
     }
@@ -86,31 +97,13 @@ describe('rescheduling failed instances', () => {
     const a = await join('edge-a');
     const refusing = refuseEverything(a);
     try {
-      const limited = (await (
-        await cm.api('/api/jobs', {
-          method: 'POST',
-          json: {
-            name: 'limited',
-            image: 'edge/busybox:latest',
-            reschedule: { attempts: 2, delayMs: 50, intervalMs: 60_000 },
-          },
-        })
-      ).json()) as JobBody;
-      const never = (await (
-        await cm.api('/api/jobs', {
-          method: 'POST',
-          json: { name: 'never', image: 'edge/busybox:latest', restart: { policy: 'never' } },
-        })
-      ).json()) as JobBody;
+      const limited = await postJob({
+        name: 'limited',
+        reschedule: { attempts: 2, delayMs: 50, intervalMs: 60_000 },
+      });
+      const never = await postJob({ name: 'never', restart: { policy: 'never' } });
       // On the only node: the first failure and two reschedules (generations +2), then it stays failed.
-      await waitFor(
-        async () => {
-          const instance = (await getJob(limited.id)).instances[0]!;
-          return instance.status === 'failed' && instance.generation === limited.instances[0]!.generation + 2;
-        },
-        'two reschedules used up',
-        10_000,
-      );
+      await failedAfter(limited, 2);
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const after = (await getJob(limited.id)).instances[0]!;
       expect(after).toMatchObject({ status: 'failed', generation: limited.instances[0]!.generation + 2 });
@@ -127,36 +120,19 @@ describe('rescheduling failed instances', () => {
     const a = await join('edge-a');
     let refusing = refuseEverything(a);
     try {
-      const created = (await (
-        await cm.api('/api/jobs', {
-          method: 'POST',
-          json: {
-            name: 'crashy',
-            image: 'edge/busybox:latest',
-            reschedule: { attempts: 2, delayMs: 50, intervalMs: 600_000 },
-          },
-        })
-      ).json()) as JobBody;
+      const created = await postJob({
+        name: 'crashy',
+        reschedule: { attempts: 2, delayMs: 50, intervalMs: 600_000 },
+      });
       const first = created.instances[0]!.generation;
-      await waitFor(
-        async () => {
-          const instance = (await getJob(created.id)).instances[0]!;
-          return instance.status === 'failed' && instance.generation === first + 2;
-        },
-        'two reschedules used up',
-        10_000,
-      );
+      await failedAfter(created, 2);
       clearInterval(refusing);
       await Promise.all(nodes.splice(0).map((node) => node.close()));
       const dataDir = cm.dataDir;
       await cm.stop({ keepData: true });
       cm = await startClusterManager({ dataDir });
       // The same node comes back (its identity kept) and still refuses everything it is sent.
-      const back = new TestNode(cm.url, TestNode.info('edge-a'));
-      await back.register({ nodeId: a.ack!.nodeId, nodeSecret: a.ack!.nodeSecret });
-      await back.connectMqtt(false);
-      await back.sendTelemetry();
-      nodes.push(back);
+      const back = await join('edge-a', { nodeId: a.ack!.nodeId, nodeSecret: a.ack!.nodeSecret });
       refusing = refuseEverything(back);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       expect((await getJob(created.id)).instances[0]).toMatchObject({
