@@ -45,7 +45,6 @@ export type Constraints = z.infer<typeof ConstraintsSchema>;
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
 
-/** What an operator posts to `POST /api/jobs`. Defaults are filled in on parse. */
 /**
  * What the cluster manager does with an instance that failed on its node (its restart policy gave up, or the
  * node refused to run it): place it again, on another node where one fits, up to `attempts` times per
@@ -70,6 +69,7 @@ export const RescheduleSchema = z
     path: ['maxDelayMs'],
   });
 
+/** What an operator posts to `POST /api/jobs`. Defaults are filled in on parse. */
 export const JobSpecSchema = z
   .strictObject({
     name: z.string().regex(JOB_NAME_PATTERN, 'a lowercase DNS label (a-z, 0-9, -; at most 63 characters)'),

@@ -1,29 +1,21 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { backoffDelay } from './backoff.js';
 
-/** How an MQTT client waits between reconnects: doubling from `baseMs` up to `maxMs`, with jitter. */
-export interface ReconnectBackoff {
-  baseMs: number;
-  maxMs: number;
-}
-
 /**
- * A fleet reconnects at once when its broker comes back (a restart, a network that heals): waits that double
+ * How an MQTT client waits between reconnects: doubling from `baseMs` up to `maxMs`, with jitter. A fleet
+ * reconnects at once when its broker comes back (a restart, a network that heals): waits that double
  * and are spread at random keep that from being a storm that times out its own CONNACKs and starts again. The
  * longest wait (2.5-5 s) stays under the cluster manager's default node timeout (6 s): a node whose link blips
  * is back before it counts as silent.
  */
-export const MQTT_RECONNECT: ReconnectBackoff = { baseMs: 1000, maxMs: 5000 };
+const RECONNECT = { baseMs: 1000, maxMs: 5000 };
 
 /**
  * An MQTT 3.1.1 client with TCP_NODELAY on (without it light traffic waits ~23 ms for Nagle) that
- * reconnects forever, with back-off and jitter (`reconnect`). Errors surface as events; the caller logs them.
+ * reconnects forever, with back-off and jitter (RECONNECT). Errors surface as events; the caller logs them.
  */
-export function connectMqtt(
-  url: string,
-  options: IClientOptions,
-  reconnect: ReconnectBackoff = MQTT_RECONNECT,
-): MqttClient {
+export function connectMqtt(url: string, options: IClientOptions): MqttClient {
+  const { baseMs, maxMs } = RECONNECT;
   let attempt = 0;
   const client = mqtt.connect(url, {
     protocolVersion: 4,
@@ -33,18 +25,18 @@ export function connectMqtt(
     connectTimeout: 30_000,
     keepalive: 10,
     ...options,
-    reconnectPeriod: backoffDelay(0, reconnect.baseMs, reconnect.maxMs),
+    reconnectPeriod: backoffDelay(0, baseMs, maxMs),
   });
   client.on('connect', () => {
     attempt = 0;
-    client.options.reconnectPeriod = backoffDelay(0, reconnect.baseMs, reconnect.maxMs);
+    client.options.reconnectPeriod = backoffDelay(0, baseMs, maxMs);
     const stream = client.stream as unknown as { setNoDelay?: (on: boolean) => void };
     stream.setNoDelay?.(true);
   });
   // mqtt.js reads the period each time it schedules a reconnect: lengthen it attempt by attempt.
   client.on('close', () => {
     attempt++;
-    client.options.reconnectPeriod = backoffDelay(attempt, reconnect.baseMs, reconnect.maxMs);
+    client.options.reconnectPeriod = backoffDelay(attempt, baseMs, maxMs);
   });
   return client;
 }

@@ -93,9 +93,9 @@ export class NodeRegistry {
     const now = Date.now();
     const sameName = this.store.nodes.findByName(info.name);
     // One connection registers one node: a join token in hand does not make a connection a factory of nodes.
+    // (A connection with a node's own identity can only ever register that node.)
     const bound = socket.data.nodeId as string | undefined;
-    const sameNode = sameName?.id === bound || (identity.kind === 'node' && identity.nodeId === bound);
-    if (bound !== undefined && !sameNode) {
+    if (identity.kind === 'token' && bound !== undefined && sameName?.id !== bound) {
       this.logger.warn(
         { address: socket.handshake.address, bound, name: info.name },
         'second node on one connection refused',
