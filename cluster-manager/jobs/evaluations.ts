@@ -16,19 +16,19 @@ export type EvaluationTrigger =
 const GATHER_MS = 50;
 
 /**
- * The scheduler's work queue, in memory (Nomad's evaluation broker is the model). A trigger names the jobs it
- * affects; a job is queued once however many triggers name it before its turn, and one pass evaluates every
- * queued job against the in-memory state in one transaction: its pending instances are placed, then the
- * commands go out. Triggers that add or free capacity (a node joins or comes back, an instance stops) name the
- * blocked jobs, those with pending instances, read from the store's status index: a thousand nodes joining in a
- * second cost one pass over the blocked jobs, not a thousand.
+ * The scheduler's work queue, in memory (Nomad's evaluation broker is the model). Triggers that add or free
+ * capacity (a node joins or comes back, an instance stops, its delete is acked) are gathered for GATHER_MS; then
+ * one pass evaluates each blocked job (one with instances waiting for a node, read from the store's status index)
+ * once, however many triggers named it, against the in-memory state in one transaction: its pending instances
+ * are placed, then the commands go out. A thousand nodes joining in a second cost one pass, not a thousand.
  *
  * The API's own triggers (a job posted or scaled) are evaluated at once, inside the request's transaction, so
  * that its answer already says where each instance goes. Lost and failed instances are Failover's: it knows
  * the grace, the rate limit and the reschedule policy that decide when they are due.
  */
 export class Evaluations {
-  private readonly queue = new Map<string, Set<EvaluationTrigger>>();
+  /** The triggers gathered for the next pass. */
+  private readonly triggers = new Set<EvaluationTrigger>();
   private soon: NodeJS.Timeout | undefined;
 
   constructor(
@@ -39,43 +39,33 @@ export class Evaluations {
     private readonly logger: Logger,
   ) {}
 
-  /** How many jobs wait for their evaluation. */
-  get queued(): number {
-    return this.queue.size;
-  }
-
   /** Call inside the transaction that made the instances: places them now (the API's triggers). */
   evaluate(job: JobRecord, numbers: number[], trigger: EvaluationTrigger, now = Date.now()): void {
     this.counted(trigger);
     this.placement.place(job, numbers, now);
   }
 
-  /** Queues a job for the next pass. */
-  enqueue(jobId: string, trigger: EvaluationTrigger): void {
-    const triggers = this.queue.get(jobId);
-    if (triggers) triggers.add(trigger);
-    else this.queue.set(jobId, new Set([trigger]));
+  /** Capacity came or went free: the blocked jobs are evaluated in the next pass. O(1) per trigger. */
+  unblock(trigger: EvaluationTrigger): void {
+    this.triggers.add(trigger);
     this.soon ??= setTimeout(() => this.process(), GATHER_MS);
   }
 
-  /** Capacity came or went free: queues every job with instances waiting for a node. */
-  unblock(trigger: EvaluationTrigger): void {
-    for (const instance of this.store.jobs.instancesWithStatus('pending'))
-      this.enqueue(instance.jobId, trigger);
-  }
-
-  /** Evaluates every queued job now (the timer's work; public for tests). */
+  /** Evaluates every blocked job now (the timer's work; public for tests). */
   process(now = Date.now()): void {
     clearTimeout(this.soon);
     this.soon = undefined;
-    if (this.queue.size === 0) return;
+    if (this.triggers.size === 0) return;
+    const triggers = [...this.triggers];
+    this.triggers.clear();
+    const blocked = new Set(this.store.jobs.instancesWithStatus('pending').map((instance) => instance.jobId));
+    if (blocked.size === 0) return;
     // The oldest job first: capacity that frees up goes to who waited longest.
     const createdAt = (jobId: string) => this.store.jobs.getJob(jobId)?.createdAt ?? 0;
-    const batch = [...this.queue].sort(([a], [b]) => createdAt(a) - createdAt(b));
-    this.queue.clear();
+    const batch = [...blocked].sort((a, b) => createdAt(a) - createdAt(b));
     let placed = 0;
     this.store.transaction(() => {
-      for (const [jobId, triggers] of batch) {
+      for (const jobId of batch) {
         for (const trigger of triggers) this.counted(trigger);
         const job = this.store.jobs.getJob(jobId);
         if (job?.state !== 'active') continue;
@@ -87,7 +77,7 @@ export class Evaluations {
         placed += pending.length;
       }
     });
-    this.logger.debug({ jobs: batch.length, pending: placed }, 'evaluated queued jobs');
+    this.logger.debug({ jobs: batch.length, pending: placed }, 'evaluated blocked jobs');
     this.outbox.flush();
   }
 
