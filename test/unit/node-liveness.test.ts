@@ -61,6 +61,19 @@ describe('node liveness', () => {
     for (const id of talking) liveness.seen(id);
   }
 
+  /** `count` nodes online in the store, then a cluster manager that starts on it (a restart). */
+  function restartWithOnline(count: number): void {
+    start(count);
+    for (const id of nodeIds(count)) store.nodes.setStatus(id, 'online');
+    offline.length = 0;
+    liveness = new NodeLiveness(
+      store,
+      { timeoutMs: TIMEOUT_MS, wallClock: () => wall },
+      { onOnline: () => {}, onOffline: (nodeId) => offline.push(nodeId) },
+      pino({ level: 'silent' }),
+    );
+  }
+
   function run(ms: number): void {
     for (let elapsed = 0; elapsed < ms; elapsed += 100) {
       wall += 100;
@@ -211,16 +224,7 @@ describe('node liveness', () => {
   });
 
   it('gives the nodes online before a restart of the cluster manager the reconnect grace', () => {
-    start(3);
-    for (const id of nodeIds(3)) store.nodes.setStatus(id, 'online');
-    offline.length = 0;
-    const restarted = new NodeLiveness(
-      store,
-      { timeoutMs: TIMEOUT_MS, wallClock: () => wall },
-      { onOnline: () => {}, onOffline: (nodeId) => offline.push(nodeId) },
-      pino({ level: 'silent' }),
-    );
-    liveness = restarted;
+    restartWithOnline(3);
     talking.delete('node-0');
     run(REGISTRATION_GRACE_MS - 1000);
     expect(offline).toEqual([]);
@@ -229,15 +233,7 @@ describe('node liveness', () => {
   });
 
   it('believes no last will while the fleet reconnects after a restart, only silence for the timeout', () => {
-    start(3);
-    for (const id of nodeIds(3)) store.nodes.setStatus(id, 'online');
-    offline.length = 0;
-    liveness = new NodeLiveness(
-      store,
-      { timeoutMs: TIMEOUT_MS, wallClock: () => wall },
-      { onOnline: () => {}, onOffline: (nodeId) => offline.push(nodeId) },
-      pino({ level: 'silent' }),
-    );
+    restartWithOnline(3);
     run(TELEMETRY_MS);
     // Takeover wills of nodes that reconnected, one with its next message far beyond the will grace.
     liveness.lastWill('node-0');
