@@ -560,10 +560,11 @@ require_port_free() {
 }
 
 wait_for_health() {
-  local url=$1 program=$2 i
+  local url=$1 program=$2 ca_file=${3:-} i
   say "waiting for $program to answer $url"
   for ((i = 0; i < HEALTH_TIMEOUT_S; i++)); do
-    node "$PROBE" get "$url" >/dev/null && return 0
+    # The cluster CA appears with the cluster manager's first start: verified against it once it is there.
+    NODE_EXTRA_CA_CERTS=$ca_file node "$PROBE" get "$url" >/dev/null 2>&1 && return 0
     if [ -z "$(supervisor_of "$program")" ]; then
       tail -n 20 "$LOG_DIR/$program.log" >&2 2>/dev/null || true
       fail_start "$program exited and its supervisor gave up; see $LOG_DIR/$program.log"
@@ -629,10 +630,11 @@ net_manager_socket_env() {
 }
 
 wait_for_node() {
-  local base_url=$1 api_token=$2 name=$3 i online
+  local base_url=$1 api_token=$2 name=$3 ca_file=$4 i online
   say "waiting for node $name to join"
   for ((i = 0; i < NODE_JOIN_TIMEOUT_S; i++)); do
-    if online=$(node "$PROBE" node-online "$base_url" "$api_token" "$name"); then
+    # The token by environment: never on a command line.
+    if online=$(PROBE_TOKEN=$api_token NODE_EXTRA_CA_CERTS=$ca_file node "$PROBE" node-online "$base_url" "$name"); then
       say "node $online is online"
       return 0
     fi
@@ -680,10 +682,24 @@ net_manager_address_env() {
   return 0
 }
 
+# Whether the cluster manager runs without TLS (CM_INSECURE=1 or true): everything in clear text.
+insecure_mode() {
+  case ${CM_INSECURE:-} in
+    1 | true) return 0 ;;
+  esac
+  return 1
+}
+
 start_all_in_one() {
   local http_port=${CM_HTTP_PORT:-10100} data_dir=${CM_DATA_DIR:-var/cluster-manager}
-  local local_url join_token api_token node_name socket_env address address_env
-  local_url=http://127.0.0.1:$http_port
+  local local_url join_token api_token node_name socket_env address address_env scheme=https ca_file
+  ca_file=$data_dir/tls/ca.pem
+  if insecure_mode; then
+    scheme=http
+    ca_file=""
+    warn "CM_INSECURE is set: TLS is off, tokens, node secrets and job env cross the network in clear text"
+  fi
+  local_url=$scheme://127.0.0.1:$http_port
   address=$(advertise_address)
   if [ -z "$address" ]; then
     warn "no address other machines can reach this one at (no default route): other workers cannot join or reach its containers; set ADVERTISE_ADDRESS"
@@ -694,16 +710,17 @@ start_all_in_one() {
   require_port_free "${NE_PORT:-3000}" "node engine local API, NE_PORT"
 
   start_program cluster-manager
-  wait_for_health "$local_url/api/health" cluster-manager
-  join_token=$(read_token "${CM_JOIN_TOKEN:-}" "$data_dir/join-token")
+  wait_for_health "$local_url/api/health" cluster-manager "$ca_file"
+  # The token for nodes, as the cluster manager wrote it: it pins the cluster CA (E10<fingerprint>::<secret>).
+  join_token=$(read_token "" "$data_dir/node-join-token")
   api_token=$(read_token "${CM_API_TOKEN:-}" "$data_dir/api-token")
 
   start_net_manager_if_present "CLUSTER_MANAGER_URL=$local_url" ${address_env:+"$address_env"}
   socket_env=$(net_manager_socket_env)
   start_program node-engine "CLUSTER_MANAGER_URL=$local_url" "JOIN_TOKEN=$join_token" ${socket_env:+"$socket_env"}
   node_name=${NODE_NAME:-$(hostname)}
-  wait_for_node "$local_url" "$api_token" "$node_name"
-  print_all_in_one_summary "$http_port" "$api_token" "$join_token" "${address:-<this-machine>}"
+  wait_for_node "$local_url" "$api_token" "$node_name" "$ca_file"
+  print_all_in_one_summary "$http_port" "$api_token" "$join_token" "${address:-<this-machine>}" "$scheme" "$ca_file"
 }
 
 # Which address the net manager announces, for the summaries (nothing when it does not run).
@@ -719,22 +736,29 @@ overlay_endpoint_line() {
 }
 
 print_all_in_one_summary() {
-  local http_port=$1 api_token=$2 join_token=$3 address=$4
+  local http_port=$1 api_token=$2 join_token=$3 address=$4 scheme=$5 ca_file=$6 cacert="" trust_line
+  if [ -n "$ca_file" ]; then
+    cacert="--cacert $ca_file "
+    trust_line="  Cluster CA: $ca_file (a browser warns until you import it, or accept the certificate once)"
+  else
+    trust_line="  TLS is OFF (CM_INSECURE): everything crosses the network in clear text"
+  fi
   cat <<EOF
 
 [start-up] the all-in-one cluster is running.
-  Dashboard:  http://$address:$http_port/   (and http://127.0.0.1:$http_port/ on this machine)
+  Dashboard:  $scheme://$address:$http_port/   (and $scheme://127.0.0.1:$http_port/ on this machine)
+$trust_line
   API token:  $api_token
   Deploy the example job:
-    curl -sS -X POST http://127.0.0.1:$http_port/api/jobs \\
+    curl -sS ${cacert}-X POST $scheme://127.0.0.1:$http_port/api/jobs \\
       -H 'Authorization: Bearer $api_token' -H 'Content-Type: application/json' \\
       -d '$EXAMPLE_JOB'
   (edge/busybox:latest must exist in the local Docker engine: no registry is reachable here; build it with
    scripts/test-env.sh.$(docker image inspect edge/busybox:latest >/dev/null 2>&1 || echo ' It is missing right now.'))
   List the nodes:
-    curl -sS -H 'Authorization: Bearer $api_token' http://127.0.0.1:$http_port/api/nodes
-  Join another worker:
-    CLUSTER_MANAGER_URL=http://$address:$http_port JOIN_TOKEN=$join_token ./start-up.sh <arch>
+    curl -sS ${cacert}-H 'Authorization: Bearer $api_token' $scheme://127.0.0.1:$http_port/api/nodes
+  Join another worker (the token pins this cluster's CA: the worker checks it on first contact):
+    CLUSTER_MANAGER_URL=$scheme://$address:$http_port JOIN_TOKEN=$join_token ./start-up.sh <arch>
 $(overlay_endpoint_line "$address")
   Logs: $LOG_DIR/   Status: ./start-up.sh status   Stop: ./start-up.sh stop
 EOF
@@ -744,7 +768,7 @@ start_join() {
   local socket_env
   require_port_free "${NE_PORT:-3000}" "node engine local API, NE_PORT"
   # Only a hint: the node engine keeps retrying until the cluster manager answers.
-  if ! node "$PROBE" get "${CLUSTER_MANAGER_URL%/}/api/health" >/dev/null; then
+  if ! node "$PROBE" reachable "${CLUSTER_MANAGER_URL%/}/api/health"; then
     warn "the cluster manager at $CLUSTER_MANAGER_URL does not answer right now; the node engine keeps retrying"
   fi
   # A worker's net manager announces the address that routes to the broker unless told otherwise.

@@ -1,8 +1,19 @@
+import { writeFileSync } from 'node:fs';
 import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Server as NetServer } from 'node:net';
+import { join } from 'node:path';
 import type { ScheduledTask } from 'node-cron';
 import { Server as SocketServer } from 'socket.io';
-import { connectMqtt, type Logger, type MqttClient } from '../shared/index.js';
+import {
+  connectMqtt,
+  describeConnectError,
+  formatJoinToken,
+  type Logger,
+  type MqttClient,
+  type MqttLogin,
+  parseJoinToken,
+} from '../shared/index.js';
 import { createApi } from './api/app.js';
 import { EmbeddedBroker } from './broker/embedded-broker.js';
 import type { ClusterManagerConfig } from './config.js';
@@ -23,16 +34,27 @@ import { OverlayAddresses } from './network/overlay-addresses.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
 import { SqliteStore, type Store } from './store/index.js';
+import { type ClusterTls, loadClusterTls } from './tls/cluster-tls.js';
+import { answerPlainHttp, TlsPort } from './tls/tls-port.js';
+
+/** Where the cluster manager writes the join token to hand to nodes (with the CA pin), for start-up.sh. */
+export const NODE_JOIN_TOKEN_FILE = 'node-join-token';
 
 /** Wires the cluster manager's parts together: store, broker, registry, dispatch, liveness, API. */
 export class ClusterManager {
   readonly store: Store;
+  /** What nodes join with: `E10<CA fingerprint>::<secret>`, or the bare secret with `--insecure`. */
   readonly joinToken: string;
+  /** The TLS material of every port; undefined with `--insecure`. */
+  readonly tls?: ClusterTls;
+  private readonly joinSecret: string;
   readonly apiToken: string;
   readonly jobs: JobService;
   private broker?: EmbeddedBroker;
   private mqtt?: MqttClient;
   private http?: HttpServer;
+  /** What listens on the HTTP port: the HTTP(S) server itself, or the TLS port in front of it. */
+  private httpListener?: { server: NetServer; close: () => Promise<void> };
   private io?: SocketServer;
   private readonly outbox: CommandOutbox;
   private readonly liveness: NodeLiveness;
@@ -54,7 +76,23 @@ export class ClusterManager {
     private readonly logger: Logger,
   ) {
     this.store = SqliteStore.open(config.dataDir);
-    this.joinToken = loadOrCreateToken(config.dataDir, 'join-token', config.joinToken);
+    const givenJoinSecret = config.joinToken ? parseJoinToken(config.joinToken).secret : undefined;
+    this.joinSecret = loadOrCreateToken(config.dataDir, 'join-token', givenJoinSecret);
+    this.tls = config.insecure
+      ? undefined
+      : loadClusterTls(
+          {
+            dataDir: config.dataDir,
+            extraNames: config.tlsSans,
+            host: config.host,
+            certFile: config.tlsCertFile,
+            keyFile: config.tlsKeyFile,
+            caFile: config.tlsCaFile,
+          },
+          logger,
+        );
+    this.joinToken = formatJoinToken({ secret: this.joinSecret, caFingerprint: this.tls?.caFingerprint });
+    writeFileSync(join(config.dataDir, NODE_JOIN_TOKEN_FILE), `${this.joinToken}\n`, { mode: 0o600 });
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
     const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
     this.mqttClientId = `cluster-manager-${clusterId}`;
@@ -124,17 +162,23 @@ export class ClusterManager {
         port: config.mqttPort,
         host: config.host,
         authenticate: (username, password) => this.authenticateMqtt(username, password),
+        tls: this.tls,
         logger,
       });
-      mqttUrl = `mqtt://${localAddress(config.host)}:${this.broker.port}`;
+      mqttUrl = `${this.mqttScheme}://${localAddress(config.host)}:${this.broker.port}`;
       login = { username: 'cluster-manager', password: this.internalSecret };
     }
     // A persistent session under a client id of its own: QoS 1 reports and acks that nodes send while this
     // process reconnects (or restarts, with an external broker) wait in the broker instead of being lost.
-    this.mqtt = connectMqtt(mqttUrl, { ...login, clientId: this.mqttClientId, clean: false });
+    this.mqtt = connectMqtt(mqttUrl, {
+      ...login,
+      ...this.ownBrokerTrust(),
+      clientId: this.mqttClientId,
+      clean: false,
+    });
     this.controlLag = new ControlLag(this.mqtt, this.mqttClientId);
     this.controlLag.start();
-    this.mqtt.on('error', (error) => logger.warn({ err: error.message }, 'mqtt error'));
+    this.mqtt.on('error', (error) => logger.warn({ err: describeConnectError(error) }, 'mqtt error'));
     this.mqtt.on('offline', () => logger.warn('mqtt broker unreachable; retrying'));
     // Nodes are judged by what the broker brings: not while this process is cut off from it.
     this.mqtt.on('close', () => this.liveness.brokerDisconnected());
@@ -157,15 +201,23 @@ export class ClusterManager {
       outbox: this.outbox,
       metrics: this.metrics,
       apiToken: this.apiToken,
+      clusterCa: this.tls?.ca,
       dashboardDir: dashboardDir(),
       logger,
     });
-    this.http = createServer(app);
+    if (this.tls) {
+      const secure = createHttpsServer({ cert: this.tls.cert, key: this.tls.key }, app);
+      this.http = secure;
+      this.httpListener = new TlsPort(secure, answerPlainHttp);
+    } else {
+      this.http = createServer(app);
+      this.httpListener = listenerOf(this.http);
+    }
     this.io = new SocketServer(this.http, { transports: ['websocket', 'polling'], serveClient: false });
     new NodeRegistry(
       this.store,
       {
-        joinToken: this.joinToken,
+        joinToken: this.joinSecret,
         telemetryIntervalMs: config.telemetryIntervalMs,
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
         subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),
@@ -176,15 +228,23 @@ export class ClusterManager {
       },
       logger,
     ).attach(this.io);
+    const listening = this.httpListener.server;
     await new Promise<void>((resolve, reject) => {
-      this.http!.once('error', reject);
+      listening.once('error', reject);
       // Registrations of a whole fleet arrive at once after an outage: a deep accept queue (capped by the
       // kernel's net.core.somaxconn) instead of Node's 511.
-      this.http!.listen({ port: config.httpPort, host: config.host, backlog: 8192 }, () => resolve());
+      listening.listen({ port: config.httpPort, host: config.host, backlog: 8192 }, () => resolve());
     });
-    const httpPort = (this.http.address() as AddressInfo).port;
+    const httpPort = (listening.address() as AddressInfo).port;
     this.garbageCollection = scheduleGarbageCollection(this.store, logger);
-    return { httpPort, mqttUrl: this.broker ? `mqtt://${config.host}:${this.broker.port}` : mqttUrl };
+    if (!this.tls)
+      logger.warn(
+        'TLS is OFF (--insecure): the API token, join token, node secrets and job env cross the network in clear text',
+      );
+    return {
+      httpPort,
+      mqttUrl: this.broker ? `${this.mqttScheme}://${config.host}:${this.broker.port}` : mqttUrl,
+    };
   }
 
   async stop(): Promise<void> {
@@ -198,6 +258,7 @@ export class ClusterManager {
     this.liveness.stop();
     this.io?.disconnectSockets(true);
     await new Promise<void>((resolve) => (this.io ? this.io.close(() => resolve()) : resolve()));
+    await this.httpListener?.close();
     await new Promise<void>((resolve) => (this.mqtt ? this.mqtt.end(false, {}, () => resolve()) : resolve()));
     await this.broker?.close();
     this.store.close();
@@ -216,8 +277,22 @@ export class ClusterManager {
     return null;
   }
 
+  private get mqttScheme(): 'mqtt' | 'mqtts' {
+    return this.tls ? 'mqtts' : 'mqtt';
+  }
+
+  /**
+   * How this process verifies its own embedded broker: with the cluster CA (127.0.0.1 is in every certificate
+   * it issues). A certificate given without its CA names a public host, not loopback: this one connection, to
+   * the port this process just bound on its own machine, skips the check.
+   */
+  private ownBrokerTrust(): { ca?: string; rejectUnauthorized?: boolean } {
+    if (!this.broker || !this.tls) return {};
+    return this.tls.ca ? { ca: this.tls.ca } : { rejectUnauthorized: false };
+  }
+
   /** Embedded broker: the node logs in as itself. External: the configured node login. */
-  private mqttLoginFor(node: { id: string; secret: string }, host: string | undefined) {
+  private mqttLoginFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin {
     const { config } = this;
     if (!this.broker) {
       return {
@@ -228,9 +303,10 @@ export class ClusterManager {
     }
     const hostname = host ? new URL(`http://${host}`).hostname : '127.0.0.1';
     return {
-      url: config.advertiseMqttUrl ?? `mqtt://${hostname}:${this.broker.port}`,
+      url: config.advertiseMqttUrl ?? `${this.mqttScheme}://${hostname}:${this.broker.port}`,
       username: node.id,
       password: node.secret,
+      ...(this.tls?.ca ? { ca: this.tls.ca } : {}),
     };
   }
 
@@ -273,6 +349,19 @@ export class ClusterManager {
       },
     };
   }
+}
+
+/** A plain server as what listens on a port: itself, closed as the HTTP server closes its connections. */
+function listenerOf(server: HttpServer): { server: NetServer; close: () => Promise<void> } {
+  return {
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+        if (!server.listening) resolve();
+      }),
+  };
 }
 
 /** Where this process reaches its own embedded broker: it listens on `host` only, unless that is a wildcard. */

@@ -8,14 +8,14 @@ export const clusterManagerOptions = {
     env: 'CM_HTTP_PORT',
     type: 'integer',
     default: 10100,
-    description: 'HTTP API, dashboard and Socket.IO port',
+    description: 'HTTPS API, dashboard and Socket.IO port',
   },
   host: { env: 'CM_HOST', type: 'string', default: '0.0.0.0', description: 'address to listen on' },
   'mqtt-port': {
     env: 'CM_MQTT_PORT',
     type: 'integer',
     default: 10003,
-    description: 'embedded MQTT broker port',
+    description: 'embedded MQTT broker port (MQTTS)',
   },
   'mqtt-url': {
     env: 'CM_MQTT_URL',
@@ -75,6 +75,31 @@ export const clusterManagerOptions = {
     type: 'string',
     description: 'the MQTT URL handed to nodes',
   },
+  insecure: {
+    env: 'CM_INSECURE',
+    type: 'boolean',
+    default: false,
+    description:
+      'plain HTTP, WS and MQTT instead of TLS: tokens, node secrets and job env cross the network in clear',
+  },
+  'tls-san': {
+    env: 'CM_TLS_SAN',
+    type: 'string',
+    description:
+      "more names and addresses for the server certificate, comma-separated (this host's are always in)",
+  },
+  'tls-cert': {
+    env: 'CM_TLS_CERT',
+    type: 'string',
+    description: 'a server certificate file (PEM) to use instead of one from the cluster CA (with --tls-key)',
+  },
+  'tls-key': { env: 'CM_TLS_KEY', type: 'string', description: "--tls-cert's private key file (PEM)" },
+  'tls-ca': {
+    env: 'CM_TLS_CA',
+    type: 'string',
+    description:
+      'the CA file that signed --tls-cert: join tokens pin it (without it, nodes use the system CAs)',
+  },
   'worker-subnets': {
     env: 'CM_WORKER_SUBNETS',
     type: 'string',
@@ -104,6 +129,13 @@ export interface ClusterManagerConfig {
   nodeTimeoutMs: number;
   telemetryIntervalMs: number;
   advertiseMqttUrl?: string;
+  /** Plain text on every port (`--insecure`); otherwise HTTPS, WSS and MQTTS. */
+  insecure: boolean;
+  /** `--tls-san`, split. */
+  tlsSans: string[];
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  tlsCaFile?: string;
   /** From `--worker-subnets` and `--service-subnet`. */
   addressPlan: AddressPlan;
 }
@@ -112,6 +144,12 @@ export interface ClusterManagerConfig {
 export function buildClusterManagerConfig(
   o: ParsedOptions<typeof clusterManagerOptions>,
 ): ClusterManagerConfig {
+  if ((o['tls-cert'] === undefined) !== (o['tls-key'] === undefined))
+    throw new UsageError('--tls-cert and --tls-key go together: give both, or neither for the cluster CA');
+  if (o.insecure && (o['tls-cert'] || o['tls-san'] || o['tls-ca']))
+    throw new UsageError(
+      '--insecure turns TLS off: it does not go with --tls-cert, --tls-key, --tls-ca or --tls-san',
+    );
   return {
     httpPort: o['http-port'],
     host: o.host,
@@ -127,6 +165,14 @@ export function buildClusterManagerConfig(
     nodeTimeoutMs: o['node-timeout'],
     telemetryIntervalMs: o['telemetry-interval'],
     advertiseMqttUrl: o['advertise-mqtt-url'],
+    insecure: o.insecure,
+    tlsSans: (o['tls-san'] ?? '')
+      .split(',')
+      .map((name) => name.trim())
+      .filter(Boolean),
+    tlsCertFile: o['tls-cert'],
+    tlsKeyFile: o['tls-key'],
+    tlsCaFile: o['tls-ca'],
     addressPlan: parseAddressPlan(o['worker-subnets'], o['service-subnet']),
   };
 }

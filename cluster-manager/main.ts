@@ -9,9 +9,10 @@ const manager = new ClusterManager(config, logger);
 
 try {
   const { httpPort, mqttUrl } = await manager.start();
+  const api = `${manager.tls ? 'https' : 'http'}://${config.host}:${httpPort}`;
   logger.info(
-    { http: `http://${config.host}:${httpPort}`, mqtt: mqttUrl, dataDir: config.dataDir },
-    `cluster manager listening: HTTP API and dashboard on http://${config.host}:${httpPort}, MQTT on ${mqttUrl}`,
+    { http: api, mqtt: mqttUrl, dataDir: config.dataDir, caFingerprint: manager.tls?.caFingerprint },
+    `cluster manager listening: API and dashboard on ${api}, MQTT on ${mqttUrl}`,
   );
 } catch (error) {
   logger.fatal({ err: (error as Error).message }, 'cluster manager failed to start');

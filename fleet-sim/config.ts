@@ -8,6 +8,11 @@ export const optionSpecs = {
     type: 'string',
   },
   'join-token': { env: 'FLEET_JOIN_TOKEN', description: 'join token (required)', type: 'string' },
+  'ca-file': {
+    env: 'FLEET_CA_FILE',
+    description: "the cluster CA (PEM), instead of the join token's pin",
+    type: 'string',
+  },
   workers: { env: 'FLEET_WORKERS', description: 'hollow workers to run', type: 'integer', default: 100 },
   'connect-rate': {
     env: 'FLEET_CONNECT_RATE',
@@ -61,6 +66,9 @@ export const optionSpecs = {
 export interface FleetConfig {
   clusterManagerUrl: string;
   joinToken: string;
+  caFile: string | undefined;
+  /** The cluster CA once trusted (main sets it before the fleet starts); undefined: plain text or system CAs. */
+  clusterCa?: string;
   workers: number;
   connectRate: number;
   telemetryIntervalMs: number;
@@ -115,6 +123,7 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): FleetCo
   return {
     clusterManagerUrl: url.replace(/\/+$/, ''),
     joinToken,
+    caFile: options['ca-file'],
     workers: options.workers,
     connectRate: options['connect-rate'],
     telemetryIntervalMs: options['telemetry-interval'],

@@ -2,6 +2,7 @@ import { io } from 'socket.io-client';
 import { backoffDelay } from '../shared/backoff.js';
 import { CommandSchema } from '../shared/command.js';
 import { connectMqtt, type MqttClient } from '../shared/mqtt-client.js';
+import type { MqttLogin } from '../shared/mqtt-login.js';
 import { type NodeInfo, type NodeRegistrationAuth, RegisterAckSchema } from '../shared/node.js';
 import { topics } from '../shared/topics.js';
 import { describeProblems, parseJson } from '../shared/validation.js';
@@ -118,6 +119,7 @@ export class HollowWorker {
       // One connection per worker, as each node engine has its own; never multiplexed with another worker's.
       forceNew: true,
       timeout: REGISTER_TIMEOUT_MS,
+      ca: this.fleet.config.clusterCa,
       auth: this.auth(),
     });
     let ended = false;
@@ -205,7 +207,7 @@ export class HollowWorker {
    * node engine does, a registration that hands out the same login keeps the session it has, and one that
    * changes it closes the old session cleanly (DISCONNECT: no last will) before it opens the new one.
    */
-  private openMqtt(nodeId: string, login: { url: string; username: string; password: string }): void {
+  private openMqtt(nodeId: string, login: MqttLogin): void {
     const key = JSON.stringify([nodeId, login.url, login.username, login.password]);
     if (this.mqtt && this.mqttLogin === key) return;
     this.mqttLogin = key;
@@ -217,6 +219,7 @@ export class HollowWorker {
     const client = connectMqtt(login.url, {
       username: login.username || undefined,
       password: login.password || undefined,
+      ca: login.ca,
       clientId: `node-${nodeId}`,
       clean: false,
       will: { topic: wire.status, payload: Buffer.from('offline'), retain: true, qos: 1 },

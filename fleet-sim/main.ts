@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { pino } from 'pino';
+import { TrustError, trustClusterManager } from '../shared/cluster-trust.js';
 import { readProgramOptions } from '../shared/options.js';
 import { buildConfig, ConfigError, type FleetConfig, optionSpecs } from './config.js';
 import { Fleet } from './fleet.js';
@@ -18,17 +20,27 @@ const options = readProgramOptions(
 
 let config: FleetConfig;
 let identities: IdentityBook;
+let clusterCa: string | undefined;
 try {
   config = buildConfig(options);
   identities = await IdentityBook.load(config.identitiesFile);
+  // Trusted once for the whole fleet, as each node engine does at its first join (nothing is stored).
+  clusterCa = await trustClusterManager({
+    url: config.clusterManagerUrl,
+    joinToken: config.joinToken,
+    caFile: config.caFile,
+    // stdout carries the stats lines: what trusting says goes to stderr.
+    logger: pino({ name: 'fleet-sim', level: 'warn' }, pino.destination(2)),
+  });
 } catch (error) {
-  if (!(error instanceof ConfigError || error instanceof IdentityFileError)) throw error;
+  if (!(error instanceof ConfigError || error instanceof IdentityFileError || error instanceof TrustError))
+    throw error;
   process.stderr.write(`${PROGRAM}: ${error.message} (see --help)\n`);
   process.exit(2);
 }
 
 const gauge = new ProcessGauge();
-const fleet = new Fleet(config, identities);
+const fleet = new Fleet({ ...config, clusterCa }, identities);
 /** When every worker was registered, then connected, for the first time; the steady state starts there. */
 const milestones: { allRegisteredAt?: number; allConnectedAt?: number } = {};
 let steadyCpu: NodeJS.CpuUsage | undefined;

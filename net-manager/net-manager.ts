@@ -274,7 +274,8 @@ export class NetManager {
       previous.handover.nodeId === handover.nodeId &&
       previous.handover.mqtt.url === handover.mqtt.url &&
       previous.handover.mqtt.username === handover.mqtt.username &&
-      previous.handover.mqtt.password === handover.mqtt.password;
+      previous.handover.mqtt.password === handover.mqtt.password &&
+      previous.handover.mqtt.ca === handover.mqtt.ca;
     if (sameNode && previous.subnet === subnet) return;
     const publicIp = this.config.publicIp ?? (await this.publicAddress(handover.mqtt.url));
     const links = await this.links.setUp(subnet);

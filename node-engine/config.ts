@@ -13,7 +13,12 @@ export const optionSpecs = {
     env: 'CLUSTER_MANAGER_URL',
     description: 'cluster manager URL',
     type: 'string',
-    default: 'http://127.0.0.1:10100',
+    default: 'https://127.0.0.1:10100',
+  },
+  'ca-file': {
+    env: 'NE_CA_FILE',
+    description: "the cluster CA (PEM) to verify the cluster manager with, instead of the join token's pin",
+    type: 'string',
   },
   'join-token': {
     env: 'JOIN_TOKEN',
@@ -62,6 +67,7 @@ export const optionSpecs = {
 export interface NodeEngineConfig {
   clusterManagerUrl: string;
   joinToken: string | undefined;
+  caFile: string | undefined;
   name: string;
   dataDir: string;
   telemetryIntervalMs: number | undefined;
@@ -122,6 +128,7 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NodeEng
   return {
     clusterManagerUrl: options['cluster-manager'].replace(/\/+$/, ''),
     joinToken: options['join-token'],
+    caFile: options['ca-file'],
     name,
     dataDir: resolveDataDir(options['data-dir']),
     telemetryIntervalMs: interval,

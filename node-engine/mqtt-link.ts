@@ -1,23 +1,19 @@
 import {
   type CommandAck,
   connectMqtt,
+  describeConnectError,
   type InstanceStatusReport,
   type JobResources,
   type Logger,
   type MqttClient,
+  type MqttLogin,
   type NodeTelemetry,
   topics,
 } from '../shared/index.js';
 
-export interface MqttSettings {
-  url: string;
-  username: string;
-  password: string;
-}
-
 export interface MqttLinkOptions {
   nodeId: string;
-  settings: MqttSettings;
+  settings: MqttLogin;
   logger: Logger;
   /** Every message on `nodes/<id>/control`, raw: the command handler parses it. */
   onCommand: (payload: Buffer) => void;
@@ -31,7 +27,7 @@ export interface MqttLinkOptions {
  */
 export class MqttLink {
   readonly nodeId: string;
-  readonly settings: MqttSettings;
+  readonly settings: MqttLogin;
   private readonly client: MqttClient;
   private readonly logger: Logger;
 
@@ -44,6 +40,7 @@ export class MqttLink {
     this.client = connectMqtt(options.settings.url, {
       username: options.settings.username,
       password: options.settings.password,
+      ca: options.settings.ca,
       clientId: `node-${this.nodeId}`,
       clean: false,
       will: { topic: statusTopic, payload: Buffer.from('offline'), retain: true, qos: 1 },
@@ -59,7 +56,7 @@ export class MqttLink {
     this.client.on('message', (topic, payload) => {
       if (topic === controlTopic) options.onCommand(payload);
     });
-    this.client.on('error', (error) => this.logger.warn({ err: error.message }, 'MQTT error'));
+    this.client.on('error', (error) => this.logger.warn({ err: describeConnectError(error) }, 'MQTT error'));
     this.client.on('offline', () => this.logger.warn('MQTT offline; reconnecting'));
   }
 

@@ -73,6 +73,7 @@ export class NodeEngine {
       clusterManagerUrl: config.clusterManagerUrl,
       dataDir: config.dataDir,
       joinToken: config.joinToken,
+      caFile: config.caFile,
       nodeInfo: () => ({ ...(this.nodeInfo as NodeInfo), overlay: this.netManagerPresent }),
       onRegistered: (registered) => this.onRegistered(registered),
       logger,

@@ -1,11 +1,15 @@
 import { io, type Socket } from 'socket.io-client';
 import {
   backoffDelay,
+  describeConnectError,
   describeProblems,
   type Logger,
+  type MqttLogin,
   type NodeInfo,
   type NodeRegistrationAuth,
   RegisterAckSchema,
+  TrustError,
+  trustClusterManager,
 } from '../shared/index.js';
 import { type Identity, loadIdentity, saveIdentity } from './identity.js';
 
@@ -13,19 +17,28 @@ import { type Identity, loadIdentity, saveIdentity } from './identity.js';
 export interface Registered {
   nodeId: string;
   nodeSecret: string;
-  mqtt: { url: string; username: string; password: string };
+  mqtt: MqttLogin;
   telemetryIntervalMs: number;
   subnet?: string;
   /** What this registration announced: whether a net manager answered (so whether it asked for a subnet). */
   overlay: boolean;
 }
 
-export type RegistrationState = 'connecting' | 'registered' | 'refused' | 'no-credentials' | 'disconnected';
+export type RegistrationState =
+  | 'connecting'
+  | 'registered'
+  | 'refused'
+  | 'no-credentials'
+  | 'disconnected'
+  /** The cluster manager's CA is not the one the join token (or --ca-file) says: nothing was sent to it. */
+  | 'untrusted';
 
 export interface RegistrationOptions {
   clusterManagerUrl: string;
   dataDir: string;
   joinToken: string | undefined;
+  /** `--ca-file`: the cluster CA, instead of the join token's pin. */
+  caFile?: string;
   /** Called on every attempt, so a registration announces what holds now (runtimes, overlay). */
   nodeInfo: () => NodeInfo;
   /** Called after every successful registration (also after a reconnect), once the identity is stored. */
@@ -63,12 +76,41 @@ export class NodeRegistration {
   }
 
   start(): void {
+    this.connect();
+  }
+
+  /**
+   * The Socket.IO connection, made once the cluster manager is trusted: its CA is the one the join token pins
+   * (fetched and stored at the first join), the stored one, or `--ca-file`'s.
+   */
+  private async openSocket(): Promise<void> {
+    let ca: string | undefined;
+    try {
+      ca = await trustClusterManager({
+        url: this.options.clusterManagerUrl,
+        joinToken: this.options.joinToken,
+        dataDir: this.options.dataDir,
+        caFile: this.options.caFile,
+        logger: this.logger,
+      });
+    } catch (error) {
+      if (error instanceof TrustError) {
+        this.state = 'untrusted';
+        this.logger.error({ err: error.message }, 'not trusting the cluster manager; retrying');
+      } else {
+        this.logger.warn({ err: (error as Error).message }, 'cannot reach the cluster manager; retrying');
+      }
+      this.retry();
+      return;
+    }
+    if (this.stopped || this.socket) return;
     this.socket = io(`${this.options.clusterManagerUrl}/init`, {
       transports: ['websocket'],
       // Reconnects are ours: the credentials may change between attempts, and the backoff is the project's.
       reconnection: false,
       autoConnect: false,
       timeout: 10_000,
+      ca,
       auth: (callback) => callback(this.auth() ?? {}),
     });
     this.socket.on('connect', () => this.register());
@@ -79,7 +121,7 @@ export class NodeRegistration {
       this.logger.warn({ reason }, 'disconnected from the cluster manager');
       this.retry();
     });
-    this.connect();
+    this.socket.connect();
   }
 
   /** Registers again on the open connection (what the node announces changed, e.g. a net manager appeared). */
@@ -112,7 +154,8 @@ export class NodeRegistration {
       return;
     }
     this.state = 'connecting';
-    this.socket?.connect();
+    if (this.socket) this.socket.connect();
+    else void this.openSocket();
   }
 
   private retry(): void {
@@ -145,7 +188,7 @@ export class NodeRegistration {
       // A refused token may become valid (an operator fixes it); the stored identity is worth another try too.
       this.useIdentity = true;
     } else {
-      this.logger.warn({ err: error.message }, 'cannot reach the cluster manager; retrying');
+      this.logger.warn({ err: describeConnectError(error) }, 'cannot reach the cluster manager; retrying');
     }
     this.retry();
   }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { isIpv4 } from './ipv4.js';
+import { MqttLoginSchema } from './mqtt-login.js';
 
 /**
  * What crosses the net manager's boundaries: its MQTT topics (`nodes/<id>/net/...`) to and from the cluster
@@ -74,7 +75,7 @@ export type JobRouteTable = Extract<NetTable, { kind: 'job' }>;
 /** `POST /v1/node`: who this node is, how it reaches the broker, and its worker subnet. */
 export const NodeHandoverSchema = z.object({
   nodeId: z.string().min(1).max(128),
-  mqtt: z.object({ url: z.string().min(1), username: z.string(), password: z.string() }),
+  mqtt: MqttLoginSchema,
   subnet: z.string().max(32).optional(),
 });
 export type NodeHandover = z.infer<typeof NodeHandoverSchema>;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ARCHES, TECHNOLOGIES } from './job.js';
+import { MqttLoginSchema } from './mqtt-login.js';
 
 export const GpuSchema = z.object({
   index: z.number().int().min(0),
@@ -68,7 +69,7 @@ export const RegisterAckSchema = z.union([
   z.object({
     nodeId: z.string(),
     nodeSecret: z.string(),
-    mqtt: z.object({ url: z.string(), username: z.string(), password: z.string() }),
+    mqtt: MqttLoginSchema,
     telemetryIntervalMs: z.number().int().positive(),
     subnet: z.string().optional(),
   }),

@@ -21,6 +21,8 @@ export interface ApiDependencies {
   outbox: { readonly unackedCount: number };
   metrics: Metrics;
   apiToken: string;
+  /** The cluster CA (PEM) handed to anyone at `GET /api/cluster/ca`; undefined without one. */
+  clusterCa?: string;
   dashboardDir?: string;
   logger: Logger;
 }
@@ -38,6 +40,19 @@ export function createApi(deps: ApiDependencies): Express {
   });
   app.get('/api/health', (_req, res) => {
     res.json({ status: 'ok', version: VERSION });
+  });
+  // Public: a worker fetches it before it trusts anything, and takes it only if the join token pins it.
+  app.get('/api/cluster/ca', (_req, res) => {
+    if (!deps.clusterCa) {
+      res.status(404).json({
+        error: {
+          code: 'not_found',
+          message: 'this cluster manager has no cluster CA (--insecure, or --tls-cert without --tls-ca)',
+        },
+      });
+      return;
+    }
+    res.type('application/x-pem-file').send(deps.clusterCa);
   });
   app.use(securityHeaders);
   if (deps.dashboardDir) app.use(express.static(deps.dashboardDir, { index: 'index.html' }));

@@ -4,9 +4,11 @@
  * stalls deliveries, keepalives or last wills. Passwords are checked by the main thread, which holds the
  * node store: each login is a message there and back.
  */
-import { createServer, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import { TlsPort } from '../tls/tls-port.js';
 import { type MqttPrincipal, mayPublish, mayRetain, maySubscribe, mayUseClientId } from './acl.js';
 import { MAX_MQTT_PACKET_BYTES, PacketSizeGuard } from './packet-size-guard.js';
 
@@ -16,6 +18,8 @@ export interface BrokerThreadData {
   host: string;
   /** Whether the main thread's logger takes debug lines: if not, none are sent. */
   debug: boolean;
+  /** MQTTS with this certificate and key (PEM); plain MQTT without (`--insecure`). */
+  tls?: { cert: string; key: string };
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -148,12 +152,9 @@ aedes.on('clientError', (client, error) =>
   log('debug', { clientId: client.id, err: error.message }, 'mqtt client error'),
 );
 
-const sockets = new Set<Socket>();
 const guards = new WeakMap<Socket, PacketSizeGuard>();
-const server = createServer({ noDelay: true }, (socket: Socket) => {
+function connected(socket: Socket): void {
   socket.setNoDelay(true);
-  sockets.add(socket);
-  socket.once('close', () => sockets.delete(socket));
   aedes.handle(socket);
   // aedes reads with read() on 'readable'; each read also emits 'data', which this sees before the parser.
   const guard = new PacketSizeGuard(MAX_MQTT_PACKET_BYTES);
@@ -167,14 +168,51 @@ const server = createServer({ noDelay: true }, (socket: Socket) => {
     );
     socket.destroy();
   });
-});
+}
+
+/** A plain-text client on the MQTTS port is told nothing (MQTT has no word for it): it is logged, at most this often. */
+const PLAIN_TEXT_LOG_MS = 10_000;
+let plainTextLoggedAt = 0;
+
+/** The listening server, and how to close it with every connection it holds. */
+function listener(): { server: Server; close: () => Promise<void> } {
+  if (data.tls) {
+    const secure = createTlsServer({ cert: data.tls.cert, key: data.tls.key }, connected);
+    secure.on('tlsClientError', (error, socket) =>
+      log('debug', { remote: socket.remoteAddress, err: error.message }, 'mqtts handshake failed'),
+    );
+    const port = new TlsPort(secure, (socket) => {
+      if (Date.now() - plainTextLoggedAt > PLAIN_TEXT_LOG_MS) {
+        plainTextLoggedAt = Date.now();
+        log(
+          'warn',
+          { remote: socket.remoteAddress },
+          'refused a plain-text MQTT client: this port speaks MQTTS (TLS)',
+        );
+      }
+      socket.destroy();
+    });
+    return { server: port.server, close: () => port.close() };
+  }
+  const sockets = new Set<Socket>();
+  const server = createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    connected(socket);
+  });
+  const close = () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const socket of sockets) socket.destroy();
+    return closed;
+  };
+  return { server, close };
+}
+const { server, close: closeServer } = listener();
 
 async function close(): Promise<void> {
   await new Promise<void>((resolve) => aedes.close(() => resolve()));
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  // aedes closed its clients; what is left are sockets that never sent CONNECT.
-  for (const socket of sockets) socket.destroy();
-  await closed;
+  // aedes closed its clients; what is left are sockets that never sent CONNECT (or finished a handshake).
+  await closeServer();
   // Ends this thread only; the main thread waits for the worker's exit.
   process.exit(0);
 }

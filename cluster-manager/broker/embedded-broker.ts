@@ -15,6 +15,8 @@ export interface EmbeddedBrokerOptions {
   port: number;
   host: string;
   authenticate: Authenticator;
+  /** MQTTS with this certificate and key; plain MQTT without. */
+  tls?: { cert: string; key: string };
   logger: Logger;
 }
 
@@ -76,6 +78,7 @@ export class EmbeddedBroker {
       port,
       host: this.options.host,
       debug: logger.isLevelEnabled('debug'),
+      tls: this.options.tls,
     });
     this.worker = worker;
     const startedAt = Date.now();

@@ -2,6 +2,7 @@ import {
   type ApiErrorBody,
   ApiErrorBodySchema,
   type ClusterEvent,
+  describeConnectError,
   type Job,
   type NodeStatus,
   type NodeView,
@@ -168,6 +169,9 @@ function parseBody(text: string): unknown {
 function errorBodyOf(response: Response, parsed: unknown): ApiErrorBody {
   const wrapped = ApiErrorBodySchema.safeParse((parsed as { error?: unknown } | undefined)?.error);
   if (wrapped.success) return wrapped.data;
+  // A short text answer says more than the status line (the HTTPS port answering plain HTTP, for one).
+  if (typeof parsed === 'string' && parsed.trim() && parsed.length <= 500)
+    return { code: `http_${response.status}`, message: parsed.trim() };
   return {
     code: `http_${response.status}`,
     message: `HTTP ${response.status} ${response.statusText}`.trim(),
@@ -189,7 +193,8 @@ const NETWORK_ERRORS: Record<string, string> = {
 function describeFetchFailure(error: unknown): string {
   if (error instanceof DOMException && error.name === 'TimeoutError') return 'no answer in time';
   const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  if (cause?.code)
-    return NETWORK_ERRORS[cause.code] ? `${NETWORK_ERRORS[cause.code]} (${cause.code})` : cause.code;
-  return cause?.message ?? (error as Error).message;
+  if (cause?.code && NETWORK_ERRORS[cause.code]) return `${NETWORK_ERRORS[cause.code]} (${cause.code})`;
+  // TLS: a certificate from another CA, a name not in it, a plain-text server.
+  if (cause?.message) return describeConnectError(cause);
+  return cause?.code ?? (error as Error).message;
 }

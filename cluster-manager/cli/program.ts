@@ -1,6 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { NODE_STATUSES, type NodeStatus, resolveDataDir, UsageError, VERSION } from '../../shared/index.js';
+import {
+  NODE_STATUSES,
+  type NodeStatus,
+  resolveDataDir,
+  trustedFetch,
+  UsageError,
+  VERSION,
+} from '../../shared/index.js';
 import { ApiClient, ApiError, ServerUnreachableError } from './api-client.js';
 import {
   formatApiError,
@@ -12,9 +19,11 @@ import {
 } from './format.js';
 import { JobFileError, readJobFile } from './job-file.js';
 
-export const DEFAULT_SERVER = 'http://127.0.0.1:10100';
+export const DEFAULT_SERVER = 'https://127.0.0.1:10100';
 /** Where the cluster manager keeps its generated API token, under the project directory. */
 export const DEFAULT_TOKEN_FILE = 'var/cluster-manager/api-token';
+/** Where the cluster manager keeps its cluster CA, under the project directory. */
+export const DEFAULT_CA_FILE = 'var/cluster-manager/tls/ca.pem';
 
 /** Everything edgectl touches outside itself, so that tests can run it in-process. */
 export interface EdgectlIo {
@@ -29,6 +38,7 @@ export interface EdgectlIo {
 interface GlobalOptions {
   server?: string;
   token?: string;
+  caFile?: string;
 }
 
 /** Runs one edgectl command line (without `node edgectl`); resolves to the exit code. */
@@ -75,6 +85,10 @@ export function buildProgram(io: EdgectlIo): Command {
       parseServerUrl,
     )
     .option('--token <token>', `API token (env EDGE_API_TOKEN, else ${DEFAULT_TOKEN_FILE})`)
+    .option(
+      '--ca-file <path>',
+      `the cluster CA to verify the server with (env EDGE_CA_FILE, else ${DEFAULT_CA_FILE} if there, else the system CAs)`,
+    )
     .exitOverride()
     .configureOutput({
       writeOut: io.stdout,
@@ -221,7 +235,23 @@ function outputOption(defaultFormat: OutputFormat): Option {
 function createClient(options: GlobalOptions, io: EdgectlIo): ApiClient {
   const server = options.server ?? serverFromEnv(io.env.EDGE_SERVER) ?? DEFAULT_SERVER;
   const token = options.token || io.env.EDGE_API_TOKEN || readTokenFile();
-  return new ApiClient({ server, token, fetch: io.fetch });
+  return new ApiClient({ server, token, fetch: io.fetch ?? trustedFetch(readCa(options, io)) });
+}
+
+/** The CA named by flag or env (it must be readable), else the all-in-one install's, if there. */
+function readCa(options: GlobalOptions, io: EdgectlIo): string | undefined {
+  const named = options.caFile || io.env.EDGE_CA_FILE;
+  if (named) {
+    try {
+      return readFileSync(named, 'utf8');
+    } catch (error) {
+      throw new UsageError(
+        `cannot read the CA file ${named}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      );
+    }
+  }
+  const local = resolveDataDir(DEFAULT_CA_FILE);
+  return existsSync(local) ? readFileSync(local, 'utf8') : undefined;
 }
 
 function serverFromEnv(value: string | undefined): string | undefined {

@@ -3,19 +3,15 @@ import type { Server, Socket } from 'socket.io';
 import {
   fieldProblems,
   type Logger,
+  type MqttLogin,
   type NodeInfo,
   NodeInfoSchema,
   NodeRegistrationAuthSchema,
+  parseJoinToken,
   type RegisterAck,
 } from '../../shared/index.js';
 import { hashSecret, newSecret, sameSecret } from '../secrets.js';
 import type { NodeRecord, Store } from '../store/index.js';
-
-export interface MqttLogin {
-  url: string;
-  username: string;
-  password: string;
-}
 
 export interface RegistryOptions {
   joinToken: string;
@@ -74,7 +70,9 @@ export class NodeRegistry {
     const parsed = NodeRegistrationAuthSchema.safeParse(auth);
     if (!parsed.success) return null;
     if ('token' in parsed.data) {
-      return sameSecret(parsed.data.token, this.options.joinToken) ? { kind: 'token' } : null;
+      // The full token (E10<CA fingerprint>::<secret>) or the bare secret: the fingerprint is for the node.
+      const { secret } = parseJoinToken(parsed.data.token);
+      return sameSecret(secret, this.options.joinToken) ? { kind: 'token' } : null;
     }
     const node = this.store.nodes.get(parsed.data.nodeId);
     if (!node || !sameSecret(hashSecret(parsed.data.nodeSecret), node.secretHash)) return null;

@@ -1,8 +1,10 @@
 import {
   connectMqtt,
+  describeConnectError,
   describeProblems,
   type Logger,
   type MqttClient,
+  type MqttLogin,
   type NetAnnounce,
   type NetTable,
   NetTableSchema,
@@ -12,7 +14,7 @@ import {
 
 export interface RouteTableClientOptions {
   nodeId: string;
-  mqtt: { url: string; username: string; password: string };
+  mqtt: MqttLogin;
   /** What to announce on every (re)connect: this worker's overlay endpoint. */
   announcement: () => NetAnnounce;
   /** A route table from the cluster manager (an answer or a push), parsed with its schema. */
@@ -40,6 +42,7 @@ export class RouteTableClient {
     this.client = connectMqtt(mqtt.url, {
       username: mqtt.username,
       password: mqtt.password,
+      ca: mqtt.ca,
       clientId: `net-${nodeId}`,
       clean: true,
     });
@@ -51,7 +54,9 @@ export class RouteTableClient {
       this.publish(topics.netAnnounce(nodeId), options.announcement());
       options.onConnect();
     });
-    this.client.on('error', (error) => logger.warn({ err: error.message }, 'control plane error'));
+    this.client.on('error', (error) =>
+      logger.warn({ err: describeConnectError(error) }, 'control plane error'),
+    );
     this.client.on('offline', () => logger.warn('control plane unreachable; cached routes keep serving'));
     this.client.on('message', (topic, payload) => {
       if (topic === this.tableTopic) this.received(payload);

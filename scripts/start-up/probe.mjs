@@ -1,13 +1,21 @@
 // Small network probes for start-up.sh, in Node because a fresh Debian has no curl. Exit 0 means yes.
 //
 //   node probe.mjs listening PORT          something accepts TCP connections on 127.0.0.1:PORT
-//   node probe.mjs get URL [TOKEN]         one GET (2 s timeout) answers 2xx; prints the body
-//   node probe.mjs node-online URL TOKEN [NAME]
-//                                          GET URL/api/nodes lists an online node (named NAME, if given);
+//   node probe.mjs get URL                 one GET (2 s timeout) answers 2xx; prints the body
+//   node probe.mjs reachable URL           something answers HTTP(S) at URL at all (its certificate is not
+//                                          checked and nothing is sent but the GET: a hint, not trust)
+//   node probe.mjs node-online URL [NAME]  GET URL/api/nodes lists an online node (named NAME, if given);
 //                                          prints its name
+//
+// Secrets never come on the command line (any user can read it): the API token is PROBE_TOKEN in the
+// environment. An https:// URL is verified with the system CAs plus NODE_EXTRA_CA_CERTS (the cluster CA).
+
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 
 const TIMEOUT_MS = 2_000;
+const TOKEN = process.env.PROBE_TOKEN;
 
 function listening(port) {
   return new Promise((resolve) => {
@@ -22,9 +30,9 @@ function listening(port) {
   });
 }
 
-async function get(url, token) {
+async function get(url) {
   try {
-    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    const headers = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
     const response = await fetch(url, { headers, signal: AbortSignal.timeout(TIMEOUT_MS) });
     if (!response.ok) return null;
     return await response.text();
@@ -33,8 +41,24 @@ async function get(url, token) {
   }
 }
 
-async function onlineNode(baseUrl, token, name) {
-  const body = await get(`${baseUrl.replace(/\/+$/, '')}/api/nodes`, token);
+function reachable(url) {
+  return new Promise((resolve) => {
+    const request = (url.startsWith('https:') ? httpsRequest : httpRequest)(
+      url,
+      { method: 'GET', timeout: TIMEOUT_MS, rejectUnauthorized: false },
+      (response) => {
+        response.resume();
+        resolve(true);
+      },
+    );
+    request.once('timeout', () => request.destroy());
+    request.once('error', () => resolve(false));
+    request.end();
+  });
+}
+
+async function onlineNode(baseUrl, name) {
+  const body = await get(`${baseUrl.replace(/\/+$/, '')}/api/nodes`);
   if (body === null) return null;
   try {
     const nodes = JSON.parse(body);
@@ -51,15 +75,17 @@ let ok = false;
 if (check === 'listening' && args[0]) {
   ok = await listening(args[0]);
 } else if (check === 'get' && args[0]) {
-  const body = await get(args[0], args[1]);
+  const body = await get(args[0]);
   if (body !== null) process.stdout.write(`${body}\n`);
   ok = body !== null;
-} else if (check === 'node-online' && args[0] && args[1]) {
-  const nodeName = await onlineNode(args[0], args[1], args[2]);
+} else if (check === 'reachable' && args[0]) {
+  ok = await reachable(args[0]);
+} else if (check === 'node-online' && args[0]) {
+  const nodeName = await onlineNode(args[0], args[1]);
   if (nodeName !== null) process.stdout.write(`${nodeName}\n`);
   ok = nodeName !== null;
 } else {
-  console.error('usage: probe.mjs listening PORT | get URL [TOKEN] | node-online URL TOKEN [NAME]');
+  console.error('usage: probe.mjs listening PORT | get URL | reachable URL | node-online URL [NAME]');
   process.exit(2);
 }
 process.exit(ok ? 0 : 1);

@@ -1,83 +1,30 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { containersWithLabel, removeContainersWithLabel } from '../helpers/docker.js';
-import { WORKLOAD } from '../helpers/e2e-cluster.js';
-import { freePort } from '../helpers/ports.js';
-import { BINS, Program } from '../helpers/programs.js';
+import { containersWithLabel } from '../helpers/docker.js';
+import { E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
+import type { Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 import { median, percentile, report, rssMiB } from './report.js';
 
-const API_TOKEN = 'bench-api-token';
-const JOIN_TOKEN = 'bench-join-token';
 const DEPLOYS = Number(process.env.BENCH_DEPLOYS ?? 20);
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 60_000);
 
-const dir = mkdtempSync(join(tmpdir(), 'edge-bench-'));
-let httpPort: number;
+/** The cluster manager (TLS, as by default) and one real node engine on this machine's dockerd. */
+const cluster = new E2eCluster();
 let cm: Program;
 let engine: Program;
-let nodeId: string;
 
-const api = (path: string, init: RequestInit & { json?: unknown } = {}) =>
-  fetch(`http://127.0.0.1:${httpPort}${path}`, {
-    ...init,
-    headers: {
-      authorization: `Bearer ${API_TOKEN}`,
-      ...(init.json !== undefined ? { 'content-type': 'application/json' } : {}),
-    },
-    body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
-  });
+const api = (path: string, init: RequestInit & { json?: unknown } = {}) => cluster.api(path, init);
 
 beforeAll(async () => {
-  httpPort = await freePort();
-  cm = Program.start(
-    'cluster-manager',
-    BINS.clusterManager,
-    [
-      ...['--host', '127.0.0.1', '--http-port', String(httpPort), '--mqtt-port', String(await freePort())],
-      ...['--data-dir', join(dir, 'cm'), '--api-token', API_TOKEN, '--join-token', JOIN_TOKEN],
-    ],
-    { LOG_LEVEL: 'warn' },
-  );
-  await waitFor(
-    async () => (await fetch(`http://127.0.0.1:${httpPort}/api/health`)).ok,
-    'cluster manager up',
-  );
-  engine = Program.start(
-    'node-engine',
-    BINS.nodeEngine,
-    [
-      ...[
-        '--cluster-manager',
-        `http://127.0.0.1:${httpPort}`,
-        '--join-token',
-        JOIN_TOKEN,
-        '--name',
-        'bench-worker',
-      ],
-      ...['--data-dir', join(dir, 'ne'), '--port', String(await freePort()), '--runtimes', 'docker'],
-    ],
-    { LOG_LEVEL: 'warn' },
-  );
-  const nodes = await waitFor(
-    async () => {
-      const list = (await (await api('/api/nodes')).json()) as { id: string; status: string }[];
-      return list[0]?.status === 'online' && list;
-    },
-    'node online',
-    30_000,
-  );
-  nodeId = nodes[0]!.id;
+  await cluster.startClusterManager();
+  cm = cluster.cm!;
+  engine = await cluster.startEngine('bench-worker');
+  await cluster.waitForNodes(['bench-worker']);
 });
 
 afterAll(async () => {
-  await engine?.stop();
-  await cm?.stop();
-  if (nodeId) removeContainersWithLabel(`edge.node=${nodeId}`);
-  rmSync(dir, { recursive: true, force: true });
+  await cluster.stop();
 });
 
 /** `docker run -d` then `docker rm -f`: the baseline for the same image, in the same run. */

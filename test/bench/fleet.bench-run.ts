@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, it } from 'vitest';
-import { E2eCluster, JOIN_TOKEN } from '../helpers/e2e-cluster.js';
+import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
@@ -74,10 +74,15 @@ async function run(broker: string): Promise<void> {
   const online = () => gauge('edge_cm_nodes{status="online"}');
 
   const startedAt = performance.now();
-  const sim = Program.start('fleet-sim', BINS.fleetSim, [
-    ...['--cluster-manager', cluster.url, '--join-token', JOIN_TOKEN, '--workers', String(WORKERS)],
-    ...['--connect-rate', '500', '--report-every', '1'],
-  ]);
+  const sim = Program.start(
+    'fleet-sim',
+    BINS.fleetSim,
+    [
+      ...['--cluster-manager', cluster.url, '--workers', String(WORKERS)],
+      ...['--connect-rate', '500', '--report-every', '1'],
+    ],
+    { FLEET_JOIN_TOKEN: cluster.joinToken },
+  );
   cleanups.push(() => sim.stop());
   // Online in the cluster manager (registered, or heard) and connected to MQTT in the simulator's own count:
   // a node is online from its registration, before its MQTT session is up.

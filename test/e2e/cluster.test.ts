@@ -1,5 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { trustedFetch } from '../../shared/index.js';
 import { containersWithLabel, inspectContainer } from '../helpers/docker.js';
 import { API_TOKEN, allRunning, E2eCluster } from '../helpers/e2e-cluster.js';
 import { BINS } from '../helpers/programs.js';
@@ -78,6 +80,8 @@ describe('an all-in-one cluster from the built programs', () => {
           '127.0.0.1',
           '-p',
           String(cluster.mqttPort),
+          '--cafile',
+          join(cluster.cmDataDir, 'tls', 'ca.pem'),
           '-V',
           'mqttv311',
           '-u',
@@ -110,8 +114,12 @@ describe('an all-in-one cluster from the built programs', () => {
     expect(bad.status).toBe(400);
     const body = (await bad.json()) as { error: { details: { path: string }[] } };
     expect(body.error.details.map((detail) => detail.path)).toContain('resources.memoryMB');
-    const anonymous = await fetch(`http://127.0.0.1:${cluster.httpPort}/api/jobs`);
+    const anonymous = await trustedFetch(cluster.ca)(`https://127.0.0.1:${cluster.httpPort}/api/jobs`);
     expect(anonymous.status).toBe(401);
+    // Plain HTTP on the HTTPS port: an answer that says what to use instead of a handshake that fails mutely.
+    const plain = await fetch(`http://127.0.0.1:${cluster.httpPort}/api/jobs`);
+    expect(plain.status).toBe(400);
+    expect(await plain.text()).toMatch(/This port speaks HTTPS: use https:\/\//);
   });
 
   it('keeps every job and instance across a kill -9 of the cluster manager', async () => {
@@ -133,7 +141,12 @@ describe('an all-in-one cluster from the built programs', () => {
     expect(containersWithLabel(`edge.job=${created.id}`)).toHaveLength(2);
 
     const listed = execFileSync(process.execPath, [BINS.edgectl, 'jobs', '-o', 'json'], {
-      env: { ...process.env, EDGE_SERVER: `http://127.0.0.1:${cluster.httpPort}`, EDGE_API_TOKEN: API_TOKEN },
+      env: {
+        ...process.env,
+        EDGE_SERVER: `https://127.0.0.1:${cluster.httpPort}`,
+        EDGE_API_TOKEN: API_TOKEN,
+        EDGE_CA_FILE: join(cluster.cmDataDir, 'tls', 'ca.pem'),
+      },
       encoding: 'utf8',
     });
     expect(JSON.parse(listed)).toEqual(expect.arrayContaining([expect.objectContaining({ id: created.id })]));

@@ -1,3 +1,5 @@
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
@@ -16,13 +18,18 @@ describe('the web dashboard in a real browser', () => {
 
   beforeAll(async () => {
     cm = await startClusterManager();
-    node = new TestNode(cm.url, TestNode.info('dash-node'));
+    node = new TestNode(cm, TestNode.info('dash-node'));
     await node.register({ token: cm.joinToken });
     await node.connectMqtt(true);
     await node.sendTelemetry();
+    // The browser trusts exactly this server's key (as an operator who accepted it would), not any certificate.
+    const serverKey = new X509Certificate(
+      readFileSync(join(cm.dataDir, 'tls', 'server.pem')),
+    ).publicKey.export({ type: 'spki', format: 'der' });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
+        `--ignore-certificate-errors-spki-list=${createHash('sha256').update(serverKey).digest('base64')}`,
         '--headless',
         '--no-sandbox',
         '--disable-gpu',
@@ -48,6 +55,7 @@ describe('the web dashboard in a real browser', () => {
         blocked.push(message.text());
     });
     await page.goto(cm.url);
+    expect(page.url()).toMatch(/^https:\/\//);
     await page.locator('#token-input').fill('wrong-token');
     await page.locator('#login-form button[type=submit]').click();
     await expect.poll(() => page.locator('#login-error').textContent()).toMatch(/./);

@@ -97,7 +97,7 @@ describe('exactly-once in effect: broker restart and cluster manager kill -9 dur
   }, async () => {
     const apiUp = () =>
       waitFor(
-        async () => (await fetch(`${cluster.url}/api/health`)).ok,
+        async () => (await cluster.api('/api/health')).ok,
         'the cluster manager answering again',
         30_000,
         100,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { E2eCluster, JOIN_TOKEN } from '../helpers/e2e-cluster.js';
+import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -40,11 +40,16 @@ describe(`a fleet of ${WORKERS} hollow workers`, () => {
 
   beforeAll(async () => {
     await cluster.startClusterManager();
-    fleet = Program.start('fleet-sim', BINS.fleetSim, [
-      ...['--cluster-manager', cluster.url, '--join-token', JOIN_TOKEN],
-      ...['--workers', String(WORKERS), '--connect-rate', '400', '--telemetry-interval', '2000'],
-      ...['--report-every', '5'],
-    ]);
+    fleet = Program.start(
+      'fleet-sim',
+      BINS.fleetSim,
+      [
+        ...['--cluster-manager', cluster.url],
+        ...['--workers', String(WORKERS), '--connect-rate', '400', '--telemetry-interval', '2000'],
+        ...['--report-every', '5'],
+      ],
+      { FLEET_JOIN_TOKEN: cluster.joinToken },
+    );
     await waitFor(allOnline, `${WORKERS} hollow workers online`, 60_000, 1000);
   }, 90_000);
 

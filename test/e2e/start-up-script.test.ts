@@ -1,8 +1,10 @@
 import { execFileSync } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { trustedFetch } from '../../shared/index.js';
 import { freePort } from '../helpers/ports.js';
 import { baseEnv, machineArch, pidAlive, pidsIn, runScript, stopStartUp } from '../helpers/start-up.js';
 
@@ -134,13 +136,29 @@ describe('start-up.sh: an all-in-one cluster', () => {
     expect(started.status, started.output_).toBe(0);
     const apiToken = readFileSync(join(tempDir, 'cluster-manager', 'api-token'), 'utf8').trim();
     expect(started.stdout).toContain(`API token:  ${apiToken}`);
-    expect(started.stdout).toContain(`curl -sS -X POST http://127.0.0.1:${httpPort}/api/jobs`);
-    // Other workers are told the address of the interface holding the default route.
+    const caFile = join(tempDir, 'cluster-manager', 'tls', 'ca.pem');
     expect(started.stdout).toContain(
-      `CLUSTER_MANAGER_URL=http://${defaultRouteAddress()}:${httpPort} JOIN_TOKEN=`,
+      `curl -sS --cacert ${caFile} -X POST https://127.0.0.1:${httpPort}/api/jobs`,
     );
+    // Other workers are told the address of the interface holding the default route, and a token that pins
+    // the cluster CA.
+    const fingerprint = createHash('sha256')
+      .update(new X509Certificate(readFileSync(caFile)).raw)
+      .digest('hex');
+    expect(started.stdout).toContain(
+      `CLUSTER_MANAGER_URL=https://${defaultRouteAddress()}:${httpPort} JOIN_TOKEN=E10${fingerprint}::`,
+    );
+    // No token on any command line of what it started (ps shows every user the arguments).
+    const commandLines = pidsIn(stateDir).map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+    expect(commandLines.length).toBeGreaterThan(0);
+    const joinSecret = readFileSync(join(tempDir, 'cluster-manager', 'join-token'), 'utf8').trim();
+    for (const line of commandLines) {
+      expect(line).not.toContain(apiToken);
+      expect(line).not.toContain(joinSecret);
+    }
 
-    const baseUrl = `http://127.0.0.1:${httpPort}`;
+    const baseUrl = `https://127.0.0.1:${httpPort}`;
+    const fetch = trustedFetch(readFileSync(caFile, 'utf8'));
     const health = await fetch(`${baseUrl}/api/health`);
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: 'ok' });

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { trustedFetch } from '../../shared/index.js';
 import { containersWithLabel, fetchIn, pingIn, removeContainersWithLabel } from '../helpers/docker.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
 import { freePort } from '../helpers/ports.js';
@@ -39,9 +40,10 @@ describe("the README's two machines: an all-in-one cluster and a worker that joi
   let envB: NodeJS.ProcessEnv = { ...baseEnv(), START_UP_STATE_DIR: join(dir, 'b-state') };
   let baseUrl = '';
   let apiToken = '';
+  let ca = '';
 
   const api = async <T>(path: string, init: { method?: string; json?: unknown } = {}) => {
-    const response = await fetch(`${baseUrl}${path}`, {
+    const response = await trustedFetch(ca)(`${baseUrl}${path}`, {
       method: init.method ?? 'GET',
       headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' },
       body: init.json === undefined ? undefined : JSON.stringify(init.json),
@@ -92,9 +94,11 @@ describe("the README's two machines: an all-in-one cluster and a worker that joi
     const join_ = /CLUSTER_MANAGER_URL=(\S+) JOIN_TOKEN=(\S+) \.\/start-up\.sh/.exec(startedA.stdout);
     expect(join_, startedA.stdout).not.toBeNull();
     const [, clusterManagerUrl, joinToken] = join_!;
-    expect(clusterManagerUrl).toBe(`http://${network!.bridgeAddress}:${httpPort}`);
-    baseUrl = `http://127.0.0.1:${httpPort}`;
+    expect(clusterManagerUrl).toBe(`https://${network!.bridgeAddress}:${httpPort}`);
+    expect(joinToken).toMatch(/^E10[0-9a-f]{64}::/);
+    baseUrl = `https://127.0.0.1:${httpPort}`;
     apiToken = readFileSync(join(dir, 'a-cluster-manager', 'api-token'), 'utf8').trim();
+    ca = readFileSync(join(dir, 'a-cluster-manager', 'tls', 'ca.pem'), 'utf8');
 
     // Machine B: the printed command, with its own state and data dirs and name.
     envB = {

@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { ClusterManager } from '../../cluster-manager/cluster-manager.js';
 import type { ClusterManagerConfig } from '../../cluster-manager/config.js';
 import { parseAddressPlan } from '../../cluster-manager/network/address-plan.js';
+import { trustedFetch } from '../../shared/index.js';
 
 export interface RunningClusterManager {
   manager: ClusterManager;
@@ -13,6 +14,10 @@ export interface RunningClusterManager {
   apiToken: string;
   joinToken: string;
   dataDir: string;
+  /** The cluster CA (PEM); undefined for one started with `insecure: true`. */
+  ca?: string;
+  /** `fetch` that trusts the cluster CA. */
+  fetch: typeof fetch;
   api(path: string, init?: RequestInit & { json?: unknown }): Promise<Response>;
   stop(options?: { keepData?: boolean }): Promise<void>;
 }
@@ -43,6 +48,8 @@ export async function startClusterManager(
     dataDir,
     nodeTimeoutMs: 6000,
     telemetryIntervalMs: 2000,
+    insecure: false,
+    tlsSans: [],
     addressPlan: parseAddressPlan(workerSubnets, serviceSubnet),
     ...rest,
   };
@@ -51,7 +58,8 @@ export async function startClusterManager(
     : pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const manager = new ClusterManager(config, logger);
   const { httpPort, mqttUrl } = await manager.start();
-  const url = `http://127.0.0.1:${httpPort}`;
+  const url = `${manager.tls ? 'https' : 'http'}://127.0.0.1:${httpPort}`;
+  const trusting = trustedFetch(manager.tls?.ca);
   return {
     manager,
     url,
@@ -59,6 +67,8 @@ export async function startClusterManager(
     apiToken: manager.apiToken,
     joinToken: manager.joinToken,
     dataDir,
+    ca: manager.tls?.ca,
+    fetch: trusting,
     api(path, init = {}) {
       const headers = new Headers(init.headers);
       if (!headers.has('authorization')) headers.set('authorization', `Bearer ${manager.apiToken}`);
@@ -67,7 +77,7 @@ export async function startClusterManager(
         headers.set('content-type', 'application/json');
         body = JSON.stringify(init.json);
       }
-      return fetch(`${url}${path}`, { ...init, headers, body });
+      return trusting(`${url}${path}`, { ...init, headers, body });
     },
     async stop(options = {}) {
       await manager.stop();

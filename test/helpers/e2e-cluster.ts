@@ -1,6 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { trustedFetch } from '../../shared/index.js';
 import { removeContainersWithLabel } from './docker.js';
 import { freePort } from './ports.js';
 import { BINS, Program } from './programs.js';
@@ -27,6 +28,7 @@ export interface JobBody {
 export const WORKLOAD = ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
 
 export const API_TOKEN = 'e2e-api-token';
+/** The join token's secret; nodes get the full token the cluster manager writes (it pins the cluster CA). */
 export const JOIN_TOKEN = 'e2e-join-token';
 
 /**
@@ -42,12 +44,25 @@ export class E2eCluster {
   readonly engines = new Map<string, Program>();
   private readonly enginePorts = new Map<string, number>();
   readonly nodeIds = new Map<string, string>();
+  /** What the cluster manager wrote for nodes to join with: `E10<CA fingerprint>::<secret>`. */
+  joinToken = '';
+  /** The cluster CA, once the cluster manager made it. */
+  ca = '';
+  private trusting: typeof fetch = fetch;
 
   /**
    * `host`: the address the cluster manager listens on and is reached at (default 127.0.0.1); a bridge
    * address lets node engines in network namespaces reach it too (see netns.ts).
    */
-  constructor(private readonly options: { nodeTimeoutMs?: number; mqttUrl?: string; host?: string } = {}) {}
+  /** `insecure`: the cluster manager runs with `--insecure` (plain text; benchmarks compare it with TLS). */
+  constructor(
+    private readonly options: {
+      nodeTimeoutMs?: number;
+      mqttUrl?: string;
+      host?: string;
+      insecure?: boolean;
+    } = {},
+  ) {}
 
   get host(): string {
     return this.options.host ?? '127.0.0.1';
@@ -55,7 +70,11 @@ export class E2eCluster {
 
   /** How node engines and the API client reach the cluster manager. */
   get url(): string {
-    return `http://${this.host}:${this.httpPort}`;
+    return `${this.options.insecure ? 'http' : 'https'}://${this.host}:${this.httpPort}`;
+  }
+
+  get cmDataDir(): string {
+    return join(this.dir, 'cm');
   }
 
   /** Starts (or starts again, with the same data dir and ports) the cluster manager. */
@@ -65,12 +84,23 @@ export class E2eCluster {
     const broker = this.options.mqttUrl
       ? ['--mqtt-url', this.options.mqttUrl]
       : ['--mqtt-port', String(this.mqttPort)];
-    this.cm = Program.start('cluster-manager', BINS.clusterManager, [
-      ...['--host', this.host, '--http-port', String(this.httpPort), ...broker],
-      ...['--data-dir', join(this.dir, 'cm'), '--api-token', API_TOKEN, '--join-token', JOIN_TOKEN],
-      ...['--node-timeout', String(this.options.nodeTimeoutMs ?? 4000), '--telemetry-interval', '1000'],
-    ]);
+    // Tokens by environment, never on a command line (where every user of the machine can read them).
+    this.cm = Program.start(
+      'cluster-manager',
+      BINS.clusterManager,
+      [
+        ...['--host', this.host, '--http-port', String(this.httpPort), ...broker],
+        ...['--data-dir', this.cmDataDir, ...(this.options.insecure ? ['--insecure'] : [])],
+        ...['--node-timeout', String(this.options.nodeTimeoutMs ?? 4000), '--telemetry-interval', '1000'],
+      ],
+      { CM_API_TOKEN: API_TOKEN, CM_JOIN_TOKEN: JOIN_TOKEN },
+    );
     await this.cm.waitForLog(/cluster manager listening/);
+    this.joinToken = readFileSync(join(this.cmDataDir, 'node-join-token'), 'utf8').trim();
+    if (!this.options.insecure) {
+      this.ca = readFileSync(join(this.cmDataDir, 'tls', 'ca.pem'), 'utf8');
+      this.trusting = trustedFetch(this.ca);
+    }
   }
 
   /**
@@ -87,7 +117,7 @@ export class E2eCluster {
       name,
       BINS.nodeEngine,
       [
-        ...['--cluster-manager', this.url, '--join-token', JOIN_TOKEN, '--name', name],
+        ...['--cluster-manager', this.url, '--name', name],
         ...[
           '--data-dir',
           join(this.dir, name),
@@ -98,7 +128,7 @@ export class E2eCluster {
         ],
         ...extraArgs,
       ],
-      {},
+      { JOIN_TOKEN: this.joinToken },
       options.netns ? ['ip', 'netns', 'exec', options.netns] : [],
     );
     this.engines.set(name, engine);
@@ -131,7 +161,7 @@ export class E2eCluster {
 
   async api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
     const request = () =>
-      fetch(`${this.url}${path}`, {
+      this.trusting(`${this.url}${path}`, {
         ...init,
         headers: {
           authorization: `Bearer ${API_TOKEN}`,

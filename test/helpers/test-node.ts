@@ -13,8 +13,9 @@ export class TestNode {
   socket?: Socket;
   ack?: Extract<RegisterAck, { nodeId: string }>;
 
+  /** `cm.ca`: the cluster CA to verify the cluster manager and its broker with (none for `--insecure`). */
   constructor(
-    private readonly clusterManagerUrl: string,
+    private readonly cm: { url: string; ca?: string },
     readonly info: NodeInfoInput,
   ) {}
 
@@ -23,11 +24,11 @@ export class TestNode {
    * MQTT (acking every command unless `autoAck` is false) and one telemetry sent.
    */
   static async join(
-    cm: { url: string; joinToken: string },
+    cm: { url: string; joinToken: string; ca?: string },
     name: string,
     options: { autoAck?: boolean; auth?: { nodeId: string; nodeSecret: string } } = {},
   ): Promise<TestNode> {
-    const node = new TestNode(cm.url, TestNode.info(name));
+    const node = new TestNode(cm, TestNode.info(name));
     await node.register(options.auth ?? { token: cm.joinToken });
     await node.connectMqtt(options.autoAck ?? true);
     await node.sendTelemetry();
@@ -53,8 +54,9 @@ export class TestNode {
   /** Connects to `/init` with `auth` and emits `register`; resolves with the ack or rejects with connect_error. */
   register(auth: Record<string, unknown>, info: unknown = this.info): Promise<RegisterAck> {
     return new Promise((resolve, reject) => {
-      const socket = io(`${this.clusterManagerUrl}/init`, {
+      const socket = io(`${this.cm.url}/init`, {
         transports: ['websocket'],
+        ca: this.cm.ca,
         auth,
         reconnection: false,
       });
@@ -80,6 +82,7 @@ export class TestNode {
       protocolVersion: 4,
       username: ack.mqtt.username || undefined,
       password: ack.mqtt.password || undefined,
+      ca: ack.mqtt.ca,
       clientId: `node-${ack.nodeId}`,
       reconnectPeriod: 0,
       will: { topic: topics.status(ack.nodeId), payload: Buffer.from('offline'), qos: 1, retain: true },

@@ -15,20 +15,20 @@ describe('operator HTTP API: auth and bad input', () => {
   const job = { name: 'hello', image: 'edge/busybox:latest', command: ['sleep', '3600'] };
 
   it('serves /api/health without a token', async () => {
-    const res = await fetch(`${cm.url}/api/health`);
+    const res = await cm.fetch(`${cm.url}/api/health`);
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ status: 'ok', version: expect.any(String) });
   });
 
   it('answers 401 without the token or with a wrong one, on every guarded route', async () => {
     for (const path of ['/api/nodes', '/api/jobs', '/api/events', '/metrics']) {
-      const none = await fetch(`${cm.url}${path}`);
+      const none = await cm.fetch(`${cm.url}${path}`);
       expect(none.status, path).toBe(401);
       expect(await none.json()).toMatchObject({ error: { code: 'unauthorized' } });
-      const wrong = await fetch(`${cm.url}${path}`, { headers: { authorization: 'Bearer nope' } });
+      const wrong = await cm.fetch(`${cm.url}${path}`, { headers: { authorization: 'Bearer nope' } });
       expect(wrong.status, path).toBe(401);
     }
-    const post = await fetch(`${cm.url}/api/jobs`, {
+    const post = await cm.fetch(`${cm.url}/api/jobs`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(job),
@@ -119,7 +119,7 @@ describe('operator HTTP API: auth and bad input', () => {
     const jobs = (await (await cm.api('/api/jobs')).json()) as { instances: { status: string }[] }[];
     const blocked = jobs.filter((j) => j.instances.some((instance) => instance.status === 'pending')).length;
     expect(blocked).toBeGreaterThanOrEqual(1);
-    const node = new TestNode(cm.url, TestNode.info('joins-late'));
+    const node = new TestNode(cm, TestNode.info('joins-late'));
     await node.register({ token: cm.joinToken });
     const placed = await waitFor(async () => {
       const now = (await (await cm.api(`/api/jobs/${created.id}`)).json()) as {
@@ -134,7 +134,7 @@ describe('operator HTTP API: auth and bad input', () => {
   });
 
   it('shows what a node has allocated, in its view and in the list, as placements and deletes change it', async () => {
-    const node = new TestNode(cm.url, TestNode.info('sized'));
+    const node = new TestNode(cm, TestNode.info('sized'));
     await node.register({ token: cm.joinToken });
     await node.connectMqtt(true);
     const nodeId = node.ack!.nodeId;
@@ -172,11 +172,11 @@ describe('operator HTTP API: auth and bad input', () => {
   });
 
   it('serves the dashboard without a token', async () => {
-    const page = await fetch(`${cm.url}/`);
+    const page = await cm.fetch(`${cm.url}/`);
     expect(page.status).toBe(200);
     expect(page.headers.get('content-type')).toMatch(/text\/html/);
     expect(await page.text()).toContain('app.js');
-    expect((await fetch(`${cm.url}/app.js`)).status).toBe(200);
+    expect((await cm.fetch(`${cm.url}/app.js`)).status).toBe(200);
     // No inline script, no framing, no type sniffing: on the page and on API answers alike.
     for (const response of [page, await cm.api('/api/jobs')]) {
       expect(response.headers.get('content-security-policy')).toMatch(

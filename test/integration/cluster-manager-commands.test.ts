@@ -95,7 +95,7 @@ describe('commands over MQTT', () => {
     await silent.close();
     await cm.stop({ keepData: true });
     cm = await startClusterManager({ dataDir });
-    const back = new TestNode(cm.url, TestNode.info('edge-s'));
+    const back = new TestNode(cm, TestNode.info('edge-s'));
     nodes.push(back);
     await back.register({ nodeId: silent.ack!.nodeId, nodeSecret: silent.ack!.nodeSecret });
     await back.connectMqtt(true);
@@ -153,7 +153,7 @@ describe('embedded broker ACLs', () => {
 
   it('refuses anonymous clients and lets operators watch telemetry read-only', async () => {
     cm = await startClusterManager();
-    const anonymous = mqtt.connect(cm.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 });
+    const anonymous = mqtt.connect(cm.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0, ca: cm.ca });
     await expect(
       new Promise((resolve, reject) => {
         anonymous.once('connect', resolve);
@@ -165,9 +165,10 @@ describe('embedded broker ACLs', () => {
     const node = await TestNode.join(cm, 'edge-t');
     nodes.push(node);
     const port = new URL(cm.mqttUrl).port;
-    // An independent client: Debian's mosquitto_sub, logged in as the operator.
+    // An independent client: Debian's mosquitto_sub over TLS, verifying the cluster CA, logged in as the operator.
     const sub = spawn('mosquitto_sub', [
-      ...['-h', '127.0.0.1', '-p', port, '-u', 'operator', '-P', cm.apiToken, '-V', 'mqttv311'],
+      ...['-h', '127.0.0.1', '-p', port, '--cafile', `${cm.dataDir}/tls/ca.pem`],
+      ...['-u', 'operator', '-P', cm.apiToken, '-V', 'mqttv311'],
       ...['-t', 'nodes/+/information', '-C', '1', '-W', '10'],
     ]);
     let out = '';

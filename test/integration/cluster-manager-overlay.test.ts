@@ -44,6 +44,7 @@ class NetManager {
       protocolVersion: 4,
       username: ack.mqtt.username || undefined,
       password: ack.mqtt.password || undefined,
+      ca: ack.mqtt.ca,
       clientId: `net-${ack.nodeId}`,
       reconnectPeriod: 0,
     });
@@ -113,7 +114,7 @@ describe('the overlay on the cluster manager', () => {
     name: string,
     options: { overlay?: boolean; autoAck?: boolean; auth?: { nodeId: string; nodeSecret: string } } = {},
   ): Promise<TestNode> {
-    const node = new TestNode(cm!.url, TestNode.info(name, { overlay: options.overlay ?? true }));
+    const node = new TestNode(cm!, TestNode.info(name, { overlay: options.overlay ?? true }));
     nodes.push(node);
     await node.register(options.auth ?? { token: cm!.joinToken });
     await node.connectMqtt(options.autoAck ?? true);
@@ -173,7 +174,7 @@ describe('the overlay on the cluster manager', () => {
     expect(b.ack!.subnet).toBe('10.18.0.64/26');
     expect(c.ack!.subnet).toBeUndefined();
     // Registering again without a net manager keeps the subnet: its net manager may just be restarting.
-    const again = new TestNode(cm.url, TestNode.info('edge-a', { overlay: false }));
+    const again = new TestNode(cm, TestNode.info('edge-a', { overlay: false }));
     nodes.push(again);
     expect(await again.register({ nodeId: a.ack!.nodeId, nodeSecret: a.ack!.nodeSecret })).toMatchObject({
       subnet: '10.18.0.0/26',
@@ -189,8 +190,8 @@ describe('the overlay on the cluster manager', () => {
     await Promise.all(nodes.splice(0).map((n) => n.close()));
     await cm.stop({ keepData: true });
     cm = await startClusterManager({ dataDir });
-    const b2 = new TestNode(cm.url, TestNode.info('edge-b', { overlay: true }));
-    const c2 = new TestNode(cm.url, TestNode.info('edge-c', { overlay: true }));
+    const b2 = new TestNode(cm, TestNode.info('edge-b', { overlay: true }));
+    const c2 = new TestNode(cm, TestNode.info('edge-c', { overlay: true }));
     nodes.push(b2, c2);
     expect(await b2.register({ nodeId: b.ack!.nodeId, nodeSecret: b.ack!.nodeSecret })).toMatchObject({
       subnet: '10.18.0.64/26',

@@ -41,7 +41,7 @@ describe('paged and filtered lists: GET /api/nodes and GET /api/jobs', () => {
   const nodes: TestNode[] = [];
 
   async function join(name: string, labels: Record<string, string> = {}): Promise<TestNode> {
-    const node = new TestNode(cm.url, TestNode.info(name, { labels }));
+    const node = new TestNode(cm, TestNode.info(name, { labels }));
     nodes.push(node);
     await node.register({ token: cm.joinToken });
     return node;
@@ -278,7 +278,7 @@ describe('paged and filtered lists: GET /api/nodes and GET /api/jobs', () => {
         stderr: (text) => {
           stderr += text;
         },
-        env: { EDGE_SERVER: cm.url, EDGE_API_TOKEN: cm.apiToken },
+        env: { EDGE_SERVER: cm.url, EDGE_API_TOKEN: cm.apiToken, EDGE_CA_FILE: `${cm.dataDir}/tls/ca.pem` },
         readStdin: async () => '',
         now: () => Date.now(),
       };

@@ -6,7 +6,7 @@ describe('node registration over Socket.IO /init', () => {
   let cm: RunningClusterManager;
   const nodes: TestNode[] = [];
   const node = (name: string) => {
-    const created = new TestNode(cm.url, TestNode.info(name));
+    const created = new TestNode(cm, TestNode.info(name));
     nodes.push(created);
     return created;
   };

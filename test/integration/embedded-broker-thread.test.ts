@@ -1,13 +1,20 @@
 import { spawn } from 'node:child_process';
-import { connect as connectSocket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MqttPrincipal } from '../../cluster-manager/broker/acl.js';
 import { EmbeddedBroker } from '../../cluster-manager/broker/embedded-broker.js';
+import {
+  createCertificateAuthority,
+  issueServerCertificate,
+} from '../../cluster-manager/tls/certificates.js';
 import { waitFor } from '../helpers/wait.js';
 
 const SECRET = 'n1-secret';
+/** The broker speaks MQTTS, as the cluster manager's does, with a certificate from a CA of this test's own. */
+const CA = createCertificateAuthority('broker test CA');
+const SERVER = issueServerCertificate(CA, ['127.0.0.1']);
 const WRONG = 'wrong-password-never-logged';
 
 function authenticate(username: string | undefined, password: string | undefined): MqttPrincipal | null {
@@ -25,7 +32,7 @@ function authenticate(username: string | undefined, password: string | undefined
 const PROBE = `
 import mqtt from 'mqtt';
 const url = process.argv[1];
-const opts = { reconnectPeriod: 0, protocolVersion: 4 };
+const opts = { reconnectPeriod: 0, protocolVersion: 4, ca: process.argv[2] };
 const manager = await mqtt.connectAsync(url, { ...opts, username: 'cluster-manager', password: 'cm-secret' });
 const node = await mqtt.connectAsync(url, { ...opts, clientId: 'node-n1', username: 'n1', password: ${JSON.stringify(SECRET)} });
 const latencies = [];
@@ -53,7 +60,8 @@ describe('the embedded broker in its own thread', () => {
 
   function connect(username: string, password: string, reconnectPeriod = 0): Promise<MqttClient> {
     return new Promise((resolve, reject) => {
-      const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+      const client = mqtt.connect(`mqtts://127.0.0.1:${broker.port}`, {
+        ca: CA.cert,
         username,
         password,
         // A node's login may use only its own client id.
@@ -74,7 +82,8 @@ describe('the embedded broker in its own thread', () => {
   /** A node's session with its last will `offline` on its status topic. */
   const session = (clientId: string, username = 'n1') =>
     new Promise<MqttClient>((resolve, reject) => {
-      const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+      const client = mqtt.connect(`mqtts://127.0.0.1:${broker.port}`, {
+        ca: CA.cert,
         username,
         password: SECRET,
         clientId,
@@ -88,7 +97,7 @@ describe('the embedded broker in its own thread', () => {
     });
 
   beforeAll(async () => {
-    broker = await EmbeddedBroker.start({ port: 0, host: '127.0.0.1', authenticate, logger });
+    broker = await EmbeddedBroker.start({ port: 0, host: '127.0.0.1', authenticate, tls: SERVER, logger });
   });
 
   afterAll(async () => {
@@ -168,7 +177,8 @@ describe('the embedded broker in its own thread', () => {
       ['operator', 'op-secret'],
     ] as const) {
       const error = await new Promise<Error & { code?: number }>((resolve) => {
-        const thief = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+        const thief = mqtt.connect(`mqtts://127.0.0.1:${broker.port}`, {
+          ca: CA.cert,
           username,
           password,
           clientId: 'node-n2',
@@ -234,8 +244,8 @@ describe('the embedded broker in its own thread', () => {
   });
 
   it('closes a connection whose first packet announces more than 256 KiB, before any login', async () => {
-    const socket = connectSocket(broker.port, '127.0.0.1');
-    await new Promise((resolve) => socket.once('connect', resolve));
+    const socket = connectTls({ port: broker.port, host: '127.0.0.1', ca: CA.cert });
+    await new Promise((resolve) => socket.once('secureConnect', resolve));
     const closed = new Promise((resolve) => socket.once('close', resolve));
     // CONNECT with a remaining length of 268,435,455 bytes, and a first slice of its body.
     socket.write(Buffer.concat([Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]), Buffer.alloc(1024)]));
@@ -246,10 +256,46 @@ describe('the embedded broker in its own thread', () => {
     expect(node.connected).toBe(true);
   });
 
+  it('refuses a plain-text MQTT client on the MQTTS port, says so in the log, and serves TLS clients on', async () => {
+    const plain = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+      username: 'operator',
+      password: 'op-secret',
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+      connectTimeout: 5000,
+    });
+    clients.push(plain);
+    const connected = await new Promise<boolean>((resolve) => {
+      plain.once('connect', () => resolve(true));
+      plain.once('close', () => resolve(false));
+    });
+    expect(connected).toBe(false);
+    await waitFor(
+      () => logLines.some((line) => line.includes('refused a plain-text MQTT client')),
+      'the refusal logged',
+    );
+    // A client that trusts another CA is refused by its own side, and the broker serves the right one on.
+    const stranger = mqtt.connect(`mqtts://127.0.0.1:${broker.port}`, {
+      ca: createCertificateAuthority('another CA').cert,
+      username: 'operator',
+      password: 'op-secret',
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+    });
+    clients.push(stranger);
+    await expect(
+      new Promise((resolve, reject) => {
+        stranger.once('connect', resolve);
+        stranger.once('error', reject);
+      }),
+    ).rejects.toThrow(/unable to verify|self[- ]signed/);
+    expect((await connect('operator', 'op-secret')).connected).toBe(true);
+  });
+
   it('keeps delivering while the main thread is blocked', async () => {
     const probe = spawn(
       process.execPath,
-      ['--input-type=module', '-e', PROBE, `mqtt://127.0.0.1:${broker.port}`],
+      ['--input-type=module', '-e', PROBE, `mqtts://127.0.0.1:${broker.port}`, CA.cert],
       {
         cwd: process.cwd(),
         stdio: ['ignore', 'pipe', 'inherit'],

@@ -18,7 +18,7 @@ describe('node engine config', () => {
     });
     const config = buildConfig(options);
     expect(config).toMatchObject({
-      clusterManagerUrl: 'http://127.0.0.1:10100',
+      clusterManagerUrl: 'https://127.0.0.1:10100',
       name: 'w1',
       port: 0,
       labels: { zone: 'b' },
