@@ -13,6 +13,7 @@ import {
   type MqttClient,
   type MqttLogin,
   parseJoinToken,
+  topics,
 } from '../shared/index.js';
 import { createApi } from './api/app.js';
 import { EmbeddedBroker } from './broker/embedded-broker.js';
@@ -20,10 +21,12 @@ import type { ClusterManagerConfig } from './config.js';
 import { dashboardDir } from './dashboard/index.js';
 import { CommandOutbox } from './dispatch/command-outbox.js';
 import { subscribeToNodes } from './dispatch/node-messages.js';
+import { notFound } from './errors.js';
 import { scheduleGarbageCollection } from './garbage-collection.js';
 import { Evaluations } from './jobs/evaluations.js';
 import { Failover } from './jobs/failover.js';
 import { JobService } from './jobs/job-service.js';
+import { type NodeRemoval, removeNode } from './jobs/node-removal.js';
 import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
 import { ControlLag } from './liveness/control-lag.js';
@@ -69,6 +72,7 @@ export class ClusterManager {
   /** Stable across restarts: the cluster manager's MQTT session is persistent. */
   private readonly mqttClientId: string;
   private garbageCollection?: ScheduledTask;
+  private registry?: NodeRegistry;
   private controlLag?: ControlLag;
 
   constructor(
@@ -198,6 +202,7 @@ export class ClusterManager {
       jobs: this.jobs,
       liveness: this.liveness,
       allocations: () => this.placement.schedulableNodesById(),
+      removeNode: (ref) => this.removeNode(ref),
       outbox: this.outbox,
       metrics: this.metrics,
       apiToken: this.apiToken,
@@ -214,10 +219,11 @@ export class ClusterManager {
       this.httpListener = listenerOf(this.http);
     }
     this.io = new SocketServer(this.http, { transports: ['websocket', 'polling'], serveClient: false });
-    new NodeRegistry(
+    this.registry = new NodeRegistry(
       this.store,
       {
         joinToken: this.joinSecret,
+        registrationRatePerS: config.registrationRatePerS,
         telemetryIntervalMs: config.telemetryIntervalMs,
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
         subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),
@@ -227,7 +233,8 @@ export class ClusterManager {
         },
       },
       logger,
-    ).attach(this.io);
+    );
+    this.registry.attach(this.io);
     const listening = this.httpListener.server;
     await new Promise<void>((resolve, reject) => {
       listening.once('error', reject);
@@ -275,6 +282,23 @@ export class ClusterManager {
     if (node && sameSecret(hashSecret(password), node.secretHash))
       return { role: 'node', nodeId: node.id } as const;
     return null;
+  }
+
+  /**
+   * An operator removes a node (`DELETE /api/nodes/:id`): state first (see removeNode), then the node is cut
+   * off: its Socket.IO and MQTT connections close, and its secret opens nothing any more.
+   */
+  removeNode(ref: string): { id: string; name: string } & NodeRemoval {
+    const node = this.store.nodes.find(ref);
+    if (!node) throw notFound('node', ref);
+    const removal = removeNode(this.store, this.outbox, node);
+    this.liveness.forget(node.id);
+    this.registry?.disconnect(node.id);
+    this.broker?.disconnect([`node-${node.id}`, `net-${node.id}`], [topics.status(node.id)]);
+    this.outbox.flush();
+    this.evaluations.unblock('node-removed');
+    this.logger.warn({ nodeId: node.id, name: node.name, ...removal }, 'node removed by an operator');
+    return { id: node.id, name: node.name, ...removal };
   }
 
   private get mqttScheme(): 'mqtt' | 'mqtts' {

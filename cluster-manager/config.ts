@@ -75,6 +75,13 @@ export const clusterManagerOptions = {
     type: 'string',
     description: 'the MQTT URL handed to nodes',
   },
+  'registration-rate': {
+    env: 'CM_REGISTRATION_RATE',
+    type: 'integer',
+    default: 50,
+    description:
+      'node registrations per second per source address, bursts of 10 s worth (0: no limit; raise it for big fleets behind one NAT)',
+  },
   insecure: {
     env: 'CM_INSECURE',
     type: 'boolean',
@@ -129,6 +136,8 @@ export interface ClusterManagerConfig {
   nodeTimeoutMs: number;
   telemetryIntervalMs: number;
   advertiseMqttUrl?: string;
+  /** `--registration-rate`: per source address per second; 0 is no limit. */
+  registrationRatePerS: number;
   /** Plain text on every port (`--insecure`); otherwise HTTPS, WSS and MQTTS. */
   insecure: boolean;
   /** `--tls-san`, split. */
@@ -165,6 +174,7 @@ export function buildClusterManagerConfig(
     nodeTimeoutMs: o['node-timeout'],
     telemetryIntervalMs: o['telemetry-interval'],
     advertiseMqttUrl: o['advertise-mqtt-url'],
+    registrationRatePerS: o['registration-rate'],
     insecure: o.insecure,
     tlsSans: (o['tls-san'] ?? '')
       .split(',')

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { io } from 'socket.io-client';
 import { backoffDelay } from '../shared/backoff.js';
 import { CommandSchema } from '../shared/command.js';
@@ -158,8 +159,12 @@ export class HollowWorker {
 
   private auth(): NodeRegistrationAuth {
     if (this.useIdentity && this.identity) return { ...this.identity };
-    return { token: this.fleet.config.joinToken };
+    // As a node engine does: its own secret, so that a join whose answer was lost can be made again.
+    this.ownSecret ??= this.identity?.nodeSecret ?? randomBytes(32).toString('base64url');
+    return { token: this.fleet.config.joinToken, nodeSecret: this.ownSecret };
   }
+
+  private ownSecret: string | undefined;
 
   private connectFailed(error: Error): { kind: string; message: string } {
     if (error.message === 'unauthorized' && this.useIdentity && this.identity) {

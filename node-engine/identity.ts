@@ -1,10 +1,17 @@
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../shared/atomic-file.js';
 
-/** What the cluster manager gave this node at its first registration; kept so it keeps its id. */
-export const IdentitySchema = z.object({ nodeId: z.string().min(1), nodeSecret: z.string().min(1) });
+/**
+ * Who this node is: the secret it made for itself before it first joined (the cluster manager keeps only its
+ * hash, and only this secret lets the node take its name again), and the id the cluster manager gave it.
+ */
+export const IdentitySchema = z.object({
+  nodeId: z.string().min(1).optional(),
+  nodeSecret: z.string().min(1),
+});
 export type Identity = z.infer<typeof IdentitySchema>;
 
 export function identityPath(dataDir: string): string {
@@ -19,6 +26,11 @@ export async function loadIdentity(dataDir: string): Promise<Identity | undefine
   } catch {
     return undefined;
   }
+}
+
+/** A new node secret: 256 random bits. */
+export function newNodeSecret(): string {
+  return randomBytes(32).toString('base64url');
 }
 
 export async function saveIdentity(dataDir: string, identity: Identity): Promise<void> {

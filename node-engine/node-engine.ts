@@ -107,7 +107,7 @@ export class NodeEngine {
     );
     this.api = api.server;
     const identity = await this.registration.loadIdentity();
-    if (identity) await this.activate(identity.nodeId);
+    if (identity?.nodeId) await this.activate(identity.nodeId);
     this.registration.start();
     this.scheduleNetManagerWatch();
     return api.url;

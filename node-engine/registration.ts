@@ -11,7 +11,7 @@ import {
   TrustError,
   trustClusterManager,
 } from '../shared/index.js';
-import { type Identity, loadIdentity, saveIdentity } from './identity.js';
+import { type Identity, loadIdentity, newNodeSecret, saveIdentity } from './identity.js';
 
 /** A successful registration: who this node is and how it reaches the broker. */
 export interface Registered {
@@ -104,6 +104,19 @@ export class NodeRegistration {
       return;
     }
     if (this.stopped || this.socket) return;
+    if (!this.identity) {
+      // The node's own secret, on disk before anyone hears it: with it, a join whose answer is lost can be
+      // made again under the same name.
+      const identity = { nodeSecret: newNodeSecret() };
+      try {
+        await saveIdentity(this.options.dataDir, identity);
+      } catch (error) {
+        this.logger.error({ err: (error as Error).message }, 'cannot store the node secret; retrying');
+        this.retry();
+        return;
+      }
+      this.identity = identity;
+    }
     this.socket = io(`${this.options.clusterManagerUrl}/init`, {
       transports: ['websocket'],
       // Reconnects are ours: the credentials may change between attempts, and the backoff is the project's.
@@ -137,10 +150,13 @@ export class NodeRegistration {
   }
 
   private auth(): NodeRegistrationAuth | undefined {
-    if (this.useIdentity && this.identity) {
+    if (this.useIdentity && this.identity?.nodeId) {
       return { nodeId: this.identity.nodeId, nodeSecret: this.identity.nodeSecret };
     }
-    return this.options.joinToken ? { token: this.options.joinToken } : undefined;
+    if (!this.options.joinToken) return undefined;
+    return this.identity
+      ? { token: this.options.joinToken, nodeSecret: this.identity.nodeSecret }
+      : { token: this.options.joinToken };
   }
 
   private connect(): void {
@@ -168,7 +184,7 @@ export class NodeRegistration {
   }
 
   private connectFailed(error: Error): void {
-    if (error.message === 'unauthorized' && this.useIdentity && this.identity) {
+    if (error.message === 'unauthorized' && this.useIdentity && this.identity?.nodeId) {
       this.useIdentity = false;
       if (this.options.joinToken) {
         this.logger.warn(

@@ -53,7 +53,11 @@ export type NodeInfo = z.infer<typeof NodeInfoSchema>;
 export type NodeInfoInput = z.input<typeof NodeInfoSchema>;
 
 export const NodeRegistrationAuthSchema = z.union([
-  z.strictObject({ token: z.string().min(1).max(512) }),
+  /**
+   * A join. `nodeSecret`: the secret the node made for itself and keeps (K3s' node password): the cluster
+   * manager stores its hash, and only it lets a node that lost the answer register under its name again.
+   */
+  z.strictObject({ token: z.string().min(1).max(512), nodeSecret: z.string().min(32).max(512).optional() }),
   z.strictObject({ nodeId: z.string().min(1).max(128), nodeSecret: z.string().min(1).max(512) }),
 ]);
 export type NodeRegistrationAuth = z.infer<typeof NodeRegistrationAuthSchema>;

@@ -1,6 +1,7 @@
 import express, { type Express, type Response } from 'express';
 import { type Logger, VERSION } from '../../shared/index.js';
 import type { JobService } from '../jobs/job-service.js';
+import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/index.js';
@@ -17,6 +18,8 @@ export interface ApiDependencies {
   liveness: NodeLiveness;
   /** What each node has allocated (the scheduler's in-memory view). */
   allocations: Allocations;
+  /** Removes a node by id or name (404 when unknown); what it did. */
+  removeNode: (ref: string) => { id: string; name: string } & NodeRemoval;
   /** What the outbox holds, for `/metrics`. */
   outbox: { readonly unackedCount: number };
   metrics: Metrics;
@@ -68,7 +71,7 @@ export function createApi(deps: ApiDependencies): Express {
     if (req.method !== 'GET' && req.method !== 'HEAD') answerOnceDurable(res, deps);
     next();
   });
-  api.use('/nodes', nodeRoutes(deps.store, deps.liveness, deps.allocations));
+  api.use('/nodes', nodeRoutes(deps.store, deps.liveness, deps.allocations, deps.removeNode));
   api.use('/jobs', jobRoutes(deps.jobs));
   api.get('/events', (req, res) => {
     const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));

@@ -33,6 +33,8 @@ export type FromBrokerThread =
 /** Messages from the main thread to the broker thread. */
 export type ToBrokerThread =
   | { type: 'authenticated'; id: number; principal: MqttPrincipal | null }
+  /** A node was removed: its clients go now, and its retained messages are cleared. */
+  | { type: 'disconnect'; clientIds: string[]; clearRetained: string[] }
   | { type: 'close' };
 
 /**
@@ -114,6 +116,7 @@ const aedes = await Aedes.createBroker({
   authorizePublish(client, packet, callback) {
     const principal = client ? principals.get(client) : undefined;
     if (!client) return callback(null);
+    if (cutOff.has(client.id)) return callback(new Error('removed'));
     if (isTakenOverWill(client, packet)) {
       log('debug', { clientId: client.id }, 'last will of a taken-over connection not published');
       return callback(new Error('taken over'));
@@ -225,11 +228,32 @@ port.on('message', (message: ToBrokerThread) => {
       answer?.(message.principal);
       break;
     }
+    case 'disconnect':
+      disconnect(message.clientIds, message.clearRetained);
+      break;
     case 'close':
       void close();
       break;
   }
 });
+
+/** Client ids of removed nodes: nothing of theirs is published any more, their last wills included. */
+const cutOff = new Set<string>();
+
+/** Closes these clients' connections (their logins fail from now on, so they stay out) and clears retained topics. */
+function disconnect(clientIds: string[], clearRetained: string[]): void {
+  const clients = (aedes as unknown as { clients: Record<string, Client | undefined> }).clients;
+  for (const id of clientIds) {
+    cutOff.add(id);
+    clients[id]?.close();
+  }
+  for (const topic of clearRetained)
+    aedes.publish(
+      { cmd: 'publish', topic, payload: Buffer.alloc(0), qos: 0, retain: true, dup: false },
+      () => {},
+    );
+  log('info', { clientIds }, 'disconnected the clients of a removed node');
+}
 
 /** Connections the kernel may hold for accept(); it caps this at net.core.somaxconn. */
 const ACCEPT_QUEUE = 8192;

@@ -53,6 +53,11 @@ export class EmbeddedBroker {
     return this.boundPort;
   }
 
+  /** Closes these clients' connections now and clears these retained topics (a node was removed). */
+  disconnect(clientIds: string[], clearRetained: string[]): void {
+    this.worker.postMessage({ type: 'disconnect', clientIds, clearRetained } satisfies ToBrokerThread);
+  }
+
   async close(): Promise<void> {
     this.closing = true;
     this.stopping.abort();

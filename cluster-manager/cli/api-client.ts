@@ -94,6 +94,12 @@ export class ApiClient {
     return this.request('GET', `/api/nodes/${encodeURIComponent(ref)}`);
   }
 
+  removeNode(
+    ref: string,
+  ): Promise<{ id: string; name: string; placedAgain: number; finished: number; jobsDeleted: number }> {
+    return this.request('DELETE', `/api/nodes/${encodeURIComponent(ref)}`);
+  }
+
   listJobs(): Promise<Job[]> {
     return this.request('GET', '/api/jobs');
   }

@@ -141,10 +141,20 @@ export function buildProgram(io: EdgectlIo): Command {
 
   program
     .command('node')
-    .description('show one node, its telemetry and its instances')
-    .argument('<node>', 'node id or name')
+    .description('show one node, its telemetry and its instances; `node remove <node>` removes it for good')
+    .argument('<node>', 'node id or name (or `remove`, then the node)')
+    .argument('[node-to-remove]', 'with `remove`: the node id or name')
     .addOption(outputOption('yaml'))
-    .action(async (ref: string, options: { output: OutputFormat }) => {
+    .action(async (ref: string, toRemove: string | undefined, options: { output: OutputFormat }) => {
+      if (ref === 'remove' && toRemove !== undefined) {
+        const removed = await client().removeNode(toRemove);
+        print(
+          `removed node ${removed.name} (${removed.id}): its secret is revoked; ${removed.placedAgain} instances to place again elsewhere`,
+        );
+        return;
+      }
+      if (toRemove !== undefined)
+        throw new UsageError(`node: one node at a time (or \`node remove <node>\`)`);
       print(formatOutput(await client().getNode(ref), options.output));
     });
 

@@ -167,6 +167,12 @@ export class CommandOutbox {
     if (ids?.size === 0) this.byNode.delete(nodeId);
   }
 
+  /** The node was removed (its commands are gone from the store): nothing goes to it any more. */
+  forgetNode(nodeId: string): void {
+    for (const id of this.byNode.get(nodeId) ?? []) this.pending.delete(id);
+    this.byNode.delete(nodeId);
+  }
+
   /** Commands waiting for an ack. */
   get unackedCount(): number {
     this.admitFresh();

@@ -10,7 +10,8 @@ export type EvaluationTrigger =
   | 'node-registered'
   | 'node-online'
   | 'capacity-freed'
-  | 'instance-stopped';
+  | 'instance-stopped'
+  | 'node-removed';
 
 /** How long triggers are gathered before the queued jobs are evaluated in one pass. */
 const GATHER_MS = 50;

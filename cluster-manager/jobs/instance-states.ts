@@ -8,6 +8,7 @@ import type { InstanceStatus } from '../../shared/index.js';
  *   any placed, live status --node offline--> lost --reports or telemetry--> what the node says
  *   any placed status --stop asked (scale down, job delete)--> stopping --report stopped--> stopped
  *   stopping | stopped --delete acked by its node--> (row removed)
+ *   any placed status --its node removed by an operator--> pending (placed again) | (row removed, if leaving)
  *   any placed, live status --command refused--> failed
  *
  * `stopping` and `stopped` are on their way out: nothing the node reports brings them back, they never count
@@ -26,7 +27,12 @@ export type InstanceMessage =
   /** Its node refused the command that runs it. */
   | { kind: 'refused' }
   /** Its node acked the `delete` of it (at its generation or a newer one). */
-  | { kind: 'deleteAcked' };
+  | { kind: 'deleteAcked' }
+  /**
+   * An operator removed its node: nothing will be heard of it there again. `mayRunAgain` is false for a job
+   * whose `restart: never` says a failed instance must not run again.
+   */
+  | { kind: 'nodeRemoved'; mayRunAgain: boolean };
 
 /** What a message does: a new status, the row removed, or nothing. */
 export type Transition = { status: InstanceStatus } | { remove: true } | { ignore: true };
@@ -78,6 +84,10 @@ export function transition(current: InstanceStatus, message: InstanceMessage): T
         : { status: 'failed' };
     case 'deleteAcked':
       return LEAVING.has(current) ? { remove: true } : { ignore: true };
+    case 'nodeRemoved':
+      if (LEAVING.has(current)) return { remove: true };
+      if (current === 'failed' && !message.mayRunAgain) return { ignore: true };
+      return current === 'pending' ? { ignore: true } : { status: 'pending' };
   }
 }
 

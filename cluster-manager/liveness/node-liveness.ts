@@ -226,6 +226,23 @@ export class NodeLiveness {
     }
   }
 
+  /** The node was removed: nothing about it is judged, kept or counted any more (and no event says offline). */
+  forget(nodeId: string): void {
+    for (const map of [
+      this.lastSeen,
+      this.heardAt,
+      this.telemetry,
+      this.persistedAt,
+      this.wentOffline,
+      this.lastWills,
+      this.willsVoidUntil,
+    ])
+      map.delete(nodeId);
+    this.online.delete(nodeId);
+    this.dirty.delete(nodeId);
+    this.massSilence?.nodes.delete(nodeId);
+  }
+
   markOffline(nodeId: string, reason: string): void {
     if (!this.online.delete(nodeId)) return;
     this.wentOffline.set(nodeId, this.wallClock());

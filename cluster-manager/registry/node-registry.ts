@@ -12,8 +12,14 @@ import {
 } from '../../shared/index.js';
 import { hashSecret, newSecret, sameSecret } from '../secrets.js';
 import type { NodeRecord, Store } from '../store/index.js';
+import { RateLimiter } from './rate-limit.js';
+
+/** An address may register this many seconds' worth of its rate at once (a site's fleet after a power cut). */
+const REGISTRATION_BURST_SECONDS = 10;
 
 export interface RegistryOptions {
+  /** Registration attempts (Socket.IO `/init` connections) per second per source address; 0: no limit. */
+  registrationRatePerS: number;
   joinToken: string;
   telemetryIntervalMs: number;
   /** The MQTT login and URL handed to a node; `host` is how the node reached us. */
@@ -23,7 +29,9 @@ export interface RegistryOptions {
   onRegistered(node: NodeRecord, firstTime: boolean): void;
 }
 
-type Identity = { kind: 'token' } | { kind: 'node'; nodeId: string; nodeSecret: string };
+type Identity =
+  | { kind: 'token'; proposedSecret?: string }
+  | { kind: 'node'; nodeId: string; nodeSecret: string };
 
 /**
  * The `/init` namespace: nodes connect with the join token (first time) or their id and secret (after), then
@@ -34,11 +42,37 @@ export class NodeRegistry {
     private readonly store: Store,
     private readonly options: RegistryOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    const rate = options.registrationRatePerS;
+    this.limiter = new RateLimiter(rate, rate * REGISTRATION_BURST_SECONDS);
+  }
+
+  private namespace?: ReturnType<Server['of']>;
+  private readonly limiter: RateLimiter;
+  private refusedForRate = 0;
+
+  /** Closes the Socket.IO connections of a node (it was removed). */
+  disconnect(nodeId: string): void {
+    for (const socket of this.namespace?.sockets.values() ?? [])
+      if (socket.data.nodeId === nodeId) socket.disconnect(true);
+  }
 
   attach(io: Server): void {
     const namespace = io.of('/init');
+    this.namespace = namespace;
     namespace.use((socket, next) => {
+      // Before anything else: a flood of registrations from one address (a leaked join token making nodes,
+      // a guesser) costs at most the address's rate.
+      if (!this.limiter.take(normalizeAddress(socket.handshake.address))) {
+        this.refusedForRate++;
+        if (this.refusedForRate % 100 === 1)
+          this.logger.warn(
+            { address: socket.handshake.address, refused: this.refusedForRate },
+            'node registration refused: too many from this address (--registration-rate)',
+          );
+        next(new Error('rate limited'));
+        return;
+      }
       const identity = this.authenticate(socket.handshake.auth);
       if (!identity) {
         this.logger.warn({ address: socket.handshake.address }, 'node registration refused: unauthorized');
@@ -72,7 +106,8 @@ export class NodeRegistry {
     if ('token' in parsed.data) {
       // The full token (E10<CA fingerprint>::<secret>) or the bare secret: the fingerprint is for the node.
       const { secret } = parseJoinToken(parsed.data.token);
-      return sameSecret(secret, this.options.joinToken) ? { kind: 'token' } : null;
+      if (!sameSecret(secret, this.options.joinToken)) return null;
+      return { kind: 'token', proposedSecret: parsed.data.nodeSecret };
     }
     const node = this.store.nodes.get(parsed.data.nodeId);
     if (!node || !sameSecret(hashSecret(parsed.data.nodeSecret), node.secretHash)) return null;
@@ -116,17 +151,37 @@ export class NodeRegistry {
         };
       }
     } else {
-      if (sameName && sameName.status === 'online' && sameName.id !== bound) {
+      const proposed = identity.proposedSecret;
+      if (sameName && sameName.id !== bound) {
+        // A name is claimed again only with its node's secret: a node whose answer was lost retries with it.
+        if (!proposed || !sameSecret(hashSecret(proposed), sameName.secretHash)) {
+          this.logger.warn(
+            { address: socket.handshake.address, name: info.name, nodeId: sameName.id },
+            'registration under a taken name refused',
+          );
+          return {
+            error: {
+              code: 'conflict',
+              message: `node name "${info.name}" belongs to node ${sameName.id}: only that node (with its secret) registers under it; to give the name to another machine, remove the node first (edgectl node remove ${info.name})`,
+            },
+          };
+        }
+      } else if (proposed && this.store.nodes.isRemovedSecret(hashSecret(proposed))) {
+        this.logger.warn(
+          { address: socket.handshake.address, name: info.name },
+          'a removed node tried to join again',
+        );
         return {
           error: {
-            code: 'conflict',
-            message: `node name "${info.name}" is taken by online node ${sameName.id}`,
+            code: 'forbidden',
+            message:
+              'this node was removed by an operator: it joins again only as a new node (clear its data dir for a new identity)',
           },
         };
       }
-      // A node that lost its identity (a reinstalled machine) and comes back under its name takes the old id.
+      // The node that lost its answer gets its id back; a new name gets a new id.
       id = sameName?.id ?? randomUUID();
-      secret = newSecret();
+      secret = proposed ?? newSecret();
     }
     const previous = this.store.nodes.get(id);
     const record: NodeRecord = {

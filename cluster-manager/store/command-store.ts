@@ -114,6 +114,20 @@ export class CommandStore {
     ).map(fromRow);
   }
 
+  /**
+   * An operator removed the node: its commands will never be acked. Drops them; returns the jobs of those that
+   * were unacked (a job in `deleting` may have waited for them).
+   */
+  forgetNode(nodeId: string): string[] {
+    const jobs = (
+      this.db
+        .prepare('SELECT DISTINCT job_id FROM commands WHERE node_id = ? AND acked_at IS NULL')
+        .all(nodeId) as { job_id: string }[]
+    ).map((row) => row.job_id);
+    this.db.prepare('DELETE FROM commands WHERE node_id = ?').run(nodeId);
+    return jobs;
+  }
+
   /** Acked commands older than the horizon are history; the outbox keeps only what matters. */
   pruneAcked(before: number): number {
     return this.db.prepare('DELETE FROM commands WHERE acked_at IS NOT NULL AND acked_at < ?').run(before)

@@ -116,6 +116,13 @@ const MIGRATIONS: string[] = [
   // When each instance was placed again after failing (JSON list of ms timestamps within its policy's interval),
   // so a restart of the cluster manager does not hand out fresh attempts.
   "ALTER TABLE instances ADD COLUMN reschedules TEXT NOT NULL DEFAULT '[]';",
+  // The secrets of nodes an operator removed: such a node never joins again with the identity it had.
+  `CREATE TABLE removed_nodes (
+     secret_hash TEXT PRIMARY KEY,
+     node_id TEXT NOT NULL,
+     name TEXT NOT NULL,
+     removed_at INTEGER NOT NULL
+   );`,
 ];
 
 /**

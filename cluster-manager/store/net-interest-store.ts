@@ -58,6 +58,11 @@ export class NetInterestStore {
     return changes;
   }
 
+  /** The node was removed: it asks for nothing any more. */
+  forgetNode(nodeId: string): void {
+    this.db.prepare('DELETE FROM net_interest WHERE node_id = ?').run(nodeId);
+  }
+
   forget(nodeId: string, jobId: string): void {
     this.db.prepare('DELETE FROM net_interest WHERE node_id = ? AND job_id = ?').run(nodeId, jobId);
   }

@@ -63,12 +63,18 @@ export class NodeStore {
   private readonly byId = new Map<string, NodeRecord>();
   private infoVersion = 0;
   private readonly idByName = new Map<string, string>();
+  /** The secret hashes of removed nodes: never a way in again. */
+  private readonly removedSecrets = new Set<string>();
 
   constructor(
     private readonly db: Db,
     private readonly undo: UndoLog,
   ) {
     for (const row of db.prepare('SELECT * FROM nodes').all() as NodeRow[]) this.put(fromRow(row));
+    for (const { secret_hash } of db.prepare('SELECT secret_hash FROM removed_nodes').all() as {
+      secret_hash: string;
+    }[])
+      this.removedSecrets.add(secret_hash);
   }
 
   /** Every node, by name. */
@@ -118,6 +124,32 @@ export class NodeStore {
     const record = { telemetry: null, subnet: null, publicIp: null, udpPort: null, ...previous, ...node };
     // The info version rises with the change and again if it is taken back: views built on it rebuild.
     this.undo.swap(previous, record, this.index, () => this.infoVersion++);
+  }
+
+  /**
+   * Forgets the node (its subnet is free again) and revokes its secret for good: a node that presents it is
+   * refused, also when it joins with the join token. Call inside the transaction that deals with its instances.
+   */
+  remove(id: string, now: number): void {
+    const node = this.byId.get(id);
+    if (!node) return;
+    this.db.prepare('DELETE FROM nodes WHERE id = ?').run(id);
+    this.db
+      .prepare(
+        'INSERT OR REPLACE INTO removed_nodes (secret_hash, node_id, name, removed_at) VALUES (?, ?, ?, ?)',
+      )
+      .run(node.secretHash, id, node.name, now);
+    this.removedSecrets.add(node.secretHash);
+    this.undo.record(() => this.removedSecrets.delete(node.secretHash));
+    this.undo.swap(node, undefined, this.index, () => {
+      this.infoVersion++;
+      this.changes.emit(id);
+    });
+  }
+
+  /** Whether this secret (its hash) belonged to a node an operator removed. */
+  isRemovedSecret(secretHash: string): boolean {
+    return this.removedSecrets.has(secretHash);
   }
 
   setStatus(id: string, status: NodeStatus): void {

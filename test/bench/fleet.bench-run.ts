@@ -58,7 +58,7 @@ afterAll(async () => {
 async function run(broker: string): Promise<void> {
   const mosquitto = broker === 'mosquitto' ? await Mosquitto.start() : undefined;
   if (mosquitto) cleanups.push(() => mosquitto.stop());
-  const cluster = new E2eCluster({ nodeTimeoutMs: 6000, mqttUrl: mosquitto?.url });
+  const cluster = new E2eCluster({ registrationRate: 1000, nodeTimeoutMs: 6000, mqttUrl: mosquitto?.url });
   cleanups.push(() => cluster.stop());
   await cluster.startClusterManager();
   const pid = cluster.cm!.pid;

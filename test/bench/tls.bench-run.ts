@@ -31,7 +31,7 @@ afterAll(async () => {
 });
 
 async function run(mode: 'plain' | 'tls'): Promise<Record<string, string | number>> {
-  const cluster = new E2eCluster({ nodeTimeoutMs: 6000, insecure: mode === 'plain' });
+  const cluster = new E2eCluster({ registrationRate: 1000, nodeTimeoutMs: 6000, insecure: mode === 'plain' });
   cleanups.push(() => cluster.stop());
   await cluster.startClusterManager();
   const pid = cluster.cm!.pid;

@@ -27,7 +27,7 @@ interface EventBody {
  * paused VM or a blocked event loop) must not take any node offline.
  */
 describe(`a fleet of ${WORKERS} hollow workers`, () => {
-  const cluster = new E2eCluster({ nodeTimeoutMs: 6000 });
+  const cluster = new E2eCluster({ registrationRate: 1000, nodeTimeoutMs: 6000 });
   let fleet: Program | undefined;
 
   const nodes = async () => (await (await cluster.api('/api/nodes')).json()) as NodeBody[];

@@ -50,6 +50,7 @@ export async function startClusterManager(
     telemetryIntervalMs: 2000,
     insecure: false,
     tlsSans: [],
+    registrationRatePerS: 50,
     addressPlan: parseAddressPlan(workerSubnets, serviceSubnet),
     ...rest,
   };

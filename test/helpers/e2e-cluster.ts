@@ -61,6 +61,8 @@ export class E2eCluster {
       mqttUrl?: string;
       host?: string;
       insecure?: boolean;
+      /** `--registration-rate` (a fleet simulator registers hundreds a second from loopback). */
+      registrationRate?: number;
     } = {},
   ) {}
 
@@ -91,6 +93,12 @@ export class E2eCluster {
       [
         ...['--host', this.host, '--http-port', String(this.httpPort), ...broker],
         ...['--data-dir', this.cmDataDir, ...(this.options.insecure ? ['--insecure'] : [])],
+        ...(this.options.registrationRate === undefined
+          ? []
+          : ['--registration-rate', String(this.options.registrationRate)]),
+        ...(this.options.registrationRate === undefined
+          ? []
+          : ['--registration-rate', String(this.options.registrationRate)]),
         ...['--node-timeout', String(this.options.nodeTimeoutMs ?? 4000), '--telemetry-interval', '1000'],
       ],
       { CM_API_TOKEN: API_TOKEN, CM_JOIN_TOKEN: JOIN_TOKEN },

@@ -95,4 +95,54 @@ describe('node registration over Socket.IO /init', () => {
     const ack = await node('edge-e').register({ token: cm.joinToken });
     expect(ack).toMatchObject({ error: { code: 'conflict' } });
   });
+
+  it("refuses another node's name with the join token, online or not, and changes nothing", async () => {
+    const owner = node('edge-f');
+    const secret = 'a'.repeat(40);
+    const first = await owner.register({ token: cm.joinToken, nodeSecret: secret });
+    if (!('nodeId' in first)) throw new Error('expected a node id');
+    expect(first.nodeSecret).toBe(secret); // the node's own secret, kept
+    await owner.close();
+    await cm.manager.store.durable();
+    cm.manager['liveness'].markOffline(first.nodeId, 'test');
+    const before = cm.manager.store.nodes.get(first.nodeId);
+    // An offline node's name, with the join token and no secret, or another secret: refused.
+    for (const auth of [{ token: cm.joinToken }, { token: cm.joinToken, nodeSecret: 'b'.repeat(40) }]) {
+      const ack = await node('edge-f').register(auth);
+      expect(ack).toMatchObject({
+        error: { code: 'conflict', message: expect.stringContaining('edgectl node remove edge-f') },
+      });
+    }
+    expect(cm.manager.store.nodes.get(first.nodeId)).toEqual(before);
+    expect(cm.manager.store.nodes.count).toBe(1);
+    // Its own secret: the same node whose answer was lost, back under its id.
+    const again = await node('edge-f').register({ token: cm.joinToken, nodeSecret: secret });
+    expect(again).toMatchObject({ nodeId: first.nodeId, nodeSecret: secret });
+  });
+});
+
+describe('registration rate per source address', () => {
+  it('refuses connections over the rate with "rate limited" before looking at the token, and stores nothing', async () => {
+    // 1 a second, bursts of 10: the eleventh attempt in a row is over.
+    const cm = await startClusterManager({ registrationRatePerS: 1 });
+    try {
+      const answers: string[] = [];
+      for (let attempt = 0; attempt < 12; attempt++) {
+        const node = new TestNode(cm, TestNode.info(`rate-${attempt}`));
+        answers.push(
+          await node.register({ token: attempt < 9 ? 'wrong' : cm.joinToken }).then(
+            () => 'registered',
+            (error: Error) => error.message,
+          ),
+        );
+        await node.close();
+      }
+      expect(answers.slice(0, 9)).toEqual(Array(9).fill('unauthorized'));
+      expect(answers[9]).toBe('registered');
+      expect(answers.slice(10)).toEqual(['rate limited', 'rate limited']);
+      expect(cm.manager.store.nodes.count).toBe(1);
+    } finally {
+      await cm.stop();
+    }
+  });
 });

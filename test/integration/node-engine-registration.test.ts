@@ -162,7 +162,9 @@ describe('node engine registration, telemetry and restart', () => {
   it('registers with the join token, stores its identity and sends telemetry with real numbers', async () => {
     const { engine, api } = await startEngine();
     await waitFor('a registration', () => registrations.length > 0);
-    expect(auths[0]).toEqual({ token: 'join-1' });
+    // With the secret it made for itself (on disk before it was sent): this fake cluster manager hands out its
+    // own, as one from before node-made secrets does, and the node keeps what it was given.
+    expect(auths[0]).toEqual({ token: 'join-1', nodeSecret: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) });
     expect(registrations[0]).toMatchObject({
       name: 'reg-node',
       runtimes: ['docker'],

@@ -42,6 +42,10 @@ const TABLE: [string, InstanceMessage, Outcome[]][] = [
     ['-', 'failed', 'failed', 'failed', 'failed', 'failed', '-', '-', '-', 'failed']],
   ['delete acked', { kind: 'deleteAcked' },
     ['-', '-', '-', '-', '-', '-', '-', 'x', 'x', '-']],
+  ['node removed', { kind: 'nodeRemoved', mayRunAgain: true },
+    ['-', 'pending', 'pending', 'pending', 'pending', 'pending', 'pending', 'x', 'x', 'pending']],
+  ['node removed, restart never', { kind: 'nodeRemoved', mayRunAgain: false },
+    ['-', 'pending', 'pending', 'pending', 'pending', 'pending', '-', 'x', 'x', 'pending']],
 ];
 
 describe('the instance state machine', () => {

@@ -27,7 +27,12 @@ const byNameThenId: SortOrder<NodeRecord, NodeKey> = {
   cursor: z.strictObject({ name: z.string(), id: z.string() }),
 };
 
-export function nodeRoutes(store: Store, liveness: NodeLiveness, allocations: Allocations): Router {
+export function nodeRoutes(
+  store: Store,
+  liveness: NodeLiveness,
+  allocations: Allocations,
+  removeNode: (ref: string) => object,
+): Router {
   const router = Router();
   router.get('/', (req, res) => {
     const query = parseListQuery(req, byNameThenId, {
@@ -65,6 +70,10 @@ export function nodeRoutes(store: Store, liveness: NodeLiveness, allocations: Al
         ...instanceView(instance, node.name),
       })),
     });
+  });
+  // Removes the node for good: its instances are placed again elsewhere, its secret is revoked, it is cut off.
+  router.delete('/:id', (req, res) => {
+    res.json(removeNode(req.params.id));
   });
   return router;
 }
