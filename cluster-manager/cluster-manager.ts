@@ -15,6 +15,7 @@ import {
   parseJoinToken,
   topics,
 } from '../shared/index.js';
+import { AccessTokens, DEFAULT_TOKENS } from './access/access-tokens.js';
 import { createApi } from './api/app.js';
 import { EmbeddedBroker } from './broker/embedded-broker.js';
 import type { ClusterManagerConfig } from './config.js';
@@ -51,7 +52,11 @@ export class ClusterManager {
   /** The TLS material of every port; undefined with `--insecure`. */
   readonly tls?: ClusterTls;
   private readonly joinSecret: string;
+  /** The default admin token (`--api-token`, else `<data-dir>/api-token`). */
   readonly apiToken: string;
+  /** The default read-only token (`<data-dir>/telemetry-token`): the MQTT `operator` login's password. */
+  readonly telemetryToken: string;
+  readonly tokens: AccessTokens;
   readonly jobs: JobService;
   private broker?: EmbeddedBroker;
   private mqtt?: MqttClient;
@@ -98,6 +103,11 @@ export class ClusterManager {
     this.joinToken = formatJoinToken({ secret: this.joinSecret, caFingerprint: this.tls?.caFingerprint });
     writeFileSync(join(config.dataDir, NODE_JOIN_TOKEN_FILE), `${this.joinToken}\n`, { mode: 0o600 });
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
+    this.telemetryToken = loadOrCreateToken(config.dataDir, 'telemetry-token');
+    this.tokens = new AccessTokens(this.store, () => this.tls?.caFingerprint);
+    this.tokens.keepDefault(DEFAULT_TOKENS.admin, 'admin', this.apiToken);
+    this.tokens.keepDefault(DEFAULT_TOKENS.join, 'join', this.joinSecret);
+    this.tokens.keepDefault(DEFAULT_TOKENS.telemetry, 'read-only', this.telemetryToken);
     const clusterId = loadOrCreateToken(config.dataDir, 'cluster-id');
     this.mqttClientId = `cluster-manager-${clusterId}`;
     const isOnline = (nodeId: string) => this.liveness.isOnline(nodeId);
@@ -205,7 +215,7 @@ export class ClusterManager {
       removeNode: (ref) => this.removeNode(ref),
       outbox: this.outbox,
       metrics: this.metrics,
-      apiToken: this.apiToken,
+      tokens: this.tokens,
       clusterCa: this.tls?.ca,
       dashboardDir: dashboardDir(),
       logger,
@@ -222,7 +232,7 @@ export class ClusterManager {
     this.registry = new NodeRegistry(
       this.store,
       {
-        joinToken: this.joinSecret,
+        isJoinToken: (presented) => this.tokens.authenticate(presented)?.role === 'join',
         registrationRatePerS: config.registrationRatePerS,
         telemetryIntervalMs: config.telemetryIntervalMs,
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
@@ -277,7 +287,10 @@ export class ClusterManager {
       return sameSecret(password, this.internalSecret) ? ({ role: 'cluster-manager' } as const) : null;
     }
     if (username === 'operator')
-      return sameSecret(password, this.apiToken) ? ({ role: 'operator' } as const) : null;
+      // Telemetry subscribers log in with a read-only token: no admin or deployer token opens the broker.
+      return this.tokens.authenticate(password)?.role === 'read-only'
+        ? ({ role: 'operator' } as const)
+        : null;
     const node = this.store.nodes.get(username);
     if (node && sameSecret(hashSecret(password), node.secretHash))
       return { role: 'node', nodeId: node.id } as const;

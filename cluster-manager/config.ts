@@ -159,6 +159,8 @@ export function buildClusterManagerConfig(
     throw new UsageError(
       '--insecure turns TLS off: it does not go with --tls-cert, --tls-key, --tls-ca or --tls-san',
     );
+  if (o['api-token'] && o['join-token'] && o['api-token'] === o['join-token'])
+    throw new UsageError('--api-token and --join-token must differ: every worker holds the join token');
   return {
     httpPort: o['http-port'],
     host: o.host,

@@ -3,7 +3,7 @@ import type { FieldProblem } from '../shared/index.js';
 /** An error a client caused; mapped once to an HTTP status and the contract's error body. */
 export class ClientError extends Error {
   constructor(
-    readonly status: 400 | 401 | 404 | 409 | 413 | 415,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415,
     readonly code: string,
     message: string,
     readonly details?: FieldProblem[],

@@ -1,15 +1,17 @@
 import express, { type Express, type Response } from 'express';
 import { type Logger, VERSION } from '../../shared/index.js';
+import type { AccessTokens } from '../access/access-tokens.js';
 import type { JobService } from '../jobs/job-service.js';
 import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/index.js';
-import { requireApiToken } from './auth.js';
+import { requireToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
 import type { Allocations } from './node-views.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
+import { tokenRoutes } from './routes/tokens.js';
 import { securityHeaders } from './security-headers.js';
 
 export interface ApiDependencies {
@@ -23,7 +25,7 @@ export interface ApiDependencies {
   /** What the outbox holds, for `/metrics`. */
   outbox: { readonly unackedCount: number };
   metrics: Metrics;
-  apiToken: string;
+  tokens: AccessTokens;
   /** The cluster CA (PEM) handed to anyone at `GET /api/cluster/ca`; undefined without one. */
   clusterCa?: string;
   dashboardDir?: string;
@@ -60,7 +62,7 @@ export function createApi(deps: ApiDependencies): Express {
   app.use(securityHeaders);
   if (deps.dashboardDir) app.use(express.static(deps.dashboardDir, { index: 'index.html' }));
 
-  const auth = requireApiToken(deps.apiToken);
+  const auth = requireToken(deps.tokens);
   app.get('/metrics', auth, async (_req, res) => {
     refreshGauges(deps);
     res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
@@ -73,6 +75,7 @@ export function createApi(deps: ApiDependencies): Express {
   });
   api.use('/nodes', nodeRoutes(deps.store, deps.liveness, deps.allocations, deps.removeNode));
   api.use('/jobs', jobRoutes(deps.jobs));
+  api.use('/tokens', tokenRoutes(deps.tokens));
   api.get('/events', (req, res) => {
     const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));
     const type = typeof req.query.type === 'string' && req.query.type !== '' ? req.query.type : undefined;

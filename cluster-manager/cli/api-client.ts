@@ -8,6 +8,16 @@ import {
   type NodeView,
 } from '../../shared/index.js';
 
+/** A token as `/api/tokens` shows it: never its secret. */
+export interface TokenInfo {
+  name: string;
+  role: string;
+  state: 'valid' | 'expired' | 'revoked';
+  createdAt: number;
+  expiresAt: number | null;
+  revokedAt: number | null;
+}
+
 export interface Health {
   status: string;
   version: string;
@@ -98,6 +108,22 @@ export class ApiClient {
     ref: string,
   ): Promise<{ id: string; name: string; placedAgain: number; finished: number; jobsDeleted: number }> {
     return this.request('DELETE', `/api/nodes/${encodeURIComponent(ref)}`);
+  }
+
+  createToken(name: string, role: string, ttlSeconds?: number): Promise<TokenInfo & { token: string }> {
+    return this.request('POST', '/api/tokens', {
+      name,
+      role,
+      ...(ttlSeconds === undefined ? {} : { ttlSeconds }),
+    });
+  }
+
+  listTokens(): Promise<TokenInfo[]> {
+    return this.request('GET', '/api/tokens');
+  }
+
+  revokeToken(name: string): Promise<TokenInfo> {
+    return this.request('DELETE', `/api/tokens/${encodeURIComponent(name)}`);
   }
 
   listJobs(): Promise<Job[]> {

@@ -41,6 +41,19 @@ export function formatEventsTable(events: ClusterEvent[]): string {
   return formatTable(['TIME', 'TYPE', 'MESSAGE'], rows);
 }
 
+export function formatTokensTable(
+  tokens: { name: string; role: string; state: string; createdAt: number; expiresAt: number | null }[],
+): string {
+  const rows = tokens.map((token) => [
+    token.name,
+    token.role,
+    token.state,
+    formatTimestamp(token.createdAt),
+    token.expiresAt === null ? 'never' : formatTimestamp(token.expiresAt),
+  ]);
+  return formatTable(['NAME', 'ROLE', 'STATE', 'CREATED', 'EXPIRES'], rows);
+}
+
 /** `2/3 running, 1 pending`: running first since that is what an operator looks for. */
 export function formatInstanceCounts(counts: Partial<Record<InstanceStatus, number>> | undefined): string {
   const entries = Object.entries(counts ?? {}).filter(([, count]) => (count ?? 0) > 0) as [string, number][];

@@ -15,6 +15,7 @@ import {
   formatJobsTable,
   formatNodesTable,
   formatOutput,
+  formatTokensTable,
   type OutputFormat,
 } from './format.js';
 import { JobFileError, readJobFile } from './job-file.js';
@@ -65,6 +66,8 @@ function exitCodeFor(error: unknown, io: EdgectlIo): number {
       io.stderr(
         `hint: pass --token or set EDGE_API_TOKEN (the cluster manager keeps it in ${DEFAULT_TOKEN_FILE})\n`,
       );
+    } else if (error.status === 403) {
+      io.stderr('hint: this takes a token with another role (edgectl token list shows the roles)\n');
     }
     return 1;
   }
@@ -225,6 +228,49 @@ export function buildProgram(io: EdgectlIo): Command {
       print(formatOutput(events, options.output, () => formatEventsTable(events)));
     });
 
+  const token = program
+    .command('token')
+    .description('named tokens with a role: join (registers nodes), admin, deployer, read-only');
+  token
+    .command('create')
+    .description(
+      'make a token; its secret is printed once (a join token in the form that pins the cluster CA)',
+    )
+    .argument('<name>', 'a name for it (letters, digits, . _ -)')
+    .addOption(
+      new Option('--role <role>', 'what it may do')
+        .choices(['join', 'admin', 'deployer', 'read-only'])
+        .default('join'),
+    )
+    .option(
+      '--ttl <duration>',
+      'valid for this long: 90s, 30m, 24h, 7d (default: until revoked)',
+      parseDuration,
+    )
+    .action(async (name: string, options: { role: string; ttl?: number }) => {
+      const created = await client().createToken(name, options.role, options.ttl);
+      print(created.token);
+      io.stderr(
+        `${created.role} token ${created.name} created${created.expiresAt ? `, valid until ${new Date(created.expiresAt).toISOString()}` : ''}: the line above is its only copy\n`,
+      );
+    });
+  token
+    .command('list')
+    .description('every token: name, role, state, expiry (never a secret)')
+    .addOption(outputOption('table'))
+    .action(async (options: { output: OutputFormat }) => {
+      const tokens = await client().listTokens();
+      print(formatOutput(tokens, options.output, () => formatTokensTable(tokens)));
+    });
+  token
+    .command('revoke')
+    .description('revoke a token: it opens nothing from now on (nodes that joined with it stay)')
+    .argument('<name>', 'the token name')
+    .action(async (name: string) => {
+      await client().revokeToken(name);
+      print(`revoked token ${name}`);
+    });
+
   program
     .command('health')
     .description("the cluster manager's health and version")
@@ -305,6 +351,15 @@ function collectLabel(value: string, labels: string[]): string[] {
 function parseWholeNumber(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number');
   return Number(value);
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** `90s`, `30m`, `24h`, `7d` as seconds. */
+function parseDuration(value: string): number {
+  const match = /^(\d+)([smhd])$/.exec(value.trim());
+  if (!match) throw new InvalidArgumentError('a number and a unit: 90s, 30m, 24h, 7d');
+  return Number(match[1]) * DURATION_UNITS[match[2]!]!;
 }
 
 function parsePositiveNumber(value: string): number {

@@ -20,7 +20,8 @@ const REGISTRATION_BURST_SECONDS = 10;
 export interface RegistryOptions {
   /** Registration attempts (Socket.IO `/init` connections) per second per source address; 0: no limit. */
   registrationRatePerS: number;
-  joinToken: string;
+  /** Whether a presented join token (its `E10…::` form or the bare secret) is a valid token of role `join`. */
+  isJoinToken(presented: string): boolean;
   telemetryIntervalMs: number;
   /** The MQTT login and URL handed to a node; `host` is how the node reached us. */
   mqttFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin;
@@ -105,8 +106,7 @@ export class NodeRegistry {
     if (!parsed.success) return null;
     if ('token' in parsed.data) {
       // The full token (E10<CA fingerprint>::<secret>) or the bare secret: the fingerprint is for the node.
-      const { secret } = parseJoinToken(parsed.data.token);
-      if (!sameSecret(secret, this.options.joinToken)) return null;
+      if (!this.options.isJoinToken(parsed.data.token)) return null;
       return { kind: 'token', proposedSecret: parsed.data.nodeSecret };
     }
     const node = this.store.nodes.get(parsed.data.nodeId);

@@ -123,6 +123,15 @@ const MIGRATIONS: string[] = [
      name TEXT NOT NULL,
      removed_at INTEGER NOT NULL
    );`,
+  // Named tokens with a role (admin, deployer, read-only, join), stored hashed; revoked ones stay, marked.
+  `CREATE TABLE tokens (
+     name TEXT PRIMARY KEY,
+     role TEXT NOT NULL,
+     secret_hash TEXT NOT NULL UNIQUE,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER,
+     revoked_at INTEGER
+   );`,
 ];
 
 /**

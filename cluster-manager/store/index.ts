@@ -5,6 +5,7 @@ import { EventLog } from './event-log.js';
 import { JobStore, MoveStore } from './job-store.js';
 import { NetInterestStore } from './net-interest-store.js';
 import { NodeStore } from './node-store.js';
+import { TokenStore } from './token-store.js';
 import { UndoLog } from './undo-log.js';
 
 export * from './change-feed.js';
@@ -14,6 +15,7 @@ export * from './event-log.js';
 export * from './job-store.js';
 export * from './net-interest-store.js';
 export * from './node-store.js';
+export * from './token-store.js';
 export * from './undo-log.js';
 
 /** The public side of a class: what its callers may use, as a type another implementation can meet. */
@@ -32,6 +34,7 @@ export interface Store {
   readonly events: PublicOf<EventLog>;
   readonly moves: PublicOf<MoveStore>;
   readonly netInterest: PublicOf<NetInterestStore>;
+  readonly tokens: PublicOf<TokenStore>;
   /** Runs fn in one transaction: all of it lands or none, in the durable log and in memory alike. */
   transaction<T>(fn: () => T): T;
   /** Resolves once every write made before the call is durable. */
@@ -47,6 +50,7 @@ export class SqliteStore implements Store {
   readonly events: EventLog;
   readonly moves: MoveStore;
   readonly netInterest: NetInterestStore;
+  readonly tokens: TokenStore;
 
   private readonly undo = new UndoLog();
 
@@ -58,6 +62,7 @@ export class SqliteStore implements Store {
     this.moves = new MoveStore(db, this.undo);
     this.jobs.removed.subscribe((jobId) => this.moves.forgetJob(jobId));
     this.netInterest = new NetInterestStore(db);
+    this.tokens = new TokenStore(db, this.undo);
   }
 
   static open(dataDir: string): SqliteStore {

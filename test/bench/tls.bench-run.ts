@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { afterAll, expect, it } from 'vitest';
-import { API_TOKEN, E2eCluster } from '../helpers/e2e-cluster.js';
+import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 import { median, percentile, report, rssMiB } from './report.js';
@@ -73,7 +73,7 @@ async function run(mode: 'plain' | 'tls'): Promise<Record<string, string | numbe
   const operator = await mqtt.connectAsync(brokerUrl, {
     protocolVersion: 4,
     username: 'operator',
-    password: API_TOKEN,
+    password: cluster.telemetryToken,
     ca: cluster.ca || undefined,
     reconnectPeriod: 0,
   });

@@ -87,7 +87,7 @@ describe('an all-in-one cluster from the built programs', () => {
           '-u',
           'operator',
           '-P',
-          API_TOKEN,
+          cluster.telemetryToken,
         ],
         ...['-t', 'nodes/+/information', '-C', '1', '-W', '15'],
       ],

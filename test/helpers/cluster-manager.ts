@@ -12,6 +12,8 @@ export interface RunningClusterManager {
   url: string;
   mqttUrl: string;
   apiToken: string;
+  /** The read-only token: the MQTT `operator` login's password. */
+  telemetryToken: string;
   joinToken: string;
   dataDir: string;
   /** The cluster CA (PEM); undefined for one started with `insecure: true`. */
@@ -66,6 +68,7 @@ export async function startClusterManager(
     url,
     mqttUrl,
     apiToken: manager.apiToken,
+    telemetryToken: manager.telemetryToken,
     joinToken: manager.joinToken,
     dataDir,
     ca: manager.tls?.ca,

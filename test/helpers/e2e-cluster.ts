@@ -46,6 +46,8 @@ export class E2eCluster {
   readonly nodeIds = new Map<string, string>();
   /** What the cluster manager wrote for nodes to join with: `E10<CA fingerprint>::<secret>`. */
   joinToken = '';
+  /** The read-only token the cluster manager made (the MQTT `operator` login's password). */
+  telemetryToken = '';
   /** The cluster CA, once the cluster manager made it. */
   ca = '';
   private trusting: typeof fetch = fetch;
@@ -105,6 +107,7 @@ export class E2eCluster {
     );
     await this.cm.waitForLog(/cluster manager listening/);
     this.joinToken = readFileSync(join(this.cmDataDir, 'node-join-token'), 'utf8').trim();
+    this.telemetryToken = readFileSync(join(this.cmDataDir, 'telemetry-token'), 'utf8').trim();
     if (!this.options.insecure) {
       this.ca = readFileSync(join(this.cmDataDir, 'tls', 'ca.pem'), 'utf8');
       this.trusting = trustedFetch(this.ca);

@@ -168,7 +168,7 @@ describe('embedded broker ACLs', () => {
     // An independent client: Debian's mosquitto_sub over TLS, verifying the cluster CA, logged in as the operator.
     const sub = spawn('mosquitto_sub', [
       ...['-h', '127.0.0.1', '-p', port, '--cafile', `${cm.dataDir}/tls/ca.pem`],
-      ...['-u', 'operator', '-P', cm.apiToken, '-V', 'mqttv311'],
+      ...['-u', 'operator', '-P', cm.telemetryToken, '-V', 'mqttv311'],
       ...['-t', 'nodes/+/information', '-C', '1', '-W', '10'],
     ]);
     let out = '';

@@ -50,7 +50,7 @@ describe('removing a node', () => {
     const watcher = await mqtt.connectAsync(cm.mqttUrl, {
       protocolVersion: 4,
       username: 'operator',
-      password: cm.apiToken,
+      password: cm.telemetryToken,
       ca: cm.ca,
       reconnectPeriod: 0,
     });

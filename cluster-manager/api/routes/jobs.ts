@@ -1,9 +1,9 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { fieldProblems, JOB_STATES, JobSpecSchema } from '../../../shared/index.js';
-import { invalid } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobRecord } from '../../store/index.js';
+import { parseBody } from '../body.js';
 import {
   compareText,
   oneOf,
@@ -31,18 +31,6 @@ const byCreationThenId: SortOrder<JobRecord, JobKey> = {
   compare: (a, b) => a.createdAt - b.createdAt || compareText(a.id, b.id),
   cursor: z.strictObject({ createdAt: z.number().int(), id: z.string() }),
 };
-
-/** Parses a body with its schema or answers 400 naming each bad field. */
-function parseBody<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
-  if (body === undefined)
-    throw invalid(`send ${what} as a JSON body`, [{ path: '(body)', message: 'missing' }]);
-  const result = schema.safeParse(body);
-  if (!result.success) {
-    const details = fieldProblems(result.error);
-    throw invalid(`invalid ${what}: ${details.map((d) => d.path).join(', ')}`, details);
-  }
-  return result.data;
-}
 
 export function jobRoutes(jobs: JobService): Router {
   const router = Router();
