@@ -1,5 +1,7 @@
 import { hostname } from 'node:os';
 import {
+  type HostAllowances,
+  isPlainAbsolutePath,
   type OptionSpecs,
   type ParsedOptions,
   resolveDataDir,
@@ -56,6 +58,24 @@ export const optionSpecs = {
     description: 'node labels k=v,k2=v2 for placement constraints',
     type: 'string',
   },
+  'allow-native': {
+    env: 'NE_ALLOW_NATIVE',
+    description:
+      'executables native jobs may run, comma-separated absolute paths (a folder ends in /); none by default',
+    type: 'string',
+  },
+  'allow-device': {
+    env: 'NE_ALLOW_DEVICE',
+    description:
+      'host devices containers may get, comma-separated (/dev/ttyUSB0, /dev/snd/); none by default',
+    type: 'string',
+  },
+  'native-user': {
+    env: 'NE_NATIVE_USER',
+    description: 'the user native jobs run as when the node engine runs as root',
+    type: 'string',
+    default: 'nobody',
+  },
   'net-manager': {
     env: 'NE_NET_MANAGER_SOCKET',
     description: 'net manager socket',
@@ -77,6 +97,10 @@ export interface NodeEngineConfig {
   port: number;
   labels: Record<string, string>;
   netManagerSocket: string;
+  /** `--allow-native`, `--allow-device`: what jobs may use of this host. */
+  allowed: HostAllowances;
+  /** `--native-user`: who native jobs run as (when this process is root). */
+  nativeUser: string;
 }
 
 /** A flag value that parses but makes no sense; the program prints it in one line and exits 2. */
@@ -98,6 +122,20 @@ export function parseLabels(text: string | undefined): Record<string, string> {
     labels[key] = pair.slice(at + 1).trim();
   }
   return labels;
+}
+
+function parseAllowList(flag: string, text: string | undefined): string[] {
+  const paths = (text ?? '')
+    .split(',')
+    .map((path) => path.trim())
+    .filter(Boolean);
+  for (const path of paths)
+    if (!isPlainAbsolutePath(path))
+      throw new ConfigError(
+        `--${flag}: "${path}" is not an absolute path without . or .. (a folder ends in /)`,
+      );
+  if (paths.length > 100) throw new ConfigError(`--${flag}: at most 100 paths`);
+  return paths;
 }
 
 function parseRuntimes(text: string): Technology[] {
@@ -138,5 +176,10 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NodeEng
     port: options.port,
     labels: parseLabels(options.labels),
     netManagerSocket: resolveDataDir(options['net-manager']),
+    allowed: {
+      native: parseAllowList('allow-native', options['allow-native']),
+      devices: parseAllowList('allow-device', options['allow-device']),
+    },
+    nativeUser: options['native-user'],
   };
 }

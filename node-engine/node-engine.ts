@@ -1,7 +1,14 @@
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type Dockerode from 'dockerode';
-import { type Logger, type NodeInfo, type SensorConfig, type Technology, VERSION } from '../shared/index.js';
+import {
+  type Logger,
+  type NodeInfo,
+  refusedByAllowances,
+  type SensorConfig,
+  type Technology,
+  VERSION,
+} from '../shared/index.js';
 import { startLocalApi } from './api.js';
 import type { NodeEngineConfig } from './config.js';
 import { CommandHandler } from './control/command-handler.js';
@@ -15,6 +22,7 @@ import { NodeRegistration, type Registered } from './registration.js';
 import { DockerRuntime } from './runtimes/docker.js';
 import { createDockerClient } from './runtimes/docker-client.js';
 import { NativeRuntime } from './runtimes/native.js';
+import { type RunAs, resolveRunAs } from './runtimes/native-user.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { DesiredStateStore } from './state/desired-state.js';
 import { RestartLedger } from './state/restart-ledger.js';
@@ -61,6 +69,8 @@ export class NodeEngine {
   /** Hand-overs to the net manager run one at a time, each with the latest registration. */
   private handOvers: Promise<void> = Promise.resolve();
   private stopped = false;
+  /** Who native workloads run as; undefined: as this process. */
+  private nativeRunAs: RunAs | undefined;
 
   constructor(
     private readonly config: NodeEngineConfig,
@@ -90,6 +100,7 @@ export class NodeEngine {
         'no net manager: running with the overlay off',
       );
     }
+    this.nativeRunAs = await resolveRunAs(this.config.nativeUser);
     this.docker = await createDockerClient(this.config.dockerSocket);
     this.runtimesAvailable = await this.probeRuntimes();
     this.gpus = await GpuMonitor.create(this.logger);
@@ -100,6 +111,7 @@ export class NodeEngine {
       runtimes: this.runtimesAvailable,
       labels: this.config.labels,
       overlay: false,
+      allowed: this.config.allowed,
     });
     const api = await startLocalApi(
       { info: () => this.info(), instances: () => this.statuses.all() },
@@ -140,7 +152,12 @@ export class NodeEngine {
   private createRuntime(technology: Technology, nodeId: string): Runtime {
     if (technology === 'docker')
       return new DockerRuntime({ docker: this.docker!, nodeId, logger: this.logger });
-    return new NativeRuntime({ nodeId, dataDir: this.config.dataDir, logger: this.logger });
+    return new NativeRuntime({
+      nodeId,
+      dataDir: this.config.dataDir,
+      runAs: this.nativeRunAs,
+      logger: this.logger,
+    });
   }
 
   private info() {
@@ -180,6 +197,8 @@ export class NodeEngine {
     });
     const commands = new CommandHandler({
       store,
+      // The node is the authority on its host: whatever a cluster manager sends, what it does not allow is refused.
+      refusal: (job) => refusedByAllowances(job, this.config.allowed),
       ack: (ack) => this.mqtt?.publishAck(ack),
       onChange: () => reconciler.trigger(),
       logger: this.logger,

@@ -1,6 +1,13 @@
 import { availableParallelism, totalmem } from 'node:os';
 import si from 'systeminformation';
-import { type Gpu, type NodeInfo, type Sensor, type Technology, VERSION } from '../shared/index.js';
+import {
+  type Gpu,
+  type HostAllowances,
+  type NodeInfo,
+  type Sensor,
+  type Technology,
+  VERSION,
+} from '../shared/index.js';
 
 /** Node's `process.arch` in the start-up names the cluster manager places by. */
 export function mapArch(arch: string): NodeInfo['arch'] | undefined {
@@ -26,6 +33,7 @@ export interface NodeInfoInputs {
   runtimes: Technology[];
   labels: Record<string, string>;
   overlay: boolean;
+  allowed: HostAllowances;
 }
 
 /** What the node announces with `register`; facts that do not change while it runs are read once. */
@@ -44,5 +52,6 @@ export async function collectNodeInfo(inputs: NodeInfoInputs): Promise<NodeInfo>
     labels: inputs.labels,
     version: VERSION,
     overlay: inputs.overlay,
+    allowed: inputs.allowed,
   };
 }

@@ -4,6 +4,7 @@ export * from './cluster-trust.js';
 export * from './command.js';
 export * from './connect-errors.js';
 export * from './events.js';
+export * from './host-allowances.js';
 export * from './ipv4.js';
 export * from './job.js';
 export * from './join-token.js';

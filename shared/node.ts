@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { HostAllowancesSchema } from './host-allowances.js';
 import { ARCHES, TECHNOLOGIES } from './job.js';
 import { MqttLoginSchema } from './mqtt-login.js';
 
@@ -48,6 +49,8 @@ export const NodeInfoSchema = z.object({
   labels: z.record(z.string().min(1).max(253), z.string().max(253)).default({}),
   version: z.string().max(64),
   overlay: z.boolean().default(false),
+  /** What the node lets jobs use of its host; absent from node engines older than issue 11 (then: unknown). */
+  allowed: HostAllowancesSchema.optional(),
 });
 export type NodeInfo = z.infer<typeof NodeInfoSchema>;
 export type NodeInfoInput = z.input<typeof NodeInfoSchema>;

@@ -143,6 +143,7 @@ export function schedulableNodeOf(record: NodeRecord, online: boolean): Schedula
     runtimes: record.info.runtimes,
     labels: record.info.labels,
     sensors: record.info.sensors,
+    ...(record.info.allowed ? { allowed: record.info.allowed } : {}),
     capacity: { cpus: record.info.cpus, memoryBytes: record.info.memoryBytes, gpus: record.info.gpus.length },
     allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
     usedHostPorts: [],

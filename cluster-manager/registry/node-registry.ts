@@ -7,7 +7,6 @@ import {
   type NodeInfo,
   NodeInfoSchema,
   NodeRegistrationAuthSchema,
-  parseJoinToken,
   type RegisterAck,
 } from '../../shared/index.js';
 import { hashSecret, newSecret, sameSecret } from '../secrets.js';

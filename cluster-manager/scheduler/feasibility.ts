@@ -1,4 +1,4 @@
-import type { JobDefinition } from '../../shared/index.js';
+import { type JobDefinition, refusedByAllowances } from '../../shared/index.js';
 import type { FeasibilityCheck, SchedulableNode } from './types.js';
 
 const MIB = 1024 * 1024;
@@ -13,6 +13,11 @@ export function checkRuntime(job: JobDefinition, node: SchedulableNode): string 
   if (node.runtimes.includes(job.technology)) return null;
   const has = node.runtimes.length > 0 ? node.runtimes.join(', ') : 'none';
   return `no ${job.technology} runtime (has ${has})`;
+}
+
+/** A node refuses native paths and devices it was not told to allow: such a node is no place for the job. */
+export function checkHostAllowances(job: JobDefinition, node: SchedulableNode): string | null {
+  return node.allowed ? refusedByAllowances(job, node.allowed) : null;
 }
 
 export function checkArch(job: JobDefinition, node: SchedulableNode): string | null {
@@ -79,6 +84,7 @@ export function checkHostPorts(job: JobDefinition, node: SchedulableNode): strin
 export const feasibilityChecks: readonly FeasibilityCheck[] = [
   checkOnline,
   checkRuntime,
+  checkHostAllowances,
   checkArch,
   checkNamedNodes,
   checkLabels,

@@ -1,4 +1,4 @@
-import type { JobDefinition, Sensor, Technology } from '../../shared/index.js';
+import type { HostAllowances, JobDefinition, Sensor, Technology } from '../../shared/index.js';
 
 /** What the scheduler knows of a node: a snapshot, no I/O. */
 export interface SchedulableNode {
@@ -9,6 +9,8 @@ export interface SchedulableNode {
   runtimes: Technology[];
   labels: Record<string, string>;
   sensors: Sensor[];
+  /** What it lets jobs use of its host (`native` paths, devices); undefined: not said (an older node engine). */
+  allowed?: HostAllowances;
   capacity: { cpus: number; memoryBytes: number; gpus: number };
   /** What the instances placed here (of every job) requested. */
   allocated: { cpus: number; memoryBytes: number; gpus: number };

@@ -2,6 +2,7 @@ import {
   type CommandAck,
   CommandSchema,
   describeProblems,
+  type JobDefinition,
   type Logger,
   parseJson,
 } from '../../shared/index.js';
@@ -9,6 +10,8 @@ import type { DesiredStateStore } from '../state/desired-state.js';
 
 export interface CommandHandlerOptions {
   store: DesiredStateStore;
+  /** Why this node does not run the job (its host allowances), or null: a refused command is acked `ok: false`. */
+  refusal?: (job: JobDefinition) => string | null;
   /** Sends an ack on `nodes/<id>/control/ack`. */
   ack: (ack: CommandAck) => void;
   /** Called after a command changed the desired state (the reconciler's trigger). */
@@ -59,6 +62,12 @@ export class CommandHandler {
       job: command.job.name,
       instance: command.instance,
     };
+    const refusal = command.command === 'delete' ? null : (this.options.refusal?.(command.job) ?? null);
+    if (refusal) {
+      this.logger.warn({ ...log, refusal }, 'command refused: not allowed on this node');
+      this.options.ack({ id: command.id, ok: false, error: { code: 'not_allowed', message: refusal } });
+      return;
+    }
     try {
       const outcome = await this.options.store.apply(command);
       if (outcome.kind === 'duplicate') this.logger.debug(log, 'repeated command acked again');

@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { closeSync, constants, openSync } from 'node:fs';
-import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { Logger } from '../../shared/index.js';
 import { planLimits, releaseLimits } from './native-limits.js';
+import { asUser, type RunAs } from './native-user.js';
 import { cpuSeconds, isSameProcessAlive, readProcStat, residentBytes } from './proc.js';
 import {
   type DeployedWorkload,
@@ -43,6 +44,8 @@ const JOIN_CGROUPS_AND_EXEC =
 export interface NativeRuntimeOptions {
   nodeId: string;
   dataDir: string;
+  /** Who workloads run as (`--native-user`); undefined: as this process. */
+  runAs?: RunAs;
   logger: Logger;
   stopTimeoutMs?: number;
 }
@@ -59,6 +62,7 @@ export class NativeRuntime implements Runtime {
   private readonly nodeId: string;
   private readonly logger: Logger;
   private readonly stopTimeoutMs: number;
+  private readonly runAs: RunAs | undefined;
   private readonly listeners = new Set<() => void>();
   private readonly cpuSamples = new Map<string, { seconds: number; at: number }>();
 
@@ -67,6 +71,7 @@ export class NativeRuntime implements Runtime {
     this.nodeId = options.nodeId;
     this.logger = options.logger.child({ runtime: 'native' });
     this.stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
+    this.runAs = options.runAs;
   }
 
   async available(): Promise<boolean> {
@@ -106,7 +111,10 @@ export class NativeRuntime implements Runtime {
         'limits not enforceable on this machine',
       );
     }
-    const workload = [job.image, ...(job.command ?? [])];
+    // Its own folder is the workload's working directory, and its user's.
+    if (this.runAs) await chown(dir, this.runAs.uid, this.runAs.gid);
+    // Limits are joined as root (cgroup files, prlimit), then setpriv drops to the user and execs the workload.
+    const workload = asUser(this.runAs, [job.image, ...(job.command ?? [])]);
     const argv =
       limits.cgroupProcs.length > 0
         ? [

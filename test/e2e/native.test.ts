@@ -34,8 +34,10 @@ describe('native runtime through the whole cluster', () => {
 
   beforeAll(async () => {
     await cluster.startClusterManager();
-    await cluster.startEngine('native-a', ['--runtimes', 'docker,native']);
-    await cluster.waitForNodes(['native-a']);
+    await cluster.startEngine('native-a', ['--runtimes', 'docker,native', '--allow-native', '/bin/sh']);
+    // Offers the native runtime but allows no executable: nothing native may run there.
+    await cluster.startEngine('native-b', ['--runtimes', 'docker,native']);
+    await cluster.waitForNodes(['native-a', 'native-b']);
   });
   afterAll(async () => {
     for (const workload of workloads()) if (alive(workload.pid)) process.kill(workload.pid, 'SIGKILL');
@@ -54,6 +56,11 @@ describe('native runtime through the whole cluster', () => {
     await cluster.waitForJob(created.id, allRunning, 'native instance running');
     const [first] = workloads();
     expect(first && alive(first.pid)).toBe(true);
+    expect(created.instances[0]!.nodeName).toBe('native-a');
+    // Not as root: as the node engine's --native-user (nobody by default), with no supplementary groups.
+    const status = readFileSync(`/proc/${first!.pid}/status`, 'utf8');
+    expect(/^Uid:\s+(\d+)/m.exec(status)?.[1]).toBe('65534');
+    expect(/^Groups:[ \t]*(.*)$/m.exec(status)?.[1]?.trim()).toBe('');
     await waitFor(
       () => readFileSync(join(first!.dir, 'stdout.log'), 'utf8').includes('hello-native'),
       'output kept',
@@ -86,7 +93,7 @@ describe('native runtime through the whole cluster', () => {
     expect(alive(second!.pid)).toBe(true);
 
     await cluster.engines.get('native-a')!.stop();
-    await cluster.startEngine('native-a', ['--runtimes', 'docker,native']);
+    await cluster.startEngine('native-a', ['--runtimes', 'docker,native', '--allow-native', '/bin/sh']);
     await cluster.waitForNodes(['native-a']);
     await cluster.waitForJob(created.id, allRunning, 'running after the node engine restart', 20_000);
     const adopted = workloads();
@@ -95,5 +102,21 @@ describe('native runtime through the whole cluster', () => {
     expect((await cluster.api(`/api/jobs/${created.id}`, { method: 'DELETE' })).status).toBe(202);
     await waitFor(() => !alive(second!.pid), 'process stopped', 20_000);
     await waitFor(() => workloads().length === 0, 'pid file removed', 10_000);
+  });
+
+  it('places a native job only where its node allows the executable, and says why nowhere else fits', async () => {
+    const before = workloads().length;
+    const created = await cluster.createJob({
+      name: 'native-not-allowed',
+      technology: 'native',
+      image: '/bin/sleep',
+      command: ['3600'],
+    });
+    const job = await cluster.job(created.id);
+    expect(job.instances[0]).toMatchObject({ status: 'pending', nodeId: null });
+    expect(job.instances[0]!.detail).toContain('native-a: native /bin/sleep not allowed (--allow-native)');
+    expect(job.instances[0]!.detail).toContain('native-b: native /bin/sleep not allowed (--allow-native)');
+    expect(workloads()).toHaveLength(before);
+    await cluster.api(`/api/jobs/${created.id}`, { method: 'DELETE' });
   });
 });

@@ -20,6 +20,7 @@ import {
   CommandAckSchema,
   type InstanceStatusReport,
   InstanceStatusReportSchema,
+  refusedByAllowances,
   topics,
 } from '../../shared/index.js';
 
@@ -121,6 +122,8 @@ describe('node engine control path (aedes + dockerd)', () => {
     });
     handler = new CommandHandler({
       store,
+      // As the node engine wires it: this node allows /dev/null to containers and no native executable.
+      refusal: (refused) => refusedByAllowances(refused, { native: [], devices: ['/dev/null'] }),
       ack: (ack) => link.publishAck(ack),
       onChange: () => reconciler.trigger(),
       logger,
@@ -207,6 +210,37 @@ describe('node engine control path (aedes + dockerd)', () => {
     await reconciler.reconcileNow();
     await reconciler.idle();
     expect(containers()).toHaveLength(0);
+  });
+
+  it('refuses a device or a native executable it does not allow, and runs nothing', async () => {
+    const withDevice = command({
+      command: 'deploy',
+      generation: 3,
+      job: { ...(job as Command['job']), devices: ['/dev/snd'] },
+    });
+    const native = command({
+      command: 'deploy',
+      generation: 4,
+      job: { ...(job as Command['job']), technology: 'native', image: '/bin/sh' },
+    });
+    send(withDevice);
+    send(native);
+    await waitFor(
+      'both refusals',
+      () => acks.filter((a) => a.id === withDevice.id || a.id === native.id).length === 2,
+    );
+    expect(acks.find((a) => a.id === withDevice.id)).toEqual({
+      id: withDevice.id,
+      ok: false,
+      error: { code: 'not_allowed', message: 'device /dev/snd not allowed (--allow-device)' },
+    });
+    expect(acks.find((a) => a.id === native.id)?.error?.message).toBe(
+      'native /bin/sh not allowed (--allow-native)',
+    );
+    await reconciler.reconcileNow();
+    await reconciler.idle();
+    expect(containers()).toHaveLength(0);
+    expect(reports.some((r) => r.generation === 3 || r.generation === 4)).toBe(false);
   });
 
   it('reports an unpullable image as failed with the reason', async () => {

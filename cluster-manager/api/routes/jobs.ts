@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { fieldProblems, JOB_STATES, JobSpecSchema } from '../../../shared/index.js';
+import { JOB_STATES, JobSpecSchema } from '../../../shared/index.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobRecord } from '../../store/index.js';
 import { parseBody } from '../body.js';
