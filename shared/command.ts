@@ -39,12 +39,12 @@ export type CommandAck = z.infer<typeof CommandAckSchema>;
 
 /** `nodes/<id>/job`: an instance's status, on every change, QoS 1. */
 export const InstanceStatusReportSchema = z.object({
-  job: z.string(),
+  job: z.string().max(128),
   instance: z.number().int().min(0),
   generation: z.number().int().min(0),
   status: InstanceStatusSchema,
   detail: z.string().max(4096).default(''),
-  containerId: z.string().nullable().default(null),
+  containerId: z.string().max(128).nullable().default(null),
   exitCode: z.number().int().optional(),
   restarts: z.number().int().min(0).default(0),
   startedAt: z.number().optional(),

@@ -30,8 +30,8 @@ export const SensorsFileSchema = z.array(SensorConfigSchema).max(1000);
 export const SensorSchema = z.object({
   id: z.string().min(1).max(253),
   type: z.string().min(1).max(253),
-  device: z.string().optional(),
-  unit: z.string().optional(),
+  device: z.string().max(4096).optional(),
+  unit: z.string().max(32).optional(),
   available: z.boolean(),
 });
 export type Sensor = z.infer<typeof SensorSchema>;

@@ -414,6 +414,23 @@ describe('NodeTelemetrySchema and JobResourcesSchema', () => {
     expect(NodeTelemetrySchema.parse(telemetry)).toEqual(telemetry);
   });
 
+  it('refuses what a node could make the cluster manager keep without bound', () => {
+    const long = 'x'.repeat(100_000);
+    expect(
+      problemPaths(NodeTelemetrySchema, {
+        ...telemetry,
+        sensors: [{ id: long, type: 't', value: long, ts: 1 }],
+      }),
+    ).toEqual(['sensors[0].id', 'sensors[0].value']);
+    expect(
+      problemPaths(NodeTelemetrySchema, {
+        ...telemetry,
+        sensors: Array.from({ length: 1001 }, () => telemetry.sensors[0]),
+      }),
+    ).toEqual(['sensors']);
+    expect(problemPaths(NodeTelemetrySchema, { ...telemetry, nodeId: long })).toEqual(['nodeId']);
+  });
+
   it('names each bad field', () => {
     expect(
       problemPaths(NodeTelemetrySchema, { ...telemetry, cpu: { ...telemetry.cpu, percent: -1 } }),
