@@ -17,6 +17,7 @@ import {
 } from '../shared/index.js';
 import { AccessTokens, DEFAULT_TOKENS } from './access/access-tokens.js';
 import { createApi } from './api/app.js';
+import { DynamicSecurity } from './broker/dynsec.js';
 import { EmbeddedBroker } from './broker/embedded-broker.js';
 import type { ClusterManagerConfig } from './config.js';
 import { dashboardDir } from './dashboard/index.js';
@@ -78,6 +79,8 @@ export class ClusterManager {
   private readonly mqttClientId: string;
   private garbageCollection?: ScheduledTask;
   private registry?: NodeRegistry;
+  /** Per-node logins on an external mosquitto (`--mqtt-dynsec`). */
+  private dynsec?: DynamicSecurity;
   private controlLag?: ControlLag;
 
   constructor(
@@ -196,10 +199,17 @@ export class ClusterManager {
     this.mqtt.on('offline', () => logger.warn('mqtt broker unreachable; retrying'));
     // Nodes are judged by what the broker brings: not while this process is cut off from it.
     this.mqtt.on('close', () => this.liveness.brokerDisconnected());
+    if (config.mqttDynsec)
+      this.dynsec = new DynamicSecurity(this.mqtt, config.mqttUsername!, this.telemetryToken, logger);
     this.mqtt.on('connect', () => {
       logger.info({ url: mqttUrl }, 'connected to the MQTT broker');
       this.liveness.brokerConnected();
       this.outbox.retry();
+      this.dynsec
+        ?.prepare()
+        .catch((error: Error) =>
+          logger.error({ err: error.message }, 'cannot prepare the broker for node logins'),
+        );
     });
     subscribeToNodes(this.mqtt, this.nodeMessageHandlers(), logger);
     this.outbox.attach(this.mqtt);
@@ -236,6 +246,16 @@ export class ClusterManager {
         registrationRatePerS: config.registrationRatePerS,
         telemetryIntervalMs: config.telemetryIntervalMs,
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
+        ...(this.dynsec
+          ? {
+              netMqttFor: (node: { id: string }, login: MqttLogin) => ({
+                ...login,
+                username: `net-${node.id}`,
+              }),
+              provision: (node: { id: string; secret: string }) =>
+                this.dynsec!.provisionNode(node.id, node.secret),
+            }
+          : {}),
         subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),
         onRegistered: (node) => {
           this.liveness.registered(node.id);
@@ -308,6 +328,14 @@ export class ClusterManager {
     this.liveness.forget(node.id);
     this.registry?.disconnect(node.id);
     this.broker?.disconnect([`node-${node.id}`, `net-${node.id}`], [topics.status(node.id)]);
+    this.dynsec
+      ?.removeNode(node.id)
+      .catch((error: Error) =>
+        this.logger.error(
+          { nodeId: node.id, err: error.message },
+          "cannot delete the removed node's broker logins",
+        ),
+      );
     this.outbox.flush();
     this.evaluations.unblock('node-removed');
     this.logger.warn({ nodeId: node.id, name: node.name, ...removal }, 'node removed by an operator');
@@ -331,6 +359,8 @@ export class ClusterManager {
   /** Embedded broker: the node logs in as itself. External: the configured node login. */
   private mqttLoginFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin {
     const { config } = this;
+    if (this.dynsec)
+      return { url: config.advertiseMqttUrl ?? config.mqttUrl!, username: node.id, password: node.secret };
     if (!this.broker) {
       return {
         url: config.advertiseMqttUrl ?? config.mqttUrl!,

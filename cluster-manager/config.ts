@@ -32,6 +32,13 @@ export const clusterManagerOptions = {
     type: 'string',
     description: "the cluster manager's password on an external broker",
   },
+  'mqtt-dynsec': {
+    env: 'CM_MQTT_DYNSEC',
+    type: 'boolean',
+    default: false,
+    description:
+      'external broker: a mosquitto with its dynamic security plugin, on which --mqtt-username is a dynsec admin: every node gets its own login and topics there',
+  },
   'mqtt-node-username': {
     env: 'CM_MQTT_NODE_USERNAME',
     type: 'string',
@@ -128,6 +135,8 @@ export interface ClusterManagerConfig {
   mqttUrl?: string;
   mqttUsername?: string;
   mqttPassword?: string;
+  /** `--mqtt-dynsec`: provision per-node logins on the external mosquitto. */
+  mqttDynsec: boolean;
   mqttNodeUsername?: string;
   mqttNodePassword?: string;
   dataDir: string;
@@ -159,6 +168,12 @@ export function buildClusterManagerConfig(
     throw new UsageError(
       '--insecure turns TLS off: it does not go with --tls-cert, --tls-key, --tls-ca or --tls-san',
     );
+  if (o['mqtt-dynsec'] && (!o['mqtt-url'] || !o['mqtt-username']))
+    throw new UsageError('--mqtt-dynsec needs --mqtt-url and --mqtt-username (a dynamic security admin)');
+  if (o['mqtt-dynsec'] && (o['mqtt-node-username'] || o['mqtt-node-password']))
+    throw new UsageError(
+      '--mqtt-dynsec gives each node its own login: it does not go with --mqtt-node-username',
+    );
   if (o['api-token'] && o['join-token'] && o['api-token'] === o['join-token'])
     throw new UsageError('--api-token and --join-token must differ: every worker holds the join token');
   return {
@@ -168,6 +183,7 @@ export function buildClusterManagerConfig(
     mqttUrl: o['mqtt-url'],
     mqttUsername: o['mqtt-username'],
     mqttPassword: o['mqtt-password'],
+    mqttDynsec: o['mqtt-dynsec'],
     mqttNodeUsername: o['mqtt-node-username'],
     mqttNodePassword: o['mqtt-node-password'],
     dataDir: resolveDataDir(o['data-dir']),

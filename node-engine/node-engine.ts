@@ -264,7 +264,8 @@ export class NodeEngine {
       if (!registered) return;
       await this.netManager.handOver({
         nodeId: registered.nodeId,
-        mqtt: registered.mqtt,
+        // Its own login where the broker has one for it (an external broker with per-node logins).
+        mqtt: registered.netMqtt ?? registered.mqtt,
         ...(registered.subnet !== undefined ? { subnet: registered.subnet } : {}),
       });
       this.active?.reconciler.trigger();

@@ -18,6 +18,8 @@ export interface Registered {
   nodeId: string;
   nodeSecret: string;
   mqtt: MqttLogin;
+  /** The net manager's own broker login, where it has one. */
+  netMqtt?: MqttLogin;
   telemetryIntervalMs: number;
   subnet?: string;
   /** What this registration announced: whether a net manager answered (so whether it asked for a subnet). */

@@ -77,6 +77,8 @@ export const RegisterAckSchema = z.union([
     nodeId: z.string(),
     nodeSecret: z.string(),
     mqtt: MqttLoginSchema,
+    /** The net manager's own login, where it is not the node's (an external broker with per-node logins). */
+    netMqtt: MqttLoginSchema.optional(),
     telemetryIntervalMs: z.number().int().positive(),
     subnet: z.string().optional(),
   }),

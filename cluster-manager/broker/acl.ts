@@ -80,3 +80,38 @@ export function maySubscribe(principal: MqttPrincipal, filter: string): boolean 
     }
   }
 }
+
+/** A dynamic-security ACL of mosquitto (see dynsec.ts): the same rules, for an external broker. */
+export interface BrokerAcl {
+  acltype: 'publishClientSend' | 'subscribeLiteral' | 'subscribePattern';
+  topic: string;
+  allow: boolean;
+  /** Higher is checked first. */
+  priority: number;
+}
+
+/**
+ * The rules above for one node, as an external mosquitto's dynamic security plugin takes them: it publishes under
+ * its own `nodes/<id>/` but not to its `control` nor its `net/table`, and subscribes to its `control` and its
+ * `net/#` only. (Retained messages cannot be limited there: a node may retain on its own topics.)
+ */
+export function nodeBrokerAcls(nodeId: string): BrokerAcl[] {
+  const own = `nodes/${nodeId}`;
+  return [
+    { acltype: 'publishClientSend', topic: `${own}/control`, allow: false, priority: 10 },
+    { acltype: 'publishClientSend', topic: `${own}/net/table`, allow: false, priority: 10 },
+    { acltype: 'publishClientSend', topic: `${own}/net/table/#`, allow: false, priority: 10 },
+    { acltype: 'publishClientSend', topic: `${own}/#`, allow: true, priority: 0 },
+    { acltype: 'subscribeLiteral', topic: `${own}/control`, allow: true, priority: 0 },
+    { acltype: 'subscribePattern', topic: `${own}/net/#`, allow: true, priority: 0 },
+  ];
+}
+
+/** What the operator login may watch on an external broker (OPERATOR_FILTER's topics); it publishes nothing. */
+export const OPERATOR_BROKER_ACLS: BrokerAcl[] = [
+  'nodes/+/information',
+  'nodes/+/jobs/resources',
+  'nodes/+/jobs/+',
+  'nodes/+/job',
+  'nodes/+/status',
+].map((topic) => ({ acltype: 'subscribePattern', topic, allow: true, priority: 0 }));

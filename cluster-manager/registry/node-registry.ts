@@ -24,6 +24,10 @@ export interface RegistryOptions {
   telemetryIntervalMs: number;
   /** The MQTT login and URL handed to a node; `host` is how the node reached us. */
   mqttFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin;
+  /** The net manager's login, when it is not the node's own (an external broker with per-node logins). */
+  netMqttFor?(node: { id: string; secret: string }, login: MqttLogin): MqttLogin;
+  /** Makes the node's broker login before it hears the answer (an external broker's dynamic security). */
+  provision?(node: { id: string; secret: string }): Promise<void>;
   /** Call inside a transaction: the node's worker subnet, kept once given; null without a net manager. */
   subnetFor(nodeId: string, overlay: boolean): string | null;
   onRegistered(node: NodeRecord, firstTime: boolean): void;
@@ -91,8 +95,24 @@ export class NodeRegistry {
         };
         try {
           const answer = this.register(socket, info);
-          // The node keeps its identity for good: it must be on disk before the node hears it.
-          this.store.durable().then(() => ack(answer), failed);
+          // The node keeps its identity for good: it must be on disk before the node hears it, and its broker
+          // login must exist before it tries it.
+          const provisioned =
+            'nodeId' in answer && this.options.provision
+              ? this.options.provision({ id: answer.nodeId, secret: answer.nodeSecret })
+              : undefined;
+          Promise.all([this.store.durable(), provisioned]).then(
+            () => ack(answer),
+            (error: Error) => {
+              this.logger.error({ err: error.message }, 'cannot provision the node on the broker');
+              ack({
+                error: {
+                  code: 'unavailable',
+                  message: `the broker cannot take the node's login yet (${error.message}); try again`,
+                },
+              });
+            },
+          );
         } catch (error) {
           failed(error as Error);
         }
@@ -210,10 +230,13 @@ export class NodeRegistry {
     socket.data.nodeId = id;
     this.options.onRegistered(record, !previous);
     const hostHeader = socket.handshake.headers.host;
+    const mqtt = this.options.mqttFor({ id, secret }, hostHeader);
+    const netMqtt = this.options.netMqttFor?.({ id, secret }, mqtt);
     return {
       nodeId: id,
       nodeSecret: secret,
-      mqtt: this.options.mqttFor({ id, secret }, hostHeader),
+      mqtt,
+      ...(netMqtt ? { netMqtt } : {}),
       telemetryIntervalMs: this.options.telemetryIntervalMs,
       ...(record.subnet ? { subnet: record.subnet } : {}),
     };

@@ -53,6 +53,7 @@ export async function startClusterManager(
     insecure: false,
     tlsSans: [],
     registrationRatePerS: 50,
+    mqttDynsec: false,
     addressPlan: parseAddressPlan(workerSubnets, serviceSubnet),
     ...rest,
   };

@@ -1,10 +1,16 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
 import { waitFor } from './wait.js';
+
+/** The dynamic security admin login of a broker started with `dynsec`. */
+export const DYNSEC_ADMIN = { username: 'edge-admin', password: 'edge-admin-password' };
+const DYNSEC_PLUGIN = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib']
+  .map((dir) => join(dir, 'mosquitto_dynamic_security.so'))
+  .find((path) => existsSync(path));
 
 /**
  * Debian's mosquitto on a loopback port of its own, anonymous allowed: the external-broker path. `halt()` and
@@ -17,11 +23,30 @@ export class Mosquitto {
     private readonly dir: string,
   ) {}
 
-  static async start(port?: number): Promise<Mosquitto> {
+  /**
+   * `dynsec`: with mosquitto's dynamic security plugin instead of anonymous access, its admin login being
+   * DYNSEC_ADMIN (made with `mosquitto_ctrl dynsec init`, as an operator sets it up).
+   */
+  static async start(options: { port?: number; dynsec?: boolean } = {}): Promise<Mosquitto> {
     const dir = mkdtempSync(join(tmpdir(), 'edge-mosquitto-'));
-    const chosen = port ?? (await freePort());
+    const chosen = options.port ?? (await freePort());
     const config = join(dir, 'mosquitto.conf');
-    writeFileSync(config, `listener ${chosen} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+    const lines = [`listener ${chosen} 127.0.0.1`, 'persistence false'];
+    if (options.dynsec) {
+      const file = join(dir, 'dynamic-security.json');
+      execFileSync('mosquitto_ctrl', ['dynsec', 'init', file, DYNSEC_ADMIN.username, DYNSEC_ADMIN.password], {
+        stdio: 'ignore',
+      });
+      // Started as root, mosquitto drops to its own user before the plugin reads (and rewrites) its file in
+      // this private temporary dir: this test broker stays root.
+      lines.push(
+        'user root',
+        'allow_anonymous false',
+        `plugin ${DYNSEC_PLUGIN}`,
+        `plugin_opt_config_file ${file}`,
+      );
+    } else lines.push('allow_anonymous true');
+    writeFileSync(config, `${lines.join('\n')}\n`);
     const broker = new Mosquitto(chosen, Mosquitto.spawn(config), dir);
     await broker.ready();
     return broker;
