@@ -18,11 +18,21 @@ export interface ForwarderCounters {
   tunWriteFailed: number;
   held: number;
   heldDropped: number;
+  /** Tunnel packets from endpoints no cached table names, held until the cluster manager says who sent them. */
+  strangersHeld: number;
+  /** Tunnel packets from endpoints that are no known worker's: dropped (a stranger, or spoofing). */
+  strangersDropped: number;
 }
 
 interface Waiting {
   since: number;
   packet: Buffer;
+}
+
+/** A tunnel packet from an endpoint not known yet, waiting for the table of its source instance. */
+interface Arrival extends Waiting {
+  peerIp: number;
+  peerPort: number;
 }
 
 export interface ForwarderOptions {
@@ -49,6 +59,8 @@ export class Forwarder {
     tunWriteFailed: 0,
     held: 0,
     heldDropped: 0,
+    strangersHeld: 0,
+    strangersDropped: 0,
   };
   private readonly tun: TunDevice;
   private readonly udp: UdpEndpoint;
@@ -72,6 +84,8 @@ export class Forwarder {
   private writes = 0;
   /** The first packet to each destination being resolved, by destination. */
   private readonly waiting = new Map<number, Waiting>();
+  /** The first packet from each source instance whose worker is not known yet, by source. */
+  private readonly arrivals = new Map<number, Arrival>();
 
   constructor(options: ForwarderOptions) {
     this.tun = options.tun;
@@ -125,9 +139,14 @@ export class Forwarder {
       );
       if (count === 0) return;
       this.counters.fromPeers += count;
+      const routes = this.translator.routes;
       for (let i = 0; i < count; i++) {
         const offset = i * SLOT_BYTES;
         const length = this.peerLengths[i]!;
+        if (!routes.isPeer(this.peerAddresses[i]!, this.peerPorts[i]!)) {
+          this.holdArrival(buffer, offset, length, this.peerAddresses[i]!, this.peerPorts[i]!, now);
+          continue;
+        }
         const result = this.translator.translateArriving(buffer, offset, length, now);
         if (result.action === 'deliver') this.queueWrite(offset, length);
         if (result.queryIp !== 0) this.query(result.queryIp);
@@ -139,6 +158,7 @@ export class Forwarder {
 
   /** Route tables arrived: the packets waiting for addresses now known (or known to be missing) go on. */
   retryWaiting(now = this.now()): void {
+    this.retryArrivals(now);
     for (const [ip, waiting] of this.waiting) {
       const known = this.translator.routes.lookup(ip, now);
       if (known?.kind === 'pending') continue;
@@ -160,6 +180,64 @@ export class Forwarder {
       if (now - waiting.since < QUERY_TIMEOUT_MS) continue;
       this.waiting.delete(ip);
       this.counters.heldDropped++;
+    }
+    for (const [ip, arrival] of this.arrivals) {
+      if (now - arrival.since < QUERY_TIMEOUT_MS) continue;
+      this.arrivals.delete(ip);
+      this.counters.strangersDropped++;
+    }
+  }
+
+  /**
+   * A tunnel packet from an endpoint no cached table names. Its source instance's table tells where that
+   * instance runs: if it is not known yet, the packet waits for it (the first packet of a worker this one never
+   * talked to); if it is known (or no job owns the address), the sender is not that worker: dropped.
+   */
+  private holdArrival(
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    peerIp: number,
+    peerPort: number,
+    now: number,
+  ): void {
+    const source = length >= 20 ? buffer.readUInt32BE(offset + 12) : 0;
+    const known = source === 0 ? undefined : this.translator.routes.lookup(source, now);
+    if (source === 0 || (known && known.kind !== 'pending') || this.arrivals.has(source)) {
+      this.counters.strangersDropped++;
+      return;
+    }
+    if (this.arrivals.size >= MAX_WAITING) {
+      this.counters.strangersDropped++;
+      return;
+    }
+    this.arrivals.set(source, {
+      since: now,
+      packet: Buffer.from(buffer.subarray(offset, offset + length)),
+      peerIp,
+      peerPort,
+    });
+    this.counters.strangersHeld++;
+    if (!known) {
+      this.translator.routes.markPending(source, now);
+      this.query(source);
+    }
+  }
+
+  /** Held arrivals whose source is resolved now: delivered if they came from its worker, else dropped. */
+  private retryArrivals(now: number): void {
+    for (const [ip, arrival] of this.arrivals) {
+      if (this.translator.routes.lookup(ip, now)?.kind === 'pending') continue;
+      this.arrivals.delete(ip);
+      const { packet } = arrival;
+      if (!this.translator.routes.isPeer(arrival.peerIp, arrival.peerPort)) {
+        this.counters.strangersDropped++;
+        continue;
+      }
+      const result = this.translator.translateArriving(packet, 0, packet.length, now);
+      if (result.action === 'deliver') this.queueWrite(0, packet.length);
+      if (result.queryIp !== 0) this.query(result.queryIp);
+      this.flushWrites(packet);
     }
   }
 

@@ -93,6 +93,8 @@ export class RouteCache {
   private readonly jobs = new Map<string, CachedJob>();
   private readonly addresses = new Map<number, ServiceAddress | InstanceAddress>();
   private readonly unresolved = new Map<number, UnresolvedAddress>();
+  /** Overlay endpoints (`publicIp * 65536 + udpPort`) of the workers the cached instances run on, with a count. */
+  private readonly peers = new Map<number, number>();
   private localNodeId: string | null;
   private readonly idleMs: number;
   private readonly missingTtlMs: number;
@@ -147,7 +149,16 @@ export class RouteCache {
     for (const instance of job.instances) {
       this.index(instance.instanceIp, { kind: 'instance', ip: instance.instanceIp, job, instance });
     }
+    this.countPeers(job, 1);
     return job;
+  }
+
+  /**
+   * Whether tunnel packets from this endpoint come from a worker the cluster manager named in a cached table:
+   * the overlay takes packets from those only.
+   */
+  isPeer(publicIp: number, udpPort: number): boolean {
+    return this.peers.has(publicIp * 65536 + udpPort);
   }
 
   /** Forgets a job and its addresses; false when it was not cached. */
@@ -276,9 +287,20 @@ export class RouteCache {
 
   /** Removes the job's addresses, leaving any that another job's newer table has taken over. */
   private unindex(job: CachedJob): void {
+    this.countPeers(job, -1);
     if (this.addresses.get(job.serviceIp)?.job === job) this.addresses.delete(job.serviceIp);
     for (const instance of job.instances) {
       if (this.addresses.get(instance.instanceIp)?.job === job) this.addresses.delete(instance.instanceIp);
+    }
+  }
+
+  private countPeers(job: CachedJob, change: 1 | -1): void {
+    for (const { route } of job.instances) {
+      if (!route) continue;
+      const key = route.publicIp * 65536 + route.udpPort;
+      const count = (this.peers.get(key) ?? 0) + change;
+      if (count > 0) this.peers.set(key, count);
+      else this.peers.delete(key);
     }
   }
 

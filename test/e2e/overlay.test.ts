@@ -1,10 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROTOCOL_UDP } from '../../net-manager/routing/packet.js';
 import { ipToNumber, parseCidr } from '../../shared/index.js';
 import { containersWithLabel, execIn, fetchIn, inspectContainer, pingIn } from '../helpers/docker.js';
 import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
+import { buildPacket } from '../helpers/packets.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -195,6 +198,58 @@ describe('the overlay joins containers across workers', () => {
     expect(pingIn(clientContainer, webInstance.instanceIp!)).toBe(false);
     expect(fetchIn(clientContainer, webInstance.instanceIp!)).toBeUndefined();
   }, 180_000);
+
+  it("drops a stranger's tunnel packets, even one that claims a real instance's address, and serves its peers on", async () => {
+    const client = await createOn('ov-peer-client', ['ov-1'], WORKLOAD);
+    const far = await createOn('ov-peer-far', ['ov-2'], WORKLOAD);
+    const clientContainer = containerOf(client.id);
+    const counters = () =>
+      (
+        JSON.parse(
+          hosts
+            .get('ov-1')!
+            .exec('curl', [
+              '-s',
+              '--unix-socket',
+              join(cluster!.dir, 'nm-ov-1', 'net-manager.sock'),
+              'http://x/v1/status',
+            ]),
+        ) as { counters: { strangersDropped: number; fromPeers: number; delivered: number } }
+      ).counters;
+    const before = counters();
+    // From this (root) namespace, not a worker: datagrams to ov-1's overlay port that carry a UDP packet for its
+    // container, one claiming ov-peer-far's instance IP (a real instance, on ov-2), one an address nobody owns.
+    const stranger = createSocket('udp4');
+    const target = client.instances[0]!.instanceIp!;
+    for (const src of [far.instances[0]!.instanceIp!, '10.30.255.254']) {
+      const packet = buildPacket({
+        protocol: PROTOCOL_UDP,
+        src,
+        dst: target,
+        dstPort: 9,
+        payload: Buffer.from('x'),
+      });
+      await new Promise<void>((resolve, reject) =>
+        stranger.send(packet, 50103, hosts.get('ov-1')!.address, (error) =>
+          error ? reject(error) : resolve(),
+        ),
+      );
+    }
+    stranger.close();
+    await waitFor(
+      () => counters().strangersDropped >= before.strangersDropped + 2,
+      'both stranger packets dropped',
+    );
+    const after = counters();
+    expect(after.fromPeers).toBeGreaterThanOrEqual(before.fromPeers + 2);
+    expect(after.delivered).toBe(before.delivered);
+    // The real peers go on: ov-1's container reaches ov-2's, and its answers come back.
+    await waitFor(
+      () => pingIn(clientContainer, far.instances[0]!.instanceIp!),
+      'ping to ov-2 after the strangers',
+      15_000,
+    );
+  }, 90_000);
 
   /** A UDP datagram from one container's network namespace to another's, echoed back (node run by nsenter). */
   async function udpEcho(fromContainer: string, toContainer: string, ip: string): Promise<string> {

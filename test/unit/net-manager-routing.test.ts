@@ -92,6 +92,27 @@ function twoWorkers() {
 // --- route cache ---------------------------------------------------------------------------------------
 
 describe('net manager routing: route cache', () => {
+  it('knows the endpoints of the workers its tables name, for as long as a table names them', () => {
+    const cache = new RouteCache({ localNodeId: 'w1' });
+    const w2 = ip('192.168.1.2');
+    expect(cache.isPeer(w2, 50103)).toBe(false);
+    cache.apply(jobB); // two instances on w2
+    expect(cache.isPeer(w2, 50103)).toBe(true);
+    expect(cache.isPeer(w2, 50104)).toBe(false);
+    // One of B's instances moves to w3: w2 still holds the other.
+    cache.apply(
+      table('b', '10.30.0.20', [
+        instance(0, '10.30.0.21', ['w2', '10.18.0.66']),
+        instance(1, '10.30.0.22', ['w3', '10.18.0.130']),
+      ]),
+    );
+    expect(cache.isPeer(w2, 50103)).toBe(true);
+    expect(cache.isPeer(ip('192.168.1.3'), 50103)).toBe(true);
+    cache.remove('b');
+    expect(cache.isPeer(w2, 50103)).toBe(false);
+    expect(cache.isPeer(ip('192.168.1.3'), 50103)).toBe(false);
+  });
+
   it('indexes service and instance IPs, replaces a job on apply and forgets it on remove', () => {
     const cache = new RouteCache({ localNodeId: 'w1' });
     expect(cache.lookup(ip('10.30.0.20'))).toBeUndefined();
