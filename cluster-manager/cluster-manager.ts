@@ -42,6 +42,9 @@ import { SqliteStore, type Store } from './store/index.js';
 import { type ClusterTls, loadClusterTls } from './tls/cluster-tls.js';
 import { answerPlainHttp, TlsPort } from './tls/tls-port.js';
 
+/** How often the server certificate is checked (names, expiry) while the cluster manager runs. */
+const TLS_RENEWAL_CHECK_MS = 24 * 60 * 60 * 1000;
+
 /** Where the cluster manager writes the join token to hand to nodes (with the CA pin), for start-up.sh. */
 export const NODE_JOIN_TOKEN_FILE = 'node-join-token';
 
@@ -51,7 +54,9 @@ export class ClusterManager {
   /** What nodes join with: `E10<CA fingerprint>::<secret>`, or the bare secret with `--insecure`. */
   readonly joinToken: string;
   /** The TLS material of every port; undefined with `--insecure`. */
-  readonly tls?: ClusterTls;
+  tls?: ClusterTls;
+  private secureServer?: ReturnType<typeof createHttpsServer>;
+  private tlsRenewal?: NodeJS.Timeout;
   private readonly joinSecret: string;
   /** The default admin token (`--api-token`, else `<data-dir>/api-token`). */
   readonly apiToken: string;
@@ -90,19 +95,7 @@ export class ClusterManager {
     this.store = SqliteStore.open(config.dataDir);
     const givenJoinSecret = config.joinToken ? parseJoinToken(config.joinToken).secret : undefined;
     this.joinSecret = loadOrCreateToken(config.dataDir, 'join-token', givenJoinSecret);
-    this.tls = config.insecure
-      ? undefined
-      : loadClusterTls(
-          {
-            dataDir: config.dataDir,
-            extraNames: config.tlsSans,
-            host: config.host,
-            certFile: config.tlsCertFile,
-            keyFile: config.tlsKeyFile,
-            caFile: config.tlsCaFile,
-          },
-          logger,
-        );
+    this.tls = config.insecure ? undefined : this.loadTls();
     this.joinToken = formatJoinToken({ secret: this.joinSecret, caFingerprint: this.tls?.caFingerprint });
     writeFileSync(join(config.dataDir, NODE_JOIN_TOKEN_FILE), `${this.joinToken}\n`, { mode: 0o600 });
     this.apiToken = loadOrCreateToken(config.dataDir, 'api-token', config.apiToken);
@@ -232,6 +225,7 @@ export class ClusterManager {
     });
     if (this.tls) {
       const secure = createHttpsServer({ cert: this.tls.cert, key: this.tls.key }, app);
+      this.secureServer = secure;
       this.http = secure;
       this.httpListener = new TlsPort(secure, answerPlainHttp);
     } else {
@@ -274,6 +268,10 @@ export class ClusterManager {
     });
     const httpPort = (listening.address() as AddressInfo).port;
     this.garbageCollection = scheduleGarbageCollection(this.store, logger);
+    if (this.tls) {
+      this.tlsRenewal = setInterval(() => this.renewServerCertificate(), TLS_RENEWAL_CHECK_MS);
+      this.tlsRenewal.unref();
+    }
     if (!this.tls)
       logger.warn(
         'TLS is OFF (--insecure): the API token, join token, node secrets and job env cross the network in clear text',
@@ -286,6 +284,7 @@ export class ClusterManager {
 
   async stop(): Promise<void> {
     await this.garbageCollection?.destroy();
+    clearInterval(this.tlsRenewal);
     this.outbox.stop();
     this.controlLag?.stop();
     this.evaluations.stop();
@@ -340,6 +339,43 @@ export class ClusterManager {
     this.evaluations.unblock('node-removed');
     this.logger.warn({ nodeId: node.id, name: node.name, ...removal }, 'node removed by an operator');
     return { id: node.id, name: node.name, ...removal };
+  }
+
+  /**
+   * Issues a new server certificate when the one in use misses a name or nears its end (loadClusterTls decides),
+   * and swaps it into the running HTTPS server and broker: a cluster manager that runs for years never serves
+   * an expired certificate. Runs daily; public for tests. True when it renewed.
+   */
+  renewServerCertificate(): boolean {
+    if (!this.tls) return false;
+    let next: ClusterTls;
+    try {
+      next = this.loadTls();
+    } catch (error) {
+      this.logger.error({ err: (error as Error).message }, 'cannot renew the server certificate');
+      return false;
+    }
+    if (next.cert === this.tls.cert && next.key === this.tls.key) return false;
+    this.tls = next;
+    this.secureServer?.setSecureContext({ cert: next.cert, key: next.key });
+    this.broker?.updateTls({ cert: next.cert, key: next.key });
+    this.logger.info('server certificate renewed and in use');
+    return true;
+  }
+
+  private loadTls(): ClusterTls {
+    const { config } = this;
+    return loadClusterTls(
+      {
+        dataDir: config.dataDir,
+        extraNames: config.tlsSans,
+        host: config.host,
+        certFile: config.tlsCertFile,
+        keyFile: config.tlsKeyFile,
+        caFile: config.tlsCaFile,
+      },
+      this.logger,
+    );
   }
 
   private get mqttScheme(): 'mqtt' | 'mqtts' {

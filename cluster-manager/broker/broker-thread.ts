@@ -35,6 +35,8 @@ export type ToBrokerThread =
   | { type: 'authenticated'; id: number; principal: MqttPrincipal | null }
   /** A node was removed: its clients go now, and its retained messages are cleared. */
   | { type: 'disconnect'; clientIds: string[]; clearRetained: string[] }
+  /** A renewed server certificate, for the connections from now on. */
+  | { type: 'tls'; cert: string; key: string }
   | { type: 'close' };
 
 /**
@@ -177,10 +179,14 @@ function connected(socket: Socket): void {
 const PLAIN_TEXT_LOG_MS = 10_000;
 let plainTextLoggedAt = 0;
 
+/** The TLS server behind the port (MQTTS), whose certificate a renewal replaces. */
+let secureServer: ReturnType<typeof createTlsServer> | undefined;
+
 /** The listening server, and how to close it with every connection it holds. */
 function listener(): { server: Server; close: () => Promise<void> } {
   if (data.tls) {
     const secure = createTlsServer({ cert: data.tls.cert, key: data.tls.key }, connected);
+    secureServer = secure;
     secure.on('tlsClientError', (error, socket) =>
       log('debug', { remote: socket.remoteAddress, err: error.message }, 'mqtts handshake failed'),
     );
@@ -230,6 +236,9 @@ port.on('message', (message: ToBrokerThread) => {
     }
     case 'disconnect':
       disconnect(message.clientIds, message.clearRetained);
+      break;
+    case 'tls':
+      secureServer?.setSecureContext({ cert: message.cert, key: message.key });
       break;
     case 'close':
       void close();

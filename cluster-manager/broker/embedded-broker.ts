@@ -53,6 +53,12 @@ export class EmbeddedBroker {
     return this.boundPort;
   }
 
+  /** A new server certificate: new connections get it (also after a restart of the thread). */
+  updateTls(tls: { cert: string; key: string }): void {
+    this.options.tls = tls;
+    this.worker.postMessage({ type: 'tls', ...tls } satisfies ToBrokerThread);
+  }
+
   /** Closes these clients' connections now and clears these retained topics (a node was removed). */
   disconnect(clientIds: string[], clearRetained: string[]): void {
     this.worker.postMessage({ type: 'disconnect', clientIds, clearRetained } satisfies ToBrokerThread);

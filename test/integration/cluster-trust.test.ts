@@ -1,8 +1,11 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash, X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as connectTls } from 'node:tls';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { issueServerCertificate } from '../../cluster-manager/tls/certificates.js';
 import { NodeRegistration, type Registered } from '../../node-engine/registration.js';
 import {
   CLUSTER_CA_FILE,
@@ -139,6 +142,49 @@ describe('TLS: a node engine trusts only the cluster CA its join token pins', ()
     await expect(node.register({ token: cm.joinToken })).rejects.toThrow();
     node.socket?.close();
     expect(cm.manager.store.nodes.findByName('plain-text')).toBeUndefined();
+  });
+});
+
+describe('server certificate renewal while running', () => {
+  it('swaps a renewed certificate into the running HTTPS port and broker, with the same CA', async () => {
+    const cm = await startClusterManager();
+    try {
+      const presented = (port: number) =>
+        new Promise<string>((resolve, reject) => {
+          const socket = connectTls({ host: '127.0.0.1', port, ca: cm.ca }, () => {
+            resolve(createHash('sha256').update(socket.getPeerCertificate().raw).digest('hex'));
+            socket.end();
+          });
+          socket.on('error', reject);
+        });
+      const httpPort = Number(new URL(cm.url).port);
+      const mqttPort = Number(new URL(cm.mqttUrl).port);
+      const before = await presented(httpPort);
+      expect(cm.manager.renewServerCertificate()).toBe(false); // nothing due
+      // Another certificate on disk that is due (65 days left): the daily check replaces it and serves the new one.
+      const ca = {
+        cert: readFileSync(join(cm.dataDir, 'tls', 'ca.pem'), 'utf8'),
+        key: readFileSync(join(cm.dataDir, 'tls', 'ca-key.pem'), 'utf8'),
+      };
+      const ageing = issueServerCertificate(ca, ['127.0.0.1'], new Date(Date.now() - 300 * 24 * 3600 * 1000));
+      writeFileSync(join(cm.dataDir, 'tls', 'server.pem'), ageing.cert);
+      writeFileSync(join(cm.dataDir, 'tls', 'server-key.pem'), ageing.key);
+      expect(cm.manager.renewServerCertificate()).toBe(true);
+      const onDisk = createHash('sha256')
+        .update(new X509Certificate(readFileSync(join(cm.dataDir, 'tls', 'server.pem'))).raw)
+        .digest('hex');
+      expect(await presented(httpPort)).toBe(onDisk);
+      await waitFor(
+        async () => (await presented(mqttPort)) === onDisk,
+        'the broker serving the new certificate',
+      );
+      expect(onDisk).not.toBe(before);
+      // Nodes trust it as before: same CA.
+      const node = await TestNode.join(cm, 'after-renewal');
+      await node.close();
+    } finally {
+      await cm.stop();
+    }
   });
 });
 

@@ -99,6 +99,28 @@ describe('loadClusterTls', () => {
     expect(new X509Certificate(repaired.cert).checkPrivateKey(createPrivateKey(repaired.key))).toBe(true);
   });
 
+  it('issues a new server certificate when the one on disk has fewer than 90 days left', () => {
+    const dataDir = newDir();
+    const first = loadClusterTls({ dataDir, extraNames: [], host: '0.0.0.0' }, logger);
+    const ca = {
+      cert: readFileSync(join(dataDir, 'tls', 'ca.pem'), 'utf8'),
+      key: readFileSync(join(dataDir, 'tls', 'ca-key.pem'), 'utf8'),
+    };
+    const names = new X509Certificate(first.cert)
+      .subjectAltName!.split(', ')
+      .map((entry) => entry.replace(/^(DNS|IP Address):/, '').replace(/^0:0:0:0:0:0:0:1$/, '::1'));
+    // Issued 300 days ago: 65 days left.
+    const ageing = issueServerCertificate(ca, names, new Date(Date.now() - 300 * 24 * 3600 * 1000));
+    writeFileSync(join(dataDir, 'tls', 'server.pem'), ageing.cert);
+    writeFileSync(join(dataDir, 'tls', 'server-key.pem'), ageing.key);
+    const renewed = loadClusterTls({ dataDir, extraNames: [], host: '0.0.0.0' }, logger);
+    expect(renewed.cert).not.toBe(ageing.cert);
+    expect(Date.parse(new X509Certificate(renewed.cert).validTo)).toBeGreaterThan(
+      Date.now() + 300 * 24 * 3600 * 1000,
+    );
+    expect(renewed.caFingerprint).toBe(first.caFingerprint);
+  });
+
   it('uses a given certificate, and pins the CA given with it', () => {
     const dir = newDir();
     const ca = createCertificateAuthority('operator CA');
