@@ -1,8 +1,8 @@
 import mqtt from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type EdgectlIo, runEdgectl } from '../../cluster-manager/cli/program.js';
 import { topics } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+import { edgectlFor } from '../helpers/edgectl.js';
 import { TestNode } from '../helpers/test-node.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -132,24 +132,18 @@ describe('removing a node', () => {
     const waiting = (await (await cm.api(`/api/jobs/${created.id}`)).json()) as JobBody;
     expect(waiting.state).toBe('deleting');
 
-    const io: EdgectlIo = {
-      stdout: (text) => output.push(text),
-      stderr: (text) => output.push(text),
-      env: { EDGE_SERVER: cm.url, EDGE_API_TOKEN: cm.apiToken, EDGE_CA_FILE: `${cm.dataDir}/tls/ca.pem` },
-      readStdin: async () => '',
-      now: () => Date.now(),
-    };
-    const output: string[] = [];
-    expect(await runEdgectl(['node', 'remove', 'rm-silent'], io)).toBe(0);
-    expect(output.join('')).toMatch(/removed node rm-silent \(.+\): its secret is revoked/);
+    const edgectl = edgectlFor(cm);
+    const removed = await edgectl(['node', 'remove', 'rm-silent']);
+    expect(removed.code).toBe(0);
+    expect(removed.stdout).toMatch(/removed node rm-silent \(.+\): its secret is revoked/);
     expect((await cm.api(`/api/jobs/${created.id}`)).status).toBe(404);
     const deleted = (await (await cm.api('/api/events?type=job.deleted')).json()) as { message: string }[];
     expect(deleted.map((event) => event.message)).toContain('job rm-deleting deleted');
     expect(silent.ack).toBeDefined();
     // Unknown node: 404, nothing changes.
     expect((await cm.api('/api/nodes/no-such-node', { method: 'DELETE' })).status).toBe(404);
-    output.length = 0;
-    expect(await runEdgectl(['node', 'remove', 'rm-silent'], io)).toBe(1);
-    expect(output.join('')).toMatch(/not found|no node/i);
+    const again = await edgectl(['node', 'remove', 'rm-silent']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/not found|no node/i);
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type EdgectlIo, runEdgectl } from '../../cluster-manager/cli/program.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+import { edgectlFor } from '../helpers/edgectl.js';
 import { TestNode } from '../helpers/test-node.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -268,23 +268,7 @@ describe('paged and filtered lists: GET /api/nodes and GET /api/jobs', () => {
   });
 
   it('edgectl nodes takes --status, --label, --limit and --cursor', async () => {
-    async function edgectl(argv: string[]) {
-      let stdout = '';
-      let stderr = '';
-      const io: EdgectlIo = {
-        stdout: (text) => {
-          stdout += text;
-        },
-        stderr: (text) => {
-          stderr += text;
-        },
-        env: { EDGE_SERVER: cm.url, EDGE_API_TOKEN: cm.apiToken, EDGE_CA_FILE: `${cm.dataDir}/tls/ca.pem` },
-        readStdin: async () => '',
-        now: () => Date.now(),
-      };
-      const code = await runEdgectl(argv, io);
-      return { code, stdout, stderr };
-    }
+    const edgectl = edgectlFor(cm);
     const offline = await edgectl(['nodes', '--status', 'offline', '-o', 'json']);
     expect(offline).toMatchObject({ code: 0, stderr: '' });
     expect((JSON.parse(offline.stdout) as NodeBody[]).map((node) => node.name)).toEqual(OFFLINE);

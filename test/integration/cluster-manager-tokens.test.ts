@@ -1,9 +1,9 @@
 import mqtt from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type EdgectlIo, runEdgectl } from '../../cluster-manager/cli/program.js';
 import { hashSecret } from '../../cluster-manager/secrets.js';
 import { parseJoinToken } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+import { edgectlFor } from '../helpers/edgectl.js';
 import { TestNode } from '../helpers/test-node.js';
 
 /**
@@ -136,23 +136,16 @@ describe('tokens and roles', () => {
   });
 
   it('edgectl token create, list and revoke; a revoked default stays revoked across a restart', async () => {
-    const output: string[] = [];
-    const io: EdgectlIo = {
-      stdout: (text) => output.push(text),
-      stderr: (text) => output.push(text),
-      env: { EDGE_SERVER: cm.url, EDGE_API_TOKEN: cm.apiToken, EDGE_CA_FILE: `${cm.dataDir}/tls/ca.pem` },
-      readStdin: async () => '',
-      now: () => Date.now(),
-    };
-    expect(await runEdgectl(['token', 'create', 'lab', '--ttl', '24h'], io)).toBe(0);
-    expect(output[0]).toMatch(/^E10[0-9a-f]{64}::\S+\n$/);
-    expect(output.join('')).toMatch(/join token lab created, valid until/);
-    output.length = 0;
-    expect(await runEdgectl(['token', 'list'], io)).toBe(0);
-    expect(output.join('')).toMatch(/lab\s+join\s+valid/);
-    output.length = 0;
-    expect(await runEdgectl(['token', 'create', 'x', '--ttl', 'soon'], io)).toBe(2);
-    expect(await runEdgectl(['token', 'revoke', 'default-join'], io)).toBe(0);
+    const edgectl = edgectlFor(cm);
+    const created = await edgectl(['token', 'create', 'lab', '--ttl', '24h']);
+    expect(created.code).toBe(0);
+    expect(created.stdout).toMatch(/^E10[0-9a-f]{64}::\S+\n$/);
+    expect(created.stderr).toMatch(/join token lab created, valid until/);
+    const listed = await edgectl(['token', 'list']);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/lab\s+join\s+valid/);
+    expect((await edgectl(['token', 'create', 'x', '--ttl', 'soon'])).code).toBe(2);
+    expect((await edgectl(['token', 'revoke', 'default-join'])).code).toBe(0);
 
     await cm.stop({ keepData: true });
     cm = await startClusterManager({ dataDir: cm.dataDir });

@@ -18,8 +18,8 @@ import {
   formatTimestamp,
   formatYaml,
 } from '../../cluster-manager/cli/format.js';
-import { type EdgectlIo, runEdgectl } from '../../cluster-manager/cli/program.js';
 import type { ClusterEvent, Job, NodeView } from '../../shared/index.js';
+import { runEdgectlHere } from '../helpers/edgectl.js';
 
 const NOW = Date.UTC(2025, 0, 2, 3, 4, 5);
 
@@ -287,22 +287,12 @@ describe('edgectl against an HTTP API', () => {
   });
 
   /** Runs edgectl in-process with the server and token in env vars, as an operator's shell would. */
-  async function edgectl(argv: string[], options: { env?: NodeJS.ProcessEnv; stdin?: string } = {}) {
-    let stdout = '';
-    let stderr = '';
-    const io: EdgectlIo = {
-      stdout: (text) => {
-        stdout += text;
-      },
-      stderr: (text) => {
-        stderr += text;
-      },
+  function edgectl(argv: string[], options: { env?: NodeJS.ProcessEnv; stdin?: string } = {}) {
+    return runEdgectlHere(argv, {
       env: options.env ?? { EDGE_SERVER: api.url, EDGE_API_TOKEN: 'secret' },
-      readStdin: async () => options.stdin ?? '',
+      stdin: options.stdin,
       now: () => NOW,
-    };
-    const code = await runEdgectl(argv, io);
-    return { code, stdout, stderr };
+    });
   }
 
   it('lists nodes as a table, with the token as a bearer header', async () => {
