@@ -73,6 +73,21 @@ async function run(broker: string): Promise<void> {
   };
   const online = () => gauge('edge_cm_nodes{status="online"}');
 
+  /** Why nodes went offline (the newest 1,000 events), grouped by reason: the message without the node's name. */
+  const offlineReasons = async (phase: string) => {
+    const list = (await (await cluster.api('/api/events?limit=1000&type=node.offline')).json()) as {
+      message: string;
+    }[];
+    const reasons = new Map<string, number>();
+    for (const { message } of list) {
+      const reason = message.replace(/^node \S+ offline: /, '').replace(/\d+ ms/, 'N ms');
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+    }
+    console.log(
+      `${broker} ${phase}: offline events by reason: ${JSON.stringify(Object.fromEntries(reasons))}`,
+    );
+  };
+
   const startedAt = performance.now();
   const sim = Program.start(
     'fleet-sim',
@@ -160,18 +175,7 @@ async function run(broker: string): Promise<void> {
   const simAfter = lastStats(sim);
   const rssAfter = rssMiB(pid);
   const offlineEvents = await events('node.offline');
-  if (offlineEvents > 0) {
-    // Why, grouped by reason (the message without the node's name).
-    const list = (await (await cluster.api('/api/events?limit=1000&type=node.offline')).json()) as {
-      message: string;
-    }[];
-    const reasons = new Map<string, number>();
-    for (const { message } of list) {
-      const reason = message.replace(/^node \S+ offline: /, '').replace(/\d+ ms/, 'N ms');
-      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
-    }
-    console.log(`${broker}: offline events by reason: ${JSON.stringify(Object.fromEntries(reasons))}`);
-  }
+  if (offlineEvents > 0) await offlineReasons('burst');
   const pausedEvents = await events('failover.paused');
 
   /**
@@ -215,10 +219,12 @@ async function run(broker: string): Promise<void> {
     console.log(
       `${broker} outage: cluster manager warnings since its start: ${JSON.stringify(Object.fromEntries(counts))}`,
     );
+    const offline = (await events('node.offline')) - offlineBefore;
+    if (offline > 0) await offlineReasons('outage');
     return {
       reconnectedS: Math.round(reconnectedS * 10) / 10,
       onlineAfter30s: await online(),
-      offline: (await events('node.offline')) - offlineBefore,
+      offline,
       replaced: (await events('instance.replaced')) - replacedBefore,
     };
   };
