@@ -1,10 +1,14 @@
-import { randomBytes } from 'node:crypto';
 import { io } from 'socket.io-client';
 import { backoffDelay } from '../shared/backoff.js';
 import { CommandSchema } from '../shared/command.js';
 import { connectMqtt, type MqttClient } from '../shared/mqtt-client.js';
 import type { MqttLogin } from '../shared/mqtt-login.js';
-import { type NodeInfo, type NodeRegistrationAuth, RegisterAckSchema } from '../shared/node.js';
+import {
+  type NodeInfo,
+  type NodeRegistrationAuth,
+  newNodeSecret,
+  RegisterAckSchema,
+} from '../shared/node.js';
 import { topics } from '../shared/topics.js';
 import { describeProblems, parseJson } from '../shared/validation.js';
 import type { FleetConfig } from './config.js';
@@ -160,7 +164,7 @@ export class HollowWorker {
   private auth(): NodeRegistrationAuth {
     if (this.useIdentity && this.identity) return { ...this.identity };
     // As a node engine does: its own secret, so that a join whose answer was lost can be made again.
-    this.ownSecret ??= this.identity?.nodeSecret ?? randomBytes(32).toString('base64url');
+    this.ownSecret ??= this.identity?.nodeSecret ?? newNodeSecret();
     return { token: this.fleet.config.joinToken, nodeSecret: this.ownSecret };
   }
 

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -26,11 +25,6 @@ export async function loadIdentity(dataDir: string): Promise<Identity | undefine
   } catch {
     return undefined;
   }
-}
-
-/** A new node secret: 256 random bits. */
-export function newNodeSecret(): string {
-  return randomBytes(32).toString('base64url');
 }
 
 export async function saveIdentity(dataDir: string, identity: Identity): Promise<void> {

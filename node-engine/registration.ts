@@ -7,11 +7,12 @@ import {
   type MqttLogin,
   type NodeInfo,
   type NodeRegistrationAuth,
+  newNodeSecret,
   RegisterAckSchema,
   TrustError,
   trustClusterManager,
 } from '../shared/index.js';
-import { type Identity, loadIdentity, newNodeSecret, saveIdentity } from './identity.js';
+import { type Identity, loadIdentity, saveIdentity } from './identity.js';
 
 /** A successful registration: who this node is and how it reaches the broker. */
 export interface Registered {

@@ -1,9 +1,8 @@
-import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { get } from 'node:https';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
-import { parseJoinToken } from './join-token.js';
+import { certificateFingerprint, parseJoinToken } from './join-token.js';
 import type { Logger } from './logger.js';
 
 /** Where a worker keeps the cluster CA after its first join. */
@@ -52,7 +51,7 @@ export async function trustClusterManager(options: TrustOptions): Promise<string
   const storedPath = options.dataDir ? join(options.dataDir, CLUSTER_CA_FILE) : undefined;
   if (storedPath && existsSync(storedPath)) {
     const stored = readFileSync(storedPath, 'utf8');
-    if (!pin || fingerprintOf(stored) === pin) return stored;
+    if (!pin || certificateFingerprint(stored) === pin) return stored;
     options.logger.warn('the join token pins another cluster CA than the stored one: fetching it again');
   }
   if (!pin) {
@@ -66,15 +65,10 @@ export async function trustClusterManager(options: TrustOptions): Promise<string
   return offered;
 }
 
-/** SHA-256 of the first certificate in a PEM text, hex. */
-export function fingerprintOf(pem: string): string {
-  return createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
-}
-
 function checkPin(ca: string, pin: string | undefined, what: string): void {
   let actual: string;
   try {
-    actual = fingerprintOf(ca);
+    actual = certificateFingerprint(ca);
   } catch {
     throw new TrustError(`${what} is not a PEM certificate`);
   }

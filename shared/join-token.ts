@@ -1,3 +1,5 @@
+import { createHash, X509Certificate } from 'node:crypto';
+
 /**
  * A join token as the cluster manager prints it: `E10<fingerprint>::<secret>`, where the fingerprint is the
  * SHA-256 of the cluster CA's certificate (DER, 64 hex digits). A worker holding it verifies the cluster manager
@@ -21,4 +23,9 @@ export function parseJoinToken(text: string): JoinToken {
 
 export function formatJoinToken(token: JoinToken): string {
   return token.caFingerprint ? `E10${token.caFingerprint}::${token.secret}` : token.secret;
+}
+
+/** What a join token pins: the SHA-256 of a certificate's DER (the first one in a PEM text), lower-case hex. */
+export function certificateFingerprint(pem: string): string {
+  return createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
 }

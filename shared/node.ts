@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { HostAllowancesSchema } from './host-allowances.js';
 import { ARCHES, TECHNOLOGIES } from './job.js';
@@ -64,6 +65,11 @@ export const NodeRegistrationAuthSchema = z.union([
   z.strictObject({ nodeId: z.string().min(1).max(128), nodeSecret: z.string().min(1).max(512) }),
 ]);
 export type NodeRegistrationAuth = z.infer<typeof NodeRegistrationAuthSchema>;
+
+/** The secret a node makes for itself before its first join: 256 random bits. */
+export function newNodeSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
 
 export const ApiErrorBodySchema = z.object({
   code: z.string(),

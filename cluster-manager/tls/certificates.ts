@@ -104,11 +104,6 @@ export function issueServerCertificate(ca: KeyPair, names: string[], now = new D
   return { cert, key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string };
 }
 
-/** SHA-256 of a certificate's DER bytes, lower-case hex: what a join token pins. */
-export function certificateFingerprint(certPem: string): string {
-  return createHash('sha256').update(new X509Certificate(certPem).raw).digest('hex');
-}
-
 interface CertificateFields {
   issuer: Buffer;
   subject: Buffer;

@@ -3,13 +3,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import type { Logger } from '../../shared/index.js';
-import {
-  certificateFingerprint,
-  createCertificateAuthority,
-  issueServerCertificate,
-  type KeyPair,
-} from './certificates.js';
+import { certificateFingerprint, type Logger } from '../../shared/index.js';
+import { createCertificateAuthority, issueServerCertificate, type KeyPair } from './certificates.js';
 
 /** What the cluster manager serves HTTPS, WSS and MQTTS with. */
 export interface ClusterTls {
@@ -49,12 +44,11 @@ export function loadClusterTls(options: ClusterTlsOptions, logger: Logger): Clus
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const ca = loadOrCreateCa(dir, logger);
   const names = serverNames(options);
-  const server = readPair(dir, 'server') ?? { cert: '', key: '' };
+  let server = readPair(dir, 'server') ?? { cert: '', key: '' };
   if (!stillGood(server, ca, names)) {
-    const issued = issueServerCertificate(ca, names);
-    writePair(dir, 'server', issued);
+    server = issueServerCertificate(ca, names);
+    writePair(dir, 'server', server);
     logger.info({ names }, 'issued a server certificate from the cluster CA');
-    return { ...issued, ca: ca.cert, caFingerprint: certificateFingerprint(ca.cert) };
   }
   return { ...server, ca: ca.cert, caFingerprint: certificateFingerprint(ca.cert) };
 }

@@ -7,12 +7,17 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  certificateFingerprint,
   createCertificateAuthority,
   issueServerCertificate,
 } from '../../cluster-manager/tls/certificates.js';
 import { loadClusterTls } from '../../cluster-manager/tls/cluster-tls.js';
-import { describeConnectError, formatJoinToken, parseJoinToken, trustedFetch } from '../../shared/index.js';
+import {
+  certificateFingerprint,
+  describeConnectError,
+  formatJoinToken,
+  parseJoinToken,
+  trustedFetch,
+} from '../../shared/index.js';
 
 const logger = pino({ level: 'silent' });
 const dirs: string[] = [];
