@@ -246,8 +246,8 @@ export class ClusterManager {
                 ...login,
                 username: `net-${node.id}`,
               }),
-              provision: (node: { id: string; secret: string }) =>
-                this.dynsec!.provisionNode(node.id, node.secret),
+              provision: (node: { id: string; secret: string; secretChanged: boolean }) =>
+                this.dynsec!.provisionNode(node.id, node.secret, node.secretChanged),
             }
           : {}),
         subnetFor: (nodeId, overlay) => this.addresses.subnetFor(nodeId, overlay),

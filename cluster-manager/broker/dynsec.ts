@@ -66,8 +66,8 @@ export class DynamicSecurity {
   async prepare(): Promise<void> {
     await this.client.subscribeAsync(RESPONSE_TOPIC, { qos: 1 });
     if (!this.operatorSet) {
-      await this.ensureRole(OPERATOR_ROLE, OPERATOR_BROKER_ACLS);
-      await this.ensureClient('operator', this.operatorPassword, OPERATOR_ROLE);
+      await this.ensureRole(OPERATOR_ROLE, OPERATOR_BROKER_ACLS, { update: true });
+      await this.ensureClient('operator', this.operatorPassword, OPERATOR_ROLE, { setPassword: true });
       this.operatorSet = true;
     }
     const own = await this.run({ command: 'getClient', username: this.ownUsername });
@@ -78,10 +78,14 @@ export class DynamicSecurity {
       this.markReady();
       return;
     }
-    await this.ensureRole(CLUSTER_MANAGER_ROLE, [
-      { acltype: 'publishClientSend', topic: 'nodes/#', allow: true, priority: 0 },
-      { acltype: 'subscribePattern', topic: 'nodes/#', allow: true, priority: 0 },
-    ]);
+    await this.ensureRole(
+      CLUSTER_MANAGER_ROLE,
+      [
+        { acltype: 'publishClientSend', topic: 'nodes/#', allow: true, priority: 0 },
+        { acltype: 'subscribePattern', topic: 'nodes/#', allow: true, priority: 0 },
+      ],
+      { update: true },
+    );
     // Mosquitto drops a client whose roles change before it answers: nothing to wait for. It reconnects, and
     // this runs again and finds the role.
     this.logger.info('giving the cluster manager its broker role (mosquitto reconnects it once)');
@@ -94,8 +98,12 @@ export class DynamicSecurity {
     );
   }
 
-  /** The node's role and its two logins, before it hears its registration answer. */
-  async provisionNode(nodeId: string, secret: string): Promise<void> {
+  /**
+   * The node's role and its two logins, before it hears its registration answer. Ones that exist are left as
+   * they are unless the node's secret changed: mosquitto drops the connections of a login whose password is
+   * set, and a whole fleet registers again after every restart of the cluster manager.
+   */
+  async provisionNode(nodeId: string, secret: string, secretChanged: boolean): Promise<void> {
     if (this.provisioned.get(nodeId) === secret) return;
     await Promise.race([
       this.ready,
@@ -106,12 +114,12 @@ export class DynamicSecurity {
         ).unref(),
       ),
     ]);
-    await this.ensureRole(nodeRole(nodeId), nodeBrokerAcls(nodeId));
+    await this.ensureRole(nodeRole(nodeId), nodeBrokerAcls(nodeId), { update: false });
     for (const [username, clientid] of [
       [nodeId, `node-${nodeId}`],
       [`net-${nodeId}`, `net-${nodeId}`],
     ] as const)
-      await this.ensureClient(username, secret, nodeRole(nodeId), clientid);
+      await this.ensureClient(username, secret, nodeRole(nodeId), { clientid, setPassword: secretChanged });
     this.provisioned.set(nodeId, secret);
   }
 
@@ -122,19 +130,27 @@ export class DynamicSecurity {
     await this.run({ command: 'deleteRole', rolename: nodeRole(nodeId) });
   }
 
-  private async ensureRole(rolename: string, acls: BrokerAcl[]): Promise<void> {
+  /** Creates the role; one that exists gets these ACLs with `update` (a newer version's rules), else stays. */
+  private async ensureRole(
+    rolename: string,
+    acls: BrokerAcl[],
+    { update }: { update: boolean },
+  ): Promise<void> {
     const created = await this.run({ command: 'createRole', rolename, acls });
-    if (created.error && /exists/i.test(created.error))
-      await this.send({ command: 'modifyRole', rolename, acls });
-    else if (created.error) throw new Error(`createRole ${rolename}: ${created.error}`);
+    if (!created.error) return;
+    if (!/exists/i.test(created.error)) throw new Error(`createRole ${rolename}: ${created.error}`);
+    if (update) await this.send({ command: 'modifyRole', rolename, acls });
   }
 
-  /** Creates the login, or gives an existing one this password (mosquitto then drops its connections). */
+  /**
+   * Creates the login; one that exists gets this password with `setPassword` (mosquitto then drops its
+   * connections), else stays.
+   */
   private async ensureClient(
     username: string,
     password: string,
     rolename: string,
-    clientid?: string,
+    { clientid, setPassword }: { clientid?: string; setPassword: boolean },
   ): Promise<void> {
     const created = await this.run({
       command: 'createClient',
@@ -145,7 +161,7 @@ export class DynamicSecurity {
     });
     if (!created.error) return;
     if (!/exists/i.test(created.error)) throw new Error(`createClient ${username}: ${created.error}`);
-    await this.send({ command: 'setClientPassword', username, password });
+    if (setPassword) await this.send({ command: 'setClientPassword', username, password });
   }
 
   /** Runs a command; throws on an error answer. */

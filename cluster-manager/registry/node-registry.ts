@@ -26,8 +26,11 @@ export interface RegistryOptions {
   mqttFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin;
   /** The net manager's login, when it is not the node's own (an external broker with per-node logins). */
   netMqttFor?(node: { id: string; secret: string }, login: MqttLogin): MqttLogin;
-  /** Makes the node's broker login before it hears the answer (an external broker's dynamic security). */
-  provision?(node: { id: string; secret: string }): Promise<void>;
+  /**
+   * Makes sure the node's broker login exists before it hears the answer (an external broker's dynamic
+   * security); `secretChanged`: its secret is new (a new node, or one that joined again with another secret).
+   */
+  provision?(node: { id: string; secret: string; secretChanged: boolean }): Promise<void>;
   /** Call inside a transaction: the node's worker subnet, kept once given; null without a net manager. */
   subnetFor(nodeId: string, overlay: boolean): string | null;
   onRegistered(node: NodeRecord, firstTime: boolean): void;
@@ -94,13 +97,9 @@ export class NodeRegistry {
           ack({ error: { code: 'internal', message: 'registration failed; try again' } });
         };
         try {
-          const answer = this.register(socket, info);
+          const { answer, provisioned } = this.register(socket, info);
           // The node keeps its identity for good: it must be on disk before the node hears it, and its broker
           // login must exist before it tries it.
-          const provisioned =
-            'nodeId' in answer && this.options.provision
-              ? this.options.provision({ id: answer.nodeId, secret: answer.nodeSecret })
-              : undefined;
           Promise.all([this.store.durable(), provisioned]).then(
             () => ack(answer),
             (error: Error) => {
@@ -133,12 +132,23 @@ export class NodeRegistry {
     return { kind: 'node', nodeId: node.id, nodeSecret: parsed.data.nodeSecret };
   }
 
-  private register(socket: Socket, raw: unknown): RegisterAck {
+  /** The answer, and the broker login being made for it (when the broker needs one made). */
+  private register(socket: Socket, raw: unknown): { answer: RegisterAck; provisioned?: Promise<void> } {
+    const { answer, secretChanged } = this.answer(socket, raw);
+    if (!('nodeId' in answer) || !this.options.provision) return { answer };
+    return {
+      answer,
+      provisioned: this.options.provision({ id: answer.nodeId, secret: answer.nodeSecret, secretChanged }),
+    };
+  }
+
+  /** The registration's answer; `secretChanged`: the node's secret is not the one it had (or it is new). */
+  private answer(socket: Socket, raw: unknown): { answer: RegisterAck; secretChanged: boolean } {
     const parsed = NodeInfoSchema.safeParse(raw);
     if (!parsed.success) {
-      return {
+      return refused({
         error: { code: 'invalid_input', message: 'invalid node info', details: fieldProblems(parsed.error) },
-      };
+      });
     }
     const info: NodeInfo = parsed.data;
     const identity = socket.data.identity as Identity;
@@ -152,12 +162,12 @@ export class NodeRegistry {
         { address: socket.handshake.address, bound, name: info.name },
         'second node on one connection refused',
       );
-      return {
+      return refused({
         error: {
           code: 'conflict',
           message: `this connection registered node ${bound}; one connection registers one node`,
         },
-      };
+      });
     }
     let id: string;
     let secret: string;
@@ -165,9 +175,9 @@ export class NodeRegistry {
       id = identity.nodeId;
       secret = identity.nodeSecret;
       if (sameName && sameName.id !== id) {
-        return {
+        return refused({
           error: { code: 'conflict', message: `node name "${info.name}" is taken by node ${sameName.id}` },
-        };
+        });
       }
     } else {
       const proposed = identity.proposedSecret;
@@ -178,25 +188,25 @@ export class NodeRegistry {
             { address: socket.handshake.address, name: info.name, nodeId: sameName.id },
             'registration under a taken name refused',
           );
-          return {
+          return refused({
             error: {
               code: 'conflict',
               message: `node name "${info.name}" belongs to node ${sameName.id}: only that node (with its secret) registers under it; to give the name to another machine, remove the node first (edgectl node remove ${info.name})`,
             },
-          };
+          });
         }
       } else if (proposed && this.store.nodes.isRemovedSecret(hashSecret(proposed))) {
         this.logger.warn(
           { address: socket.handshake.address, name: info.name },
           'a removed node tried to join again',
         );
-        return {
+        return refused({
           error: {
             code: 'forbidden',
             message:
               'this node was removed by an operator: it joins again only as a new node (clear its data dir for a new identity)',
           },
-        };
+        });
       }
       // The node that lost its answer gets its id back; a new name gets a new id.
       id = sameName?.id ?? randomUUID();
@@ -233,14 +243,25 @@ export class NodeRegistry {
     const mqtt = this.options.mqttFor({ id, secret }, hostHeader);
     const netMqtt = this.options.netMqttFor?.({ id, secret }, mqtt);
     return {
-      nodeId: id,
-      nodeSecret: secret,
-      mqtt,
-      ...(netMqtt ? { netMqtt } : {}),
-      telemetryIntervalMs: this.options.telemetryIntervalMs,
-      ...(record.subnet ? { subnet: record.subnet } : {}),
+      answer: {
+        nodeId: id,
+        nodeSecret: secret,
+        mqtt,
+        ...(netMqtt ? { netMqtt } : {}),
+        telemetryIntervalMs: this.options.telemetryIntervalMs,
+        ...(record.subnet ? { subnet: record.subnet } : {}),
+      },
+      secretChanged: previous?.secretHash !== record.secretHash,
     };
   }
+}
+
+/** A registration refused: nothing was stored, nothing is to be provisioned. */
+function refused(answer: Extract<RegisterAck, { error: unknown }>): {
+  answer: RegisterAck;
+  secretChanged: boolean;
+} {
+  return { answer, secretChanged: false };
 }
 
 function normalizeAddress(address: string): string {

@@ -101,6 +101,33 @@ describe('external mosquitto with per-node logins (dynamic security)', () => {
     expect(cm.manager.store.nodes.get(bId)!.status).toBe('online');
   });
 
+  it('keeps every node connected across a restart of the cluster manager: registering again drops nobody', async () => {
+    let dropped = 0;
+    b.mqtt!.on('close', () => dropped++);
+    await cm.stop({ keepData: true });
+    cm = await startClusterManager({
+      dataDir: cm.dataDir,
+      mqttUrl: broker.url,
+      mqttUsername: DYNSEC_ADMIN.username,
+      mqttPassword: DYNSEC_ADMIN.password,
+      mqttDynsec: true,
+    });
+    // b registers again with its identity, as a node engine does when the cluster manager comes back.
+    const again = new TestNode(cm, TestNode.info('dyn-b'));
+    const ack = await waitFor(
+      () =>
+        again
+          .register({ nodeId: b.ack!.nodeId, nodeSecret: b.ack!.nodeSecret })
+          .then((answer) => ('nodeId' in answer ? answer : false)),
+      'b registered again',
+    );
+    again.socket?.close();
+    expect(ack.nodeId).toBe(b.ack!.nodeId);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(dropped).toBe(0);
+    expect(b.mqtt!.connected).toBe(true);
+  });
+
   it('deletes the logins of a removed node: it is dropped and cannot log in again', async () => {
     const aId = a.ack!.nodeId;
     expect((await cm.api(`/api/nodes/${aId}`, { method: 'DELETE' })).status).toBe(200);
