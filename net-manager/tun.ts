@@ -47,6 +47,26 @@ export interface UdpStats {
   gsoFallbacks: number;
   /** Offload: coalesced datagrams received (UDP_GRO). */
   groReceives: number;
+  /**
+   * Encrypted overlay only (see net-manager/native/secure.h): packets opened and sealed, keepalives and handshake
+   * messages received; and what was dropped: `badLength`, `unknownType`, `plaintext` (unencrypted packets),
+   * `unknownSession` (strangers), `expired`, `replayed`, `badTag` (forged or corrupted), `noSession` (nothing to
+   * seal with). `promoted`: answered sessions confirmed; `roams`: endpoints moved by authenticated packets.
+   */
+  opened?: number;
+  sealed?: number;
+  keepalives?: number;
+  handshakes?: number;
+  badLength?: number;
+  unknownType?: number;
+  plaintext?: number;
+  unknownSession?: number;
+  expired?: number;
+  replayed?: number;
+  badTag?: number;
+  noSession?: number;
+  promoted?: number;
+  roams?: number;
 }
 
 /** Called when the fd is readable; with an Error once if polling failed (polling has stopped then). */
@@ -87,6 +107,52 @@ export interface NativeUdp {
   onReadable(callback: ReadableCallback): void;
   close(): void;
   stats(): UdpStats;
+  secure(on: boolean): void;
+  setPeer(slot: number, address: number, port: number): void;
+  removePeer(slot: number): void;
+  addSession(
+    slot: number,
+    localIndex: number,
+    remoteIndex: number,
+    sendKey: Uint8Array,
+    recvKey: Uint8Array,
+    role: 0 | 1,
+  ): boolean;
+  removeSession(localIndex: number): void;
+  peer(slot: number): NativePeer | null;
+  recvOpen(
+    buffer: Uint8Array,
+    slotSize: number,
+    lengths: Int32Array,
+    addresses: Uint32Array,
+    ports: Uint16Array,
+    peers: Int32Array,
+  ): number;
+  sendSealed(
+    buffer: Uint8Array,
+    offsets: Int32Array,
+    lengths: Int32Array,
+    peers: Int32Array,
+    count: number,
+  ): number;
+}
+
+/** A peer of the encrypted overlay as the addon holds it (session indices: 0 for none). */
+export interface NativePeer {
+  /** Where its packets go: host-order IPv4 and port; follows authenticated packets (roaming). */
+  address: number;
+  port: number;
+  current: number;
+  next: number;
+  previous: number;
+  /** Age of the current session (-1: none). */
+  currentAgeMs: number;
+  /** Since the last authenticated packet from it, and the last packet sealed for it (-1: never). */
+  msSinceReceived: number;
+  msSinceSent: number;
+  rxBytes: number;
+  txBytes: number;
+  roams: number;
 }
 
 export interface EdgeTunAddon {

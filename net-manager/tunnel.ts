@@ -3,7 +3,19 @@
  * (50103). Batched, allocation-free I/O through the same addon as the TUN device (recvmmsg/sendmmsg over
  * buffers and typed arrays the caller allocates once), readiness through `uv_poll` on Node's event loop.
  */
-import { loadTunAddon, type NativeUdp, type ReadableCallback, type UdpStats } from './tun.js';
+import {
+  loadTunAddon,
+  type NativePeer,
+  type NativeUdp,
+  type ReadableCallback,
+  type UdpStats,
+} from './tun.js';
+
+/** Bytes of a data message before the packet it carries, and after it (the tag): see native/secure.h. */
+export const SEALED_HEADER = 16;
+export const SEALED_TAG = 16;
+/** Set in `peers[i]` by recvOpen when the packet confirmed the peer's `next` session. */
+export const PROMOTED = 1 << 30;
 
 /** A non-blocking IPv4 UDP socket for overlay traffic. */
 export class UdpEndpoint {
@@ -72,6 +84,86 @@ export class UdpEndpoint {
    */
   onReadable(callback: ReadableCallback): void {
     this.native.onReadable(callback);
+  }
+
+  // --- encryption (net-manager/native/secure.h) -----------------------------------------------------------
+
+  /** Turns the encrypted overlay on (empty peer and session tables) or off (every key dropped). */
+  secure(on: boolean): void {
+    this.native.secure(on);
+  }
+
+  /** Where peer `slot` is sent to (host-order IPv4), until an authenticated packet from elsewhere moves it. */
+  setPeer(slot: number, address: number, port: number): void {
+    this.native.setPeer(slot, address, port);
+  }
+
+  /** Forgets a peer and its sessions. */
+  removePeer(slot: number): void {
+    this.native.removePeer(slot);
+  }
+
+  /**
+   * Installs a session's keys: `current` (sealing from now on; the one before stays to open what is in flight)
+   * or `next` (answered here; it seals once the first packet sealed with it arrives). False when `localIndex` is
+   * taken or `slot` is no peer.
+   */
+  addSession(
+    slot: number,
+    localIndex: number,
+    remoteIndex: number,
+    sendKey: Uint8Array,
+    recvKey: Uint8Array,
+    role: 'current' | 'next',
+  ): boolean {
+    return this.native.addSession(
+      slot,
+      localIndex,
+      remoteIndex,
+      sendKey,
+      recvKey,
+      role === 'current' ? 0 : 1,
+    );
+  }
+
+  removeSession(localIndex: number): void {
+    this.native.removeSession(localIndex);
+  }
+
+  peer(slot: number): NativePeer | null {
+    return this.native.peer(slot);
+  }
+
+  /**
+   * Like recvBatch, each datagram opened in place. Data: the packet starts SEALED_HEADER bytes into its slot,
+   * `lengths[i]` is its length (0: a keepalive), `peers[i]` its peer slot, with PROMOTED set when it confirmed
+   * the peer's `next` session. Handshake messages: as received from the slot's start, `peers[i]` -1. Anything
+   * else is dropped and counted. Fewer than `lengths.length` means the socket is empty.
+   */
+  recvOpen(
+    buffer: Uint8Array,
+    slotSize: number,
+    lengths: Int32Array,
+    addresses: Uint32Array,
+    ports: Uint16Array,
+    peers: Int32Array,
+  ): number {
+    return this.native.recvOpen(buffer, slotSize, lengths, addresses, ports, peers);
+  }
+
+  /**
+   * Seals packet i (buffer[offsets[i] .. +lengths[i]], with SEALED_HEADER free bytes before it and
+   * SEALED_TAG after it) for peer slot `peers[i]` and sends it there. Returns how many the kernel took;
+   * packets for peers without a usable session are dropped and counted (`noSession`).
+   */
+  sendSealed(
+    buffer: Uint8Array,
+    offsets: Int32Array,
+    lengths: Int32Array,
+    peers: Int32Array,
+    count: number,
+  ): number {
+    return this.native.sendSealed(buffer, offsets, lengths, peers, count);
   }
 
   /** Stops polling and closes the socket; idempotent. */

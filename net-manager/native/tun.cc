@@ -6,7 +6,9 @@
 //
 // Exports two classes, wrapped by net-manager/tun.ts and net-manager/tunnel.ts:
 //   new Tun(name, offload)            readBatch, write, writeBatch, onReadable, close, stats, name, offload, fd
-//   new Udp(address, port, offload)   recvBatch, sendBatch, onReadable, close, stats, port, offload, fd
+//   new Udp(address, port, offload)   recvBatch, sendBatch, onReadable, close, stats, port, offload, fd;
+//                                     encrypted (secure.h): secure, setPeer, removePeer, addSession,
+//                                     removeSession, peer, recvOpen, sendSealed
 //
 // With `offload` the batches still hold ordinary packets of at most one MTU, but fewer, larger units cross the
 // kernel boundary: the TUN hands over TCP super-packets (TSO) that offload.cc cuts into segments, segments written
@@ -18,6 +20,7 @@
 #include <uv.h>
 
 #include "offload.h"
+#include "secure.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -28,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,6 +57,13 @@ constexpr size_t kMaxUdpPayload = 65507;
 
 std::string ErrnoName(int err) {
   return uv_err_name(uv_translate_sys_error(err));
+}
+
+// CLOCK_MONOTONIC in milliseconds: session ages must not follow the wall clock.
+int64_t MonotonicMs() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
 // An Error with the errno text and Node's usual `code`, `errno` and `syscall` properties.
@@ -655,6 +666,14 @@ class Udp : public Pollable<Udp> {
                        {
                            InstanceMethod<&Udp::RecvBatch>("recvBatch"),
                            InstanceMethod<&Udp::SendBatch>("sendBatch"),
+                           InstanceMethod<&Udp::Secure>("secure"),
+                           InstanceMethod<&Udp::SetPeer>("setPeer"),
+                           InstanceMethod<&Udp::RemovePeer>("removePeer"),
+                           InstanceMethod<&Udp::AddSession>("addSession"),
+                           InstanceMethod<&Udp::RemoveSession>("removeSession"),
+                           InstanceMethod<&Udp::PeerInfo>("peer"),
+                           InstanceMethod<&Udp::RecvOpen>("recvOpen"),
+                           InstanceMethod<&Udp::SendSealed>("sendSealed"),
                            InstanceMethod("onReadable", &Udp::OnReadable),
                            InstanceMethod("close", &Udp::Close),
                            InstanceMethod<&Udp::Stats>("stats"),
@@ -726,6 +745,8 @@ class Udp : public Pollable<Udp> {
   uint16_t port_ = 0;
   bool offload_ = false;
   bool gso_ = false;
+  // Set while the overlay is encrypted: peers, sessions and their keys.
+  std::unique_ptr<edge_secure::Channel> secure_;
   Received rx_;
   uint64_t gsoSends_ = 0;
   uint64_t gsoFallbacks_ = 0;
@@ -763,12 +784,15 @@ class Udp : public Pollable<Udp> {
 
   // Offload: datagrams (coalesced ones cut at their segment size) from the addon's own receive area into the
   // caller's slots; what does not fit waits for the next call.
-  size_t RecvOffload(Napi::Env env, int fd, const Bytes& buffer, int64_t slotSize, size_t max, int32_t* outLengths,
-                     uint32_t* outAddresses, uint16_t* outPorts) {
+  size_t RecvOffload(Napi::Env env, int fd, uint8_t* slots, int64_t slotSize, size_t max, int32_t* outLengths,
+                     uint32_t* outAddresses, uint16_t* outPorts, bool* drained) {
     size_t count = 0;
     while (count < max) {
       if (!rx_.Pending()) {
-        if (!ReceiveCoalesced(env, fd)) break;
+        if (!ReceiveCoalesced(env, fd)) {
+          *drained = true;
+          break;
+        }
         continue;
       }
       size_t i = rx_.index;
@@ -782,7 +806,7 @@ class Udp : public Pollable<Udp> {
       if (take > static_cast<size_t>(slotSize)) {
         truncated_++;
       } else {
-        std::memcpy(buffer.data + count * slotSize, rx_.data.data() + i * Received::kBytes + rx_.offset, take);
+        std::memcpy(slots + count * slotSize, rx_.data.data() + i * Received::kBytes + rx_.offset, take);
         outLengths[count] = static_cast<int32_t>(take);
         outAddresses[count] = ntohl(rx_.addrs[i].sin_addr.s_addr);
         outPorts[count] = ntohs(rx_.addrs[i].sin_port);
@@ -862,18 +886,22 @@ class Udp : public Pollable<Udp> {
     CheckSlots(env, buffer, slotSize, max);
     int fd = OpenFd(env, kKind);
     if (max > kMaxMessagesPerCall) max = kMaxMessagesPerCall;
+    bool drained = false;
+    size_t count = Receive(env, fd, buffer.data, slotSize, max, lengths.Data(), addresses.Data(), ports.Data(),
+                           &drained);
+    return Napi::Number::New(env, static_cast<double>(count));
+  }
+
+  // Up to `max` datagrams into slots; *drained when the socket had no more (so a short count means empty).
+  size_t Receive(Napi::Env env, int fd, uint8_t* slots, int64_t slotSize, size_t max, int32_t* outLengths,
+                 uint32_t* outAddresses, uint16_t* outPorts, bool* drained) {
     Reserve(max);
-    int32_t* outLengths = lengths.Data();
-    uint32_t* outAddresses = addresses.Data();
-    uint16_t* outPorts = ports.Data();
-    if (offload_)
-      return Napi::Number::New(
-          env, static_cast<double>(RecvOffload(env, fd, buffer, slotSize, max, outLengths, outAddresses, outPorts)));
+    if (offload_) return RecvOffload(env, fd, slots, slotSize, max, outLengths, outAddresses, outPorts, drained);
 
     // A batch of nothing but truncated datagrams is read past (a few times) rather than reported as empty.
     for (int round = 0; round < 4 && max > 0; round++) {
       for (size_t i = 0; i < max; i++) {
-        iovs_[i] = {buffer.data + i * slotSize, static_cast<size_t>(slotSize)};
+        iovs_[i] = {slots + i * slotSize, static_cast<size_t>(slotSize)};
         struct msghdr& hdr = msgs_[i].msg_hdr;
         std::memset(&hdr, 0, sizeof hdr);
         hdr.msg_name = &addrs_[i];
@@ -888,29 +916,198 @@ class Udp : public Pollable<Udp> {
       } while (n < 0 && errno == EINTR);
       if (n < 0) {
         int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK) return Napi::Number::New(env, 0);
+        *drained = true;
+        if (err == EAGAIN || err == EWOULDBLOCK) return 0;
         if (err == EBADF || err == EFAULT || err == EINVAL || err == ENOTSOCK)
           throw ErrnoError(env, err, "cannot receive on UDP port " + std::to_string(port_), "recvmmsg");
         // A pending socket error (an ICMP error for an earlier send, say) is reported once and then cleared.
         recvErrors_++;
-        return Napi::Number::New(env, 0);
+        return 0;
       }
+      if (static_cast<size_t>(n) < max) *drained = true;
       size_t kept = 0;
       for (size_t i = 0; i < static_cast<size_t>(n); i++) {
         if (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
           truncated_++;
           continue;
         }
-        if (kept != i)
-          std::memmove(buffer.data + kept * slotSize, buffer.data + i * slotSize, msgs_[i].msg_len);
+        if (kept != i) std::memmove(slots + kept * slotSize, slots + i * slotSize, msgs_[i].msg_len);
         outLengths[kept] = static_cast<int32_t>(msgs_[i].msg_len);
         outAddresses[kept] = ntohl(addrs_[i].sin_addr.s_addr);
         outPorts[kept] = ntohs(addrs_[i].sin_port);
         kept++;
       }
-      if (kept > 0 || n == 0) return Napi::Number::New(env, static_cast<double>(kept));
+      if (kept > 0 || n == 0 || *drained) return kept;
     }
-    return Napi::Number::New(env, 0);
+    return 0;
+  }
+
+  // --- the encrypted overlay (secure.h) ---
+
+  edge_secure::Channel& Channel(Napi::Env env) {
+    if (!secure_) throw Napi::Error::New(env, "encryption is off on this UDP endpoint (call secure(true))");
+    return *secure_;
+  }
+
+  // secure(on): on creates the peer and session tables (empty); off drops them, keys included.
+  Napi::Value Secure(const Napi::CallbackInfo& info) {
+    bool on = info[0].ToBoolean().Value();
+    if (on && !secure_) secure_.reset(new edge_secure::Channel());
+    if (!on) secure_.reset();
+    return info.Env().Undefined();
+  }
+
+  // setPeer(slot, address, port): where the peer in `slot` is sent to (until an authenticated packet says else).
+  Napi::Value SetPeer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int slot = static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1));
+    uint32_t address = static_cast<uint32_t>(IntegerArg(info, 1, "address", 0, UINT32_MAX));
+    uint16_t port = static_cast<uint16_t>(IntegerArg(info, 2, "port", 0, 65535));
+    Channel(env).SetPeer(slot, address, port);
+    return env.Undefined();
+  }
+
+  Napi::Value RemovePeer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Channel(env).RemovePeer(static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1)));
+    return env.Undefined();
+  }
+
+  // addSession(slot, localIndex, remoteIndex, sendKey, recvKey, role): role 0 current, 1 next. False when the
+  // local index is taken or the slot is no peer.
+  Napi::Value AddSession(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int slot = static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1));
+    uint32_t localIndex = static_cast<uint32_t>(IntegerArg(info, 1, "localIndex", 1, UINT32_MAX));
+    uint32_t remoteIndex = static_cast<uint32_t>(IntegerArg(info, 2, "remoteIndex", 0, UINT32_MAX));
+    Bytes sendKey = ByteArg(info, 3, "sendKey");
+    Bytes recvKey = ByteArg(info, 4, "recvKey");
+    if (sendKey.length != edge_secure::kKeyBytes || recvKey.length != edge_secure::kKeyBytes)
+      throw Napi::RangeError::New(env, "keys must be 32 bytes");
+    int role = static_cast<int>(IntegerArg(info, 5, "role", 0, 1));
+    bool added = Channel(env).AddSession(slot, localIndex, remoteIndex, sendKey.data, recvKey.data, role,
+                                         MonotonicMs());
+    return Napi::Boolean::New(env, added);
+  }
+
+  Napi::Value RemoveSession(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Channel(env).RemoveSession(static_cast<uint32_t>(IntegerArg(info, 0, "localIndex", 0, UINT32_MAX)));
+    return env.Undefined();
+  }
+
+  // peer(slot): its endpoint, sessions and traffic, or null.
+  Napi::Value PeerInfo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const edge_secure::Channel& channel = Channel(env);
+    const edge_secure::Peer* peer = channel.PeerAt(static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1)));
+    if (peer == nullptr) return env.Null();
+    int64_t now = MonotonicMs();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("address", static_cast<double>(peer->ip));
+    out.Set("port", static_cast<double>(peer->port));
+    out.Set("current", static_cast<double>(peer->current));
+    out.Set("next", static_cast<double>(peer->next));
+    out.Set("previous", static_cast<double>(peer->previous));
+    const edge_secure::Session* current = channel.SessionAt(peer->current);
+    out.Set("currentAgeMs", current ? static_cast<double>(now - current->installedMs) : -1.0);
+    out.Set("msSinceReceived", peer->lastReceivedMs < 0 ? -1.0 : static_cast<double>(now - peer->lastReceivedMs));
+    out.Set("msSinceSent", peer->lastSentMs < 0 ? -1.0 : static_cast<double>(now - peer->lastSentMs));
+    out.Set("rxBytes", static_cast<double>(peer->rxBytes));
+    out.Set("txBytes", static_cast<double>(peer->txBytes));
+    out.Set("roams", static_cast<double>(peer->roams));
+    return out;
+  }
+
+  // recvOpen(buffer, slotSize, lengths, addresses, ports, peers): recvBatch, each datagram opened in place.
+  // Data and keepalives: the packet starts 16 bytes into its slot, lengths[i] is its length (0: a keepalive),
+  // peers[i] its peer slot, plus kPromoted when it confirmed the peer's `next` session. Handshake messages:
+  // as received, from the slot's start, peers[i] = -1. Everything else is dropped and counted. A short count
+  // means the socket is empty.
+  static constexpr int32_t kPromoted = 1 << 30;
+  Napi::Value RecvOpen(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Bytes buffer = ByteArg(info, 0, "buffer");
+    int64_t slotSize = IntegerArg(info, 1, "slotSize", 1, INT32_MAX);
+    Napi::Int32Array lengths = Int32Arg(info, 2, "lengths");
+    Napi::Uint32Array addresses = Uint32Arg(info, 3, "addresses");
+    Napi::Uint16Array ports = Uint16Arg(info, 4, "ports");
+    Napi::Int32Array peers = Int32Arg(info, 5, "peers");
+    size_t max = lengths.ElementLength();
+    if (addresses.ElementLength() < max || ports.ElementLength() < max || peers.ElementLength() < max)
+      throw Napi::RangeError::New(env, "addresses, ports and peers must be at least as long as lengths");
+    CheckSlots(env, buffer, slotSize, max);
+    edge_secure::Channel& channel = Channel(env);
+    int fd = OpenFd(env, kKind);
+    if (max > kMaxMessagesPerCall) max = kMaxMessagesPerCall;
+    int32_t* outLengths = lengths.Data();
+    uint32_t* outAddresses = addresses.Data();
+    uint16_t* outPorts = ports.Data();
+    int32_t* outPeers = peers.Data();
+    int64_t now = MonotonicMs();
+    size_t kept = 0;
+    while (kept < max) {
+      bool drained = false;
+      size_t got = Receive(env, fd, buffer.data + kept * slotSize, slotSize, max - kept, outLengths + kept,
+                           outAddresses + kept, outPorts + kept, &drained);
+      size_t end = kept + got;
+      for (size_t i = kept; i < end; i++) {
+        uint8_t* datagram = buffer.data + i * slotSize;
+        size_t length = static_cast<size_t>(outLengths[i]);
+        int slot = -1;
+        bool promoted = false;
+        edge_secure::Opened opened =
+            channel.Open(datagram, &length, outAddresses[i], outPorts[i], now, &slot, &promoted);
+        if (opened == edge_secure::Opened::kDropped) continue;
+        size_t bytes = opened == edge_secure::Opened::kHandshake ? length : length + edge_secure::kHeaderBytes;
+        if (kept != i) std::memmove(buffer.data + kept * slotSize, datagram, bytes);
+        outLengths[kept] = static_cast<int32_t>(length);
+        outAddresses[kept] = outAddresses[i];
+        outPorts[kept] = outPorts[i];
+        outPeers[kept] = opened == edge_secure::Opened::kHandshake ? -1 : (slot | (promoted ? kPromoted : 0));
+        kept++;
+      }
+      if (drained || got == 0) break;
+    }
+    return Napi::Number::New(env, static_cast<double>(kept));
+  }
+
+  // sendSealed(buffer, offsets, lengths, peers, count): packet i (offsets[i], lengths[i]) is sealed in place for
+  // peer slot peers[i] (16 bytes before it and 16 after it must be in the buffer and free) and sent to the peer's
+  // endpoint. Returns how many the kernel took; packets of peers without a usable session are dropped and counted.
+  Napi::Value SendSealed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Bytes buffer = ByteArg(info, 0, "buffer");
+    Napi::Int32Array offsets = Int32Arg(info, 1, "offsets");
+    Napi::Int32Array lengths = Int32Arg(info, 2, "lengths");
+    Napi::Int32Array peers = Int32Arg(info, 3, "peers");
+    size_t limit = std::min(std::min(offsets.ElementLength(), lengths.ElementLength()), peers.ElementLength());
+    size_t count = static_cast<size_t>(IntegerArg(info, 4, "count", 0, static_cast<int64_t>(limit)));
+    edge_secure::Channel& channel = Channel(env);
+    int fd = OpenFd(env, kKind);
+    Reserve(count);
+    const int32_t* off = offsets.Data();
+    const int32_t* len = lengths.Data();
+    const int32_t* peer = peers.Data();
+    for (size_t i = 0; i < count; i++)
+      CheckRange(env, buffer, static_cast<int64_t>(off[i]) - static_cast<int64_t>(edge_secure::kHeaderBytes),
+                 static_cast<int64_t>(len[i]) + static_cast<int64_t>(edge_secure::kOverhead), i);
+    int64_t now = MonotonicMs();
+    size_t ready = 0;
+    for (size_t i = 0; i < count; i++) {
+      uint8_t* packet = buffer.data + off[i];
+      uint32_t ip;
+      uint16_t port;
+      if (!channel.Seal(peer[i], packet, static_cast<size_t>(len[i]), now, &ip, &port)) continue;
+      iovs_[ready] = {packet - edge_secure::kHeaderBytes, static_cast<size_t>(len[i]) + edge_secure::kOverhead};
+      struct sockaddr_in& sin = addrs_[ready];
+      std::memset(&sin, 0, sizeof sin);
+      sin.sin_family = AF_INET;
+      sin.sin_addr.s_addr = htonl(ip);
+      sin.sin_port = htons(port);
+      ready++;
+    }
+    return Napi::Number::New(env, static_cast<double>(Transmit(env, fd, BuildMessages(ready))));
   }
 
   // sendBatch(buffer, offsets, lengths, addresses, ports, count): returns how many the kernel took.
@@ -942,8 +1139,11 @@ class Udp : public Pollable<Udp> {
       sin.sin_addr.s_addr = htonl(addr[i]);
       sin.sin_port = htons(port[i]);
     }
-    size_t messages = BuildMessages(count);
+    return Napi::Number::New(env, static_cast<double>(Transmit(env, fd, BuildMessages(count))));
+  }
 
+  // sendmmsg of the messages BuildMessages made; returns how many datagrams the kernel took.
+  size_t Transmit(Napi::Env env, int fd, size_t messages) {
     size_t sent = 0;
     size_t done = 0;  // messages sent or dropped
     while (done < messages) {
@@ -965,7 +1165,7 @@ class Udp : public Pollable<Udp> {
       if (err == EAGAIN || err == EWOULDBLOCK) {
         // The socket buffer is full: the rest of the batch is dropped.
         for (size_t k = done; k < messages; k++) sendErrors_ += msgSegments_[k];
-        return Napi::Number::New(env, static_cast<double>(sent));
+        return sent;
       }
       if (msgSegments_[done] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
         // The kernel would not segment this run (no checksum offload on the way out, a smaller MTU ...):
@@ -979,7 +1179,7 @@ class Udp : public Pollable<Udp> {
       }
       done++;
     }
-    return Napi::Number::New(env, static_cast<double>(sent));
+    return sent;
   }
 
   // Groups the checked datagrams (iovs_, addrs_) into messages: with GSO, a run to one destination of datagrams
@@ -1052,6 +1252,23 @@ class Udp : public Pollable<Udp> {
     stats.Set("sendErrors", static_cast<double>(sendErrors_));
     stats.Set("recvErrors", static_cast<double>(recvErrors_));
     stats.Set("pollErrors", static_cast<double>(pollErrors_));
+    if (secure_) {
+      const edge_secure::Counters& c = secure_->counters();
+      stats.Set("opened", static_cast<double>(c.opened));
+      stats.Set("sealed", static_cast<double>(c.sealed));
+      stats.Set("keepalives", static_cast<double>(c.keepalives));
+      stats.Set("handshakes", static_cast<double>(c.handshakes));
+      stats.Set("badLength", static_cast<double>(c.badLength));
+      stats.Set("unknownType", static_cast<double>(c.unknownType));
+      stats.Set("plaintext", static_cast<double>(c.plaintext));
+      stats.Set("unknownSession", static_cast<double>(c.unknownSession));
+      stats.Set("expired", static_cast<double>(c.expired));
+      stats.Set("replayed", static_cast<double>(c.replayed));
+      stats.Set("badTag", static_cast<double>(c.badTag));
+      stats.Set("noSession", static_cast<double>(c.noSession));
+      stats.Set("promoted", static_cast<double>(c.promoted));
+      stats.Set("roams", static_cast<double>(c.roams));
+    }
     return stats;
   }
 };

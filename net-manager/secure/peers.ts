@@ -1,0 +1,490 @@
+import { randomInt } from 'node:crypto';
+import { numberToIp } from '../../shared/ipv4.js';
+import type { Logger } from '../../shared/logger.js';
+import { SEALED_HEADER, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
+import {
+  consumeInitiation,
+  consumeResponse,
+  createInitiation,
+  createResponse,
+  HandshakeError,
+  INITIATION_BYTES,
+  type InitiatorState,
+  RESPONSE_BYTES,
+  responseReceiver,
+  type StaticKeys,
+  TYPE_INITIATION,
+  TYPE_RESPONSE,
+} from './noise.js';
+
+/**
+ * The peers of the encrypted overlay and their sessions: who to handshake with, when, and what to do with the
+ * packets that wait for it. WireGuard's timers are the model:
+ * - a packet for a peer without a session is staged (up to STAGED_MAX) and a handshake starts; an unanswered
+ *   initiation is sent again every RETRY_MS, and after GIVE_UP_MS the staged packets are dropped;
+ * - the side that initiated a session starts a new one after `rekeyAfterMs` while the peer is in use, the other
+ *   side a little later (so one of them does, not both); the addon refuses a session after 180 s anyway;
+ * - a peer that sent something and got nothing back for KEEPALIVE_MS gets an empty packet (a keepalive), so both
+ *   sides see the session working;
+ * - peers idle for IDLE_MS are forgotten, keys included.
+ * Keys never leave this file and the addon. A peer is known by its public key, which the cluster manager vouches
+ * for (route tables, or an answer to a key query): a handshake from a key it does not vouch for goes nowhere.
+ */
+
+export const RETRY_MS = 5000;
+export const GIVE_UP_MS = 90_000;
+export const REKEY_AFTER_MS = 120_000;
+/** The addon's limit (secure.h kRejectAfterMs): past it a session neither seals nor opens. */
+export const REJECT_AFTER_MS = 180_000;
+export const KEEPALIVE_MS = 10_000;
+export const IDLE_MS = 10 * 60_000;
+export const STAGED_MAX = 128;
+/** Handshake messages taken per second, all peers together (each costs two or three Diffie-Hellmans). */
+const HANDSHAKES_PER_SECOND = 500;
+/** Initiations from keys the cluster manager is being asked about, held at once. */
+const MAX_HELD_INITIATIONS = 256;
+
+export interface PeerCounters {
+  handshakesInitiated: number;
+  handshakesAnswered: number;
+  handshakesCompleted: number;
+  handshakesFailed: number;
+  handshakesGivenUp: number;
+  handshakesRateLimited: number;
+  initiationsReplayed: number;
+  unknownKeys: number;
+  stagedDropped: number;
+  keepalivesSent: number;
+}
+
+interface Session {
+  localIndex: number;
+  startedAt: number;
+  initiator: boolean;
+}
+
+export interface Peer {
+  readonly slot: number;
+  readonly nodeId: string;
+  readonly publicKey: Buffer;
+  readonly keyText: string;
+  /** The endpoint the cluster manager last gave for it: set again in the addon only when that changes. */
+  announced: string;
+  initiation: { state: InitiatorState; sentAt: number; firstAt: number } | null;
+  current: Session | null;
+  next: Session | null;
+  /** The newest initiation timestamp taken from it: older ones are replays. */
+  lastTimestamp: Buffer | null;
+  lastHandshakeAt: number;
+  staged: Buffer[];
+  lastUsed: number;
+}
+
+/** A peer as `GET /v1/status` shows it. */
+export interface PeerView {
+  nodeId: string;
+  publicKey: string;
+  endpoint: string;
+  session: 'established' | 'handshaking' | 'none';
+  lastHandshakeMsAgo: number | null;
+  rxBytes: number;
+  txBytes: number;
+  roams: number;
+}
+
+export interface PeersOptions {
+  udp: UdpEndpoint;
+  keys: StaticKeys;
+  /** A handshake came from a key no cached peer has: ask the cluster manager whose it is. */
+  askKey: (keyText: string) => void;
+  logger: Logger;
+  rekeyAfterMs?: number;
+  now?: () => number;
+}
+
+export class Peers {
+  readonly counters: PeerCounters = {
+    handshakesInitiated: 0,
+    handshakesAnswered: 0,
+    handshakesCompleted: 0,
+    handshakesFailed: 0,
+    handshakesGivenUp: 0,
+    handshakesRateLimited: 0,
+    initiationsReplayed: 0,
+    unknownKeys: 0,
+    stagedDropped: 0,
+    keepalivesSent: 0,
+  };
+  private readonly udp: UdpEndpoint;
+  private readonly keys: StaticKeys;
+  private readonly byKey = new Map<string, Peer>();
+  private readonly bySlot: (Peer | undefined)[] = [];
+  private readonly freeSlots: number[] = [];
+  /** Initiations in flight, by the sender index they carry (the response names it). */
+  private readonly initiations = new Map<number, Peer>();
+  /** Initiations from keys being asked about, by key. */
+  private readonly held = new Map<string, { message: Buffer; address: number; port: number; at: number }>();
+  private readonly rekeyAfterMs: number;
+  private readonly now: () => number;
+  private lastTimestamp = 0n;
+  private budget = HANDSHAKES_PER_SECOND;
+  private budgetSecond = 0;
+  /** Scratch for sending one message: room for the header before and the tag after. */
+  private readonly scratch = Buffer.alloc(SEALED_HEADER + SEALED_TAG);
+  private readonly one = { offsets: new Int32Array(1), lengths: new Int32Array(1), peers: new Int32Array(1) };
+  private readonly sendAddress = new Uint32Array(1);
+  private readonly sendPort = new Uint16Array(1);
+
+  /** `onEstablished`: a session is ready for the peer (its staged packets went out already). */
+  constructor(private readonly options: PeersOptions) {
+    this.udp = options.udp;
+    this.keys = options.keys;
+    this.rekeyAfterMs = options.rekeyAfterMs ?? REKEY_AFTER_MS;
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  /**
+   * The peer with this key, made if new, its endpoint set in the addon when the cluster manager's changed.
+   * Called per packet: one Map lookup and a string compare when nothing changed.
+   */
+  forRoute(nodeId: string, keyText: string, endpointIp: number, endpointPort: number): Peer | null {
+    let peer = this.byKey.get(keyText);
+    const announced = `${endpointIp}:${endpointPort}`;
+    if (peer && peer.nodeId === nodeId) {
+      if (peer.announced !== announced) {
+        peer.announced = announced;
+        this.udp.setPeer(peer.slot, endpointIp, endpointPort);
+      }
+      return peer;
+    }
+    if (peer) this.remove(peer);
+    const publicKey = Buffer.from(keyText, 'base64');
+    if (publicKey.length !== 32) return null;
+    const slot = this.freeSlots.pop() ?? this.bySlot.length;
+    peer = {
+      slot,
+      nodeId,
+      publicKey,
+      keyText,
+      announced,
+      initiation: null,
+      current: null,
+      next: null,
+      lastTimestamp: null,
+      lastHandshakeAt: -1,
+      staged: [],
+      lastUsed: this.now(),
+    };
+    this.bySlot[slot] = peer;
+    this.byKey.set(keyText, peer);
+    this.udp.setPeer(slot, endpointIp, endpointPort);
+    const held = this.held.get(keyText);
+    if (held) {
+      this.held.delete(keyText);
+      this.answerInitiation(held.message, held.address, held.port, this.now());
+    }
+    return peer;
+  }
+
+  /** The cluster manager says no node has this key: initiations held for it are dropped. */
+  unknownKey(keyText: string): void {
+    if (this.held.delete(keyText)) this.counters.unknownKeys++;
+  }
+
+  atSlot(slot: number): Peer | undefined {
+    return this.bySlot[slot];
+  }
+
+  /** Whether packets for the peer can be sealed now (else they are staged: see `stage`). */
+  canSeal(peer: Peer, now: number): boolean {
+    const current = peer.current;
+    return current !== null && now - current.startedAt < REJECT_AFTER_MS - 1000;
+  }
+
+  /** Keeps a copy of a packet until the peer has a session, and starts a handshake. */
+  stage(peer: Peer, buffer: Buffer, offset: number, length: number, now: number): void {
+    const copy = Buffer.alloc(SEALED_HEADER + length + SEALED_TAG);
+    buffer.copy(copy, SEALED_HEADER, offset, offset + length);
+    if (peer.staged.length >= STAGED_MAX) {
+      peer.staged.shift();
+      this.counters.stagedDropped++;
+    }
+    peer.staged.push(copy);
+    this.initiate(peer, now);
+  }
+
+  /** The addon confirmed the peer's answered session with its first packet: it seals from now on. */
+  promoted(slot: number): void {
+    const peer = this.bySlot[slot];
+    if (!peer?.next) return;
+    peer.current = peer.next;
+    peer.next = null;
+    this.flushStaged(peer);
+  }
+
+  /** A handshake message from address:port (host order), as the addon handed it up. */
+  onHandshake(buffer: Buffer, offset: number, length: number, address: number, port: number): void {
+    const now = this.now();
+    const second = Math.floor(now / 1000);
+    if (second !== this.budgetSecond) {
+      this.budgetSecond = second;
+      this.budget = HANDSHAKES_PER_SECOND;
+    }
+    if (this.budget <= 0) {
+      this.counters.handshakesRateLimited++;
+      return;
+    }
+    this.budget--;
+    const message = Buffer.from(buffer.subarray(offset, offset + length));
+    if (message[0] === TYPE_INITIATION && length === INITIATION_BYTES)
+      this.answerInitiation(message, address, port, now);
+    else if (message[0] === TYPE_RESPONSE && length === RESPONSE_BYTES)
+      this.completeInitiation(message, address, port, now);
+  }
+
+  /** Once a second: retries, rekeys, keepalives, and forgetting what is idle. */
+  tick(now = this.now()): void {
+    for (const peer of this.byKey.values()) {
+      const initiation = peer.initiation;
+      if (initiation && now - initiation.sentAt >= RETRY_MS) {
+        if (now - initiation.firstAt >= GIVE_UP_MS) {
+          this.initiations.delete(initiation.state.senderIndex);
+          peer.initiation = null;
+          this.counters.handshakesGivenUp++;
+          this.counters.stagedDropped += peer.staged.length;
+          peer.staged = [];
+        } else {
+          this.sendInitiation(peer, now, initiation.firstAt);
+        }
+      }
+      const current = peer.current;
+      if (current && now - current.startedAt >= REJECT_AFTER_MS) peer.current = null;
+      if (peer.next && now - peer.next.startedAt >= REJECT_AFTER_MS) peer.next = null;
+      const inUse = now - peer.lastUsed < this.rekeyAfterMs;
+      if (current && inUse && !peer.initiation) {
+        const due = current.initiator ? this.rekeyAfterMs : this.rekeyAfterMs + RETRY_MS * 3;
+        if (now - current.startedAt >= due) this.initiate(peer, now);
+      }
+      if (current && this.canSeal(peer, now)) {
+        const native = this.udp.peer(peer.slot);
+        if (
+          native &&
+          native.msSinceReceived >= 0 &&
+          native.msSinceReceived < KEEPALIVE_MS &&
+          (native.msSinceSent < 0 || native.msSinceSent >= KEEPALIVE_MS)
+        )
+          this.sendKeepalive(peer);
+      }
+      if (now - peer.lastUsed >= IDLE_MS && !peer.initiation && peer.staged.length === 0) {
+        const native = this.udp.peer(peer.slot);
+        if (!native || native.msSinceReceived < 0 || native.msSinceReceived >= IDLE_MS) this.remove(peer);
+      }
+    }
+    for (const [key, held] of this.held) if (now - held.at >= RETRY_MS) this.held.delete(key);
+  }
+
+  views(now = this.now()): PeerView[] {
+    return [...this.byKey.values()].map((peer) => {
+      const native = this.udp.peer(peer.slot);
+      return {
+        nodeId: peer.nodeId,
+        publicKey: peer.keyText,
+        endpoint: native ? `${numberToIp(native.address)}:${native.port}` : peer.announced,
+        session: this.canSeal(peer, now) ? 'established' : peer.initiation ? 'handshaking' : 'none',
+        lastHandshakeMsAgo: peer.lastHandshakeAt < 0 ? null : Math.round(now - peer.lastHandshakeAt),
+        rxBytes: native?.rxBytes ?? 0,
+        txBytes: native?.txBytes ?? 0,
+        roams: native?.roams ?? 0,
+      };
+    });
+  }
+
+  /** Forgets every peer and key (encryption turned off, or the net manager stopping). */
+  clear(): void {
+    for (const peer of [...this.byKey.values()]) this.remove(peer);
+    this.held.clear();
+  }
+
+  /** Starts a handshake unless one is under way (the retry timer sends it again). */
+  initiate(peer: Peer, now = this.now()): void {
+    if (peer.initiation) return;
+    this.sendInitiation(peer, now, now);
+  }
+
+  private sendInitiation(peer: Peer, now: number, firstAt: number): void {
+    if (peer.initiation) this.initiations.delete(peer.initiation.state.senderIndex);
+    const senderIndex = this.freshIndex();
+    let created: ReturnType<typeof createInitiation>;
+    try {
+      created = createInitiation(this.keys, peer.publicKey, senderIndex, this.timestamp());
+    } catch (error) {
+      this.counters.handshakesFailed++;
+      this.options.logger.warn(
+        { nodeId: peer.nodeId, err: (error as Error).message },
+        'cannot make an initiation',
+      );
+      peer.initiation = null;
+      return;
+    }
+    peer.initiation = { state: created.state, sentAt: now, firstAt };
+    this.initiations.set(senderIndex, peer);
+    this.counters.handshakesInitiated++;
+    const native = this.udp.peer(peer.slot);
+    if (native) this.sendRaw(created.message, native.address, native.port);
+  }
+
+  private answerInitiation(message: Buffer, address: number, port: number, now: number): void {
+    let received: ReturnType<typeof consumeInitiation>;
+    try {
+      received = consumeInitiation(this.keys, message);
+    } catch (error) {
+      this.failed(error);
+      return;
+    }
+    const keyText = received.remoteStatic.toString('base64');
+    const peer = this.byKey.get(keyText);
+    if (!peer) {
+      // Whose key is it? The cluster manager says; the initiation waits (the initiator also sends it again).
+      if (!this.held.has(keyText) && this.held.size >= MAX_HELD_INITIATIONS) return;
+      if (!this.held.has(keyText)) this.options.askKey(keyText);
+      this.held.set(keyText, { message, address, port, at: now });
+      return;
+    }
+    if (peer.lastTimestamp && Buffer.compare(received.timestamp, peer.lastTimestamp) <= 0) {
+      this.counters.initiationsReplayed++;
+      return;
+    }
+    const localIndex = this.freshIndex();
+    let response: ReturnType<typeof createResponse>;
+    try {
+      response = createResponse(received, localIndex);
+    } catch (error) {
+      this.failed(error);
+      return;
+    }
+    if (
+      !this.udp.addSession(
+        peer.slot,
+        localIndex,
+        received.senderIndex,
+        response.keys.sendKey,
+        response.keys.recvKey,
+        'next',
+      )
+    ) {
+      this.counters.handshakesFailed++;
+      return;
+    }
+    peer.lastTimestamp = received.timestamp;
+    peer.next = { localIndex, startedAt: now, initiator: false };
+    peer.lastHandshakeAt = now;
+    // Authenticated: the peer is where this came from.
+    this.udp.setPeer(peer.slot, address, port);
+    this.sendRaw(response.message, address, port);
+    this.counters.handshakesAnswered++;
+  }
+
+  private completeInitiation(message: Buffer, address: number, port: number, now: number): void {
+    const peer = this.initiations.get(responseReceiver(message));
+    const initiation = peer?.initiation;
+    if (!peer || !initiation) {
+      this.counters.handshakesFailed++;
+      return;
+    }
+    let completed: ReturnType<typeof consumeResponse>;
+    try {
+      completed = consumeResponse(initiation.state, message);
+    } catch (error) {
+      this.failed(error);
+      return;
+    }
+    this.initiations.delete(initiation.state.senderIndex);
+    peer.initiation = null;
+    const localIndex = initiation.state.senderIndex;
+    if (
+      !this.udp.addSession(
+        peer.slot,
+        localIndex,
+        completed.remoteIndex,
+        completed.keys.sendKey,
+        completed.keys.recvKey,
+        'current',
+      )
+    ) {
+      this.counters.handshakesFailed++;
+      return;
+    }
+    peer.current = { localIndex, startedAt: now, initiator: true };
+    peer.lastHandshakeAt = now;
+    this.udp.setPeer(peer.slot, address, port);
+    this.counters.handshakesCompleted++;
+    // The responder seals with its new keys once something sealed with them arrives: staged packets, or else an
+    // empty one.
+    if (peer.staged.length > 0) this.flushStaged(peer);
+    else this.sendKeepalive(peer);
+  }
+
+  private flushStaged(peer: Peer): void {
+    const staged = peer.staged;
+    peer.staged = [];
+    const { offsets, lengths, peers } = this.one;
+    for (const packet of staged) {
+      offsets[0] = SEALED_HEADER;
+      lengths[0] = packet.length - SEALED_HEADER - SEALED_TAG;
+      peers[0] = peer.slot;
+      this.udp.sendSealed(packet, offsets, lengths, peers, 1);
+    }
+  }
+
+  private sendKeepalive(peer: Peer): void {
+    const { offsets, lengths, peers } = this.one;
+    offsets[0] = SEALED_HEADER;
+    lengths[0] = 0;
+    peers[0] = peer.slot;
+    if (this.udp.sendSealed(this.scratch, offsets, lengths, peers, 1) === 1) this.counters.keepalivesSent++;
+  }
+
+  private sendRaw(message: Buffer, address: number, port: number): void {
+    this.one.offsets[0] = 0;
+    this.one.lengths[0] = message.length;
+    this.sendAddress[0] = address;
+    this.sendPort[0] = port;
+    this.udp.sendBatch(message, this.one.offsets, this.one.lengths, this.sendAddress, this.sendPort, 1);
+  }
+
+  private failed(error: unknown): void {
+    this.counters.handshakesFailed++;
+    if (!(error instanceof HandshakeError)) throw error;
+  }
+
+  private remove(peer: Peer): void {
+    if (peer.initiation) this.initiations.delete(peer.initiation.state.senderIndex);
+    this.byKey.delete(peer.keyText);
+    this.bySlot[peer.slot] = undefined;
+    this.freeSlots.push(peer.slot);
+    this.udp.removePeer(peer.slot);
+  }
+
+  /** A random local index (never 0) that no initiation in flight uses; the addon refuses one a session has. */
+  private freshIndex(): number {
+    for (;;) {
+      const index = randomInt(1, 0xffffffff);
+      if (!this.initiations.has(index)) return index;
+    }
+  }
+
+  /** 12 bytes that grow with every initiation: wall-clock nanoseconds, kept increasing across a clock step back. */
+  private timestamp(): Buffer {
+    let stamp = BigInt(Date.now()) * 1_000_000n;
+    if (stamp <= this.lastTimestamp) stamp = this.lastTimestamp + 1n;
+    this.lastTimestamp = stamp;
+    const bytes = Buffer.alloc(12);
+    bytes.writeBigUInt64BE(stamp / 1_000_000_000n, 0);
+    bytes.writeUInt32BE(Number(stamp % 1_000_000_000n), 8);
+    return bytes;
+  }
+}
