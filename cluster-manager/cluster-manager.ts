@@ -239,6 +239,7 @@ export class ClusterManager {
         isJoinToken: (presented) => this.tokens.authenticate(presented)?.role === 'join',
         registrationRatePerS: config.registrationRatePerS,
         telemetryIntervalMs: config.telemetryIntervalMs,
+        overlayEncryption: !config.overlayPlaintext,
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
         ...(this.dynsec
           ? {
@@ -275,6 +276,10 @@ export class ClusterManager {
     if (!this.tls)
       logger.warn(
         'TLS is OFF (--insecure): the API token, join token, node secrets and job env cross the network in clear text',
+      );
+    if (config.overlayPlaintext)
+      logger.warn(
+        'overlay encryption is OFF (--overlay-plaintext): traffic between containers on different workers crosses the network in clear, and workers take overlay packets from anyone who can reach their UDP port',
       );
     return {
       httpPort,

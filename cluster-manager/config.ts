@@ -96,6 +96,13 @@ export const clusterManagerOptions = {
     description:
       'plain HTTP, WS and MQTT instead of TLS: tokens, node secrets and job env cross the network in clear',
   },
+  'overlay-plaintext': {
+    env: 'CM_OVERLAY_PLAINTEXT',
+    type: 'boolean',
+    default: false,
+    description:
+      'overlay traffic between workers in clear, unauthenticated (for networks you trust end to end); encrypted otherwise',
+  },
   'tls-san': {
     env: 'CM_TLS_SAN',
     type: 'string',
@@ -149,6 +156,8 @@ export interface ClusterManagerConfig {
   registrationRatePerS: number;
   /** Plain text on every port (`--insecure`); otherwise HTTPS, WSS and MQTTS. */
   insecure: boolean;
+  /** `--overlay-plaintext`: net managers send overlay packets unencrypted and take them unauthenticated. */
+  overlayPlaintext: boolean;
   /** `--tls-san`, split. */
   tlsSans: string[];
   tlsCertFile?: string;
@@ -194,6 +203,7 @@ export function buildClusterManagerConfig(
     advertiseMqttUrl: o['advertise-mqtt-url'],
     registrationRatePerS: o['registration-rate'],
     insecure: o.insecure,
+    overlayPlaintext: o['overlay-plaintext'],
     tlsSans: (o['tls-san'] ?? '')
       .split(',')
       .map((name) => name.trim())

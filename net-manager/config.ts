@@ -6,6 +6,7 @@ import {
   resolveDataDir,
   unreachableFromPeers,
 } from '../shared/index.js';
+import { MTU_LIMITS } from './plumbing/underlay-mtu.js';
 
 /** The flags of CONTRACT.md, with their env vars and defaults. */
 export const optionSpecs = {
@@ -28,6 +29,18 @@ export const optionSpecs = {
     description: 'overlay route through the TUN (covers worker and service subnets)',
     type: 'string',
     default: '10.16.0.0/12',
+  },
+  'rekey-seconds': {
+    env: 'NM_REKEY_SECONDS',
+    description: 'encrypted overlay: new session keys with a peer in use after this many seconds (2-120)',
+    type: 'integer',
+    default: 120,
+  },
+  mtu: {
+    env: 'NM_MTU',
+    description:
+      "the overlay's MTU (default: the underlay's towards the broker, less 80 bytes encrypted or 50 unencrypted)",
+    type: 'integer',
   },
   'no-offload': {
     env: 'NM_NO_OFFLOAD',
@@ -52,7 +65,10 @@ export interface NetManagerConfig {
   tunName: string;
   bridgeName: string;
   overlayRoute: string;
-  mtu: number;
+  /** `--mtu`; undefined: from the underlay (plumbing/underlay-mtu.ts). */
+  mtu: number | undefined;
+  /** `--rekey-seconds`: how often sessions with a peer in use get new keys (default 120 s, WireGuard's). */
+  rekeyAfterMs: number | undefined;
   /** TSO/GRO on the TUN and GSO/GRO on the UDP socket (see net-manager/tun.ts); off with --no-offload. */
   offload: boolean;
 }
@@ -90,6 +106,11 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetMana
   }
   if (route.prefix < 8)
     throw new ConfigError('--overlay-route is wider than a /8: it would swallow the underlay');
+  if (options['rekey-seconds'] < 2 || options['rekey-seconds'] > 120)
+    throw new ConfigError('--rekey-seconds must be between 2 and 120 (sessions end after 180 s)');
+  const mtu = options.mtu;
+  if (mtu !== undefined && (mtu < MTU_LIMITS.min || mtu > MTU_LIMITS.max))
+    throw new ConfigError(`--mtu must be between ${MTU_LIMITS.min} and ${MTU_LIMITS.max}`);
   const dataDir = resolveDataDir(options['data-dir']);
   // A unix socket path holds at most 107 bytes.
   if (Buffer.byteLength(`${dataDir}/net-manager.sock`) > 107)
@@ -102,7 +123,8 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetMana
     tunName: options['tun-name'],
     bridgeName: options.bridge,
     overlayRoute: options['overlay-route'],
-    mtu: 1450,
+    mtu: options.mtu,
+    rekeyAfterMs: options['rekey-seconds'] * 1000,
     offload: !options['no-offload'],
   };
 }

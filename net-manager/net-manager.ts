@@ -27,9 +27,13 @@ import { AttachError, ContainerLink } from './plumbing/container-link.js';
 import { CommandRunner } from './plumbing/ip-command.js';
 import { OverlayLinks } from './plumbing/overlay-links.js';
 import { findPublicAddress } from './plumbing/public-address.js';
+import { overlayMtu } from './plumbing/underlay-mtu.js';
 import { Forwarder, QUERY_TIMEOUT_MS } from './routing/forwarder.js';
 import { RouteCache } from './routing/route-cache.js';
 import { Translator } from './routing/translator.js';
+import { loadOverlayKeys } from './secure/keys.js';
+import type { StaticKeys } from './secure/noise.js';
+import { Peers } from './secure/peers.js';
 import { TunDevice } from './tun.js';
 import { UdpEndpoint } from './tunnel.js';
 
@@ -48,6 +52,7 @@ interface Joined {
   publicIp: string;
   book: AddressBook;
   control: RouteTableClient;
+  mtu: number;
 }
 
 /**
@@ -66,6 +71,10 @@ export class NetManager {
   private tun: TunDevice | undefined;
   private udp: UdpEndpoint | undefined;
   private forwarder: Forwarder | undefined;
+  /** This worker's overlay key pair (made at the first start). */
+  private keys: StaticKeys | undefined;
+  /** Set while the overlay is encrypted. */
+  private peers: Peers | undefined;
   private api: Server | undefined;
   private joined: Joined | undefined;
   private joining: Promise<void> = Promise.resolve();
@@ -83,7 +92,7 @@ export class NetManager {
       runner: this.runner,
       bridge: config.bridgeName,
       overlayRoute: config.overlayRoute,
-      mtu: config.mtu,
+      mtu: config.mtu ?? 1420,
     };
     this.links = new OverlayLinks({ ...common, tun: config.tunName, logger });
     this.containers = new ContainerLink(common);
@@ -92,6 +101,7 @@ export class NetManager {
   async start(): Promise<void> {
     const { config, logger } = this;
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    this.keys = await loadOverlayKeys(config.dataDir);
     await this.links.cleanUpLeftovers();
     this.tun = this.openTun();
     this.udp = UdpEndpoint.bind('0.0.0.0', config.udpPort, { offload: this.tun.offload });
@@ -142,6 +152,7 @@ export class NetManager {
     await new Promise<void>((resolve) => (this.api ? this.api.close(() => resolve()) : resolve()));
     await this.joining;
     await this.joined?.control.close();
+    this.peers?.clear();
     this.tun?.close();
     this.udp?.close();
     // Every container's veth, the bridge, the route and the chain.
@@ -161,11 +172,15 @@ export class NetManager {
       tun: this.tun?.name ?? this.config.tunName,
       offload: this.tun?.offload ?? false,
       mqttConnected: joined?.control.connected ?? false,
+      encryption: this.peers !== undefined,
+      ...(joined ? { mtu: joined.mtu } : {}),
+      ...(this.peers ? { peers: this.peers.views() } : {}),
       attachments: this.translator.attachmentCount,
       // One flat map: the addon's counters carry their device in the name (both have `truncated`-like names).
       counters: {
         ...this.translator.counters,
         ...this.forwarder?.counters,
+        ...this.peers?.counters,
         ...prefixed('tun', this.tun?.stats()),
         ...prefixed('udp', this.udp?.stats()),
         ...this.counters,
@@ -276,8 +291,13 @@ export class NetManager {
       previous.handover.mqtt.username === handover.mqtt.username &&
       previous.handover.mqtt.password === handover.mqtt.password &&
       previous.handover.mqtt.ca === handover.mqtt.ca;
-    if (sameNode && previous.subnet === subnet) return;
+    const encryption = handover.encryption === true;
+    if (sameNode && previous.subnet === subnet && previous.handover.encryption === handover.encryption)
+      return;
     const publicIp = this.config.publicIp ?? (await this.publicAddress(handover.mqtt.url));
+    const mtu = this.config.mtu ?? (await overlayMtu(this.runner, brokerHost(handover.mqtt.url), encryption));
+    this.links.mtu = mtu;
+    this.containers.mtu = mtu;
     const links = await this.links.setUp(subnet);
     let book = previous?.book;
     if (!book || previous?.subnet !== subnet) {
@@ -302,12 +322,39 @@ export class NetManager {
       publicIp,
       book,
       control,
+      mtu,
     };
+    this.setEncryption(encryption);
     if (sameNode) control.announce();
     this.logger.info(
-      { nodeId: handover.nodeId, subnet, publicIp, gateway: links.gateway },
+      { nodeId: handover.nodeId, subnet, publicIp, gateway: links.gateway, mtu, encryption },
       'joined the overlay',
     );
+    if (!encryption)
+      this.logger.warn(
+        'overlay encryption is off for this cluster (--overlay-plaintext on the cluster manager): overlay packets cross the network in clear and are taken from any address that reaches the UDP port',
+      );
+  }
+
+  /** Encrypted: the addon seals and opens, the peers handshake. Unencrypted: every key is dropped. */
+  private setEncryption(on: boolean): void {
+    const udp = this.udp!;
+    if (on && !this.peers) {
+      udp.secure(true);
+      this.peers = new Peers({
+        udp,
+        keys: this.keys!,
+        askKey: (key) => this.joined?.control.queryKey(key),
+        logger: this.logger.child({ part: 'peers' }),
+        ...(this.config.rekeyAfterMs ? { rekeyAfterMs: this.config.rekeyAfterMs } : {}),
+      });
+      this.forwarder?.setPeers(this.peers);
+    } else if (!on && this.peers) {
+      this.forwarder?.setPeers(null);
+      this.peers.clear();
+      this.peers = undefined;
+      udp.secure(false);
+    }
   }
 
   private connectControlPlane(handover: NodeHandover, publicIp: string, subnet: string): RouteTableClient {
@@ -318,6 +365,7 @@ export class NetManager {
         publicIp: this.joined?.publicIp ?? publicIp,
         udpPort: this.config.udpPort,
         subnet: this.joined?.subnet ?? subnet,
+        publicKey: this.keys!.publicKey.toString('base64'),
         ts: Date.now(),
       }),
       onTable: (table) => this.applyTable(table),
@@ -338,6 +386,16 @@ export class NetManager {
       case 'removed':
         this.routeCache.remove(table.jobId);
         break;
+      case 'peer':
+        if (table.node)
+          this.peers?.forRoute(
+            table.node.nodeId,
+            table.publicKey,
+            ipToNumber(table.node.publicIp),
+            table.node.udpPort,
+          );
+        else this.peers?.unknownKey(table.publicKey);
+        return;
     }
     this.forwarder?.retryWaiting();
   }
@@ -356,6 +414,7 @@ export class NetManager {
     this.routeCache.expire();
     this.translator.flows.expire();
     this.forwarder?.expireWaiting();
+    this.peers?.tick();
   }
 
   private async releaseStale(): Promise<void> {
@@ -377,12 +436,7 @@ export class NetManager {
   }
 
   private async publicAddress(mqttUrl: string): Promise<string> {
-    let host: string;
-    try {
-      host = new URL(mqttUrl).hostname.replace(/^\[|\]$/g, '');
-    } catch {
-      throw new NetManagerError('invalid_input', `"${mqttUrl}" is not a URL`, 400);
-    }
+    const host = brokerHost(mqttUrl);
     let found: Awaited<ReturnType<typeof findPublicAddress>>;
     try {
       found = await findPublicAddress(this.runner, host);
@@ -410,6 +464,15 @@ export class NetManager {
       return undefined;
     }
     return parsed.data;
+  }
+}
+
+/** The broker's host name or address from its URL. */
+function brokerHost(mqttUrl: string): string {
+  try {
+    return new URL(mqttUrl).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    throw new NetManagerError('invalid_input', `"${mqttUrl}" is not a URL`, 400);
   }
 }
 

@@ -267,6 +267,7 @@ export class NodeEngine {
         // Its own login where the broker has one for it (an external broker with per-node logins).
         mqtt: registered.netMqtt ?? registered.mqtt,
         ...(registered.subnet !== undefined ? { subnet: registered.subnet } : {}),
+        ...(registered.overlayEncryption !== undefined ? { encryption: registered.overlayEncryption } : {}),
       });
       this.active?.reconciler.trigger();
     });

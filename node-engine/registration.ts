@@ -23,6 +23,8 @@ export interface Registered {
   netMqtt?: MqttLogin;
   telemetryIntervalMs: number;
   subnet?: string;
+  /** Whether the overlay is encrypted (told to the net manager). */
+  overlayEncryption?: boolean;
   /** What this registration announced: whether a net manager answered (so whether it asked for a subnet). */
   overlay: boolean;
 }

@@ -8,6 +8,9 @@ import { MqttLoginSchema } from './mqtt-login.js';
  */
 
 export const Ipv4Schema = z.string().refine(isIpv4, 'an IPv4 address');
+/** An X25519 public key: 32 bytes in base64 (44 characters, one `=`). */
+const OVERLAY_KEY = /^[A-Za-z0-9+/]{43}=$/;
+const OverlayKeySchema = z.string().regex(OVERLAY_KEY, 'a 32-byte key in base64');
 const PortSchema = z.number().int().min(1).max(65535);
 
 /** The overlay addresses an instance is deployed with; carried by `deploy`, `move` and `replicate`. */
@@ -24,12 +27,20 @@ export const NetAnnounceSchema = z.object({
   publicIp: Ipv4Schema,
   udpPort: PortSchema,
   subnet: z.string().max(32).optional(),
+  /** The net manager's X25519 public key (base64): peers handshake with it when the overlay is encrypted. */
+  publicKey: OverlayKeySchema.optional(),
   ts: z.number(),
 });
 export type NetAnnounce = z.infer<typeof NetAnnounceSchema>;
 
-/** `nodes/<id>/net/query`, net manager -> cluster manager, QoS 1: which job owns this overlay address? */
-export const NetQuerySchema = z.object({ ip: Ipv4Schema, ts: z.number() });
+/**
+ * `nodes/<id>/net/query`, net manager -> cluster manager, QoS 1: which job owns this overlay address (`ip`), or
+ * which node has this overlay key (`key`: a handshake came from it)?
+ */
+export const NetQuerySchema = z.union([
+  z.object({ ip: Ipv4Schema, ts: z.number() }),
+  z.object({ key: OverlayKeySchema, ts: z.number() }),
+]);
 export type NetQuery = z.infer<typeof NetQuerySchema>;
 
 /** Where an instance runs now: its worker's overlay endpoint and its namespace IP there. */
@@ -38,6 +49,8 @@ export const InstanceRouteSchema = z.object({
   namespaceIp: Ipv4Schema,
   publicIp: Ipv4Schema,
   udpPort: PortSchema,
+  /** The worker's overlay key, when its net manager announced one (the encrypted overlay needs it). */
+  publicKey: OverlayKeySchema.optional(),
 });
 export type InstanceRoute = z.infer<typeof InstanceRouteSchema>;
 
@@ -66,6 +79,15 @@ export const NetTableSchema = z.discriminatedUnion('kind', [
   }),
   z.object({ kind: z.literal('missing'), query: Ipv4Schema, ts: z.number() }),
   z.object({ kind: z.literal('removed'), jobId: z.string().min(1).max(128), ts: z.number() }),
+  /** The answer to a key query: the node with that key, or no `node` when none has it. */
+  z.object({
+    kind: z.literal('peer'),
+    publicKey: OverlayKeySchema,
+    node: z
+      .object({ nodeId: z.string().min(1).max(128), publicIp: Ipv4Schema, udpPort: PortSchema })
+      .optional(),
+    ts: z.number(),
+  }),
 ]);
 export type NetTable = z.infer<typeof NetTableSchema>;
 export type JobRouteTable = Extract<NetTable, { kind: 'job' }>;
@@ -77,6 +99,11 @@ export const NodeHandoverSchema = z.object({
   nodeId: z.string().min(1).max(128),
   mqtt: MqttLoginSchema,
   subnet: z.string().max(32).optional(),
+  /**
+   * Whether the cluster's overlay is encrypted (the cluster manager's `--overlay-encryption`). Absent: a cluster
+   * manager from before encryption, which hands out no keys: unencrypted.
+   */
+  encryption: z.boolean().optional(),
 });
 export type NodeHandover = z.infer<typeof NodeHandoverSchema>;
 
@@ -114,6 +141,25 @@ export const NetManagerStatusSchema = z.object({
   /** TSO/GSO/GRO offloads in use (off with --no-offload, or where the kernel refused them). */
   offload: z.boolean().default(false),
   mqttConnected: z.boolean(),
+  /** Whether overlay traffic is encrypted and authenticated (see `peers`). */
+  encryption: z.boolean().default(false),
+  /** The TUN's MTU. */
+  mtu: z.number().int().optional(),
+  /** Encrypted overlay: the workers this one has sessions with, or is making one with. */
+  peers: z
+    .array(
+      z.object({
+        nodeId: z.string(),
+        publicKey: z.string(),
+        endpoint: z.string(),
+        session: z.enum(['established', 'handshaking', 'none']),
+        lastHandshakeMsAgo: z.number().nullable(),
+        rxBytes: z.number(),
+        txBytes: z.number(),
+        roams: z.number(),
+      }),
+    )
+    .optional(),
   attachments: z.number().int(),
   counters: z.record(z.string(), z.number()),
 });

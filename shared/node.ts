@@ -87,6 +87,8 @@ export const RegisterAckSchema = z.union([
     netMqtt: MqttLoginSchema.optional(),
     telemetryIntervalMs: z.number().int().positive(),
     subnet: z.string().optional(),
+    /** Whether the overlay is encrypted (handed on to the net manager); absent from older cluster managers. */
+    overlayEncryption: z.boolean().optional(),
   }),
   z.object({ error: ApiErrorBodySchema }),
 ]);
@@ -112,7 +114,7 @@ export interface NodeView {
   overlay: boolean;
   subnet?: string;
   /** The overlay endpoint its net manager announced, once it did. */
-  overlayEndpoint?: { publicIp: string; udpPort: number };
+  overlayEndpoint?: { publicIp: string; udpPort: number; publicKey?: string };
   version: string;
   registeredAt: number;
   lastSeen: number | null;

@@ -34,7 +34,13 @@ export function nodeViews(liveness: NodeLiveness, allocations: Allocations, node
       overlay: node.info.overlay,
       ...(node.subnet ? { subnet: node.subnet } : {}),
       ...(node.publicIp && node.udpPort
-        ? { overlayEndpoint: { publicIp: node.publicIp, udpPort: node.udpPort } }
+        ? {
+            overlayEndpoint: {
+              publicIp: node.publicIp,
+              udpPort: node.udpPort,
+              ...(node.overlayKey ? { publicKey: node.overlayKey } : {}),
+            },
+          }
         : {}),
       version: node.info.version,
       registeredAt: node.registeredAt,

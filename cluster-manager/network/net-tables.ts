@@ -100,9 +100,14 @@ export class NetTables {
       this.refuseEndpoint(node, endpoint, unreachable);
     } else {
       this.refusedEndpoints.delete(nodeId);
-      if (store.nodes.setEndpoint(nodeId, announce.publicIp, announce.udpPort)) {
-        logger.info({ nodeId, endpoint }, 'overlay endpoint of a node');
-        store.events.record('node.endpoint', `node ${node.name} overlay endpoint ${endpoint}`, { nodeId });
+      const key = announce.publicKey ?? null;
+      if (store.nodes.setEndpoint(nodeId, announce.publicIp, announce.udpPort, key)) {
+        logger.info({ nodeId, endpoint, publicKey: key }, 'overlay endpoint of a node');
+        store.events.record(
+          'node.endpoint',
+          `node ${node.name} overlay endpoint ${endpoint}${key ? `, key ${key}` : ', no key'}`,
+          { nodeId },
+        );
       }
     }
     if (announce.subnet && announce.subnet !== node.subnet) {
@@ -128,10 +133,22 @@ export class NetTables {
     this.options.store.events.record('node.endpoint.refused', message, { nodeId: node.id });
   }
 
-  /** Answers on `nodes/<id>/net/table` with the table of the live job that owns the address, or `missing`. */
+  /**
+   * Answers on `nodes/<id>/net/table`: for an address, the table of the live job that owns it, or `missing`; for
+   * a key, the node that announced it (a `peer`), without `node` when none did.
+   */
   onQuery(nodeId: string, query: NetQuery, now = Date.now()): void {
     const { store } = this.options;
     if (!store.nodes.get(nodeId) || !this.mqtt?.connected) return;
+    if ('key' in query) {
+      const peer = store.nodes.withOverlayKey(query.key);
+      const node =
+        peer?.publicIp && peer.udpPort
+          ? { nodeId: peer.id, publicIp: peer.publicIp, udpPort: peer.udpPort }
+          : undefined;
+      this.send(nodeId, { kind: 'peer', publicKey: query.key, ...(node ? { node } : {}), ts: now }, 'answer');
+      return;
+    }
     const job = store.jobs.findLiveJobByAddress(query.ip);
     const table = job ? this.tableOf(job) : undefined;
     if (!job || !table) {
@@ -206,6 +223,7 @@ export class NetTables {
           namespaceIp: instance.namespaceIp,
           publicIp: node.publicIp,
           udpPort: node.udpPort,
+          ...(node.overlayKey ? { publicKey: node.overlayKey } : {}),
         };
       }
       instances.push({

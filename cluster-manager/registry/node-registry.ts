@@ -22,6 +22,8 @@ export interface RegistryOptions {
   /** Whether a presented join token (its `E10…::` form or the bare secret) is a valid token of role `join`. */
   isJoinToken(presented: string): boolean;
   telemetryIntervalMs: number;
+  /** Whether the overlay is encrypted: told to every node that gets a subnet. */
+  overlayEncryption: boolean;
   /** The MQTT login and URL handed to a node; `host` is how the node reached us. */
   mqttFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin;
   /** The net manager's login, when it is not the node's own (an external broker with per-node logins). */
@@ -226,6 +228,7 @@ export class NodeRegistry {
       subnet: previous?.subnet ?? null,
       publicIp: previous?.publicIp ?? null,
       udpPort: previous?.udpPort ?? null,
+      overlayKey: previous?.overlayKey ?? null,
     };
     this.store.transaction(() => {
       this.store.nodes.upsert(record);
@@ -249,7 +252,9 @@ export class NodeRegistry {
         mqtt,
         ...(netMqtt ? { netMqtt } : {}),
         telemetryIntervalMs: this.options.telemetryIntervalMs,
-        ...(record.subnet ? { subnet: record.subnet } : {}),
+        ...(record.subnet
+          ? { subnet: record.subnet, overlayEncryption: this.options.overlayEncryption }
+          : {}),
       },
       secretChanged: previous?.secretHash !== record.secretHash,
     };

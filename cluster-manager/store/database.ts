@@ -132,6 +132,8 @@ const MIGRATIONS: string[] = [
      expires_at INTEGER,
      revoked_at INTEGER
    );`,
+  // The overlay key its net manager announced (X25519, base64): route tables hand it to peers.
+  'ALTER TABLE nodes ADD COLUMN overlay_key TEXT;',
 ];
 
 /**

@@ -17,6 +17,8 @@ export interface NodeRecord {
   /** The overlay endpoint its net manager announced: peers send overlay UDP here. */
   publicIp: string | null;
   udpPort: number | null;
+  /** Its net manager's overlay key (X25519, base64): peers handshake with it. */
+  overlayKey: string | null;
 }
 
 interface NodeRow {
@@ -32,6 +34,7 @@ interface NodeRow {
   subnet: string | null;
   public_ip: string | null;
   udp_port: number | null;
+  overlay_key: string | null;
 }
 
 function fromRow(row: NodeRow): NodeRecord {
@@ -48,6 +51,7 @@ function fromRow(row: NodeRow): NodeRecord {
     subnet: row.subnet,
     publicIp: row.public_ip,
     udpPort: row.udp_port,
+    overlayKey: row.overlay_key,
   };
 }
 
@@ -110,7 +114,7 @@ export class NodeStore {
     return id === undefined ? undefined : this.byId.get(id);
   }
 
-  upsert(node: Omit<NodeRecord, 'telemetry' | 'subnet' | 'publicIp' | 'udpPort'>): void {
+  upsert(node: Omit<NodeRecord, 'telemetry' | 'subnet' | 'publicIp' | 'udpPort' | 'overlayKey'>): void {
     this.db
       .prepare(
         `INSERT INTO nodes (id, name, secret_hash, info, address, status, registered_at, last_seen)
@@ -121,7 +125,15 @@ export class NodeStore {
       )
       .run({ ...node, info: JSON.stringify(node.info) });
     const previous = this.byId.get(node.id);
-    const record = { telemetry: null, subnet: null, publicIp: null, udpPort: null, ...previous, ...node };
+    const record = {
+      telemetry: null,
+      subnet: null,
+      publicIp: null,
+      udpPort: null,
+      overlayKey: null,
+      ...previous,
+      ...node,
+    };
     // The info version rises with the change and again if it is taken back: views built on it rebuild.
     this.undo.swap(previous, record, this.index, () => this.infoVersion++);
   }
@@ -168,13 +180,22 @@ export class NodeStore {
     return [...this.byId.values()].flatMap((node) => (node.subnet ? [node.subnet] : []));
   }
 
-  /** Stores the overlay endpoint; returns whether it changed. */
-  setEndpoint(id: string, publicIp: string, udpPort: number): boolean {
+  /** Stores the overlay endpoint and key; returns whether either changed. */
+  setEndpoint(id: string, publicIp: string, udpPort: number, overlayKey: string | null = null): boolean {
     const node = this.byId.get(id);
-    if (!node || (node.publicIp === publicIp && node.udpPort === udpPort)) return false;
-    this.db.prepare('UPDATE nodes SET public_ip = ?, udp_port = ? WHERE id = ?').run(publicIp, udpPort, id);
-    this.patch(id, { publicIp, udpPort }, () => this.changes.emit(id));
+    if (!node || (node.publicIp === publicIp && node.udpPort === udpPort && node.overlayKey === overlayKey))
+      return false;
+    this.db
+      .prepare('UPDATE nodes SET public_ip = ?, udp_port = ?, overlay_key = ? WHERE id = ?')
+      .run(publicIp, udpPort, overlayKey, id);
+    this.patch(id, { publicIp, udpPort, overlayKey }, () => this.changes.emit(id));
     return true;
+  }
+
+  /** The node whose net manager announced this overlay key. */
+  withOverlayKey(overlayKey: string): NodeRecord | undefined {
+    for (const node of this.byId.values()) if (node.overlayKey === overlayKey) return node;
+    return undefined;
   }
 
   recordTelemetry(id: string, telemetry: NodeTelemetry, seenAt: number): void {

@@ -74,6 +74,13 @@ export class RouteTableClient {
     return true;
   }
 
+  /** Asks which node has this overlay key (a handshake came from it); the answer is a `peer` table. */
+  queryKey(key: string): boolean {
+    if (!this.client.connected) return false;
+    this.publish(topics.netQuery(this.options.nodeId), { key, ts: Date.now() });
+    return true;
+  }
+
   /** Says the endpoint again (the public IP or the subnet changed). */
   announce(): void {
     if (this.client.connected)

@@ -72,7 +72,8 @@ interface IpLink {
 export class ContainerLink {
   private readonly runner: CommandRunner;
   private readonly bridge: string;
-  private readonly mtu: number;
+  /** The MTU of the veths of containers attached from now on. */
+  mtu: number;
   private readonly overlayRoute: string;
 
   constructor(options: ContainerLinkOptions) {

@@ -42,7 +42,8 @@ export class OverlayLinks {
   readonly tun: string;
   readonly bridge: string;
   readonly overlayRoute: string;
-  readonly mtu: number;
+  /** The TUN's and bridge's MTU; set before `setUp` to change it. */
+  mtu: number;
   readonly chain: string;
   private readonly runner: CommandRunner;
   private readonly logger: Logger | undefined;

@@ -1,9 +1,15 @@
+import type { Peers } from '../secure/peers.js';
 import type { TunDevice } from '../tun.js';
-import type { UdpEndpoint } from '../tunnel.js';
+import { PROMOTED, SEALED_HEADER, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import type { TranslateResult, Translator } from './translator.js';
 
-/** Room for one packet of a batch: the TUN's MTU is 1450, so every IP packet fits. */
+/**
+ * Room for one packet of a batch: the TUN's MTU is at most 1500, so every IP packet fits, with the 16 bytes
+ * before it and after it that sealing it for an encrypted peer takes.
+ */
 export const SLOT_BYTES = 2048;
+/** Packets from the TUN start this far into the buffer: the first one also has room for its header. */
+const HEADROOM = SEALED_HEADER;
 /** Packets handled per read: one `recvmmsg`/`sendmmsg` and one pass of JavaScript over a shared buffer. */
 export const BATCH = 64;
 /** How long a packet waits for the cluster manager to resolve its destination (then it is dropped). */
@@ -22,6 +28,12 @@ export interface ForwarderCounters {
   strangersHeld: number;
   /** Tunnel packets from endpoints that are no known worker's: dropped (a stranger, or spoofing). */
   strangersDropped: number;
+  /** Encrypted: packets from a worker with the source address of an instance that runs elsewhere: dropped. */
+  spoofedSource: number;
+  /** Encrypted: packets for a worker that announced no key: dropped. */
+  noPeerKey: number;
+  /** Encrypted: packets kept until their peer's handshake is done. */
+  staged: number;
 }
 
 interface Waiting {
@@ -33,6 +45,8 @@ interface Waiting {
 interface Arrival extends Waiting {
   peerIp: number;
   peerPort: number;
+  /** Encrypted: the worker it authenticated as (else null: the endpoint is what is checked). */
+  nodeId: string | null;
 }
 
 export interface ForwarderOptions {
@@ -50,6 +64,10 @@ export interface ForwarderOptions {
  * The data plane's I/O loop: drains the TUN and the UDP socket in batches on Node's own event loop, has the
  * translator rewrite each packet in place, and sends what goes to peers with one `sendmmsg` per batch. A packet
  * whose destination is not known yet waits (one per destination) for the cluster manager's answer.
+ *
+ * Encrypted (`setPeers`): the addon opens what arrives and seals what leaves (native/secure.h); handshake messages
+ * go to the peers (secure/peers.ts), packets for a peer without a session wait there for its handshake, and an
+ * arriving packet is taken only if its source instance runs on the worker it authenticated as.
  */
 export class Forwarder {
   readonly counters: ForwarderCounters = {
@@ -61,6 +79,9 @@ export class Forwarder {
     heldDropped: 0,
     strangersHeld: 0,
     strangersDropped: 0,
+    spoofedSource: 0,
+    noPeerKey: 0,
+    staged: 0,
   };
   private readonly tun: TunDevice;
   private readonly udp: UdpEndpoint;
@@ -68,12 +89,16 @@ export class Forwarder {
   private readonly query: (ip: number) => void;
   private readonly onError: (error: Error) => void;
   private readonly now: () => number;
-  private readonly tunBuffer = Buffer.alloc(SLOT_BYTES * BATCH);
+  private readonly tunBuffer = Buffer.alloc(HEADROOM + SLOT_BYTES * BATCH);
+  /** The TUN reads into this view: packet i lands at HEADROOM + i * SLOT_BYTES of tunBuffer. */
+  private readonly tunSlots = this.tunBuffer.subarray(HEADROOM);
   private readonly tunLengths = new Int32Array(BATCH);
   private readonly peerBuffer = Buffer.alloc(SLOT_BYTES * BATCH);
   private readonly peerLengths = new Int32Array(BATCH);
   private readonly peerAddresses = new Uint32Array(BATCH);
   private readonly peerPorts = new Uint16Array(BATCH);
+  private readonly peerSlots = new Int32Array(BATCH);
+  private readonly sendPeers = new Int32Array(BATCH);
   private readonly sendOffsets = new Int32Array(BATCH);
   private readonly sendLengths = new Int32Array(BATCH);
   private readonly sendAddresses = new Uint32Array(BATCH);
@@ -86,6 +111,8 @@ export class Forwarder {
   private readonly waiting = new Map<number, Waiting>();
   /** The first packet from each source instance whose worker is not known yet, by source. */
   private readonly arrivals = new Map<number, Arrival>();
+  /** The encrypted overlay's peers; null while it is unencrypted. */
+  private peers: Peers | null = null;
 
   constructor(options: ForwarderOptions) {
     this.tun = options.tun;
@@ -94,6 +121,11 @@ export class Forwarder {
     this.query = options.query;
     this.onError = options.onError;
     this.now = options.now ?? Date.now;
+  }
+
+  /** Encrypted from now on (the UDP endpoint's `secure(true)` is the caller's), or unencrypted with null. */
+  setPeers(peers: Peers | null): void {
+    this.peers = peers;
   }
 
   start(): void {
@@ -106,16 +138,19 @@ export class Forwarder {
     const buffer = this.tunBuffer;
     const now = this.now();
     for (;;) {
-      const count = this.tun.readBatch(buffer, SLOT_BYTES, this.tunLengths);
+      const count = this.tun.readBatch(this.tunSlots, SLOT_BYTES, this.tunLengths);
       if (count === 0) return;
       this.counters.fromTun += count;
       let sends = 0;
       for (let i = 0; i < count; i++) {
-        const offset = i * SLOT_BYTES;
+        const offset = HEADROOM + i * SLOT_BYTES;
         const length = this.tunLengths[i]!;
         const result = this.translator.translateOutgoing(buffer, offset, length, now);
-        if (this.settleOutgoing(result, buffer, offset, length, now)) {
-          this.queueSend(sends++, offset, length, result);
+        if (
+          this.settleOutgoing(result, buffer, offset, length, now) &&
+          this.routeSend(sends, buffer, offset, length, result)
+        ) {
+          sends++;
         }
       }
       if (sends > 0) this.send(buffer, sends);
@@ -127,6 +162,10 @@ export class Forwarder {
 
   /** Packets from peer workers: translated for the local containers and written into the TUN. */
   drainPeers(): void {
+    if (this.peers) {
+      this.drainSealed(this.peers);
+      return;
+    }
     const buffer = this.peerBuffer;
     const now = this.now();
     for (;;) {
@@ -144,7 +183,7 @@ export class Forwarder {
         const offset = i * SLOT_BYTES;
         const length = this.peerLengths[i]!;
         if (!routes.isPeer(this.peerAddresses[i]!, this.peerPorts[i]!)) {
-          this.holdArrival(buffer, offset, length, this.peerAddresses[i]!, this.peerPorts[i]!, now);
+          this.holdArrival(buffer, offset, length, this.peerAddresses[i]!, this.peerPorts[i]!, null, now);
           continue;
         }
         const result = this.translator.translateArriving(buffer, offset, length, now);
@@ -156,6 +195,78 @@ export class Forwarder {
     }
   }
 
+  /**
+   * Encrypted: datagrams opened by the addon (strangers, replays and forgeries are dropped there). Handshake
+   * messages go to the peers; a packet is delivered when its source instance runs on the worker it came from.
+   */
+  private drainSealed(peers: Peers): void {
+    const buffer = this.peerBuffer;
+    const now = this.now();
+    for (;;) {
+      const count = this.udp.recvOpen(
+        buffer,
+        SLOT_BYTES,
+        this.peerLengths,
+        this.peerAddresses,
+        this.peerPorts,
+        this.peerSlots,
+      );
+      if (count === 0) return;
+      this.counters.fromPeers += count;
+      for (let i = 0; i < count; i++) {
+        const tag = this.peerSlots[i]!;
+        const length = this.peerLengths[i]!;
+        if (tag === -1) {
+          peers.onHandshake(buffer, i * SLOT_BYTES, length, this.peerAddresses[i]!, this.peerPorts[i]!);
+          continue;
+        }
+        const slot = tag & ~PROMOTED;
+        if ((tag & PROMOTED) !== 0) peers.promoted(slot);
+        const peer = peers.atSlot(slot);
+        if (length === 0 || !peer) continue;
+        const offset = i * SLOT_BYTES + SEALED_HEADER;
+        const sender = this.sentBy(buffer, offset, length, peer.nodeId, now);
+        if (sender === 'no') continue;
+        if (sender === 'unknown') {
+          this.holdArrival(
+            buffer,
+            offset,
+            length,
+            this.peerAddresses[i]!,
+            this.peerPorts[i]!,
+            peer.nodeId,
+            now,
+          );
+          continue;
+        }
+        const result = this.translator.translateArriving(buffer, offset, length, now);
+        if (result.action === 'deliver') this.queueWrite(offset, length);
+        if (result.queryIp !== 0) this.query(result.queryIp);
+      }
+      this.flushWrites(buffer);
+      if (count < BATCH) return;
+    }
+  }
+
+  /**
+   * Encrypted: whether the packet's source instance runs on `nodeId` (the worker it authenticated as): `no` is
+   * counted as spoofing; `unknown` until the source's table is here.
+   */
+  private sentBy(
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    nodeId: string,
+    now: number,
+  ): 'yes' | 'no' | 'unknown' {
+    if (length < 20) return 'yes'; // malformed: the translator drops and counts it
+    const known = this.translator.routes.lookup(buffer.readUInt32BE(offset + 12), now);
+    if (known === undefined || known.kind === 'pending') return 'unknown';
+    if (known.kind === 'instance' && known.instance.route?.nodeId === nodeId) return 'yes';
+    this.counters.spoofedSource++;
+    return 'no';
+  }
+
   /** Route tables arrived: the packets waiting for addresses now known (or known to be missing) go on. */
   retryWaiting(now = this.now()): void {
     this.retryArrivals(now);
@@ -164,10 +275,13 @@ export class Forwarder {
       if (known?.kind === 'pending') continue;
       this.waiting.delete(ip);
       const { packet, since } = waiting;
-      const result = this.translator.translateOutgoing(packet, 0, packet.length, now);
+      const length = packet.length - HEADROOM - SEALED_TAG;
+      const result = this.translator.translateOutgoing(packet, HEADROOM, length, now);
       // A `query` again: the earlier one went unanswered and its mark expired; it is asked again and waits on.
-      if (this.settleOutgoing(result, packet, 0, packet.length, since)) {
-        this.queueSend(0, 0, packet.length, result);
+      if (
+        this.settleOutgoing(result, packet, HEADROOM, length, since) &&
+        this.routeSend(0, packet, HEADROOM, length, result)
+      ) {
         this.send(packet, 1);
       }
       this.flushWrites(packet);
@@ -199,6 +313,7 @@ export class Forwarder {
     length: number,
     peerIp: number,
     peerPort: number,
+    nodeId: string | null,
     now: number,
   ): void {
     const source = length >= 20 ? buffer.readUInt32BE(offset + 12) : 0;
@@ -216,6 +331,7 @@ export class Forwarder {
       packet: Buffer.from(buffer.subarray(offset, offset + length)),
       peerIp,
       peerPort,
+      nodeId,
     });
     this.counters.strangersHeld++;
     if (!known) {
@@ -230,7 +346,11 @@ export class Forwarder {
       if (this.translator.routes.lookup(ip, now)?.kind === 'pending') continue;
       this.arrivals.delete(ip);
       const { packet } = arrival;
-      if (!this.translator.routes.isPeer(arrival.peerIp, arrival.peerPort)) {
+      const taken =
+        arrival.nodeId === null
+          ? this.translator.routes.isPeer(arrival.peerIp, arrival.peerPort)
+          : this.sentBy(packet, 0, packet.length, arrival.nodeId, now) === 'yes';
+      if (!taken) {
         this.counters.strangersDropped++;
         continue;
       }
@@ -272,11 +392,42 @@ export class Forwarder {
     }
   }
 
-  private queueSend(index: number, offset: number, length: number, result: TranslateResult): void {
+  /**
+   * Queues a translated packet as send `index` of the batch: to the peer's endpoint; encrypted, for its peer's
+   * session, or staged with the peer until its handshake is done. False when nothing was queued.
+   */
+  private routeSend(
+    index: number,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    result: TranslateResult,
+  ): boolean {
+    const peers = this.peers;
+    if (peers) {
+      const route = result.route!;
+      const peer =
+        route.publicKey === null
+          ? null
+          : peers.forRoute(route.nodeId, route.publicKey, route.publicIp, route.udpPort);
+      if (!peer) {
+        this.counters.noPeerKey++;
+        return false;
+      }
+      const clock = peers.clock();
+      peer.lastUsed = clock;
+      if (!peers.canSeal(peer, clock)) {
+        peers.stage(peer, buffer, offset, length, clock);
+        this.counters.staged++;
+        return false;
+      }
+      this.sendPeers[index] = peer.slot;
+    }
     this.sendOffsets[index] = offset;
     this.sendLengths[index] = length;
     this.sendAddresses[index] = result.peerIp;
     this.sendPorts[index] = result.peerPort;
+    return true;
   }
 
   private hold(ip: number, buffer: Buffer, offset: number, length: number, since: number): void {
@@ -284,12 +435,19 @@ export class Forwarder {
       this.counters.heldDropped++;
       return;
     }
-    // A copy: the batch buffer is reused by the next read.
-    this.waiting.set(ip, { since, packet: Buffer.from(buffer.subarray(offset, offset + length)) });
+    // A copy (the batch buffer is reused by the next read), with room to seal it.
+    const packet = Buffer.alloc(HEADROOM + length + SEALED_TAG);
+    buffer.copy(packet, HEADROOM, offset, offset + length);
+    this.waiting.set(ip, { since, packet });
     this.counters.held++;
   }
 
   private send(buffer: Buffer, count: number): void {
+    if (this.peers) {
+      const sealed = this.udp.sendSealed(buffer, this.sendOffsets, this.sendLengths, this.sendPeers, count);
+      if (sealed < count) this.counters.sendFailed += count - sealed;
+      return;
+    }
     const sent = this.udp.sendBatch(
       buffer,
       this.sendOffsets,

@@ -15,6 +15,8 @@ export interface CachedRoute {
   readonly namespaceIp: number;
   readonly publicIp: number;
   readonly udpPort: number;
+  /** The worker's overlay key (base64), null when its net manager announced none. */
+  readonly publicKey: string | null;
 }
 
 export interface CachedInstance {
@@ -71,7 +73,14 @@ export interface CachedJobView {
   instances: {
     number: number;
     instanceIp: string;
-    route: { nodeId: string; local: boolean; namespaceIp: string; publicIp: string; udpPort: number } | null;
+    route: {
+      nodeId: string;
+      local: boolean;
+      namespaceIp: string;
+      publicIp: string;
+      udpPort: number;
+      publicKey: string | null;
+    } | null;
   }[];
 }
 
@@ -258,6 +267,7 @@ export class RouteCache {
           namespaceIp: numberToIp(route.namespaceIp),
           publicIp: numberToIp(route.publicIp),
           udpPort: route.udpPort,
+          publicKey: route.publicKey,
         },
       })),
     }));
@@ -275,6 +285,7 @@ export class RouteCache {
             namespaceIp: ipToNumber(route.namespaceIp),
             publicIp: ipToNumber(route.publicIp),
             udpPort: route.udpPort,
+            publicKey: route.publicKey ?? null,
           }
         : null,
     };

@@ -33,7 +33,8 @@ export type TranslateDropReason =
 
 /**
  * The answer for one packet; the same object is returned for every packet (read it before the next call).
- * - `send`: the packet is rewritten; send it as a UDP payload to `peerIp`:`peerPort`.
+ * - `send`: the packet is rewritten; send it as a UDP payload to `peerIp`:`peerPort` (encrypted: to the
+ *   worker `route` names, through its session).
  * - `local`: rewritten and already translated as arriving; write it into the local TUN.
  * - `deliver`: (arriving) write it into the TUN.
  * - `query`: the destination `queryIp` is not known yet: ask the cluster manager (the packet is untouched;
@@ -46,6 +47,8 @@ export interface TranslateResult {
   action: TranslateAction;
   peerIp: number;
   peerPort: number;
+  /** With `send`: the route taken (its worker's node id and key). */
+  route: CachedRoute | null;
   queryIp: number;
   reason: TranslateDropReason | null;
 }
@@ -110,6 +113,7 @@ export class Translator {
     action: 'drop',
     peerIp: 0,
     peerPort: 0,
+    route: null,
     queryIp: 0,
     reason: null,
   };
@@ -189,6 +193,7 @@ export class Translator {
       result.action = 'send';
       result.peerIp = route.publicIp;
       result.peerPort = route.udpPort;
+      result.route = route;
       return result;
     }
     if (!this.arrive(buffer, offset, info, now)) return this.drop('not-local');
@@ -226,6 +231,7 @@ export class Translator {
     result.queryIp = 0;
     result.peerIp = 0;
     result.peerPort = 0;
+    result.route = null;
     return result;
   }
 

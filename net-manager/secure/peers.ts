@@ -147,6 +147,11 @@ export class Peers {
     return this.byKey.size;
   }
 
+  /** The clock the peers' timers run on (monotonic milliseconds). */
+  clock(): number {
+    return this.now();
+  }
+
   /**
    * The peer with this key, made if new, its endpoint set in the addon when the cluster manager's changed.
    * Called per packet: one Map lookup and a string compare when nothing changed.

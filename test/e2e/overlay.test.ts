@@ -3,7 +3,7 @@ import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_UDP } from '../../net-manager/routing/packet.js';
-import { ipToNumber, parseCidr } from '../../shared/index.js';
+import { ipToNumber, NetManagerStatusSchema, parseCidr } from '../../shared/index.js';
 import { containersWithLabel, execIn, fetchIn, inspectContainer, pingIn } from '../helpers/docker.js';
 import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
@@ -45,7 +45,7 @@ describe('the overlay joins containers across workers', () => {
       const nm = Program.start(
         `nm-${name}`,
         BINS.netManager,
-        ['--data-dir', dataDir, ...flags],
+        ['--data-dir', dataDir, '--rekey-seconds', '3', ...flags],
         {},
         host.execPrefix,
       );
@@ -74,6 +74,20 @@ describe('the overlay joins containers across workers', () => {
       network?.destroy();
     }
   });
+
+  const netStatus = (name: string) =>
+    NetManagerStatusSchema.parse(
+      JSON.parse(
+        hosts
+          .get(name)!
+          .exec('curl', [
+            '-s',
+            '--unix-socket',
+            join(cluster!.dir, `nm-${name}`, 'net-manager.sock'),
+            'http://x/v1/status',
+          ]),
+      ),
+    );
 
   const createOn = async (name: string, workers: string[], command: string[]) => {
     const job = await cluster!.createJob({
@@ -199,28 +213,38 @@ describe('the overlay joins containers across workers', () => {
     expect(fetchIn(clientContainer, webInstance.instanceIp!)).toBeUndefined();
   }, 180_000);
 
-  it("drops a stranger's tunnel packets, even one that claims a real instance's address, and serves its peers on", async () => {
+  it('encrypts between workers by default: sessions with the peers it talks to, at an MTU that leaves room for the seal', () => {
+    const status = netStatus('ov-1');
+    expect(status.encryption).toBe(true);
+    expect(status.mtu).toBe(1420);
+    expect(status.peers?.length).toBeGreaterThan(0);
+    expect(status.peers?.every((peer) => peer.publicKey.length === 44)).toBe(true);
+    expect(status.peers?.some((peer) => peer.session === 'established')).toBe(true);
+    expect(status.counters.udpOpened).toBeGreaterThan(0);
+    expect(status.counters.udpSealed).toBeGreaterThan(0);
+    // The keys the cluster manager hands out are the ones the net managers announced.
+    expect(status.peers?.map((peer) => peer.nodeId).sort()).toEqual(
+      [...new Set(status.peers?.map((peer) => peer.nodeId))].sort(),
+    );
+  });
+
+  it("drops a stranger's tunnel packets (plain or forged), even one that claims a real instance's address, and serves its peers on", async () => {
     const client = await createOn('ov-peer-client', ['ov-1'], WORKLOAD);
     const far = await createOn('ov-peer-far', ['ov-2'], WORKLOAD);
     const clientContainer = containerOf(client.id);
-    const counters = () =>
-      (
-        JSON.parse(
-          hosts
-            .get('ov-1')!
-            .exec('curl', [
-              '-s',
-              '--unix-socket',
-              join(cluster!.dir, 'nm-ov-1', 'net-manager.sock'),
-              'http://x/v1/status',
-            ]),
-        ) as { counters: { strangersDropped: number; fromPeers: number; delivered: number } }
-      ).counters;
-    const before = counters();
+    await waitFor(() => pingIn(clientContainer, far.instances[0]!.instanceIp!), 'ping to ov-2', 15_000);
+    const before = netStatus('ov-1').counters;
     // From this (root) namespace, not a worker: datagrams to ov-1's overlay port that carry a UDP packet for its
-    // container, one claiming ov-peer-far's instance IP (a real instance, on ov-2), one an address nobody owns.
+    // container, one claiming ov-peer-far's instance IP (a real instance, on ov-2), one an address nobody owns;
+    // then the same as data messages with a made-up session, and with a real session's index but no key.
     const stranger = createSocket('udp4');
     const target = client.instances[0]!.instanceIp!;
+    const send = (datagram: Buffer) =>
+      new Promise<void>((resolve, reject) =>
+        stranger.send(datagram, 50103, hosts.get('ov-1')!.address, (error) =>
+          error ? reject(error) : resolve(),
+        ),
+      );
     for (const src of [far.instances[0]!.instanceIp!, '10.30.255.254']) {
       const packet = buildPacket({
         protocol: PROTOCOL_UDP,
@@ -229,26 +253,50 @@ describe('the overlay joins containers across workers', () => {
         dstPort: 9,
         payload: Buffer.from('x'),
       });
-      await new Promise<void>((resolve, reject) =>
-        stranger.send(packet, 50103, hosts.get('ov-1')!.address, (error) =>
-          error ? reject(error) : resolve(),
-        ),
-      );
+      await send(packet);
+      const header = Buffer.alloc(16);
+      header[0] = 4;
+      header.writeUInt32LE(0x1234567, 4);
+      await send(Buffer.concat([header, packet, Buffer.alloc(16)]));
     }
     stranger.close();
-    await waitFor(
-      () => counters().strangersDropped >= before.strangersDropped + 2,
-      'both stranger packets dropped',
-    );
-    const after = counters();
-    expect(after.fromPeers).toBeGreaterThanOrEqual(before.fromPeers + 2);
-    expect(after.delivered).toBe(before.delivered);
+    await waitFor(() => {
+      const now = netStatus('ov-1').counters;
+      return (
+        now.udpPlaintext! >= before.udpPlaintext! + 2 &&
+        now.udpUnknownSession! >= before.udpUnknownSession! + 2
+      );
+    }, 'the stranger packets dropped by the addon');
+    expect(netStatus('ov-1').counters.delivered).toBe(before.delivered);
     // The real peers go on: ov-1's container reaches ov-2's, and its answers come back.
     await waitFor(
       () => pingIn(clientContainer, far.instances[0]!.instanceIp!),
       'ping to ov-2 after the strangers',
       15_000,
     );
+  }, 90_000);
+
+  it('rotates session keys under traffic (every 3 s here) without losing more than a retransmit', async () => {
+    const client = await createOn('ov-rekey-client', ['ov-2'], WORKLOAD);
+    const far = await createOn('ov-rekey-far', ['ov-3'], WORKLOAD);
+    const clientContainer = containerOf(client.id);
+    await waitFor(() => pingIn(clientContainer, far.instances[0]!.instanceIp!), 'ping to ov-3', 15_000);
+    const before = netStatus('ov-2').counters;
+    // 60 pings 0.2 s apart: 12 s, four rekeys or more.
+    const output =
+      execIn(
+        clientContainer,
+        ['ping', '-c', '60', '-i', '0.2', '-W', '2', far.instances[0]!.instanceIp!],
+        30_000,
+      ) ?? '';
+    const received = Number(/(\d+) packets received/.exec(output)?.[1] ?? 0);
+    const after = netStatus('ov-2').counters;
+    const rekeys =
+      after.handshakesCompleted! -
+      before.handshakesCompleted! +
+      (after.handshakesAnswered! - before.handshakesAnswered!);
+    expect(rekeys).toBeGreaterThanOrEqual(3);
+    expect(received).toBeGreaterThanOrEqual(59);
   }, 90_000);
 
   /** A UDP datagram from one container's network namespace to another's, echoed back (node run by nsenter). */

@@ -51,6 +51,7 @@ export async function startClusterManager(
     nodeTimeoutMs: 6000,
     telemetryIntervalMs: 2000,
     insecure: false,
+    overlayPlaintext: false,
     tlsSans: [],
     registrationRatePerS: 50,
     mqttDynsec: false,

@@ -63,6 +63,8 @@ export class E2eCluster {
       mqttUrl?: string;
       host?: string;
       insecure?: boolean;
+      /** The cluster manager runs with `--overlay-plaintext` (benchmarks compare it with encryption). */
+      overlayPlaintext?: boolean;
       /** `--registration-rate` (a fleet simulator registers hundreds a second from loopback). */
       registrationRate?: number;
     } = {},
@@ -95,6 +97,7 @@ export class E2eCluster {
       [
         ...['--host', this.host, '--http-port', String(this.httpPort), ...broker],
         ...['--data-dir', this.cmDataDir, ...(this.options.insecure ? ['--insecure'] : [])],
+        ...(this.options.overlayPlaintext ? ['--overlay-plaintext'] : []),
         ...(this.options.registrationRate === undefined
           ? []
           : ['--registration-rate', String(this.options.registrationRate)]),

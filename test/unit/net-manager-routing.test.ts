@@ -128,6 +128,7 @@ describe('net manager routing: route cache', () => {
       namespaceIp: ip('10.18.0.67'),
       publicIp: ip('192.168.1.2'),
       udpPort: 50103,
+      publicKey: null,
     });
 
     // Instance 1 stopped and instance 2 appeared.
@@ -157,6 +158,7 @@ describe('net manager routing: route cache', () => {
               namespaceIp: '10.18.0.5',
               publicIp: '192.168.1.1',
               udpPort: 50103,
+              publicKey: null,
             },
           },
         ],
