@@ -21,50 +21,72 @@ interface Endpoint {
 }
 
 /**
- * TCP throughput (iperf3) and ping RTT between two containers on two workers over the overlay, next to the
- * same between the two workers' namespaces over the plain underlay veth path and over kernel VXLAN between
- * the same namespaces (what K3s' flannel uses), measured in the same run, interleaved.
+ * TCP throughput (iperf3) and ping RTT between two containers on two workers over the overlay, encrypted (the
+ * default) and unencrypted (a second cluster, `--overlay-plaintext`, on two more workers), next to the same
+ * between two workers' namespaces over the plain underlay veth path and over kernel VXLAN between the same
+ * namespaces (what K3s' flannel uses), measured in the same run, interleaved.
  */
 describe('overlay throughput and latency', () => {
   let network: TestNetwork | undefined;
   const hosts: TestHost[] = [];
   const netManagers: Program[] = [];
-  let cluster: E2eCluster | undefined;
+  const clusters: E2eCluster[] = [];
   const paths = new Map<string, { client: Endpoint; server: Endpoint }>();
 
   beforeAll(async () => {
     network = TestNetwork.create();
     network.allowHostToHost();
-    cluster = new E2eCluster({ host: network.bridgeAddress, nodeTimeoutMs: 6000 });
-    await cluster.startClusterManager();
-    for (const index of [1, 2]) {
-      const host = network.addHost(index);
-      hosts.push(host);
-      const dataDir = join(cluster.dir, `nm-${index}`);
-      const nm = Program.start(`nm-${index}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
-      netManagers.push(nm);
-      await nm.waitForLog(/net manager listening/);
-      await cluster.startEngine(`bench-${index}`, ['--net-manager', join(dataDir, 'net-manager.sock')], {
-        netns: host.namespace,
-      });
-    }
-    await cluster.waitForNodes(['bench-1', 'bench-2']);
-    const place = async (name: string, node: string) => {
-      const job = await cluster!.createJob({
+    const join2 = async (cluster: E2eCluster, indices: [number, number]) => {
+      await cluster.startClusterManager();
+      for (const index of indices) {
+        const host = network!.addHost(index);
+        hosts[index - 1] = host;
+        const dataDir = join(cluster.dir, `nm-${index}`);
+        const nm = Program.start(
+          `nm-${index}`,
+          BINS.netManager,
+          ['--data-dir', dataDir],
+          {},
+          host.execPrefix,
+        );
+        netManagers.push(nm);
+        await nm.waitForLog(/net manager listening/);
+        await cluster.startEngine(`bench-${index}`, ['--net-manager', join(dataDir, 'net-manager.sock')], {
+          netns: host.namespace,
+        });
+      }
+      await cluster.waitForNodes(indices.map((index) => `bench-${index}`));
+    };
+    const encrypted = new E2eCluster({ host: network.bridgeAddress, nodeTimeoutMs: 6000 });
+    const plain = new E2eCluster({
+      host: network.bridgeAddress,
+      nodeTimeoutMs: 6000,
+      overlayPlaintext: true,
+    });
+    clusters.push(encrypted, plain);
+    await join2(encrypted, [1, 2]);
+    await join2(plain, [3, 4]);
+    const place = async (cluster: E2eCluster, name: string, node: string) => {
+      const job = await cluster.createJob({
         name,
         image: 'edge/busybox:latest',
         command: WORKLOAD,
         constraints: { nodes: [node] },
       });
-      const running = await cluster!.waitForJob(job.id, allRunning, `${name} running`);
+      const running = await cluster.waitForJob(job.id, allRunning, `${name} running`);
       const container = containersWithLabel(`edge.job=${job.id}`)[0]!.id;
       const pid = inspectContainer(container).State.Pid;
       const instance = running.instances[0] as { instanceIp?: string };
       return { prefix: ['nsenter', '-t', String(pid), '-n'], address: instance.instanceIp! };
     };
-    const server = await place('bench-server', 'bench-1');
-    const client = await place('bench-client', 'bench-2');
-    paths.set('overlay (container -> container, instance IP)', { client, server });
+    paths.set('overlay, encrypted (container -> container, instance IP)', {
+      server: await place(encrypted, 'bench-server', 'bench-1'),
+      client: await place(encrypted, 'bench-client', 'bench-2'),
+    });
+    paths.set('overlay, unencrypted (--overlay-plaintext)', {
+      server: await place(plain, 'bench-plain-server', 'bench-3'),
+      client: await place(plain, 'bench-plain-client', 'bench-4'),
+    });
     const [a, b] = hosts as [TestHost, TestHost];
     paths.set('underlay veth (worker -> worker)', {
       client: { prefix: b.execPrefix, address: b.address },
@@ -87,7 +109,7 @@ describe('overlay throughput and latency', () => {
 
   afterAll(async () => {
     try {
-      await cluster?.stop();
+      for (const cluster of clusters) await cluster.stop();
       await Promise.all(netManagers.map((nm) => nm.stop()));
     } finally {
       network?.destroy();
@@ -168,7 +190,8 @@ describe('overlay throughput and latency', () => {
       hosts.map(
         (_, index) =>
           new Promise((resolve) => {
-            const socketPath = join(cluster!.dir, `nm-${index + 1}`, 'net-manager.sock');
+            const cluster = clusters[index < 2 ? 0 : 1]!;
+            const socketPath = join(cluster.dir, `nm-${index + 1}`, 'net-manager.sock');
             request({ socketPath, path: '/v1/status' }, (res) => {
               let text = '';
               res.on('data', (chunk) => {

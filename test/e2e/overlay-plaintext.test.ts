@@ -78,7 +78,7 @@ describe('an overlay with encryption turned off', () => {
         allRunning(view) &&
         (view as { instances: { namespaceIp?: string }[] }).instances.every((i) => i.namespaceIp),
       `${name} running on the overlay`,
-    )) as { id: string; instances: { instanceIp: string }[] };
+    )) as unknown as { id: string; instances: { instanceIp: string }[] };
     const containers = containersWithLabel(`edge.job=${job.id}`).filter((c) => c.state === 'running');
     return { instanceIp: body.instances[0]!.instanceIp, container: containers[0]!.id };
   };

@@ -105,14 +105,14 @@ describe('sealed data messages (addon, loopback)', () => {
     const atBob = receiver(bob);
     const secret = Buffer.from('a packet nobody on the way may read or change');
     expect(sealAndSend(alice, 5, [secret, Buffer.alloc(1400, 7)])).toBe(2);
-    await waitFor(() => atBob.packets.length === 2);
+    await waitFor(() => atBob.packets.length === 2, 'the datagrams');
     expect(atBob.packets[0]).toMatchObject({ peer: 3, handshake: false });
     expect(atBob.packets[0]!.data.equals(secret)).toBe(true);
     expect(atBob.packets[1]!.data.equals(Buffer.alloc(1400, 7))).toBe(true);
     // What crosses the wire: Alice's packets to the tap instead of Bob.
     alice.setPeer(5, LOOPBACK, wire.port);
     sealAndSend(alice, 5, [secret]);
-    await waitFor(() => wire.captured.length === 1);
+    await waitFor(() => wire.captured.length === 1, 'the datagrams');
     const datagram = wire.captured[0]!;
     expect(datagram.length).toBe(secret.length + SEALED_HEADER + SEALED_TAG);
     expect(datagram[0]).toBe(4);
@@ -127,12 +127,12 @@ describe('sealed data messages (addon, loopback)', () => {
     const atBob = receiver(bob);
     alice.setPeer(5, LOOPBACK, wire.port);
     sealAndSend(alice, 5, [Buffer.from('first'), Buffer.from('second')]);
-    await waitFor(() => wire.captured.length === 2);
+    await waitFor(() => wire.captured.length === 2, 'the datagrams');
     const [first, second] = wire.captured as [Buffer, Buffer];
 
     // Played back once: delivered (from the tap's address: Bob's peer follows it, it authenticated).
     await send(wire.socket, first, bob.port);
-    await waitFor(() => atBob.packets.length === 1);
+    await waitFor(() => atBob.packets.length === 1, 'the datagrams');
     expect(atBob.packets[0]!.data.toString()).toBe('first');
     expect(bob.peer(3)).toMatchObject({ address: LOOPBACK, port: wire.port, roams: 1 });
 
@@ -159,7 +159,7 @@ describe('sealed data messages (addon, loopback)', () => {
           (stats.unknownType ?? 0) >=
         6
       );
-    });
+    }, 'six drops counted');
     expect(bob.stats()).toMatchObject({
       replayed: 1,
       badTag: 2,
@@ -171,7 +171,7 @@ describe('sealed data messages (addon, loopback)', () => {
     // The untouched second one still goes through (the window keeps counters it has not seen), once.
     await send(wire.socket, second, bob.port);
     await send(wire.socket, second, bob.port);
-    await waitFor(() => bob.stats().replayed === 2);
+    await waitFor(() => bob.stats().replayed === 2, 'the datagrams');
     expect(atBob.packets.map((packet) => packet.data.toString())).toEqual(['first', 'second']);
   });
 
@@ -189,17 +189,17 @@ describe('sealed data messages (addon, loopback)', () => {
     expect(alice.addSession(5, 101, 201, newAliceToBob, newBobToAlice, 'current')).toBe(false); // index taken
     // Bob still seals with the old session until Alice's first packet with the new one arrives.
     sealAndSend(bob, 3, [Buffer.from('old keys')]);
-    await waitFor(() => atAlice.packets.length === 1);
+    await waitFor(() => atAlice.packets.length === 1, 'the datagrams');
     expect(atAlice.packets[0]!.data.toString()).toBe('old keys');
     expect(bob.peer(3)).toMatchObject({ current: 200, next: 201 });
     // An empty packet (a keepalive) is enough to confirm.
     sealAndSend(alice, 5, [Buffer.alloc(0)]);
-    await waitFor(() => atBob.packets.length === 1);
+    await waitFor(() => atBob.packets.length === 1, 'the datagrams');
     expect(atBob.packets[0]).toMatchObject({ promoted: true, peer: 3 });
     expect(atBob.packets[0]!.data.length).toBe(0);
     expect(bob.peer(3)).toMatchObject({ current: 201, next: 0, previous: 200 });
     sealAndSend(bob, 3, [Buffer.from('new keys')]);
-    await waitFor(() => atAlice.packets.length === 2);
+    await waitFor(() => atAlice.packets.length === 2, 'the datagrams');
     expect(atAlice.packets[1]!.data.toString()).toBe('new keys');
     expect(bob.stats()).toMatchObject({ keepalives: 1, promoted: 1 });
   });
@@ -217,7 +217,7 @@ describe('sealed data messages (addon, loopback)', () => {
     const socket = (await tap()).socket;
     await send(socket, initiation, bob.port);
     await send(socket, Buffer.alloc(100, 1), bob.port); // type 1, wrong size
-    await waitFor(() => atBob.packets.length === 1 && bob.stats().badLength === 1);
+    await waitFor(() => atBob.packets.length === 1 && bob.stats().badLength === 1, 'the datagrams');
     expect(atBob.packets[0]).toMatchObject({ handshake: true, peer: -1 });
     expect(atBob.packets[0]!.data.equals(initiation)).toBe(true);
     // No room for the header before the packet: refused before anything is sent.
