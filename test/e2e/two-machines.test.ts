@@ -15,7 +15,7 @@ interface NodeBody {
   id: string;
   name: string;
   status: string;
-  overlayEndpoint?: { publicIp: string; udpPort: number };
+  overlayEndpoint?: { publicIp: string; udpPort: number; publicKey?: string };
 }
 interface JobBody {
   id: string;
@@ -123,8 +123,15 @@ describe("the README's two machines: an all-in-one cluster and a worker that joi
       250,
     );
     // Neither announces loopback: A the address B reaches it at, B the one that routes to A.
-    expect(nodes[0]!.overlayEndpoint).toEqual({ publicIp: network!.bridgeAddress, udpPort: 50103 });
-    expect(nodes[1]!.overlayEndpoint).toEqual({ publicIp: hostB.address, udpPort: 50103 });
+    // Each with its overlay key (the overlay is encrypted), a different one.
+    const key = expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/);
+    expect(nodes[0]!.overlayEndpoint).toEqual({
+      publicIp: network!.bridgeAddress,
+      udpPort: 50103,
+      publicKey: key,
+    });
+    expect(nodes[1]!.overlayEndpoint).toEqual({ publicIp: hostB.address, udpPort: 50103, publicKey: key });
+    expect(nodes[0]!.overlayEndpoint!.publicKey).not.toBe(nodes[1]!.overlayEndpoint!.publicKey);
     const events = (await api<{ type: string }[]>('/api/events?limit=1000')).body;
     expect(events.filter((event) => event.type === 'node.endpoint.refused')).toEqual([]);
 

@@ -105,7 +105,8 @@ function workerState(): string {
   return [
     withoutTunCarrier(inWorker(['ip', 'link', 'show'])),
     withoutTunCarrier(inWorker(['ip', 'addr', 'show'])),
-    inWorker(['ip', 'route', 'show']),
+    // A route through the TUN says `linkdown` while it has no carrier (see above).
+    inWorker(['ip', 'route', 'show']).replace(/ linkdown/g, ''),
     inWorker(['iptables', '-w', '-S']),
     inWorker([
       'sysctl',
