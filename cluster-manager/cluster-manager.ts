@@ -36,6 +36,7 @@ import { NodeLiveness } from './liveness/node-liveness.js';
 import { createMetrics } from './metrics.js';
 import { NetTables } from './network/net-tables.js';
 import { OverlayAddresses } from './network/overlay-addresses.js';
+import { RendezvousPort } from './network/rendezvous.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
 import { SqliteStore, type Store } from './store/index.js';
@@ -65,6 +66,8 @@ export class ClusterManager {
   readonly tokens: AccessTokens;
   readonly jobs: JobService;
   private broker?: EmbeddedBroker;
+  /** The UDP port where net managers learn their address as seen from outside (NAT traversal). */
+  private rendezvous: RendezvousPort | undefined;
   private mqtt?: MqttClient;
   private http?: HttpServer;
   /** What listens on the HTTP port: the HTTP(S) server itself, or the TLS port in front of it. */
@@ -165,6 +168,7 @@ export class ClusterManager {
   async start(): Promise<{ httpPort: number; mqttUrl: string }> {
     const { config, logger } = this;
     this.addresses.backfill();
+    this.rendezvous = await RendezvousPort.start(config.host, config.rendezvousPort, logger);
     let mqttUrl = config.mqttUrl;
     let login = { username: config.mqttUsername, password: config.mqttPassword };
     if (!mqttUrl) {
@@ -241,6 +245,10 @@ export class ClusterManager {
         telemetryIntervalMs: config.telemetryIntervalMs,
         overlayEncryption: !config.overlayPlaintext,
         mqttFor: (node, host) => this.mqttLoginFor(node, host),
+        rendezvousFor: (host) => ({
+          host: host ? new URL(`http://${host}`).hostname.replace(/^\[|\]$/g, '') : localAddress(config.host),
+          port: this.rendezvous?.port ?? config.rendezvousPort,
+        }),
         ...(this.dynsec
           ? {
               netMqttFor: (node: { id: string }, login: MqttLogin) => ({
@@ -302,6 +310,7 @@ export class ClusterManager {
     await this.httpListener?.close();
     await new Promise<void>((resolve) => (this.mqtt ? this.mqtt.end(false, {}, () => resolve()) : resolve()));
     await this.broker?.close();
+    await this.rendezvous?.close();
     this.store.close();
   }
 

@@ -96,6 +96,13 @@ export const clusterManagerOptions = {
     description:
       'plain HTTP, WS and MQTT instead of TLS: tokens, node secrets and job env cross the network in clear',
   },
+  'rendezvous-port': {
+    env: 'CM_RENDEZVOUS_PORT',
+    type: 'integer',
+    default: 10100,
+    description:
+      'UDP port where net managers learn the address and port their NAT gives their overlay traffic (0: any free port)',
+  },
   'overlay-plaintext': {
     env: 'CM_OVERLAY_PLAINTEXT',
     type: 'boolean',
@@ -158,6 +165,8 @@ export interface ClusterManagerConfig {
   insecure: boolean;
   /** `--overlay-plaintext`: net managers send overlay packets unencrypted and take them unauthenticated. */
   overlayPlaintext: boolean;
+  /** `--rendezvous-port` (UDP). */
+  rendezvousPort: number;
   /** `--tls-san`, split. */
   tlsSans: string[];
   tlsCertFile?: string;
@@ -204,6 +213,7 @@ export function buildClusterManagerConfig(
     registrationRatePerS: o['registration-rate'],
     insecure: o.insecure,
     overlayPlaintext: o['overlay-plaintext'],
+    rendezvousPort: o['rendezvous-port'],
     tlsSans: (o['tls-san'] ?? '')
       .split(',')
       .map((name) => name.trim())

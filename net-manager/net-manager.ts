@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
 import { mkdir, readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import {
   type NodeHandover,
   NodeHandoverSchema,
   numberToIp,
+  type OverlayEndpoint,
   parseCidr,
   parseJson,
   rangeWithin,
@@ -20,16 +22,18 @@ import {
 } from '../shared/index.js';
 import { startLocalApi } from './api.js';
 import type { NetManagerConfig } from './config.js';
+import { ReflexiveAddress } from './control/reflexive-address.js';
 import { RouteTableClient } from './control/route-table-client.js';
 import { NetManagerError } from './errors.js';
 import { AddressBook, instanceKey, SubnetFullError } from './plumbing/address-book.js';
 import { AttachError, ContainerLink } from './plumbing/container-link.js';
 import { CommandRunner } from './plumbing/ip-command.js';
+import { localAddresses } from './plumbing/local-addresses.js';
 import { OverlayLinks } from './plumbing/overlay-links.js';
 import { findPublicAddress } from './plumbing/public-address.js';
 import { overlayMtu } from './plumbing/underlay-mtu.js';
 import { Forwarder, QUERY_TIMEOUT_MS } from './routing/forwarder.js';
-import { RouteCache } from './routing/route-cache.js';
+import { endpointsKey, RouteCache } from './routing/route-cache.js';
 import { Translator } from './routing/translator.js';
 import { loadOverlayKeys } from './secure/keys.js';
 import type { StaticKeys } from './secure/noise.js';
@@ -42,6 +46,11 @@ const NODE_FILE = 'node.json';
 const REFRESH_MS = 5 * 60_000;
 /** Attachments from before a restart that the node engine has not renewed by then give their address back. */
 const STALE_ATTACHMENT_MS = 2 * 60_000;
+/**
+ * How often the addresses are read again and the rendezvous port asked (a NAT's mapping kept, a DHCP change or a
+ * new mapping noticed): under the 30 s that many NATs keep an idle UDP mapping.
+ */
+const ENDPOINTS_EVERY_MS = 25_000;
 
 /** What the net manager runs on once the node engine told it who the node is. */
 interface Joined {
@@ -53,6 +62,10 @@ interface Joined {
   book: AddressBook;
   control: RouteTableClient;
   mtu: number;
+  /** The cluster manager's rendezvous port, resolved; absent from older cluster managers. */
+  rendezvous: { ip: number; port: number } | undefined;
+  /** Local addresses announced as candidates, last time they were read. */
+  localAddresses: string[];
 }
 
 /**
@@ -75,6 +88,7 @@ export class NetManager {
   private keys: StaticKeys | undefined;
   /** Set while the overlay is encrypted. */
   private peers: Peers | undefined;
+  private readonly reflexive = new ReflexiveAddress();
   private api: Server | undefined;
   private joined: Joined | undefined;
   private joining: Promise<void> = Promise.resolve();
@@ -110,6 +124,12 @@ export class NetManager {
       udp: this.udp,
       translator: this.translator,
       query: (ip) => this.query(ip),
+      onRendezvousAnswer: (buffer, offset, length) => {
+        if (this.reflexive.answer(buffer, offset, length)) {
+          this.logger.info({ reflexive: this.reflexive.address }, 'address and port as seen from outside');
+          this.joined?.control.announce();
+        }
+      },
       onError: (error) => {
         logger.fatal({ err: error.message }, 'the data plane stopped');
         this.onFatal(error);
@@ -129,6 +149,7 @@ export class NetManager {
     this.timers.push(
       setInterval(() => this.expire(), 1000),
       setInterval(() => this.refresh(), REFRESH_MS),
+      setInterval(() => void this.refreshEndpoints(), ENDPOINTS_EVERY_MS),
     );
   }
 
@@ -175,6 +196,7 @@ export class NetManager {
       encryption: this.peers !== undefined,
       ...(joined ? { mtu: joined.mtu } : {}),
       ...(this.peers ? { peers: this.peers.views() } : {}),
+      ...(joined ? { candidates: this.candidates() } : {}),
       attachments: this.translator.attachmentCount,
       // One flat map: the addon's counters carry their device in the name (both have `truncated`-like names).
       counters: {
@@ -292,13 +314,28 @@ export class NetManager {
       previous.handover.mqtt.password === handover.mqtt.password &&
       previous.handover.mqtt.ca === handover.mqtt.ca;
     const encryption = handover.encryption === true;
-    if (sameNode && previous.subnet === subnet && previous.handover.encryption === handover.encryption)
+    if (
+      sameNode &&
+      previous.subnet === subnet &&
+      previous.handover.encryption === handover.encryption &&
+      JSON.stringify(previous.handover.rendezvous) === JSON.stringify(handover.rendezvous)
+    )
       return;
     const publicIp = this.config.publicIp ?? (await this.publicAddress(handover.mqtt.url));
     const mtu = this.config.mtu ?? (await overlayMtu(this.runner, brokerHost(handover.mqtt.url), encryption));
     this.links.mtu = mtu;
     this.containers.mtu = mtu;
     const links = await this.links.setUp(subnet);
+    const rendezvous = handover.rendezvous
+      ? await resolveEndpoint(handover.rendezvous).catch((error: Error) => {
+          this.logger.warn(
+            { err: error.message },
+            'cannot resolve the rendezvous port: no reflexive address',
+          );
+          return undefined;
+        })
+      : undefined;
+    const addresses = await this.localAddresses();
     let book = previous?.book;
     if (!book || previous?.subnet !== subnet) {
       book = await AddressBook.load(this.config.dataDir, subnet, this.logger);
@@ -323,8 +360,11 @@ export class NetManager {
       book,
       control,
       mtu,
+      rendezvous,
+      localAddresses: addresses,
     };
     this.setEncryption(encryption);
+    this.probeRendezvous();
     if (sameNode) control.announce();
     this.logger.info(
       { nodeId: handover.nodeId, subnet, publicIp, gateway: links.gateway, mtu, encryption },
@@ -336,6 +376,66 @@ export class NetManager {
       );
   }
 
+  /**
+   * Where peers may reach this worker besides `publicIp`: the address and port the rendezvous port saw (behind a
+   * NAT, its mapping), then the local addresses (workers on the same network).
+   */
+  private candidates(): OverlayEndpoint[] {
+    const joined = this.joined;
+    if (!joined) return [];
+    const port = this.config.udpPort;
+    const seen = new Set([`${joined.publicIp}:${port}`]);
+    const candidates: OverlayEndpoint[] = [];
+    const reflexive = this.reflexive.address;
+    for (const candidate of [
+      ...(reflexive ? [reflexive] : []),
+      ...joined.localAddresses.map((ip) => ({ ip, port })),
+    ]) {
+      const key = `${candidate.ip}:${candidate.port}`;
+      if (seen.has(key) || candidates.length >= 8) continue;
+      seen.add(key);
+      candidates.push(candidate);
+    }
+    return candidates;
+  }
+
+  /** Asks the rendezvous port what this worker looks like from outside (encrypted overlays only). */
+  private probeRendezvous(): void {
+    const rendezvous = this.joined?.rendezvous;
+    if (!rendezvous || !this.peers || !this.udp) return;
+    const probe = this.reflexive.probe();
+    this.udp.sendBatch(
+      probe,
+      new Int32Array([0]),
+      new Int32Array([probe.length]),
+      new Uint32Array([rendezvous.ip]),
+      new Uint16Array([rendezvous.port]),
+      1,
+    );
+  }
+
+  /** Reads the addresses again and asks the rendezvous port: whatever changed is announced. */
+  private async refreshEndpoints(): Promise<void> {
+    const joined = this.joined;
+    if (!joined) return;
+    this.probeRendezvous();
+    const before = JSON.stringify([joined.publicIp, joined.localAddresses]);
+    joined.localAddresses = await this.localAddresses();
+    if (!this.config.publicIp)
+      joined.publicIp = await this.publicAddress(joined.handover.mqtt.url).catch(() => joined.publicIp);
+    if (JSON.stringify([joined.publicIp, joined.localAddresses]) !== before) {
+      this.logger.info(
+        { publicIp: joined.publicIp, localAddresses: joined.localAddresses },
+        'the addresses changed: announcing them again',
+      );
+      joined.control.announce();
+    }
+  }
+
+  private localAddresses(): Promise<string[]> {
+    return localAddresses(this.runner, [this.config.tunName, this.config.bridgeName]);
+  }
+
   /** Encrypted: the addon seals and opens, the peers handshake. Unencrypted: every key is dropped. */
   private setEncryption(on: boolean): void {
     const udp = this.udp!;
@@ -345,6 +445,7 @@ export class NetManager {
         udp,
         keys: this.keys!,
         askKey: (key) => this.joined?.control.queryKey(key),
+        askPunch: (key) => this.joined?.control.queryKey(key, true),
         logger: this.logger.child({ part: 'peers' }),
         ...(this.config.rekeyAfterMs ? { rekeyAfterMs: this.config.rekeyAfterMs } : {}),
       });
@@ -366,6 +467,7 @@ export class NetManager {
         udpPort: this.config.udpPort,
         subnet: this.joined?.subnet ?? subnet,
         publicKey: this.keys!.publicKey.toString('base64'),
+        candidates: this.candidates(),
         ts: Date.now(),
       }),
       onTable: (table) => this.applyTable(table),
@@ -386,16 +488,23 @@ export class NetManager {
       case 'removed':
         this.routeCache.remove(table.jobId);
         break;
-      case 'peer':
-        if (table.node)
-          this.peers?.forRoute(
-            table.node.nodeId,
-            table.publicKey,
-            ipToNumber(table.node.publicIp),
-            table.node.udpPort,
-          );
-        else this.peers?.unknownKey(table.publicKey);
+      case 'peer': {
+        const node = table.node;
+        if (!node) {
+          this.peers?.unknownKey(table.publicKey);
+          return;
+        }
+        const peer = this.peers?.forRoute({
+          nodeId: node.nodeId,
+          publicKey: table.publicKey,
+          publicIp: ipToNumber(node.publicIp),
+          udpPort: node.udpPort,
+          candidates: (node.candidates ?? []).map(({ ip, port }) => [ipToNumber(ip), port] as const),
+          endpointsKey: endpointsKey(node.publicIp, node.udpPort, node.candidates),
+        });
+        if (peer && table.punch) this.peers?.reachOut(peer);
         return;
+      }
     }
     this.forwarder?.retryWaiting();
   }
@@ -465,6 +574,15 @@ export class NetManager {
     }
     return parsed.data;
   }
+}
+
+/** A host and port as an address number and port (the host may be a name). */
+async function resolveEndpoint(endpoint: {
+  host: string;
+  port: number;
+}): Promise<{ ip: number; port: number }> {
+  const { address } = await lookup(endpoint.host, { family: 4 });
+  return { ip: ipToNumber(address), port: endpoint.port };
 }
 
 /** The broker's host name or address from its URL. */

@@ -268,6 +268,7 @@ export class NodeEngine {
         mqtt: registered.netMqtt ?? registered.mqtt,
         ...(registered.subnet !== undefined ? { subnet: registered.subnet } : {}),
         ...(registered.overlayEncryption !== undefined ? { encryption: registered.overlayEncryption } : {}),
+        ...(registered.rendezvous ? { rendezvous: registered.rendezvous } : {}),
       });
       this.active?.reconciler.trigger();
     });

@@ -9,6 +9,7 @@ import {
   type NodeRegistrationAuth,
   newNodeSecret,
   RegisterAckSchema,
+  type Rendezvous,
   TrustError,
   trustClusterManager,
 } from '../shared/index.js';
@@ -25,6 +26,8 @@ export interface Registered {
   subnet?: string;
   /** Whether the overlay is encrypted (told to the net manager). */
   overlayEncryption?: boolean;
+  /** The cluster manager's UDP rendezvous port (told to the net manager). */
+  rendezvous?: Rendezvous;
   /** What this registration announced: whether a net manager answered (so whether it asked for a subnet). */
   overlay: boolean;
 }

@@ -21,6 +21,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+# The NAT test flushes its routers' connection tracking (their NAT mappings).
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 # The dashboard test drives Debian's Chromium with playwright-core (no browser download works here).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -13,6 +13,16 @@ const OVERLAY_KEY = /^[A-Za-z0-9+/]{43}=$/;
 const OverlayKeySchema = z.string().regex(OVERLAY_KEY, 'a 32-byte key in base64');
 const PortSchema = z.number().int().min(1).max(65535);
 
+/** An address and UDP port a worker's overlay may be reached at. */
+export const OverlayEndpointSchema = z.object({ ip: Ipv4Schema, port: PortSchema });
+export type OverlayEndpoint = z.infer<typeof OverlayEndpointSchema>;
+/** A worker's other candidates (its local addresses, the address and port its NAT maps it to), peers try all. */
+const CandidatesSchema = z.array(OverlayEndpointSchema).max(8);
+
+/** Where a net manager asks what its address and port look like from outside (the cluster manager's UDP port). */
+export const RendezvousSchema = z.object({ host: z.string().min(1).max(253), port: PortSchema });
+export type Rendezvous = z.infer<typeof RendezvousSchema>;
+
 /** The overlay addresses an instance is deployed with; carried by `deploy`, `move` and `replicate`. */
 export const InstanceNetworkSchema = z.object({
   instanceIp: Ipv4Schema,
@@ -29,6 +39,7 @@ export const NetAnnounceSchema = z.object({
   subnet: z.string().max(32).optional(),
   /** The net manager's X25519 public key (base64): peers handshake with it when the overlay is encrypted. */
   publicKey: OverlayKeySchema.optional(),
+  candidates: CandidatesSchema.optional(),
   ts: z.number(),
 });
 export type NetAnnounce = z.infer<typeof NetAnnounceSchema>;
@@ -39,7 +50,8 @@ export type NetAnnounce = z.infer<typeof NetAnnounceSchema>;
  */
 export const NetQuerySchema = z.union([
   z.object({ ip: Ipv4Schema, ts: z.number() }),
-  z.object({ key: OverlayKeySchema, ts: z.number() }),
+  /** `punch`: a handshake to that node is under way: tell it to reach out too (opening its NAT). */
+  z.object({ key: OverlayKeySchema, punch: z.literal(true).optional(), ts: z.number() }),
 ]);
 export type NetQuery = z.infer<typeof NetQuerySchema>;
 
@@ -51,6 +63,7 @@ export const InstanceRouteSchema = z.object({
   udpPort: PortSchema,
   /** The worker's overlay key, when its net manager announced one (the encrypted overlay needs it). */
   publicKey: OverlayKeySchema.optional(),
+  candidates: CandidatesSchema.optional(),
 });
 export type InstanceRoute = z.infer<typeof InstanceRouteSchema>;
 
@@ -84,8 +97,15 @@ export const NetTableSchema = z.discriminatedUnion('kind', [
     kind: z.literal('peer'),
     publicKey: OverlayKeySchema,
     node: z
-      .object({ nodeId: z.string().min(1).max(128), publicIp: Ipv4Schema, udpPort: PortSchema })
+      .object({
+        nodeId: z.string().min(1).max(128),
+        publicIp: Ipv4Schema,
+        udpPort: PortSchema,
+        candidates: CandidatesSchema.optional(),
+      })
       .optional(),
+    /** That node is making a handshake with this one: reach out to it too (hole punching). */
+    punch: z.literal(true).optional(),
     ts: z.number(),
   }),
 ]);
@@ -104,6 +124,8 @@ export const NodeHandoverSchema = z.object({
    * manager from before encryption, which hands out no keys: unencrypted.
    */
   encryption: z.boolean().optional(),
+  /** The cluster manager's UDP port that tells a net manager its address as seen from outside. */
+  rendezvous: RendezvousSchema.optional(),
 });
 export type NodeHandover = z.infer<typeof NodeHandoverSchema>;
 
@@ -160,6 +182,8 @@ export const NetManagerStatusSchema = z.object({
       }),
     )
     .optional(),
+  /** What this net manager announces besides `publicIp`: local addresses, the reflexive one. */
+  candidates: z.array(OverlayEndpointSchema).optional(),
   attachments: z.number().int(),
   counters: z.record(z.string(), z.number()),
 });

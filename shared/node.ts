@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { HostAllowancesSchema } from './host-allowances.js';
 import { ARCHES, TECHNOLOGIES } from './job.js';
 import { MqttLoginSchema } from './mqtt-login.js';
+import { RendezvousSchema } from './net.js';
 
 export const GpuSchema = z.object({
   index: z.number().int().min(0),
@@ -89,6 +90,8 @@ export const RegisterAckSchema = z.union([
     subnet: z.string().optional(),
     /** Whether the overlay is encrypted (handed on to the net manager); absent from older cluster managers. */
     overlayEncryption: z.boolean().optional(),
+    /** The cluster manager's UDP rendezvous port (handed on to the net manager). */
+    rendezvous: RendezvousSchema.optional(),
   }),
   z.object({ error: ApiErrorBodySchema }),
 ]);

@@ -101,8 +101,11 @@ export class NetTables {
     } else {
       this.refusedEndpoints.delete(nodeId);
       const key = announce.publicKey ?? null;
-      if (store.nodes.setEndpoint(nodeId, announce.publicIp, announce.udpPort, key)) {
-        logger.info({ nodeId, endpoint, publicKey: key }, 'overlay endpoint of a node');
+      const candidates = (announce.candidates ?? []).filter(
+        (candidate) => !unreachableFromPeers(candidate.ip),
+      );
+      if (store.nodes.setEndpoint(nodeId, announce.publicIp, announce.udpPort, key, candidates)) {
+        logger.info({ nodeId, endpoint, publicKey: key, candidates }, 'overlay endpoint of a node');
         store.events.record(
           'node.endpoint',
           `node ${node.name} overlay endpoint ${endpoint}${key ? `, key ${key}` : ', no key'}`,
@@ -142,11 +145,24 @@ export class NetTables {
     if (!store.nodes.get(nodeId) || !this.mqtt?.connected) return;
     if ('key' in query) {
       const peer = store.nodes.withOverlayKey(query.key);
-      const node =
-        peer?.publicIp && peer.udpPort
-          ? { nodeId: peer.id, publicIp: peer.publicIp, udpPort: peer.udpPort }
-          : undefined;
+      const node = peer && peerOf(peer);
       this.send(nodeId, { kind: 'peer', publicKey: query.key, ...(node ? { node } : {}), ts: now }, 'answer');
+      // Hole punching: the node it wants to reach reaches out too, which opens its own NAT for the asker.
+      const asker = store.nodes.get(nodeId);
+      const askerPeer = asker && peerOf(asker);
+      if (
+        query.punch &&
+        peer &&
+        peer.id !== nodeId &&
+        asker?.overlayKey &&
+        askerPeer &&
+        this.options.isOnline(peer.id)
+      )
+        this.send(
+          peer.id,
+          { kind: 'peer', publicKey: asker.overlayKey, node: askerPeer, punch: true, ts: now },
+          'answer',
+        );
       return;
     }
     const job = store.jobs.findLiveJobByAddress(query.ip);
@@ -224,6 +240,7 @@ export class NetTables {
           publicIp: node.publicIp,
           udpPort: node.udpPort,
           ...(node.overlayKey ? { publicKey: node.overlayKey } : {}),
+          ...(node.overlayCandidates.length > 0 ? { candidates: node.overlayCandidates } : {}),
         };
       }
       instances.push({
@@ -307,4 +324,15 @@ export class NetTables {
       }
     });
   }
+}
+
+/** A node as a `peer` table names it: where to reach it; undefined before its net manager announced itself. */
+function peerOf(node: NodeRecord) {
+  if (!node.publicIp || !node.udpPort) return undefined;
+  return {
+    nodeId: node.id,
+    publicIp: node.publicIp,
+    udpPort: node.udpPort,
+    ...(node.overlayCandidates.length > 0 ? { candidates: node.overlayCandidates } : {}),
+  };
 }

@@ -8,6 +8,7 @@ import {
   NodeInfoSchema,
   NodeRegistrationAuthSchema,
   type RegisterAck,
+  type Rendezvous,
 } from '../../shared/index.js';
 import { hashSecret, newSecret, sameSecret } from '../secrets.js';
 import type { NodeRecord, Store } from '../store/index.js';
@@ -24,6 +25,8 @@ export interface RegistryOptions {
   telemetryIntervalMs: number;
   /** Whether the overlay is encrypted: told to every node that gets a subnet. */
   overlayEncryption: boolean;
+  /** The rendezvous port as the node reaches it (the host it reached the cluster manager at). */
+  rendezvousFor?: (host: string | undefined) => Rendezvous;
   /** The MQTT login and URL handed to a node; `host` is how the node reached us. */
   mqttFor(node: { id: string; secret: string }, host: string | undefined): MqttLogin;
   /** The net manager's login, when it is not the node's own (an external broker with per-node logins). */
@@ -229,6 +232,7 @@ export class NodeRegistry {
       publicIp: previous?.publicIp ?? null,
       udpPort: previous?.udpPort ?? null,
       overlayKey: previous?.overlayKey ?? null,
+      overlayCandidates: previous?.overlayCandidates ?? [],
     };
     this.store.transaction(() => {
       this.store.nodes.upsert(record);
@@ -253,7 +257,11 @@ export class NodeRegistry {
         ...(netMqtt ? { netMqtt } : {}),
         telemetryIntervalMs: this.options.telemetryIntervalMs,
         ...(record.subnet
-          ? { subnet: record.subnet, overlayEncryption: this.options.overlayEncryption }
+          ? {
+              subnet: record.subnet,
+              overlayEncryption: this.options.overlayEncryption,
+              ...(this.options.rendezvousFor ? { rendezvous: this.options.rendezvousFor(hostHeader) } : {}),
+            }
           : {}),
       },
       secretChanged: previous?.secretHash !== record.secretHash,

@@ -134,6 +134,8 @@ const MIGRATIONS: string[] = [
    );`,
   // The overlay key its net manager announced (X25519, base64): route tables hand it to peers.
   'ALTER TABLE nodes ADD COLUMN overlay_key TEXT;',
+  // Where else its net manager may be reached (JSON [{ip, port}]: local addresses, its NAT's mapping).
+  'ALTER TABLE nodes ADD COLUMN overlay_candidates TEXT;',
 ];
 
 /**

@@ -1,4 +1,4 @@
-import type { NodeInfo, NodeStatus, NodeTelemetry } from '../../shared/index.js';
+import type { NodeInfo, NodeStatus, NodeTelemetry, OverlayEndpoint } from '../../shared/index.js';
 import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
 import type { Indexed, UndoLog } from './undo-log.js';
@@ -19,6 +19,8 @@ export interface NodeRecord {
   udpPort: number | null;
   /** Its net manager's overlay key (X25519, base64): peers handshake with it. */
   overlayKey: string | null;
+  /** Other endpoints its net manager announced (local addresses, its NAT's mapping): peers try them all. */
+  overlayCandidates: OverlayEndpoint[];
 }
 
 interface NodeRow {
@@ -35,6 +37,7 @@ interface NodeRow {
   public_ip: string | null;
   udp_port: number | null;
   overlay_key: string | null;
+  overlay_candidates: string | null;
 }
 
 function fromRow(row: NodeRow): NodeRecord {
@@ -52,6 +55,9 @@ function fromRow(row: NodeRow): NodeRecord {
     publicIp: row.public_ip,
     udpPort: row.udp_port,
     overlayKey: row.overlay_key,
+    overlayCandidates: row.overlay_candidates
+      ? (JSON.parse(row.overlay_candidates) as OverlayEndpoint[])
+      : [],
   };
 }
 
@@ -114,7 +120,12 @@ export class NodeStore {
     return id === undefined ? undefined : this.byId.get(id);
   }
 
-  upsert(node: Omit<NodeRecord, 'telemetry' | 'subnet' | 'publicIp' | 'udpPort' | 'overlayKey'>): void {
+  upsert(
+    node: Omit<
+      NodeRecord,
+      'telemetry' | 'subnet' | 'publicIp' | 'udpPort' | 'overlayKey' | 'overlayCandidates'
+    >,
+  ): void {
     this.db
       .prepare(
         `INSERT INTO nodes (id, name, secret_hash, info, address, status, registered_at, last_seen)
@@ -131,6 +142,7 @@ export class NodeStore {
       publicIp: null,
       udpPort: null,
       overlayKey: null,
+      overlayCandidates: [],
       ...previous,
       ...node,
     };
@@ -180,15 +192,30 @@ export class NodeStore {
     return [...this.byId.values()].flatMap((node) => (node.subnet ? [node.subnet] : []));
   }
 
-  /** Stores the overlay endpoint and key; returns whether either changed. */
-  setEndpoint(id: string, publicIp: string, udpPort: number, overlayKey: string | null = null): boolean {
+  /** Stores the overlay endpoint, key and candidates; returns whether any changed. */
+  setEndpoint(
+    id: string,
+    publicIp: string,
+    udpPort: number,
+    overlayKey: string | null = null,
+    overlayCandidates: OverlayEndpoint[] = [],
+  ): boolean {
     const node = this.byId.get(id);
-    if (!node || (node.publicIp === publicIp && node.udpPort === udpPort && node.overlayKey === overlayKey))
+    const candidates = JSON.stringify(overlayCandidates);
+    if (
+      !node ||
+      (node.publicIp === publicIp &&
+        node.udpPort === udpPort &&
+        node.overlayKey === overlayKey &&
+        JSON.stringify(node.overlayCandidates) === candidates)
+    )
       return false;
     this.db
-      .prepare('UPDATE nodes SET public_ip = ?, udp_port = ?, overlay_key = ? WHERE id = ?')
-      .run(publicIp, udpPort, overlayKey, id);
-    this.patch(id, { publicIp, udpPort, overlayKey }, () => this.changes.emit(id));
+      .prepare(
+        'UPDATE nodes SET public_ip = ?, udp_port = ?, overlay_key = ?, overlay_candidates = ? WHERE id = ?',
+      )
+      .run(publicIp, udpPort, overlayKey, candidates, id);
+    this.patch(id, { publicIp, udpPort, overlayKey, overlayCandidates }, () => this.changes.emit(id));
     return true;
   }
 

@@ -74,10 +74,13 @@ export class RouteTableClient {
     return true;
   }
 
-  /** Asks which node has this overlay key (a handshake came from it); the answer is a `peer` table. */
-  queryKey(key: string): boolean {
+  /**
+   * Asks which node has this overlay key (a handshake came from it); the answer is a `peer` table. `punch`: a
+   * handshake to it is starting, and the cluster manager should have it reach out too.
+   */
+  queryKey(key: string, punch = false): boolean {
     if (!this.client.connected) return false;
-    this.publish(topics.netQuery(this.options.nodeId), { key, ts: Date.now() });
+    this.publish(topics.netQuery(this.options.nodeId), { key, ...(punch ? { punch } : {}), ts: Date.now() });
     return true;
   }
 

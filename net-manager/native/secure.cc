@@ -10,6 +10,9 @@ namespace {
 
 constexpr size_t kInitiationBytes = 132;
 constexpr size_t kResponseBytes = 76;
+// The cluster manager's rendezvous answer (control/reflexive-address.ts): handed up like a handshake message.
+constexpr uint8_t kTypeRendezvousAnswer = 6;
+constexpr size_t kRendezvousAnswerBytes = 26;
 constexpr int kMaxSlots = 1 << 20;
 
 void PutLe32(uint8_t* p, uint32_t v) {
@@ -198,8 +201,11 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
     counters_.plaintext++;
     return Opened::kDropped;
   }
-  if (type == kTypeInitiation || type == kTypeResponse) {
-    if (size != (type == kTypeInitiation ? kInitiationBytes : kResponseBytes)) {
+  if (type == kTypeInitiation || type == kTypeResponse || type == kTypeRendezvousAnswer) {
+    size_t expected = type == kTypeInitiation ? kInitiationBytes
+                      : type == kTypeResponse ? kResponseBytes
+                                              : kRendezvousAnswerBytes;
+    if (size != expected) {
       counters_.badLength++;
       return Opened::kDropped;
     }

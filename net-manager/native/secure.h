@@ -9,6 +9,9 @@
 // The receiver index names the session at the receiving end; the counter is the nonce (4 zero bytes, then the
 // counter little-endian), checked against a sliding replay window. An empty packet is a keepalive.
 //
+// Handshake messages (types 1 and 2) and the cluster manager's rendezvous answers (type 6) are handed up to
+// TypeScript as they came; anything else that is not a data message is dropped and counted.
+//
 // Each peer (a slot number the TypeScript side chooses) has at most three sessions: `current` (sealing),
 // `next` (made by a handshake this side answered; it becomes current when the first packet sealed with it
 // arrives, which confirms the other side has the keys) and `previous` (still opens packets in flight). A

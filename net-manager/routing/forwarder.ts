@@ -1,4 +1,4 @@
-import type { Peers } from '../secure/peers.js';
+import type { PeerRoute, Peers } from '../secure/peers.js';
 import type { TunDevice } from '../tun.js';
 import { PROMOTED, SEALED_HEADER, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import type { TranslateResult, Translator } from './translator.js';
@@ -10,6 +10,8 @@ import type { TranslateResult, Translator } from './translator.js';
 export const SLOT_BYTES = 2048;
 /** Packets from the TUN start this far into the buffer: the first one also has room for its header. */
 const HEADROOM = SEALED_HEADER;
+/** The first byte of the cluster manager's rendezvous answer (control/reflexive-address.ts). */
+const TYPE_RENDEZVOUS_ANSWER = 6;
 /** Packets handled per read: one `recvmmsg`/`sendmmsg` and one pass of JavaScript over a shared buffer. */
 export const BATCH = 64;
 /** How long a packet waits for the cluster manager to resolve its destination (then it is dropped). */
@@ -55,6 +57,8 @@ export interface ForwarderOptions {
   translator: Translator;
   /** Ask the cluster manager which job owns `ip` (the answer comes back through the translator's route cache). */
   query: (ip: number) => void;
+  /** Encrypted: an answer from the cluster manager's rendezvous port (type 6), as the addon handed it up. */
+  onRendezvousAnswer?: (buffer: Buffer, offset: number, length: number) => void;
   /** Polling the TUN or the UDP socket failed (the fd went bad): the data plane has stopped. */
   onError: (error: Error) => void;
   now?: () => number;
@@ -88,6 +92,7 @@ export class Forwarder {
   private readonly translator: Translator;
   private readonly query: (ip: number) => void;
   private readonly onError: (error: Error) => void;
+  private readonly onRendezvousAnswer: ForwarderOptions['onRendezvousAnswer'];
   private readonly now: () => number;
   private readonly tunBuffer = Buffer.alloc(HEADROOM + SLOT_BYTES * BATCH);
   /** The TUN reads into this view: packet i lands at HEADROOM + i * SLOT_BYTES of tunBuffer. */
@@ -120,6 +125,7 @@ export class Forwarder {
     this.translator = options.translator;
     this.query = options.query;
     this.onError = options.onError;
+    this.onRendezvousAnswer = options.onRendezvousAnswer;
     this.now = options.now ?? Date.now;
   }
 
@@ -217,7 +223,9 @@ export class Forwarder {
         const tag = this.peerSlots[i]!;
         const length = this.peerLengths[i]!;
         if (tag === -1) {
-          peers.onHandshake(buffer, i * SLOT_BYTES, length, this.peerAddresses[i]!, this.peerPorts[i]!);
+          const offset = i * SLOT_BYTES;
+          if (buffer[offset] === TYPE_RENDEZVOUS_ANSWER) this.onRendezvousAnswer?.(buffer, offset, length);
+          else peers.onHandshake(buffer, offset, length, this.peerAddresses[i]!, this.peerPorts[i]!);
           continue;
         }
         const slot = tag & ~PROMOTED;
@@ -406,10 +414,7 @@ export class Forwarder {
     const peers = this.peers;
     if (peers) {
       const route = result.route!;
-      const peer =
-        route.publicKey === null
-          ? null
-          : peers.forRoute(route.nodeId, route.publicKey, route.publicIp, route.udpPort);
+      const peer = route.publicKey === null ? null : peers.forRoute(route as PeerRoute);
       if (!peer) {
         this.counters.noPeerKey++;
         return false;

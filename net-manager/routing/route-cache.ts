@@ -17,6 +17,10 @@ export interface CachedRoute {
   readonly udpPort: number;
   /** The worker's overlay key (base64), null when its net manager announced none. */
   readonly publicKey: string | null;
+  /** Its other endpoints (local addresses, its NAT's mapping), as [ip, port] pairs: handshakes try them all. */
+  readonly candidates: readonly (readonly [number, number])[];
+  /** The endpoint and candidates in one string: what a peer compares to see that they changed. */
+  readonly endpointsKey: string;
 }
 
 export interface CachedInstance {
@@ -80,6 +84,7 @@ export interface CachedJobView {
       publicIp: string;
       udpPort: number;
       publicKey: string | null;
+      candidates: string[];
     } | null;
   }[];
 }
@@ -268,6 +273,7 @@ export class RouteCache {
           publicIp: numberToIp(route.publicIp),
           udpPort: route.udpPort,
           publicKey: route.publicKey,
+          candidates: route.candidates.map(([ip, port]) => `${numberToIp(ip)}:${port}`),
         },
       })),
     }));
@@ -286,6 +292,8 @@ export class RouteCache {
             publicIp: ipToNumber(route.publicIp),
             udpPort: route.udpPort,
             publicKey: route.publicKey ?? null,
+            candidates: (route.candidates ?? []).map(({ ip, port }) => [ipToNumber(ip), port] as const),
+            endpointsKey: endpointsKey(route.publicIp, route.udpPort, route.candidates),
           }
         : null,
     };
@@ -329,4 +337,13 @@ export class RouteCache {
 function sortTargets(job: CachedJob): void {
   job.localTargets = job.instances.filter((instance) => instance.route?.local === true);
   job.remoteTargets = job.instances.filter((instance) => instance.route !== null && !instance.route.local);
+}
+
+/** `192.0.2.1:50103 10.0.0.5:50103 ...`: a worker's endpoint and candidates, to compare. */
+export function endpointsKey(
+  publicIp: string,
+  udpPort: number,
+  candidates: readonly { ip: string; port: number }[] = [],
+): string {
+  return [`${publicIp}:${udpPort}`, ...candidates.map(({ ip, port }) => `${ip}:${port}`)].join(' ');
 }

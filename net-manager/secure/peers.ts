@@ -37,6 +37,8 @@ export const REKEY_AFTER_MS = 120_000;
 /** The addon's limit (secure.h kRejectAfterMs): past it a session neither seals nor opens. */
 export const REJECT_AFTER_MS = 180_000;
 export const KEEPALIVE_MS = 10_000;
+/** A peer in use hears from this side at least this often, so that NATs on the way keep its mapping. */
+export const PERSISTENT_KEEPALIVE_MS = 25_000;
 export const IDLE_MS = 10 * 60_000;
 export const STAGED_MAX = 128;
 /** Handshake messages taken per second, all peers together (each costs two or three Diffie-Hellmans). */
@@ -55,6 +57,8 @@ export interface PeerCounters {
   unknownKeys: number;
   stagedDropped: number;
   keepalivesSent: number;
+  /** Handshakes started because a peer in use stopped answering. */
+  contactLost: number;
 }
 
 interface Session {
@@ -68,8 +72,10 @@ export interface Peer {
   readonly nodeId: string;
   readonly publicKey: Buffer;
   readonly keyText: string;
-  /** The endpoint the cluster manager last gave for it: set again in the addon only when that changes. */
+  /** The endpoint and candidates the cluster manager last gave for it: set again only when they change. */
   announced: string;
+  /** Where handshakes go besides the addon's endpoint: the candidates, as [ip, port]. */
+  candidates: readonly (readonly [number, number])[];
   initiation: { state: InitiatorState; sentAt: number; firstAt: number } | null;
   current: Session | null;
   next: Session | null;
@@ -92,11 +98,23 @@ export interface PeerView {
   roams: number;
 }
 
+/** What a peer is made from: a cached route (or a `peer` table) with the worker's key. */
+export interface PeerRoute {
+  nodeId: string;
+  publicKey: string;
+  publicIp: number;
+  udpPort: number;
+  candidates: readonly (readonly [number, number])[];
+  endpointsKey: string;
+}
+
 export interface PeersOptions {
   udp: UdpEndpoint;
   keys: StaticKeys;
   /** A handshake came from a key no cached peer has: ask the cluster manager whose it is. */
   askKey: (keyText: string) => void;
+  /** A handshake to a peer without a session starts: have the cluster manager tell it to reach out too. */
+  askPunch?: (keyText: string) => void;
   logger: Logger;
   rekeyAfterMs?: number;
   now?: () => number;
@@ -114,6 +132,7 @@ export class Peers {
     unknownKeys: 0,
     stagedDropped: 0,
     keepalivesSent: 0,
+    contactLost: 0,
   };
   private readonly udp: UdpEndpoint;
   private readonly keys: StaticKeys;
@@ -156,12 +175,14 @@ export class Peers {
    * The peer with this key, made if new, its endpoint set in the addon when the cluster manager's changed.
    * Called per packet: one Map lookup and a string compare when nothing changed.
    */
-  forRoute(nodeId: string, keyText: string, endpointIp: number, endpointPort: number): Peer | null {
+  forRoute(route: PeerRoute): Peer | null {
+    const { nodeId, publicKey: keyText, publicIp: endpointIp, udpPort: endpointPort } = route;
     let peer = this.byKey.get(keyText);
-    const announced = `${endpointIp}:${endpointPort}`;
+    const announced = route.endpointsKey;
     if (peer && peer.nodeId === nodeId) {
       if (peer.announced !== announced) {
         peer.announced = announced;
+        peer.candidates = route.candidates;
         this.udp.setPeer(peer.slot, endpointIp, endpointPort);
       }
       return peer;
@@ -176,6 +197,7 @@ export class Peers {
       publicKey,
       keyText,
       announced,
+      candidates: route.candidates,
       initiation: null,
       current: null,
       next: null,
@@ -263,7 +285,7 @@ export class Peers {
           this.counters.stagedDropped += peer.staged.length;
           peer.staged = [];
         } else {
-          this.sendInitiation(peer, now, initiation.firstAt);
+          this.sendInitiation(peer, now, initiation.firstAt, !this.canSeal(peer, now));
         }
       }
       const current = peer.current;
@@ -276,13 +298,25 @@ export class Peers {
       }
       if (current && this.canSeal(peer, now)) {
         const native = this.udp.peer(peer.slot);
+        // Sending and hearing nothing back (a NAT on the way lost its mapping, the peer moved): a new handshake
+        // to every endpoint, and the peer told to reach out too.
         if (
           native &&
-          native.msSinceReceived >= 0 &&
-          native.msSinceReceived < KEEPALIVE_MS &&
-          (native.msSinceSent < 0 || native.msSinceSent >= KEEPALIVE_MS)
-        )
-          this.sendKeepalive(peer);
+          !peer.initiation &&
+          now - peer.lastUsed < KEEPALIVE_MS &&
+          (native.msSinceReceived < 0 || native.msSinceReceived >= KEEPALIVE_MS + RETRY_MS)
+        ) {
+          this.counters.contactLost++;
+          this.sendInitiation(peer, now, now, true);
+        }
+        const quiet = native !== null && (native.msSinceSent < 0 || native.msSinceSent >= KEEPALIVE_MS);
+        // Passive: it sent something lately and heard nothing back. Persistent: NATs forget quiet mappings.
+        const answer = quiet && native.msSinceReceived >= 0 && native.msSinceReceived < KEEPALIVE_MS;
+        const holdMapping =
+          native !== null &&
+          (native.msSinceSent < 0 || native.msSinceSent >= PERSISTENT_KEEPALIVE_MS) &&
+          now - peer.lastUsed < IDLE_MS;
+        if (answer || holdMapping) this.sendKeepalive(peer);
       }
       if (now - peer.lastUsed >= IDLE_MS && !peer.initiation && peer.staged.length === 0) {
         const native = this.udp.peer(peer.slot);
@@ -314,13 +348,25 @@ export class Peers {
     this.held.clear();
   }
 
+  /**
+   * The cluster manager says the peer is making a handshake with this side (hole punching): without a session,
+   * this side initiates too, which opens its own NAT for the peer's packets.
+   */
+  reachOut(peer: Peer): void {
+    const now = this.now();
+    if (this.canSeal(peer, now)) return;
+    this.sendInitiation(peer, now, peer.initiation?.firstAt ?? now, false);
+  }
+
   /** Starts a handshake unless one is under way (the retry timer sends it again). */
   initiate(peer: Peer, now = this.now()): void {
     if (peer.initiation) return;
-    this.sendInitiation(peer, now, now);
+    // Without a session the peer may sit behind a NAT that drops this until it has sent this way itself.
+    this.sendInitiation(peer, now, now, !this.canSeal(peer, now));
   }
 
-  private sendInitiation(peer: Peer, now: number, firstAt: number): void {
+  /** `punch`: also have the cluster manager tell the peer to reach out (its NAT may drop this until it does). */
+  private sendInitiation(peer: Peer, now: number, firstAt: number, punch: boolean): void {
     if (peer.initiation) this.initiations.delete(peer.initiation.state.senderIndex);
     const senderIndex = this.freshIndex();
     let created: ReturnType<typeof createInitiation>;
@@ -338,8 +384,20 @@ export class Peers {
     peer.initiation = { state: created.state, sentAt: now, firstAt };
     this.initiations.set(senderIndex, peer);
     this.counters.handshakesInitiated++;
+    // To every endpoint it may be at: the one in use, then its candidates; the first to answer wins (and the
+    // packets that leave this side open this side's NAT for the answers).
     const native = this.udp.peer(peer.slot);
-    if (native) this.sendRaw(created.message, native.address, native.port);
+    const tried = new Set<string>();
+    for (const [address, port] of [
+      ...(native ? [[native.address, native.port] as const] : []),
+      ...peer.candidates,
+    ]) {
+      const key = `${address}:${port}`;
+      if (tried.has(key)) continue;
+      tried.add(key);
+      this.sendRaw(created.message, address, port);
+    }
+    if (punch) this.options.askPunch?.(peer.keyText);
   }
 
   private answerInitiation(message: Buffer, address: number, port: number, now: number): void {

@@ -52,6 +52,7 @@ export async function startClusterManager(
     telemetryIntervalMs: 2000,
     insecure: false,
     overlayPlaintext: false,
+    rendezvousPort: 0,
     tlsSans: [],
     registrationRatePerS: 50,
     mqttDynsec: false,

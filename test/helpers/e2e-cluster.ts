@@ -96,6 +96,8 @@ export class E2eCluster {
       BINS.clusterManager,
       [
         ...['--host', this.host, '--http-port', String(this.httpPort), ...broker],
+        // Any free UDP port: clusters of different tests (and benches) may run side by side.
+        ...['--rendezvous-port', '0'],
         ...['--data-dir', this.cmDataDir, ...(this.options.insecure ? ['--insecure'] : [])],
         ...(this.options.overlayPlaintext ? ['--overlay-plaintext'] : []),
         ...(this.options.registrationRate === undefined

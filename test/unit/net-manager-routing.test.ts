@@ -129,6 +129,8 @@ describe('net manager routing: route cache', () => {
       publicIp: ip('192.168.1.2'),
       udpPort: 50103,
       publicKey: null,
+      candidates: [],
+      endpointsKey: '192.168.1.2:50103',
     });
 
     // Instance 1 stopped and instance 2 appeared.

@@ -1,0 +1,145 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NetManagerStatusSchema } from '../../shared/index.js';
+import { containersWithLabel, pingIn } from '../helpers/docker.js';
+import { allRunning, E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
+import { NattedHost } from '../helpers/nat.js';
+import { TestNetwork } from '../helpers/netns.js';
+import { BINS, Program } from '../helpers/programs.js';
+import { waitFor } from '../helpers/wait.js';
+
+const WORKERS = ['nat-1', 'nat-2'];
+
+/**
+ * Two workers, each behind its own NAT (a router namespace with iptables MASQUERADE), the cluster manager on the
+ * "public" test bridge, nobody setting --public-ip: each net manager announces its private address, learns from
+ * the cluster manager's rendezvous port what its NAT maps it to, and announces that too. A handshake goes to every
+ * candidate while the cluster manager has the other side reach out as well, which opens both NATs: the path is
+ * direct, router to router.
+ */
+describe('the overlay through two NATs', () => {
+  let network: TestNetwork | undefined;
+  const hosts = new Map<string, NattedHost>();
+  const netManagers = new Map<string, Program>();
+  let cluster: E2eCluster | undefined;
+
+  beforeAll(async () => {
+    network = TestNetwork.create();
+    network.allowHostToHost();
+    cluster = new E2eCluster({ host: network.bridgeAddress, nodeTimeoutMs: 15_000 });
+    await cluster.startClusterManager();
+    for (const [index, name] of WORKERS.entries()) {
+      const host = NattedHost.create(network, index + 1);
+      hosts.set(name, host);
+      const dataDir = join(cluster.dir, `nm-${name}`);
+      const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
+      netManagers.set(name, nm);
+      await nm.waitForLog(/net manager listening/);
+      await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
+        netns: host.namespace,
+      });
+    }
+    await cluster.waitForNodes(WORKERS);
+  }, 90_000);
+
+  afterAll(async () => {
+    try {
+      if (process.env.E2E_DEBUG)
+        for (const name of WORKERS) {
+          const host = hosts.get(name)!;
+          console.log(name, JSON.stringify(netStatus(name).peers), netStatus(name).candidates);
+          console.log(
+            name,
+            host.exec('curl', [
+              '-s',
+              '--unix-socket',
+              join(cluster!.dir, `nm-${name}`, 'net-manager.sock'),
+              'http://x/v1/routes',
+            ]),
+          );
+          console.log('router', host.router.exec('conntrack', ['-L', '-p', 'udp']));
+        }
+      await cluster?.stop();
+      await Promise.all([...netManagers.values()].map((nm) => nm.stop()));
+    } finally {
+      network?.destroy();
+    }
+  });
+
+  const netStatus = (name: string) =>
+    NetManagerStatusSchema.parse(
+      JSON.parse(
+        hosts
+          .get(name)!
+          .exec('curl', [
+            '-s',
+            '--unix-socket',
+            join(cluster!.dir, `nm-${name}`, 'net-manager.sock'),
+            'http://x/v1/status',
+          ]),
+      ),
+    );
+
+  const createOn = async (name: string, worker: string) => {
+    const job = await cluster!.createJob({
+      name,
+      image: 'edge/busybox:latest',
+      command: WORKLOAD,
+      constraints: { nodes: [worker] },
+    });
+    const body = (await cluster!.waitForJob(
+      job.id,
+      (view) =>
+        allRunning(view) &&
+        (view as { instances: { namespaceIp?: string }[] }).instances.every((i) => i.namespaceIp),
+      `${name} running on the overlay`,
+    )) as unknown as { instances: { instanceIp: string }[] };
+    const containers = containersWithLabel(`edge.job=${job.id}`).filter((c) => c.state === 'running');
+    return { instanceIp: body.instances[0]!.instanceIp, container: containers[0]!.id };
+  };
+
+  it('announces the NAT mapping the rendezvous port saw, beside the private address', async () => {
+    for (const [name, host] of hosts) {
+      await waitFor(
+        () => netStatus(name).candidates?.some((candidate) => candidate.ip === host.router.address),
+        `${name}'s NAT mapping among its candidates`,
+      );
+      const status = netStatus(name);
+      expect(status.publicIp).toBe(host.address);
+      expect(status.candidates).toContainEqual({ ip: host.router.address, port: 50103 });
+    }
+  });
+
+  it('reaches across both NATs on a direct path, both ways, and recovers when the NATs forget their mappings', async () => {
+    const one = await createOn('nat-one', 'nat-1');
+    const two = await createOn('nat-two', 'nat-2');
+    await waitFor(
+      () => pingIn(one.container, two.instanceIp),
+      'ping from behind NAT 1 to behind NAT 2',
+      30_000,
+    );
+    await waitFor(
+      () => pingIn(two.container, one.instanceIp),
+      'ping from behind NAT 2 to behind NAT 1',
+      30_000,
+    );
+    // Direct: each side's peer is the other's router (its NAT mapping), not a relay and not a private address.
+    for (const [name, other] of [
+      ['nat-1', 'nat-2'],
+      ['nat-2', 'nat-1'],
+    ] as const) {
+      const peer = netStatus(name).peers?.find((candidate) => candidate.session === 'established');
+      expect(peer?.endpoint).toBe(`${hosts.get(other)!.router.address}:50103`);
+    }
+
+    for (const host of hosts.values()) host.flushMappings();
+    const flushedAt = Date.now();
+    await waitFor(
+      () => pingIn(one.container, two.instanceIp) && pingIn(two.container, one.instanceIp),
+      'both ways again after the NATs forgot their mappings',
+      60_000,
+      500,
+    );
+    console.log(`traffic recovered ${Date.now() - flushedAt} ms after the NAT mappings were flushed`);
+  }, 150_000);
+});
