@@ -161,6 +161,7 @@ describe('net manager routing: route cache', () => {
               publicIp: '192.168.1.1',
               udpPort: 50103,
               publicKey: null,
+              candidates: [],
             },
           },
         ],
