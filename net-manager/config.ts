@@ -30,6 +30,13 @@ export const optionSpecs = {
     type: 'string',
     default: '10.16.0.0/12',
   },
+  cipher: {
+    env: 'NM_CIPHER',
+    description:
+      'data cipher: auto (AES-256-GCM with peers where both CPUs have AES instructions, else ChaCha20-Poly1305) or chacha20-poly1305',
+    type: 'string',
+    default: 'auto',
+  },
   'rekey-seconds': {
     env: 'NM_REKEY_SECONDS',
     description: 'encrypted overlay: new session keys with a peer in use after this many seconds (2-120)',
@@ -67,6 +74,8 @@ export interface NetManagerConfig {
   overlayRoute: string;
   /** `--mtu`; undefined: from the underlay (plumbing/underlay-mtu.ts). */
   mtu: number | undefined;
+  /** `--cipher`: whether AES-256-GCM is offered in handshakes (`auto`, where this CPU has AES instructions). */
+  cipher: 'auto' | 'chacha20-poly1305';
   /** `--rekey-seconds`: how often sessions with a peer in use get new keys (default 120 s, WireGuard's). */
   rekeyAfterMs: number | undefined;
   /** TSO/GRO on the TUN and GSO/GRO on the UDP socket (see net-manager/tun.ts); off with --no-offload. */
@@ -106,6 +115,8 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetMana
   }
   if (route.prefix < 8)
     throw new ConfigError('--overlay-route is wider than a /8: it would swallow the underlay');
+  if (options.cipher !== 'auto' && options.cipher !== 'chacha20-poly1305')
+    throw new ConfigError(`--cipher: "${options.cipher}" is not auto or chacha20-poly1305`);
   if (options['rekey-seconds'] < 2 || options['rekey-seconds'] > 120)
     throw new ConfigError('--rekey-seconds must be between 2 and 120 (sessions end after 180 s)');
   const mtu = options.mtu;
@@ -125,6 +136,7 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetMana
     overlayRoute: options['overlay-route'],
     mtu: options.mtu,
     rekeyAfterMs: options['rekey-seconds'] * 1000,
+    cipher: options.cipher as NetManagerConfig['cipher'],
     offload: !options['no-offload'],
   };
 }

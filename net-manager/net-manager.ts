@@ -35,6 +35,7 @@ import { overlayMtu } from './plumbing/underlay-mtu.js';
 import { Forwarder, QUERY_TIMEOUT_MS } from './routing/forwarder.js';
 import { endpointsKey, RouteCache } from './routing/route-cache.js';
 import { Translator } from './routing/translator.js';
+import { hasAesInstructions } from './secure/aes-hardware.js';
 import { loadOverlayKeys } from './secure/keys.js';
 import type { StaticKeys } from './secure/noise.js';
 import { Peers } from './secure/peers.js';
@@ -446,6 +447,7 @@ export class NetManager {
         keys: this.keys!,
         askKey: (key) => this.joined?.control.queryKey(key),
         askPunch: (key) => this.joined?.control.queryKey(key, true),
+        offerAes: this.config.cipher === 'auto' && hasAesInstructions(),
         logger: this.logger.child({ part: 'peers' }),
         ...(this.config.rekeyAfterMs ? { rekeyAfterMs: this.config.rekeyAfterMs } : {}),
       });

@@ -117,6 +117,7 @@ export interface NativeUdp {
     sendKey: Uint8Array,
     recvKey: Uint8Array,
     role: 0 | 1,
+    cipher?: 0 | 1,
   ): boolean;
   removeSession(localIndex: number): void;
   peer(slot: number): NativePeer | null;

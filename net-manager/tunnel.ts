@@ -105,8 +105,8 @@ export class UdpEndpoint {
 
   /**
    * Installs a session's keys: `current` (sealing from now on; the one before stays to open what is in flight)
-   * or `next` (answered here; it seals once the first packet sealed with it arrives). False when `localIndex` is
-   * taken or `slot` is no peer.
+   * or `next` (answered here; it seals once the first packet sealed with it arrives), with the data cipher the
+   * handshake picked. False when `localIndex` is taken or `slot` is no peer.
    */
   addSession(
     slot: number,
@@ -115,6 +115,7 @@ export class UdpEndpoint {
     sendKey: Uint8Array,
     recvKey: Uint8Array,
     role: 'current' | 'next',
+    cipher: 'chacha20-poly1305' | 'aes-256-gcm' = 'chacha20-poly1305',
   ): boolean {
     return this.native.addSession(
       slot,
@@ -123,6 +124,7 @@ export class UdpEndpoint {
       sendKey,
       recvKey,
       role === 'current' ? 0 : 1,
+      cipher === 'aes-256-gcm' ? 1 : 0,
     );
   }
 

@@ -175,6 +175,7 @@ export const NetManagerStatusSchema = z.object({
         publicKey: z.string(),
         endpoint: z.string(),
         session: z.enum(['established', 'handshaking', 'none']),
+        cipher: z.enum(['chacha20-poly1305', 'aes-256-gcm']).nullable().optional(),
         lastHandshakeMsAgo: z.number().nullable(),
         rxBytes: z.number(),
         txBytes: z.number(),

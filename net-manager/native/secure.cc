@@ -8,8 +8,8 @@ namespace edge_secure {
 
 namespace {
 
-constexpr size_t kInitiationBytes = 132;
-constexpr size_t kResponseBytes = 76;
+constexpr size_t kInitiationBytes = 133;
+constexpr size_t kResponseBytes = 77;
 // The cluster manager's rendezvous answer (control/reflexive-address.ts): handed up like a handshake message.
 constexpr uint8_t kTypeRendezvousAnswer = 6;
 constexpr size_t kRendezvousAnswerBytes = 26;
@@ -64,19 +64,30 @@ void ReplayWindow::Accept(uint64_t counter) {
   words_[word % kWords] |= uint64_t{1} << (counter & 63);
 }
 
-Channel::Channel() : seal_(EVP_CIPHER_CTX_new()), open_(EVP_CIPHER_CTX_new()) {
-  if (seal_ == nullptr || open_ == nullptr ||
-      EVP_EncryptInit_ex(seal_, EVP_chacha20_poly1305(), nullptr, nullptr, nullptr) != 1 ||
-      EVP_DecryptInit_ex(open_, EVP_chacha20_poly1305(), nullptr, nullptr, nullptr) != 1) {
-    EVP_CIPHER_CTX_free(seal_);
-    EVP_CIPHER_CTX_free(open_);
+Channel::Channel() {
+  const EVP_CIPHER* ciphers[2] = {EVP_chacha20_poly1305(), EVP_aes_256_gcm()};
+  bool ok = true;
+  for (int i = 0; i < 2; i++) {
+    seal_[i] = EVP_CIPHER_CTX_new();
+    open_[i] = EVP_CIPHER_CTX_new();
+    ok = ok && seal_[i] != nullptr && open_[i] != nullptr &&
+         EVP_EncryptInit_ex(seal_[i], ciphers[i], nullptr, nullptr, nullptr) == 1 &&
+         EVP_DecryptInit_ex(open_[i], ciphers[i], nullptr, nullptr, nullptr) == 1;
+  }
+  if (!ok) {
+    for (int i = 0; i < 2; i++) {
+      EVP_CIPHER_CTX_free(seal_[i]);
+      EVP_CIPHER_CTX_free(open_[i]);
+    }
     throw std::bad_alloc();
   }
 }
 
 Channel::~Channel() {
-  EVP_CIPHER_CTX_free(seal_);
-  EVP_CIPHER_CTX_free(open_);
+  for (int i = 0; i < 2; i++) {
+    EVP_CIPHER_CTX_free(seal_[i]);
+    EVP_CIPHER_CTX_free(open_[i]);
+  }
 }
 
 Peer* Channel::PeerOf(int slot) {
@@ -123,7 +134,7 @@ void Channel::Drop(uint32_t localIndex) {
 }
 
 bool Channel::AddSession(int slot, uint32_t localIndex, uint32_t remoteIndex, const uint8_t* sendKey,
-                         const uint8_t* recvKey, int role, int64_t nowMs) {
+                         const uint8_t* recvKey, int role, Cipher cipher, int64_t nowMs) {
   Peer* peer = PeerOf(slot);
   if (peer == nullptr || localIndex == 0 || sessions_.count(localIndex) != 0) return false;
   Session& session = sessions_[localIndex];
@@ -132,6 +143,7 @@ bool Channel::AddSession(int slot, uint32_t localIndex, uint32_t remoteIndex, co
   std::memcpy(session.sendKey, sendKey, kKeyBytes);
   std::memcpy(session.recvKey, recvKey, kKeyBytes);
   session.installedMs = nowMs;
+  session.cipher = cipher;
   if (role == 0) {
     Drop(peer->previous);
     peer->previous = peer->current;
@@ -173,10 +185,11 @@ bool Channel::Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint
   uint8_t nonce[12];
   Nonce(counter, nonce);
   int out = 0;
-  if (EVP_EncryptInit_ex(seal_, nullptr, nullptr, session.sendKey, nonce) != 1 ||
-      (length > 0 && EVP_EncryptUpdate(seal_, packet, &out, packet, static_cast<int>(length)) != 1) ||
-      EVP_EncryptFinal_ex(seal_, packet + out, &out) != 1 ||
-      EVP_CIPHER_CTX_ctrl(seal_, EVP_CTRL_AEAD_GET_TAG, kTagBytes, packet + length) != 1) {
+  EVP_CIPHER_CTX* seal = seal_[session.cipher];
+  if (EVP_EncryptInit_ex(seal, nullptr, nullptr, session.sendKey, nonce) != 1 ||
+      (length > 0 && EVP_EncryptUpdate(seal, packet, &out, packet, static_cast<int>(length)) != 1) ||
+      EVP_EncryptFinal_ex(seal, packet + out, &out) != 1 ||
+      EVP_CIPHER_CTX_ctrl(seal, EVP_CTRL_AEAD_GET_TAG, kTagBytes, packet + length) != 1) {
     counters_.noSession++;
     return false;
   }
@@ -241,10 +254,11 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
   uint8_t nonce[12];
   Nonce(counter, nonce);
   int out = 0;
-  if (EVP_DecryptInit_ex(open_, nullptr, nullptr, session.recvKey, nonce) != 1 ||
-      (plain > 0 && EVP_DecryptUpdate(open_, packet, &out, packet, static_cast<int>(plain)) != 1) ||
-      EVP_CIPHER_CTX_ctrl(open_, EVP_CTRL_AEAD_SET_TAG, kTagBytes, packet + plain) != 1 ||
-      EVP_DecryptFinal_ex(open_, packet + out, &out) != 1) {
+  EVP_CIPHER_CTX* open = open_[session.cipher];
+  if (EVP_DecryptInit_ex(open, nullptr, nullptr, session.recvKey, nonce) != 1 ||
+      (plain > 0 && EVP_DecryptUpdate(open, packet, &out, packet, static_cast<int>(plain)) != 1) ||
+      EVP_CIPHER_CTX_ctrl(open, EVP_CTRL_AEAD_SET_TAG, kTagBytes, packet + plain) != 1 ||
+      EVP_DecryptFinal_ex(open, packet + out, &out) != 1) {
     counters_.badTag++;
     return Opened::kDropped;
   }

@@ -1,5 +1,6 @@
 // The encrypted overlay's data messages: sealing packets for a peer and opening what arrives, in place, with
-// ChaCha20-Poly1305 (OpenSSL's, the one Node itself carries). The handshake that makes the keys runs in
+// ChaCha20-Poly1305 or AES-256-GCM (the handshake picks, per session: AES where both ends have AES instructions)
+// from the OpenSSL that Node itself carries. The handshake that makes the keys runs in
 // TypeScript (net-manager/secure/noise.ts); it installs each session's keys here, and from then on every data
 // packet is sealed and opened in C++ without JavaScript seeing a key.
 //
@@ -53,8 +54,11 @@ class ReplayWindow {
   uint64_t words_[kWords] = {};
 };
 
+enum Cipher { kChaCha20Poly1305 = 0, kAes256Gcm = 1 };
+
 struct Session {
   int peer = -1;
+  Cipher cipher = kChaCha20Poly1305;
   uint32_t remoteIndex = 0;
   uint8_t sendKey[kKeyBytes];
   uint8_t recvKey[kKeyBytes];
@@ -109,7 +113,7 @@ class Channel {
   // role 0: current (this side initiated), 1: next (this side answered). False when the index is in use or the
   // slot is no peer.
   bool AddSession(int slot, uint32_t localIndex, uint32_t remoteIndex, const uint8_t* sendKey,
-                  const uint8_t* recvKey, int role, int64_t nowMs);
+                  const uint8_t* recvKey, int role, Cipher cipher, int64_t nowMs);
   void RemoveSession(uint32_t localIndex);
   const Peer* PeerAt(int slot) const;
   const Session* SessionAt(uint32_t localIndex) const;
@@ -129,8 +133,9 @@ class Channel {
  private:
   std::vector<Peer> peers_;
   std::unordered_map<uint32_t, Session> sessions_;
-  EVP_CIPHER_CTX* seal_;
-  EVP_CIPHER_CTX* open_;
+  // One context per cipher and direction, the cipher set once: per packet only the key and nonce change.
+  EVP_CIPHER_CTX* seal_[2];
+  EVP_CIPHER_CTX* open_[2];
   Counters counters_;
 
   Peer* PeerOf(int slot);

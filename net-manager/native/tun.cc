@@ -973,8 +973,8 @@ class Udp : public Pollable<Udp> {
     return env.Undefined();
   }
 
-  // addSession(slot, localIndex, remoteIndex, sendKey, recvKey, role): role 0 current, 1 next. False when the
-  // local index is taken or the slot is no peer.
+  // addSession(slot, localIndex, remoteIndex, sendKey, recvKey, role, cipher): role 0 current, 1 next; cipher 0
+  // ChaCha20-Poly1305 (the default), 1 AES-256-GCM. False when the local index is taken or the slot is no peer.
   Napi::Value AddSession(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int slot = static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1));
@@ -985,7 +985,8 @@ class Udp : public Pollable<Udp> {
     if (sendKey.length != edge_secure::kKeyBytes || recvKey.length != edge_secure::kKeyBytes)
       throw Napi::RangeError::New(env, "keys must be 32 bytes");
     int role = static_cast<int>(IntegerArg(info, 5, "role", 0, 1));
-    bool added = Channel(env).AddSession(slot, localIndex, remoteIndex, sendKey.data, recvKey.data, role,
+    auto cipher = static_cast<edge_secure::Cipher>(info.Length() > 6 ? IntegerArg(info, 6, "cipher", 0, 1) : 0);
+    bool added = Channel(env).AddSession(slot, localIndex, remoteIndex, sendKey.data, recvKey.data, role, cipher,
                                          MonotonicMs());
     return Napi::Boolean::New(env, added);
   }

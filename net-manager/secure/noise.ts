@@ -18,17 +18,24 @@ import {
  * give both sides a pair of session keys, forward secret (ephemeral keys on both sides) and bound to both static
  * keys. Pure functions over buffers: the I/O and timers live in peers.ts, the per-packet AEAD in the addon.
  *
- * Initiation (type 1, 132 bytes):
- *   type 1 | 3 zero | sender index (LE) | ephemeral (32) | static, sealed (48) | timestamp, sealed (28) | mac1 (16)
- * Response (type 2, 76 bytes):
- *   type 2 | 3 zero | sender index | receiver index | ephemeral (32) | empty, sealed (16) | mac1 (16)
+ * Initiation (type 1, 133 bytes):
+ *   type 1 | 3 zero | sender index (LE) | ephemeral (32) | static, sealed (48) | timestamp + offer, sealed (29) | mac1
+ * Response (type 2, 77 bytes):
+ *   type 2 | 3 zero | sender index | receiver index | ephemeral (32) | cipher, sealed (17) | mac1 (16)
+ * The offer (one byte) says which data ciphers the initiator can run fast (bit 0: AES-256-GCM, i.e. it has AES
+ * instructions); the responder picks (AES-256-GCM when both can, else ChaCha20-Poly1305) and says so in the
+ * response. Both travel sealed and bound to the handshake hash: nobody on the way can talk the peers down.
  * `mac1` is an HMAC keyed by the receiver's public key: garbage and messages for another key are turned away
  * before any Diffie-Hellman is spent on them. The timestamp (12 bytes, increasing) lets a responder refuse a
  * replayed initiation.
  */
 
-export const INITIATION_BYTES = 132;
-export const RESPONSE_BYTES = 76;
+export const INITIATION_BYTES = 133;
+export const RESPONSE_BYTES = 77;
+/** The data ciphers, as the response names them and the addon takes them. */
+export const CIPHERS = ['chacha20-poly1305', 'aes-256-gcm'] as const;
+export type Cipher = (typeof CIPHERS)[number];
+const OFFER_AES = 1;
 export const TYPE_INITIATION = 1;
 export const TYPE_RESPONSE = 2;
 export const KEY_BYTES = 32;
@@ -205,14 +212,16 @@ export interface InitiatorState {
   symmetric: SymmetricState;
   ephemeral: KeyObject;
   local: StaticKeys;
+  offeredAes: boolean;
 }
 
-/** -> e, es, s, ss: the initiation to `remoteStatic`, carrying `timestamp` (12 bytes). */
+/** -> e, es, s, ss: the initiation to `remoteStatic`, carrying `timestamp` (12 bytes) and the cipher offer. */
 export function createInitiation(
   local: StaticKeys,
   remoteStatic: Buffer,
   senderIndex: number,
   timestamp: Buffer,
+  offerAes = false,
 ): { message: Buffer; state: InitiatorState } {
   if (timestamp.length !== TIMESTAMP_BYTES) throw new HandshakeError('a timestamp is 12 bytes');
   const symmetric = new SymmetricState(remoteStatic);
@@ -222,7 +231,9 @@ export function createInitiation(
   symmetric.mixKey(dh(ephemeral.privateKey, remoteStatic));
   const sealedStatic = symmetric.encryptAndHash(local.publicKey);
   symmetric.mixKey(dh(local.privateKey, remoteStatic));
-  const sealedTimestamp = symmetric.encryptAndHash(timestamp);
+  const sealedTimestamp = symmetric.encryptAndHash(
+    Buffer.concat([timestamp, Buffer.from([offerAes ? OFFER_AES : 0])]),
+  );
   const message = Buffer.alloc(INITIATION_BYTES);
   message[0] = TYPE_INITIATION;
   message.writeUInt32LE(senderIndex, 4);
@@ -232,7 +243,14 @@ export function createInitiation(
   writeMac1(message, remoteStatic);
   return {
     message,
-    state: { senderIndex, remoteStatic, symmetric, ephemeral: ephemeral.privateKey, local },
+    state: {
+      senderIndex,
+      remoteStatic,
+      symmetric,
+      ephemeral: ephemeral.privateKey,
+      local,
+      offeredAes: offerAes,
+    },
   };
 }
 
@@ -241,6 +259,8 @@ export interface ReceivedInitiation {
   senderIndex: number;
   remoteStatic: Buffer;
   timestamp: Buffer;
+  /** The initiator can run AES-256-GCM fast. */
+  offersAes: boolean;
   symmetric: SymmetricState;
   remoteEphemeral: Buffer;
 }
@@ -256,31 +276,40 @@ export function consumeInitiation(local: StaticKeys, message: Buffer): ReceivedI
   symmetric.mixKey(dh(local.privateKey, remoteEphemeral));
   const remoteStatic = symmetric.decryptAndHash(message.subarray(40, 88));
   symmetric.mixKey(dh(local.privateKey, remoteStatic));
-  const timestamp = symmetric.decryptAndHash(message.subarray(88, 116));
-  return { senderIndex: message.readUInt32LE(4), remoteStatic, timestamp, symmetric, remoteEphemeral };
+  const payload = symmetric.decryptAndHash(message.subarray(88, 117));
+  return {
+    senderIndex: message.readUInt32LE(4),
+    remoteStatic,
+    timestamp: payload.subarray(0, TIMESTAMP_BYTES),
+    offersAes: (payload[TIMESTAMP_BYTES]! & OFFER_AES) !== 0,
+    symmetric,
+    remoteEphemeral,
+  };
 }
 
-/** <- e, ee, se: the response, and this side's session keys. */
+/** <- e, ee, se: the response with the cipher chosen (AES-256-GCM if both can), and this side's session keys. */
 export function createResponse(
   received: ReceivedInitiation,
   senderIndex: number,
-): { message: Buffer; keys: SessionKeys } {
+  canAes = false,
+): { message: Buffer; keys: SessionKeys; cipher: Cipher } {
   const { symmetric } = received;
   const ephemeral = generateKeyPairSync('x25519');
   const ephemeralPublic = rawPublicKey(ephemeral.publicKey);
   symmetric.mixHash(ephemeralPublic);
   symmetric.mixKey(dh(ephemeral.privateKey, received.remoteEphemeral));
   symmetric.mixKey(dh(ephemeral.privateKey, received.remoteStatic));
-  const sealedEmpty = symmetric.encryptAndHash(Buffer.alloc(0));
+  const cipher: Cipher = canAes && received.offersAes ? 'aes-256-gcm' : 'chacha20-poly1305';
+  const sealedChoice = symmetric.encryptAndHash(Buffer.from([CIPHERS.indexOf(cipher)]));
   const message = Buffer.alloc(RESPONSE_BYTES);
   message[0] = TYPE_RESPONSE;
   message.writeUInt32LE(senderIndex, 4);
   message.writeUInt32LE(received.senderIndex, 8);
   ephemeralPublic.copy(message, 12);
-  sealedEmpty.copy(message, 44);
+  sealedChoice.copy(message, 44);
   writeMac1(message, received.remoteStatic);
   const [initiatorSends, responderSends] = symmetric.split();
-  return { message, keys: { sendKey: responderSends, recvKey: initiatorSends } };
+  return { message, keys: { sendKey: responderSends, recvKey: initiatorSends }, cipher };
 }
 
 /** The receiver index of a response (which initiation it answers), before anything is checked. */
@@ -292,7 +321,7 @@ export function responseReceiver(message: Buffer): number {
 export function consumeResponse(
   state: InitiatorState,
   message: Buffer,
-): { keys: SessionKeys; remoteIndex: number } {
+): { keys: SessionKeys; remoteIndex: number; cipher: Cipher } {
   if (message.length !== RESPONSE_BYTES || message[0] !== TYPE_RESPONSE)
     throw new HandshakeError('not a response');
   if (message.readUInt32LE(8) !== state.senderIndex) throw new HandshakeError('answers another initiation');
@@ -303,10 +332,14 @@ export function consumeResponse(
   symmetric.mixHash(remoteEphemeral);
   symmetric.mixKey(dh(state.ephemeral, remoteEphemeral));
   symmetric.mixKey(dh(state.local.privateKey, remoteEphemeral));
-  symmetric.decryptAndHash(message.subarray(44, 60));
+  const choice = symmetric.decryptAndHash(message.subarray(44, 61))[0]!;
+  const cipher = CIPHERS[choice];
+  if (cipher === undefined || (cipher === 'aes-256-gcm' && !state.offeredAes))
+    throw new HandshakeError('the response picks a cipher that was not offered');
   const [initiatorSends, responderSends] = symmetric.split();
   return {
     keys: { sendKey: initiatorSends, recvKey: responderSends },
     remoteIndex: message.readUInt32LE(4),
+    cipher,
   };
 }

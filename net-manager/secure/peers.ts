@@ -3,6 +3,7 @@ import { numberToIp } from '../../shared/ipv4.js';
 import type { Logger } from '../../shared/logger.js';
 import { SEALED_HEADER, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import {
+  type Cipher,
   consumeInitiation,
   consumeResponse,
   createInitiation,
@@ -65,6 +66,7 @@ interface Session {
   localIndex: number;
   startedAt: number;
   initiator: boolean;
+  cipher: Cipher;
 }
 
 export interface Peer {
@@ -92,6 +94,8 @@ export interface PeerView {
   publicKey: string;
   endpoint: string;
   session: 'established' | 'handshaking' | 'none';
+  /** The data cipher of the session in use. */
+  cipher: Cipher | null;
   lastHandshakeMsAgo: number | null;
   rxBytes: number;
   txBytes: number;
@@ -117,6 +121,8 @@ export interface PeersOptions {
   askPunch?: (keyText: string) => void;
   logger: Logger;
   rekeyAfterMs?: number;
+  /** Offer AES-256-GCM in handshakes (this CPU runs it fast); the session uses it when the peer can too. */
+  offerAes?: boolean;
   now?: () => number;
 }
 
@@ -334,6 +340,7 @@ export class Peers {
         publicKey: peer.keyText,
         endpoint: native ? `${numberToIp(native.address)}:${native.port}` : peer.announced,
         session: this.canSeal(peer, now) ? 'established' : peer.initiation ? 'handshaking' : 'none',
+        cipher: peer.current?.cipher ?? null,
         lastHandshakeMsAgo: peer.lastHandshakeAt < 0 ? null : Math.round(now - peer.lastHandshakeAt),
         rxBytes: native?.rxBytes ?? 0,
         txBytes: native?.txBytes ?? 0,
@@ -371,7 +378,13 @@ export class Peers {
     const senderIndex = this.freshIndex();
     let created: ReturnType<typeof createInitiation>;
     try {
-      created = createInitiation(this.keys, peer.publicKey, senderIndex, this.timestamp());
+      created = createInitiation(
+        this.keys,
+        peer.publicKey,
+        senderIndex,
+        this.timestamp(),
+        this.options.offerAes,
+      );
     } catch (error) {
       this.counters.handshakesFailed++;
       this.options.logger.warn(
@@ -424,7 +437,7 @@ export class Peers {
     const localIndex = this.freshIndex();
     let response: ReturnType<typeof createResponse>;
     try {
-      response = createResponse(received, localIndex);
+      response = createResponse(received, localIndex, this.options.offerAes);
     } catch (error) {
       this.failed(error);
       return;
@@ -437,13 +450,14 @@ export class Peers {
         response.keys.sendKey,
         response.keys.recvKey,
         'next',
+        response.cipher,
       )
     ) {
       this.counters.handshakesFailed++;
       return;
     }
     peer.lastTimestamp = received.timestamp;
-    peer.next = { localIndex, startedAt: now, initiator: false };
+    peer.next = { localIndex, startedAt: now, initiator: false, cipher: response.cipher };
     peer.lastHandshakeAt = now;
     // Authenticated: the peer is where this came from.
     this.udp.setPeer(peer.slot, address, port);
@@ -476,12 +490,13 @@ export class Peers {
         completed.keys.sendKey,
         completed.keys.recvKey,
         'current',
+        completed.cipher,
       )
     ) {
       this.counters.handshakesFailed++;
       return;
     }
-    peer.current = { localIndex, startedAt: now, initiator: true };
+    peer.current = { localIndex, startedAt: now, initiator: true, cipher: completed.cipher };
     peer.lastHandshakeAt = now;
     this.udp.setPeer(peer.slot, address, port);
     this.counters.handshakesCompleted++;

@@ -2,6 +2,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
+import { hasAesInstructions } from '../../net-manager/secure/aes-hardware.js';
 import { containersWithLabel, inspectContainer } from '../helpers/docker.js';
 import { allRunning, E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
@@ -36,8 +37,8 @@ describe('overlay throughput and latency', () => {
   beforeAll(async () => {
     network = TestNetwork.create();
     network.allowHostToHost();
-    const join2 = async (cluster: E2eCluster, indices: [number, number]) => {
-      await cluster.startClusterManager();
+    const join2 = async (cluster: E2eCluster, indices: [number, number], flags: string[] = []) => {
+      if (!cluster.httpPort) await cluster.startClusterManager();
       for (const index of indices) {
         const host = network!.addHost(index);
         hosts[index - 1] = host;
@@ -45,7 +46,7 @@ describe('overlay throughput and latency', () => {
         const nm = Program.start(
           `nm-${index}`,
           BINS.netManager,
-          ['--data-dir', dataDir],
+          ['--data-dir', dataDir, ...flags],
           {},
           host.execPrefix,
         );
@@ -66,6 +67,7 @@ describe('overlay throughput and latency', () => {
     clusters.push(encrypted, plain);
     await join2(encrypted, [1, 2]);
     await join2(plain, [3, 4]);
+    await join2(encrypted, [5, 6], ['--cipher', 'chacha20-poly1305']);
     const place = async (cluster: E2eCluster, name: string, node: string) => {
       const job = await cluster.createJob({
         name,
@@ -79,9 +81,13 @@ describe('overlay throughput and latency', () => {
       const instance = running.instances[0] as { instanceIp?: string };
       return { prefix: ['nsenter', '-t', String(pid), '-n'], address: instance.instanceIp! };
     };
-    paths.set('overlay, encrypted (container -> container, instance IP)', {
+    paths.set(`overlay, encrypted (${hasAesInstructions() ? 'AES-256-GCM' : 'ChaCha20-Poly1305'})`, {
       server: await place(encrypted, 'bench-server', 'bench-1'),
       client: await place(encrypted, 'bench-client', 'bench-2'),
+    });
+    paths.set('overlay, encrypted (ChaCha20-Poly1305: --cipher)', {
+      server: await place(encrypted, 'bench-chacha-server', 'bench-5'),
+      client: await place(encrypted, 'bench-chacha-client', 'bench-6'),
     });
     paths.set('overlay, unencrypted (--overlay-plaintext)', {
       server: await place(plain, 'bench-plain-server', 'bench-3'),
@@ -190,7 +196,7 @@ describe('overlay throughput and latency', () => {
       hosts.map(
         (_, index) =>
           new Promise((resolve) => {
-            const cluster = clusters[index < 2 ? 0 : 1]!;
+            const cluster = clusters[index === 2 || index === 3 ? 1 : 0]!;
             const socketPath = join(cluster.dir, `nm-${index + 1}`, 'net-manager.sock');
             request({ socketPath, path: '/v1/status' }, (res) => {
               let text = '';

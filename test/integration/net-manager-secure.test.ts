@@ -89,15 +89,34 @@ describe('sealed data messages (addon, loopback)', () => {
   }
 
   /** Alice (slot 3 at Bob) and Bob (slot 5 at Alice) with one session, as a finished handshake leaves them. */
-  function pair(aliceToBob = randomBytes(32), bobToAlice = randomBytes(32)) {
+  function pair(
+    aliceToBob = randomBytes(32),
+    bobToAlice = randomBytes(32),
+    cipher: 'chacha20-poly1305' | 'aes-256-gcm' = 'chacha20-poly1305',
+    bobsCipher = cipher,
+  ) {
     const alice = endpoint();
     const bob = endpoint();
     alice.setPeer(5, LOOPBACK, bob.port);
     bob.setPeer(3, LOOPBACK, alice.port);
-    expect(alice.addSession(5, 100, 200, aliceToBob, bobToAlice, 'current')).toBe(true);
-    expect(bob.addSession(3, 200, 100, bobToAlice, aliceToBob, 'current')).toBe(true);
+    expect(alice.addSession(5, 100, 200, aliceToBob, bobToAlice, 'current', cipher)).toBe(true);
+    expect(bob.addSession(3, 200, 100, bobToAlice, aliceToBob, 'current', bobsCipher)).toBe(true);
     return { alice, bob };
   }
+
+  it('carries packets sealed with AES-256-GCM as well; a session whose ends disagree on the cipher opens nothing', async () => {
+    const aes = pair(undefined, undefined, 'aes-256-gcm');
+    const atBob = receiver(aes.bob);
+    expect(sealAndSend(aes.alice, 5, [Buffer.from('over AES-GCM'), Buffer.alloc(1400, 3)])).toBe(2);
+    await waitFor(() => atBob.packets.length === 2, 'the AES-GCM datagrams');
+    expect(atBob.packets[0]!.data.toString()).toBe('over AES-GCM');
+    expect(atBob.packets[1]!.data.equals(Buffer.alloc(1400, 3))).toBe(true);
+    const mixed = pair(undefined, undefined, 'aes-256-gcm', 'chacha20-poly1305');
+    const atMixedBob = receiver(mixed.bob);
+    sealAndSend(mixed.alice, 5, [Buffer.from('x')]);
+    await waitFor(() => mixed.bob.stats().badTag === 1, 'the mismatched packet refused');
+    expect(atMixedBob.packets).toEqual([]);
+  });
 
   it('carries packets sealed by one side to the other, 32 bytes longer on the wire, and nothing in clear', async () => {
     const { alice, bob } = pair();
@@ -212,7 +231,7 @@ describe('sealed data messages (addon, loopback)', () => {
     expect(sealAndSend(alice, 1, [Buffer.from('x')])).toBe(0);
     expect(sealAndSend(alice, 2, [Buffer.from('x')])).toBe(0); // no such peer
     expect(alice.stats().noSession).toBe(2);
-    const initiation = Buffer.alloc(132);
+    const initiation = Buffer.alloc(133);
     initiation[0] = 1;
     const socket = (await tap()).socket;
     await send(socket, initiation, bob.port);

@@ -21,13 +21,13 @@ describe('the overlay handshake (Noise IK)', () => {
     const alice = generateStaticKeys();
     const bob = generateStaticKeys();
     const { message, state } = createInitiation(alice, bob.publicKey, 7, stamp(1));
-    expect(message.length).toBe(132);
+    expect(message.length).toBe(133);
     const received = consumeInitiation(bob, message);
     expect(received.remoteStatic.equals(alice.publicKey)).toBe(true);
     expect(received.senderIndex).toBe(7);
     expect(received.timestamp.equals(stamp(1))).toBe(true);
     const response = createResponse(received, 9);
-    expect(response.message.length).toBe(76);
+    expect(response.message.length).toBe(77);
     const completed = consumeResponse(state, response.message);
     expect(completed.remoteIndex).toBe(9);
     expect(completed.keys.sendKey.equals(response.keys.recvKey)).toBe(true);
@@ -69,6 +69,26 @@ describe('the overlay handshake (Noise IK)', () => {
     expect(() => consumeResponse(state, fake)).toThrow(HandshakeError);
     const real = createResponse(consumeInitiation(bob, message), 5).message;
     expect(consumeResponse(state, real).remoteIndex).toBe(5);
+  });
+
+  it('picks AES-256-GCM only when both sides can run it fast, and refuses a response that picks what was not offered', () => {
+    const alice = generateStaticKeys();
+    const bob = generateStaticKeys();
+    const pick = (offer: boolean, canAes: boolean) => {
+      const { message, state } = createInitiation(alice, bob.publicKey, 1, stamp(1), offer);
+      const response = createResponse(consumeInitiation(bob, message), 2, canAes);
+      expect(consumeResponse(state, response.message).cipher).toBe(response.cipher);
+      return response.cipher;
+    };
+    expect(pick(true, true)).toBe('aes-256-gcm');
+    expect(pick(true, false)).toBe('chacha20-poly1305');
+    expect(pick(false, true)).toBe('chacha20-poly1305');
+    // A responder (or anyone who could make one) picking AES for an initiator that did not offer it.
+    const { message, state } = createInitiation(alice, bob.publicKey, 1, stamp(1), false);
+    const received = consumeInitiation(bob, message);
+    const forced = createResponse({ ...received, offersAes: true }, 2, true);
+    expect(forced.cipher).toBe('aes-256-gcm');
+    expect(() => consumeResponse(state, forced.message)).toThrow(/not offered/);
   });
 
   it('keeps a key pair across a round trip through its stored form', () => {
