@@ -20,6 +20,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # The overlay tests enter containers' network namespaces; the overlay bench measures with iperf3 and ping.
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+# The AEAD cost bench links a small C program against libcrypto.
+[ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 # The NAT test flushes its routers' connection tracking (their NAT mappings).
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)

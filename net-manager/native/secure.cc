@@ -2,7 +2,6 @@
 #include "secure.h"
 
 #include <cstring>
-#include <new>
 
 namespace edge_secure {
 
@@ -64,29 +63,10 @@ void ReplayWindow::Accept(uint64_t counter) {
   words_[word % kWords] |= uint64_t{1} << (counter & 63);
 }
 
-Channel::Channel() {
-  const EVP_CIPHER* ciphers[2] = {EVP_chacha20_poly1305(), EVP_aes_256_gcm()};
-  bool ok = true;
-  for (int i = 0; i < 2; i++) {
-    seal_[i] = EVP_CIPHER_CTX_new();
-    open_[i] = EVP_CIPHER_CTX_new();
-    ok = ok && seal_[i] != nullptr && open_[i] != nullptr &&
-         EVP_EncryptInit_ex(seal_[i], ciphers[i], nullptr, nullptr, nullptr) == 1 &&
-         EVP_DecryptInit_ex(open_[i], ciphers[i], nullptr, nullptr, nullptr) == 1;
-  }
-  if (!ok) {
-    for (int i = 0; i < 2; i++) {
-      EVP_CIPHER_CTX_free(seal_[i]);
-      EVP_CIPHER_CTX_free(open_[i]);
-    }
-    throw std::bad_alloc();
-  }
-}
-
 Channel::~Channel() {
-  for (int i = 0; i < 2; i++) {
-    EVP_CIPHER_CTX_free(seal_[i]);
-    EVP_CIPHER_CTX_free(open_[i]);
+  for (auto& entry : sessions_) {
+    EVP_CIPHER_CTX_free(entry.second.seal);
+    EVP_CIPHER_CTX_free(entry.second.open);
   }
 }
 
@@ -128,8 +108,9 @@ void Channel::Drop(uint32_t localIndex) {
   if (localIndex == 0) return;
   auto found = sessions_.find(localIndex);
   if (found == sessions_.end()) return;
-  std::memset(found->second.sendKey, 0, kKeyBytes);
-  std::memset(found->second.recvKey, 0, kKeyBytes);
+  // Freeing a context wipes the key material in it.
+  EVP_CIPHER_CTX_free(found->second.seal);
+  EVP_CIPHER_CTX_free(found->second.open);
   sessions_.erase(found);
 }
 
@@ -137,13 +118,21 @@ bool Channel::AddSession(int slot, uint32_t localIndex, uint32_t remoteIndex, co
                          const uint8_t* recvKey, int role, Cipher cipher, int64_t nowMs) {
   Peer* peer = PeerOf(slot);
   if (peer == nullptr || localIndex == 0 || sessions_.count(localIndex) != 0) return false;
+  const EVP_CIPHER* evp = cipher == kAes256Gcm ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
+  EVP_CIPHER_CTX* seal = EVP_CIPHER_CTX_new();
+  EVP_CIPHER_CTX* open = EVP_CIPHER_CTX_new();
+  if (seal == nullptr || open == nullptr || EVP_EncryptInit_ex(seal, evp, nullptr, sendKey, nullptr) != 1 ||
+      EVP_DecryptInit_ex(open, evp, nullptr, recvKey, nullptr) != 1) {
+    EVP_CIPHER_CTX_free(seal);
+    EVP_CIPHER_CTX_free(open);
+    return false;
+  }
   Session& session = sessions_[localIndex];
   session.peer = slot;
   session.remoteIndex = remoteIndex;
-  std::memcpy(session.sendKey, sendKey, kKeyBytes);
-  std::memcpy(session.recvKey, recvKey, kKeyBytes);
+  session.seal = seal;
+  session.open = open;
   session.installedMs = nowMs;
-  session.cipher = cipher;
   if (role == 0) {
     Drop(peer->previous);
     peer->previous = peer->current;
@@ -185,8 +174,8 @@ bool Channel::Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint
   uint8_t nonce[12];
   Nonce(counter, nonce);
   int out = 0;
-  EVP_CIPHER_CTX* seal = seal_[session.cipher];
-  if (EVP_EncryptInit_ex(seal, nullptr, nullptr, session.sendKey, nonce) != 1 ||
+  EVP_CIPHER_CTX* seal = session.seal;
+  if (EVP_EncryptInit_ex(seal, nullptr, nullptr, nullptr, nonce) != 1 ||
       (length > 0 && EVP_EncryptUpdate(seal, packet, &out, packet, static_cast<int>(length)) != 1) ||
       EVP_EncryptFinal_ex(seal, packet + out, &out) != 1 ||
       EVP_CIPHER_CTX_ctrl(seal, EVP_CTRL_AEAD_GET_TAG, kTagBytes, packet + length) != 1) {
@@ -254,8 +243,8 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
   uint8_t nonce[12];
   Nonce(counter, nonce);
   int out = 0;
-  EVP_CIPHER_CTX* open = open_[session.cipher];
-  if (EVP_DecryptInit_ex(open, nullptr, nullptr, session.recvKey, nonce) != 1 ||
+  EVP_CIPHER_CTX* open = session.open;
+  if (EVP_DecryptInit_ex(open, nullptr, nullptr, nullptr, nonce) != 1 ||
       (plain > 0 && EVP_DecryptUpdate(open, packet, &out, packet, static_cast<int>(plain)) != 1) ||
       EVP_CIPHER_CTX_ctrl(open, EVP_CTRL_AEAD_SET_TAG, kTagBytes, packet + plain) != 1 ||
       EVP_DecryptFinal_ex(open, packet + out, &out) != 1) {

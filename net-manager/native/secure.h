@@ -56,12 +56,13 @@ class ReplayWindow {
 
 enum Cipher { kChaCha20Poly1305 = 0, kAes256Gcm = 1 };
 
+// A session's keys live in its two OpenSSL contexts, set once when it is installed (key schedules and, for
+// GCM, the hash key's tables are made then): per packet only the nonce changes.
 struct Session {
   int peer = -1;
-  Cipher cipher = kChaCha20Poly1305;
   uint32_t remoteIndex = 0;
-  uint8_t sendKey[kKeyBytes];
-  uint8_t recvKey[kKeyBytes];
+  EVP_CIPHER_CTX* seal = nullptr;
+  EVP_CIPHER_CTX* open = nullptr;
   uint64_t sendCounter = 0;
   int64_t installedMs = 0;
   ReplayWindow window;
@@ -103,7 +104,7 @@ enum class Opened { kData, kKeepalive, kHandshake, kDropped };
 
 class Channel {
  public:
-  Channel();
+  Channel() = default;
   ~Channel();
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
@@ -133,9 +134,6 @@ class Channel {
  private:
   std::vector<Peer> peers_;
   std::unordered_map<uint32_t, Session> sessions_;
-  // One context per cipher and direction, the cipher set once: per packet only the key and nonce change.
-  EVP_CIPHER_CTX* seal_[2];
-  EVP_CIPHER_CTX* open_[2];
   Counters counters_;
 
   Peer* PeerOf(int slot);
