@@ -36,6 +36,7 @@ import { NodeLiveness } from './liveness/node-liveness.js';
 import { createMetrics } from './metrics.js';
 import { NetTables } from './network/net-tables.js';
 import { OverlayAddresses } from './network/overlay-addresses.js';
+import { RelayDirectory } from './network/relay-directory.js';
 import { RendezvousPort } from './network/rendezvous.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
@@ -68,6 +69,8 @@ export class ClusterManager {
   private broker?: EmbeddedBroker;
   /** The UDP port where net managers learn their address as seen from outside (NAT traversal). */
   private rendezvous: RendezvousPort | undefined;
+  /** Who the rendezvous port relays between (nodes' keys and NAT mappings, from their announces). */
+  private readonly relays = new RelayDirectory();
   private mqtt?: MqttClient;
   private http?: HttpServer;
   /** What listens on the HTTP port: the HTTP(S) server itself, or the TLS port in front of it. */
@@ -132,6 +135,7 @@ export class ClusterManager {
     this.netTables = new NetTables({
       store: this.store,
       isOnline,
+      relays: this.relays,
       logger,
       sent: (kind, table) => this.metrics.netTables.inc({ kind, table }),
     });
@@ -168,7 +172,7 @@ export class ClusterManager {
   async start(): Promise<{ httpPort: number; mqttUrl: string }> {
     const { config, logger } = this;
     this.addresses.backfill();
-    this.rendezvous = await RendezvousPort.start(config.host, config.rendezvousPort, logger);
+    this.rendezvous = await RendezvousPort.start(config.host, config.rendezvousPort, this.relays, logger);
     let mqttUrl = config.mqttUrl;
     let login = { username: config.mqttUsername, password: config.mqttPassword };
     if (!mqttUrl) {
@@ -339,6 +343,7 @@ export class ClusterManager {
     if (!node) throw notFound('node', ref);
     const removal = removeNode(this.store, this.outbox, node);
     this.liveness.forget(node.id);
+    this.relays.remove(node.id);
     this.registry?.disconnect(node.id);
     this.broker?.disconnect([`node-${node.id}`, `net-${node.id}`], [topics.status(node.id)]);
     this.dynsec

@@ -365,6 +365,7 @@ export class NetManager {
       localAddresses: addresses,
     };
     this.setEncryption(encryption);
+    this.peers?.setRelay(rendezvous ?? null);
     this.probeRendezvous();
     if (sameNode) control.announce();
     this.logger.info(
@@ -470,6 +471,7 @@ export class NetManager {
         subnet: this.joined?.subnet ?? subnet,
         publicKey: this.keys!.publicKey.toString('base64'),
         candidates: this.candidates(),
+        ...(this.reflexive.address ? { reflexive: this.reflexive.address } : {}),
         ts: Date.now(),
       }),
       onTable: (table) => this.applyTable(table),

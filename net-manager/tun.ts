@@ -67,6 +67,10 @@ export interface UdpStats {
   noSession?: number;
   promoted?: number;
   roams?: number;
+  /** Relay: data packets that came through it and went out through it; relayed packets from elsewhere, dropped. */
+  relayedIn?: number;
+  relayedOut?: number;
+  notFromRelay?: number;
 }
 
 /** Called when the fd is readable; with an Error once if polling failed (polling has stopped then). */
@@ -109,6 +113,7 @@ export interface NativeUdp {
   stats(): UdpStats;
   secure(on: boolean): void;
   setPeer(slot: number, address: number, port: number): void;
+  setRelay(slot: number, address: number, port: number, relayId: Uint8Array, use: boolean): boolean;
   removePeer(slot: number): void;
   addSession(
     slot: number,
@@ -154,6 +159,9 @@ export interface NativePeer {
   rxBytes: number;
   txBytes: number;
   roams: number;
+  /** Its packets go through the relay (they last came through it). */
+  viaRelay: boolean;
+  relayedPackets: number;
 }
 
 export interface EdgeTunAddon {

@@ -14,6 +14,10 @@ import {
 /** Bytes of a data message before the packet it carries, and after it (the tag): see native/secure.h. */
 export const SEALED_HEADER = 16;
 export const SEALED_TAG = 16;
+/** The relay's header in front of a relayed message (type, zeros, the peer's relay id). */
+export const RELAY_HEADER = 12;
+/** Free bytes sendSealed needs before each packet: the header, and the relay's when the peer is reached through it. */
+export const SEALED_HEADROOM = SEALED_HEADER + RELAY_HEADER;
 /** Set in `peers[i]` by recvOpen when the packet confirmed the peer's `next` session. */
 export const PROMOTED = 1 << 30;
 
@@ -98,6 +102,11 @@ export class UdpEndpoint {
     this.native.setPeer(slot, address, port);
   }
 
+  /** The relay that reaches peer `slot` and its id there (8 bytes); `use`: send through it from now on. */
+  setRelay(slot: number, address: number, port: number, relayId: Uint8Array, use: boolean): boolean {
+    return this.native.setRelay(slot, address, port, relayId, use);
+  }
+
   /** Forgets a peer and its sessions. */
   removePeer(slot: number): void {
     this.native.removePeer(slot);
@@ -154,8 +163,8 @@ export class UdpEndpoint {
   }
 
   /**
-   * Seals packet i (buffer[offsets[i] .. +lengths[i]], with SEALED_HEADER free bytes before it and
-   * SEALED_TAG after it) for peer slot `peers[i]` and sends it there. Returns how many the kernel took;
+   * Seals packet i (buffer[offsets[i] .. +lengths[i]], with SEALED_HEADROOM free bytes before it and
+   * SEALED_TAG after it) for peer slot `peers[i]` and sends it to the peer, or through its relay. Returns how many the kernel took;
    * packets for peers without a usable session are dropped and counted (`noSession`).
    */
   sendSealed(

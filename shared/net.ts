@@ -40,6 +40,8 @@ export const NetAnnounceSchema = z.object({
   /** The net manager's X25519 public key (base64): peers handshake with it when the overlay is encrypted. */
   publicKey: OverlayKeySchema.optional(),
   candidates: CandidatesSchema.optional(),
+  /** Where the rendezvous port saw this net manager's probes come from: where its relay sends what is for it. */
+  reflexive: OverlayEndpointSchema.optional(),
   ts: z.number(),
 });
 export type NetAnnounce = z.infer<typeof NetAnnounceSchema>;
@@ -176,6 +178,7 @@ export const NetManagerStatusSchema = z.object({
         endpoint: z.string(),
         session: z.enum(['established', 'handshaking', 'none']),
         cipher: z.enum(['chacha20-poly1305', 'aes-256-gcm']).nullable().optional(),
+        via: z.enum(['direct', 'relay']).optional(),
         lastHandshakeMsAgo: z.number().nullable(),
         rxBytes: z.number(),
         txBytes: z.number(),

@@ -11,6 +11,7 @@ import {
   unreachableFromPeers,
 } from '../../shared/index.js';
 import type { JobRecord, NodeRecord, Store } from '../store/index.js';
+import type { RelayDirectory } from './relay-directory.js';
 
 /** A job's table without the fields of one message (`ts`, `query`): what is compared to see a change. */
 type TableContent = Omit<JobRouteTable, 'ts' | 'query'>;
@@ -19,6 +20,8 @@ export interface NetTablesOptions {
   store: Store;
   isOnline(nodeId: string): boolean;
   logger: Logger;
+  /** Where the relay reaches each node (its announced key and reflexive address). */
+  relays?: RelayDirectory;
   /** Counts every table sent: an answer to a query or a push after a change. */
   sent?(kind: 'answer' | 'push', table: NetTable['kind']): void;
   /** Changes within this window go out as one push per job. */
@@ -113,6 +116,9 @@ export class NetTables {
         );
       }
     }
+    const relayAt = announce.reflexive ?? { ip: announce.publicIp, port: announce.udpPort };
+    if (announce.publicKey && !unreachableFromPeers(relayAt.ip))
+      this.options.relays?.set(nodeId, announce.publicKey, relayAt);
     if (announce.subnet && announce.subnet !== node.subnet) {
       logger.warn(
         { nodeId, announced: announce.subnet, assigned: node.subnet },

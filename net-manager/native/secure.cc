@@ -92,6 +92,18 @@ bool Channel::SetPeer(int slot, uint32_t ip, uint16_t port) {
   peer.used = true;
   peer.ip = ip;
   peer.port = port;
+  peer.viaRelay = false;
+  return true;
+}
+
+bool Channel::SetRelay(int slot, uint32_t ip, uint16_t port, const uint8_t* relayId, bool use) {
+  Peer* peer = PeerOf(slot);
+  if (peer == nullptr) return false;
+  peer->hasRelay = true;
+  peer->relayIp = ip;
+  peer->relayPort = port;
+  std::memcpy(peer->relayId, relayId, kRelayIdBytes);
+  if (use) peer->viaRelay = true;
   return true;
 }
 
@@ -156,13 +168,13 @@ void Channel::RemoveSession(uint32_t localIndex) {
   Drop(localIndex);
 }
 
-bool Channel::Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint32_t* ip, uint16_t* port) {
+size_t Channel::Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint32_t* ip, uint16_t* port) {
   Peer* peer = PeerOf(slot);
   auto found = peer == nullptr || peer->current == 0 ? sessions_.end() : sessions_.find(peer->current);
   if (found == sessions_.end() || !Usable(found->second, nowMs) ||
       found->second.sendCounter >= kRejectAfterMessages) {
     counters_.noSession++;
-    return false;
+    return 0;
   }
   Session& session = found->second;
   uint64_t counter = session.sendCounter++;
@@ -180,14 +192,25 @@ bool Channel::Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint
       EVP_EncryptFinal_ex(seal, packet + out, &out) != 1 ||
       EVP_CIPHER_CTX_ctrl(seal, EVP_CTRL_AEAD_GET_TAG, kTagBytes, packet + length) != 1) {
     counters_.noSession++;
-    return false;
+    return 0;
   }
   counters_.sealed++;
   peer->lastSentMs = nowMs;
   peer->txBytes += length;
+  if (peer->viaRelay && peer->hasRelay) {
+    uint8_t* relay = header - kRelayHeaderBytes;
+    relay[0] = kTypeToRelay;
+    relay[1] = relay[2] = relay[3] = 0;
+    std::memcpy(relay + 4, peer->relayId, kRelayIdBytes);
+    peer->relayedPackets++;
+    counters_.relayedOut++;
+    *ip = peer->relayIp;
+    *port = peer->relayPort;
+    return kHeaderBytes + kRelayHeaderBytes;
+  }
   *ip = peer->ip;
   *port = peer->port;
-  return true;
+  return kHeaderBytes;
 }
 
 Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t port, int64_t nowMs, int* slot,
@@ -199,6 +222,33 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
     return Opened::kDropped;
   }
   uint8_t type = datagram[0];
+  // Through the relay: the message after the relay header, checked like any other; a data message is moved to
+  // the datagram's start (so the packet lies where a direct one would), a handshake message handed up as it came.
+  bool relayed = false;
+  if (type == kTypeRelayed) {
+    if (size <= kRelayHeaderBytes || datagram[1] != 0 || datagram[2] != 0 || datagram[3] != 0) {
+      counters_.badLength++;
+      return Opened::kDropped;
+    }
+    uint8_t inner = datagram[kRelayHeaderBytes];
+    size_t innerSize = size - kRelayHeaderBytes;
+    if (inner == kTypeInitiation || inner == kTypeResponse) {
+      if (innerSize != (inner == kTypeInitiation ? kInitiationBytes : kResponseBytes)) {
+        counters_.badLength++;
+        return Opened::kDropped;
+      }
+      counters_.handshakes++;
+      return Opened::kHandshake;
+    }
+    if (inner != kTypeData) {
+      counters_.unknownType++;
+      return Opened::kDropped;
+    }
+    std::memmove(datagram, datagram + kRelayHeaderBytes, innerSize);
+    size = innerSize;
+    type = kTypeData;
+    relayed = true;
+  }
   if (type >> 4 == 4) {
     counters_.plaintext++;
     return Opened::kDropped;
@@ -233,6 +283,16 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
     counters_.expired++;
     return Opened::kDropped;
   }
+  Peer* peer = PeerOf(session.peer);
+  if (peer == nullptr) {
+    counters_.unknownSession++;
+    return Opened::kDropped;
+  }
+  // Before anything counts as seen: a relayed packet from elsewhere than the peer's relay is nobody's.
+  if (relayed && (!peer->hasRelay || ip != peer->relayIp || port != peer->relayPort)) {
+    counters_.notFromRelay++;
+    return Opened::kDropped;
+  }
   uint64_t counter = Le64(datagram + 8);
   if (counter >= kRejectAfterMessages || !session.window.Fresh(counter)) {
     counters_.replayed++;
@@ -252,11 +312,6 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
     return Opened::kDropped;
   }
   session.window.Accept(counter);
-  Peer* peer = PeerOf(session.peer);
-  if (peer == nullptr) {
-    counters_.unknownSession++;
-    return Opened::kDropped;
-  }
   if (peer->next == localIndex) {
     // The first packet sealed with the keys this side answered with: the other side has them too.
     Drop(peer->previous);
@@ -266,12 +321,18 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
     counters_.promoted++;
     *promoted = true;
   }
-  if (peer->ip != ip || peer->port != port) {
-    // Roaming: the peer is wherever its authenticated packets come from now.
-    peer->ip = ip;
-    peer->port = port;
-    peer->roams++;
-    counters_.roams++;
+  if (relayed) {
+    peer->viaRelay = true;
+    counters_.relayedIn++;
+  } else {
+    // A direct path works: the relay is left. Roaming: the peer is wherever its authenticated packets come from.
+    peer->viaRelay = false;
+    if (peer->ip != ip || peer->port != port) {
+      peer->ip = ip;
+      peer->port = port;
+      peer->roams++;
+      counters_.roams++;
+    }
   }
   peer->lastReceivedMs = nowMs;
   peer->rxBytes += plain;

@@ -13,6 +13,12 @@
 // Handshake messages (types 1 and 2) and the cluster manager's rendezvous answers (type 6) are handed up to
 // TypeScript as they came; anything else that is not a data message is dropped and counted.
 //
+// The relay (the cluster manager's rendezvous port), for peers no direct path reaches: a message to relay is
+// type 7, three zero bytes, the receiving peer's relay id (8 bytes: the start of SHA-256 of its public key), then
+// the message; what the relay delivers is type 8, three zero bytes, the sending peer's relay id, the message. A
+// peer whose authenticated packets arrive through its relay is sent to through it (`viaRelay`) until one arrives
+// directly; relayed packets are taken only from the relay's own address and port.
+//
 // Each peer (a slot number the TypeScript side chooses) has at most three sessions: `current` (sealing),
 // `next` (made by a handshake this side answered; it becomes current when the first packet sealed with it
 // arrives, which confirms the other side has the keys) and `previous` (still opens packets in flight). A
@@ -35,6 +41,10 @@ constexpr uint8_t kTypeData = 4;
 constexpr size_t kHeaderBytes = 16;
 constexpr size_t kTagBytes = 16;
 constexpr size_t kOverhead = kHeaderBytes + kTagBytes;
+constexpr uint8_t kTypeToRelay = 7;
+constexpr uint8_t kTypeRelayed = 8;
+constexpr size_t kRelayHeaderBytes = 12;
+constexpr size_t kRelayIdBytes = 8;
 constexpr size_t kKeyBytes = 32;
 constexpr int64_t kRejectAfterMs = 180000;
 // Counters stop well before a nonce could repeat.
@@ -80,6 +90,13 @@ struct Peer {
   uint64_t rxBytes = 0;
   uint64_t txBytes = 0;
   uint64_t roams = 0;
+  // The relay that reaches it, and its id there; `viaRelay` while its packets come through the relay.
+  bool hasRelay = false;
+  bool viaRelay = false;
+  uint32_t relayIp = 0;
+  uint16_t relayPort = 0;
+  uint8_t relayId[kRelayIdBytes] = {};
+  uint64_t relayedPackets = 0;
 };
 
 struct Counters {
@@ -97,6 +114,9 @@ struct Counters {
   uint64_t noSession = 0;        // a packet to seal for a peer without a usable session: dropped
   uint64_t promoted = 0;         // `next` sessions confirmed by their first packet
   uint64_t roams = 0;            // a peer's endpoint moved to the source of an authenticated packet
+  uint64_t relayedIn = 0;        // data packets that came through the relay
+  uint64_t relayedOut = 0;       // and that went out through it
+  uint64_t notFromRelay = 0;     // "relayed" packets from somewhere else than the peer's relay: dropped
 };
 
 // What Open made of one datagram.
@@ -109,7 +129,10 @@ class Channel {
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
 
+  // The peer's direct endpoint; packets go there (not through the relay) from now on.
   bool SetPeer(int slot, uint32_t ip, uint16_t port);
+  // The relay that reaches the peer and its id there; `use`: send through it from now on.
+  bool SetRelay(int slot, uint32_t ip, uint16_t port, const uint8_t* relayId, bool use);
   void RemovePeer(int slot);
   // role 0: current (this side initiated), 1: next (this side answered). False when the index is in use or the
   // slot is no peer.
@@ -119,10 +142,11 @@ class Channel {
   const Peer* PeerAt(int slot) const;
   const Session* SessionAt(uint32_t localIndex) const;
 
-  // Seals packet[0..length) in place: the header goes into the kHeaderBytes before it, the tag after it. The
-  // datagram is packet-kHeaderBytes .. packet+length+kTagBytes; its destination goes to *ip, *port. False
-  // (counted) when the peer has no usable session.
-  bool Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint32_t* ip, uint16_t* port);
+  // Seals packet[0..length) in place: the header goes into the kHeaderBytes before it (and, through the relay,
+  // the relay header before that), the tag after it. Returns how many bytes before the packet the datagram
+  // starts (kHeaderBytes, or kHeaderBytes + kRelayHeaderBytes) and sets its destination; 0 (counted) when the
+  // peer has no usable session.
+  size_t Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint32_t* ip, uint16_t* port);
 
   // Opens a received datagram in place. kData/kKeepalive: the packet is datagram+kHeaderBytes, *length its
   // length, *slot its peer, *promoted whether this confirmed a `next` session. kHandshake: handed up as it is.

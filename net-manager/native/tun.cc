@@ -7,7 +7,7 @@
 // Exports two classes, wrapped by net-manager/tun.ts and net-manager/tunnel.ts:
 //   new Tun(name, offload)            readBatch, write, writeBatch, onReadable, close, stats, name, offload, fd
 //   new Udp(address, port, offload)   recvBatch, sendBatch, onReadable, close, stats, port, offload, fd;
-//                                     encrypted (secure.h): secure, setPeer, removePeer, addSession,
+//                                     encrypted (secure.h): secure, setPeer, setRelay, removePeer, addSession,
 //                                     removeSession, peer, recvOpen, sendSealed
 //
 // With `offload` the batches still hold ordinary packets of at most one MTU, but fewer, larger units cross the
@@ -669,6 +669,7 @@ class Udp : public Pollable<Udp> {
                            InstanceMethod<&Udp::Secure>("secure"),
                            InstanceMethod<&Udp::SetPeer>("setPeer"),
                            InstanceMethod<&Udp::RemovePeer>("removePeer"),
+                           InstanceMethod<&Udp::SetRelay>("setRelay"),
                            InstanceMethod<&Udp::AddSession>("addSession"),
                            InstanceMethod<&Udp::RemoveSession>("removeSession"),
                            InstanceMethod<&Udp::PeerInfo>("peer"),
@@ -967,6 +968,19 @@ class Udp : public Pollable<Udp> {
     return env.Undefined();
   }
 
+  // setRelay(slot, address, port, relayId, use): the relay that reaches the peer, its id there (8 bytes);
+  // `use`: send through it from now on (until a packet arrives directly).
+  Napi::Value SetRelay(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int slot = static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1));
+    uint32_t address = static_cast<uint32_t>(IntegerArg(info, 1, "address", 0, UINT32_MAX));
+    uint16_t port = static_cast<uint16_t>(IntegerArg(info, 2, "port", 0, 65535));
+    Bytes id = ByteArg(info, 3, "relayId");
+    if (id.length != edge_secure::kRelayIdBytes) throw Napi::RangeError::New(env, "relayId must be 8 bytes");
+    bool use = info[4].ToBoolean().Value();
+    return Napi::Boolean::New(env, Channel(env).SetRelay(slot, address, port, id.data, use));
+  }
+
   Napi::Value RemovePeer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Channel(env).RemovePeer(static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1)));
@@ -1017,6 +1031,8 @@ class Udp : public Pollable<Udp> {
     out.Set("rxBytes", static_cast<double>(peer->rxBytes));
     out.Set("txBytes", static_cast<double>(peer->txBytes));
     out.Set("roams", static_cast<double>(peer->roams));
+    out.Set("viaRelay", peer->viaRelay);
+    out.Set("relayedPackets", static_cast<double>(peer->relayedPackets));
     return out;
   }
 
@@ -1074,8 +1090,8 @@ class Udp : public Pollable<Udp> {
   }
 
   // sendSealed(buffer, offsets, lengths, peers, count): packet i (offsets[i], lengths[i]) is sealed in place for
-  // peer slot peers[i] (16 bytes before it and 16 after it must be in the buffer and free) and sent to the peer's
-  // endpoint. Returns how many the kernel took; packets of peers without a usable session are dropped and counted.
+  // peer slot peers[i] (28 bytes before it and 16 after it must be in the buffer and free: the header, the relay's
+  // header when the peer is reached through the relay, the tag) and sent to the peer's endpoint or its relay. Returns how many the kernel took; packets of peers without a usable session are dropped and counted.
   Napi::Value SendSealed(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Bytes buffer = ByteArg(info, 0, "buffer");
@@ -1090,17 +1106,19 @@ class Udp : public Pollable<Udp> {
     const int32_t* off = offsets.Data();
     const int32_t* len = lengths.Data();
     const int32_t* peer = peers.Data();
+    constexpr int64_t kBefore = edge_secure::kHeaderBytes + edge_secure::kRelayHeaderBytes;
     for (size_t i = 0; i < count; i++)
-      CheckRange(env, buffer, static_cast<int64_t>(off[i]) - static_cast<int64_t>(edge_secure::kHeaderBytes),
-                 static_cast<int64_t>(len[i]) + static_cast<int64_t>(edge_secure::kOverhead), i);
+      CheckRange(env, buffer, static_cast<int64_t>(off[i]) - kBefore,
+                 static_cast<int64_t>(len[i]) + kBefore + static_cast<int64_t>(edge_secure::kTagBytes), i);
     int64_t now = MonotonicMs();
     size_t ready = 0;
     for (size_t i = 0; i < count; i++) {
       uint8_t* packet = buffer.data + off[i];
       uint32_t ip;
       uint16_t port;
-      if (!channel.Seal(peer[i], packet, static_cast<size_t>(len[i]), now, &ip, &port)) continue;
-      iovs_[ready] = {packet - edge_secure::kHeaderBytes, static_cast<size_t>(len[i]) + edge_secure::kOverhead};
+      size_t before = channel.Seal(peer[i], packet, static_cast<size_t>(len[i]), now, &ip, &port);
+      if (before == 0) continue;
+      iovs_[ready] = {packet - before, before + static_cast<size_t>(len[i]) + edge_secure::kTagBytes};
       struct sockaddr_in& sin = addrs_[ready];
       std::memset(&sin, 0, sizeof sin);
       sin.sin_family = AF_INET;
@@ -1269,6 +1287,9 @@ class Udp : public Pollable<Udp> {
       stats.Set("noSession", static_cast<double>(c.noSession));
       stats.Set("promoted", static_cast<double>(c.promoted));
       stats.Set("roams", static_cast<double>(c.roams));
+      stats.Set("relayedIn", static_cast<double>(c.relayedIn));
+      stats.Set("relayedOut", static_cast<double>(c.relayedOut));
+      stats.Set("notFromRelay", static_cast<double>(c.notFromRelay));
     }
     return stats;
   }

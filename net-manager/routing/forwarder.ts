@@ -1,15 +1,15 @@
 import type { PeerRoute, Peers } from '../secure/peers.js';
 import type { TunDevice } from '../tun.js';
-import { PROMOTED, SEALED_HEADER, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
+import { PROMOTED, SEALED_HEADER, SEALED_HEADROOM, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import type { TranslateResult, Translator } from './translator.js';
 
 /**
- * Room for one packet of a batch: the TUN's MTU is at most 1500, so every IP packet fits, with the 16 bytes
- * before it and after it that sealing it for an encrypted peer takes.
+ * Room for one packet of a batch: the TUN's MTU is at most 1500, so every IP packet fits, with the bytes before
+ * it (28: the header, and the relay's) and after it (16: the tag) that sealing it for an encrypted peer takes.
  */
 export const SLOT_BYTES = 2048;
 /** Packets from the TUN start this far into the buffer: the first one also has room for its header. */
-const HEADROOM = SEALED_HEADER;
+const HEADROOM = SEALED_HEADROOM;
 /** The first byte of the cluster manager's rendezvous answer (control/reflexive-address.ts). */
 const TYPE_RENDEZVOUS_ANSWER = 6;
 /** Packets handled per read: one `recvmmsg`/`sendmmsg` and one pass of JavaScript over a shared buffer. */

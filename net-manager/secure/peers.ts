@@ -1,7 +1,7 @@
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { numberToIp } from '../../shared/ipv4.js';
 import type { Logger } from '../../shared/logger.js';
-import { SEALED_HEADER, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
+import { RELAY_HEADER, SEALED_HEADROOM, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import {
   type Cipher,
   consumeInitiation,
@@ -42,6 +42,8 @@ export const KEEPALIVE_MS = 10_000;
 export const PERSISTENT_KEEPALIVE_MS = 25_000;
 export const IDLE_MS = 10 * 60_000;
 export const STAGED_MAX = 128;
+/** While the relay carries a peer's packets, a direct path is tried this often. */
+export const DIRECT_RETRY_MS = 30_000;
 /** Handshake messages taken per second, all peers together (each costs two or three Diffie-Hellmans). */
 const HANDSHAKES_PER_SECOND = 500;
 /** Initiations from keys the cluster manager is being asked about, held at once. */
@@ -84,6 +86,8 @@ export interface Peer {
   /** The newest initiation timestamp taken from it: older ones are replays. */
   lastTimestamp: Buffer | null;
   lastHandshakeAt: number;
+  /** When a direct path was last tried while the relay carried the peer's packets. */
+  lastDirectTry: number;
   staged: Buffer[];
   lastUsed: number;
 }
@@ -94,6 +98,8 @@ export interface PeerView {
   publicKey: string;
   endpoint: string;
   session: 'established' | 'handshaking' | 'none';
+  /** Whether its packets go straight to its endpoint or through the cluster manager's relay. */
+  via: 'direct' | 'relay';
   /** The data cipher of the session in use. */
   cipher: Cipher | null;
   lastHandshakeMsAgo: number | null;
@@ -148,14 +154,19 @@ export class Peers {
   /** Initiations in flight, by the sender index they carry (the response names it). */
   private readonly initiations = new Map<number, Peer>();
   /** Initiations from keys being asked about, by key. */
-  private readonly held = new Map<string, { message: Buffer; address: number; port: number; at: number }>();
+  private readonly held = new Map<
+    string,
+    { message: Buffer; address: number; port: number; at: number; via: Via }
+  >();
+  /** The cluster manager's relay; null without one. */
+  private relay: { ip: number; port: number } | null = null;
   private readonly rekeyAfterMs: number;
   private readonly now: () => number;
   private lastTimestamp = 0n;
   private budget = HANDSHAKES_PER_SECOND;
   private budgetSecond = 0;
   /** Scratch for sending one message: room for the header before and the tag after. */
-  private readonly scratch = Buffer.alloc(SEALED_HEADER + SEALED_TAG);
+  private readonly scratch = Buffer.alloc(SEALED_HEADROOM + SEALED_TAG);
   private readonly one = { offsets: new Int32Array(1), lengths: new Int32Array(1), peers: new Int32Array(1) };
   private readonly sendAddress = new Uint32Array(1);
   private readonly sendPort = new Uint16Array(1);
@@ -209,16 +220,18 @@ export class Peers {
       next: null,
       lastTimestamp: null,
       lastHandshakeAt: -1,
+      lastDirectTry: this.now(),
       staged: [],
       lastUsed: this.now(),
     };
     this.bySlot[slot] = peer;
     this.byKey.set(keyText, peer);
     this.udp.setPeer(slot, endpointIp, endpointPort);
+    if (this.relay) this.udp.setRelay(slot, this.relay.ip, this.relay.port, relayId(publicKey), false);
     const held = this.held.get(keyText);
     if (held) {
       this.held.delete(keyText);
-      this.answerInitiation(held.message, held.address, held.port, this.now());
+      this.answerInitiation(held.message, held.address, held.port, this.now(), held.via);
     }
     return peer;
   }
@@ -240,8 +253,8 @@ export class Peers {
 
   /** Keeps a copy of a packet until the peer has a session, and starts a handshake. */
   stage(peer: Peer, buffer: Buffer, offset: number, length: number, now: number): void {
-    const copy = Buffer.alloc(SEALED_HEADER + length + SEALED_TAG);
-    buffer.copy(copy, SEALED_HEADER, offset, offset + length);
+    const copy = Buffer.alloc(SEALED_HEADROOM + length + SEALED_TAG);
+    buffer.copy(copy, SEALED_HEADROOM, offset, offset + length);
     if (peer.staged.length >= STAGED_MAX) {
       peer.staged.shift();
       this.counters.stagedDropped++;
@@ -272,11 +285,27 @@ export class Peers {
       return;
     }
     this.budget--;
-    const message = Buffer.from(buffer.subarray(offset, offset + length));
-    if (message[0] === TYPE_INITIATION && length === INITIATION_BYTES)
-      this.answerInitiation(message, address, port, now);
-    else if (message[0] === TYPE_RESPONSE && length === RESPONSE_BYTES)
-      this.completeInitiation(message, address, port, now);
+    let message = Buffer.from(buffer.subarray(offset, offset + length));
+    let via: Via = 'direct';
+    if (message[0] === TYPE_RELAYED) {
+      // Through the relay: taken only from the relay itself; the peer is answered through it.
+      const relay = this.relay;
+      if (!relay || address !== relay.ip || port !== relay.port) return;
+      message = message.subarray(RELAY_HEADER);
+      via = 'relay';
+    }
+    if (message[0] === TYPE_INITIATION && message.length === INITIATION_BYTES)
+      this.answerInitiation(message, address, port, now, via);
+    else if (message[0] === TYPE_RESPONSE && message.length === RESPONSE_BYTES)
+      this.completeInitiation(message, address, port, now, via);
+  }
+
+  /** The relay (the cluster manager's rendezvous port) that reaches peers no direct path reaches; null: none. */
+  setRelay(relay: { ip: number; port: number } | null): void {
+    this.relay = relay;
+    if (relay)
+      for (const peer of this.byKey.values())
+        this.udp.setRelay(peer.slot, relay.ip, relay.port, relayId(peer.publicKey), false);
   }
 
   /** Once a second: retries, rekeys, keepalives, and forgetting what is idle. */
@@ -304,6 +333,13 @@ export class Peers {
       }
       if (current && this.canSeal(peer, now)) {
         const native = this.udp.peer(peer.slot);
+        // Through the relay: now and then a handshake on the direct path alone (with a punch); if it is answered
+        // the peer moves off the relay.
+        if (native?.viaRelay && !peer.initiation && now - peer.lastDirectTry >= DIRECT_RETRY_MS) {
+          peer.lastDirectTry = now;
+          this.sendInitiation(peer, now, now, true, false);
+          continue;
+        }
         // Sending and hearing nothing back (a NAT on the way lost its mapping, the peer moved): a new handshake
         // to every endpoint, and the peer told to reach out too.
         if (
@@ -340,6 +376,7 @@ export class Peers {
         publicKey: peer.keyText,
         endpoint: native ? `${numberToIp(native.address)}:${native.port}` : peer.announced,
         session: this.canSeal(peer, now) ? 'established' : peer.initiation ? 'handshaking' : 'none',
+        via: native?.viaRelay ? 'relay' : 'direct',
         cipher: peer.current?.cipher ?? null,
         lastHandshakeMsAgo: peer.lastHandshakeAt < 0 ? null : Math.round(now - peer.lastHandshakeAt),
         rxBytes: native?.rxBytes ?? 0,
@@ -372,8 +409,11 @@ export class Peers {
     this.sendInitiation(peer, now, now, !this.canSeal(peer, now));
   }
 
-  /** `punch`: also have the cluster manager tell the peer to reach out (its NAT may drop this until it does). */
-  private sendInitiation(peer: Peer, now: number, firstAt: number, punch: boolean): void {
+  /**
+   * `punch`: also have the cluster manager tell the peer to reach out (its NAT may drop this until it does).
+   * `relay`: also through the relay (by default on a retry, or while the relay is what reaches the peer).
+   */
+  private sendInitiation(peer: Peer, now: number, firstAt: number, punch: boolean, relay?: boolean): void {
     if (peer.initiation) this.initiations.delete(peer.initiation.state.senderIndex);
     const senderIndex = this.freshIndex();
     let created: ReturnType<typeof createInitiation>;
@@ -410,10 +450,14 @@ export class Peers {
       tried.add(key);
       this.sendRaw(created.message, address, port);
     }
+    // Unanswered before, or the relay is what reaches it now: through the relay too (the answer that comes first
+    // decides the path; a direct one later moves the peer off the relay).
+    if (relay ?? (now - firstAt >= RETRY_MS || this.udp.peer(peer.slot)?.viaRelay === true))
+      this.sendTo(peer, created.message, 'relay', 0, 0);
     if (punch) this.options.askPunch?.(peer.keyText);
   }
 
-  private answerInitiation(message: Buffer, address: number, port: number, now: number): void {
+  private answerInitiation(message: Buffer, address: number, port: number, now: number, via: Via): void {
     let received: ReturnType<typeof consumeInitiation>;
     try {
       received = consumeInitiation(this.keys, message);
@@ -427,7 +471,7 @@ export class Peers {
       // Whose key is it? The cluster manager says; the initiation waits (the initiator also sends it again).
       if (!this.held.has(keyText) && this.held.size >= MAX_HELD_INITIATIONS) return;
       if (!this.held.has(keyText)) this.options.askKey(keyText);
-      this.held.set(keyText, { message, address, port, at: now });
+      this.held.set(keyText, { message, address, port, at: now, via });
       return;
     }
     if (peer.lastTimestamp && Buffer.compare(received.timestamp, peer.lastTimestamp) <= 0) {
@@ -459,13 +503,13 @@ export class Peers {
     peer.lastTimestamp = received.timestamp;
     peer.next = { localIndex, startedAt: now, initiator: false, cipher: response.cipher };
     peer.lastHandshakeAt = now;
-    // Authenticated: the peer is where this came from.
-    this.udp.setPeer(peer.slot, address, port);
-    this.sendRaw(response.message, address, port);
+    // Authenticated: the peer is where this came from (directly, or through the relay).
+    this.reachedVia(peer, address, port, via);
+    this.sendTo(peer, response.message, via, address, port);
     this.counters.handshakesAnswered++;
   }
 
-  private completeInitiation(message: Buffer, address: number, port: number, now: number): void {
+  private completeInitiation(message: Buffer, address: number, port: number, now: number, via: Via): void {
     const peer = this.initiations.get(responseReceiver(message));
     const initiation = peer?.initiation;
     if (!peer || !initiation) {
@@ -498,7 +542,7 @@ export class Peers {
     }
     peer.current = { localIndex, startedAt: now, initiator: true, cipher: completed.cipher };
     peer.lastHandshakeAt = now;
-    this.udp.setPeer(peer.slot, address, port);
+    this.reachedVia(peer, address, port, via);
     this.counters.handshakesCompleted++;
     // The responder seals with its new keys once something sealed with them arrives: staged packets, or else an
     // empty one.
@@ -511,8 +555,8 @@ export class Peers {
     peer.staged = [];
     const { offsets, lengths, peers } = this.one;
     for (const packet of staged) {
-      offsets[0] = SEALED_HEADER;
-      lengths[0] = packet.length - SEALED_HEADER - SEALED_TAG;
+      offsets[0] = SEALED_HEADROOM;
+      lengths[0] = packet.length - SEALED_HEADROOM - SEALED_TAG;
       peers[0] = peer.slot;
       this.udp.sendSealed(packet, offsets, lengths, peers, 1);
     }
@@ -520,10 +564,31 @@ export class Peers {
 
   private sendKeepalive(peer: Peer): void {
     const { offsets, lengths, peers } = this.one;
-    offsets[0] = SEALED_HEADER;
+    offsets[0] = SEALED_HEADROOM;
     lengths[0] = 0;
     peers[0] = peer.slot;
     if (this.udp.sendSealed(this.scratch, offsets, lengths, peers, 1) === 1) this.counters.keepalivesSent++;
+  }
+
+  /** An authenticated handshake says where the peer is: its address, or behind the relay. */
+  private reachedVia(peer: Peer, address: number, port: number, via: Via): void {
+    if (via === 'direct') this.udp.setPeer(peer.slot, address, port);
+    else if (this.relay) this.udp.setRelay(peer.slot, this.relay.ip, this.relay.port, relayId(peer.publicKey), true);
+  }
+
+  /** A handshake message to the peer: to address:port, or through the relay. */
+  private sendTo(peer: Peer, message: Buffer, via: Via, address: number, port: number): void {
+    if (via === 'direct') {
+      this.sendRaw(message, address, port);
+      return;
+    }
+    const relay = this.relay;
+    if (!relay) return;
+    const wrapped = Buffer.alloc(RELAY_HEADER + message.length);
+    wrapped[0] = TYPE_TO_RELAY;
+    relayId(peer.publicKey).copy(wrapped, 4);
+    message.copy(wrapped, RELAY_HEADER);
+    this.sendRaw(wrapped, relay.ip, relay.port);
   }
 
   private sendRaw(message: Buffer, address: number, port: number): void {
@@ -565,4 +630,14 @@ export class Peers {
     bytes.writeUInt32BE(Number(stamp % 1_000_000_000n), 8);
     return bytes;
   }
+}
+
+type Via = 'direct' | 'relay';
+/** A message for the relay to pass on, and one it passed on (native/secure.h). */
+const TYPE_TO_RELAY = 7;
+const TYPE_RELAYED = 8;
+
+/** A peer's id at the relay: the first 8 bytes of SHA-256 of its public key (the cluster manager computes the same). */
+export function relayId(publicKey: Buffer): Buffer {
+  return createHash('sha256').update(publicKey).digest().subarray(0, 8);
 }

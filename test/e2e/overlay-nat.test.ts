@@ -1,21 +1,24 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetManagerStatusSchema } from '../../shared/index.js';
-import { containersWithLabel, pingIn } from '../helpers/docker.js';
+import { containersWithLabel, execIn, pingIn } from '../helpers/docker.js';
 import { allRunning, E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { NattedHost } from '../helpers/nat.js';
 import { TestNetwork } from '../helpers/netns.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 
-const WORKERS = ['nat-1', 'nat-2'];
+const WORKERS = ['nat-1', 'nat-2', 'nat-3', 'nat-4'];
+/** Behind NATs that give every destination another random port: no hole can be punched between them. */
+const SYMMETRIC = new Set(['nat-3', 'nat-4']);
 
 /**
  * Two workers, each behind its own NAT (a router namespace with iptables MASQUERADE), the cluster manager on the
  * "public" test bridge, nobody setting --public-ip: each net manager announces its private address, learns from
  * the cluster manager's rendezvous port what its NAT maps it to, and announces that too. A handshake goes to every
  * candidate while the cluster manager has the other side reach out as well, which opens both NATs: the path is
- * direct, router to router.
+ * direct, router to router. Two more workers sit behind NATs that pick a random port per destination: no hole
+ * opens between them, and their traffic goes through the cluster manager's relay.
  */
 describe('the overlay through two NATs', () => {
   let network: TestNetwork | undefined;
@@ -29,7 +32,7 @@ describe('the overlay through two NATs', () => {
     cluster = new E2eCluster({ host: network.bridgeAddress, nodeTimeoutMs: 15_000 });
     await cluster.startClusterManager();
     for (const [index, name] of WORKERS.entries()) {
-      const host = NattedHost.create(network, index + 1);
+      const host = NattedHost.create(network, index + 1, { symmetric: SYMMETRIC.has(name) });
       hosts.set(name, host);
       const dataDir = join(cluster.dir, `nm-${name}`);
       const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
@@ -106,7 +109,11 @@ describe('the overlay through two NATs', () => {
       );
       const status = netStatus(name);
       expect(status.publicIp).toBe(host.address);
-      expect(status.candidates).toContainEqual({ ip: host.router.address, port: 50103 });
+      // A port-preserving NAT keeps the overlay port; a symmetric one picks another.
+      expect(status.candidates).toContainEqual({
+        ip: host.router.address,
+        port: SYMMETRIC.has(name) ? expect.any(Number) : 50103,
+      });
     }
   });
 
@@ -142,4 +149,33 @@ describe('the overlay through two NATs', () => {
     );
     console.log(`traffic recovered ${Date.now() - flushedAt} ms after the NAT mappings were flushed`);
   }, 150_000);
+
+  it('goes through the relay between two NATs that cannot be punched through, both ways', async () => {
+    const three = await createOn('nat-three', 'nat-3');
+    const four = await createOn('nat-four', 'nat-4');
+    await waitFor(
+      () => pingIn(three.container, four.instanceIp),
+      'ping from behind NAT 3 to behind NAT 4',
+      45_000,
+    );
+    await waitFor(
+      () => pingIn(four.container, three.instanceIp),
+      'ping from behind NAT 4 to behind NAT 3',
+      30_000,
+    );
+    for (const [name, other] of [
+      ['nat-3', 'nat-4'],
+      ['nat-4', 'nat-3'],
+    ] as const) {
+      const peer = netStatus(name).peers?.find(
+        (candidate) => candidate.nodeId === cluster!.nodeIds.get(other),
+      );
+      expect(peer).toMatchObject({ session: 'established', via: 'relay' });
+      expect(netStatus(name).counters.udpRelayedOut).toBeGreaterThan(0);
+    }
+    // Tunnel traffic between them crossed the relay: a 1400-byte ping fits (the relay's 12 bytes included).
+    expect(execIn(three.container, ['ping', '-c', '3', '-s', '1372', '-W', '2', four.instanceIp])).toMatch(
+      /3 packets received/,
+    );
+  }, 120_000);
 });

@@ -30,7 +30,12 @@ export class NattedHost {
     this.address = `192.168.${50 + index}.2`;
   }
 
-  static create(network: TestNetwork, index: number): NattedHost {
+  /**
+   * `symmetric`: the NAT gives every destination a random port of its own (`MASQUERADE --random-fully`, as some
+   * carrier-grade NATs do): the port a peer learns from the rendezvous port is not the one it would have to
+   * reach, so no hole can be punched.
+   */
+  static create(network: TestNetwork, index: number, options: { symmetric?: boolean } = {}): NattedHost {
     const router = network.addHost(index);
     const host = new NattedHost(router, index);
     const lan = `192.168.${50 + index}`;
@@ -48,7 +53,10 @@ export class NattedHost {
     ip('-n', host.namespace, 'link', 'set', 'lo', 'up');
     ip('-n', host.namespace, 'route', 'add', 'default', 'via', `${lan}.1`);
     router.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    router.exec('iptables', ['-w', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'eth0', '-j', 'MASQUERADE']);
+    router.exec('iptables', [
+      ...['-w', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'eth0', '-j', 'MASQUERADE'],
+      ...(options.symmetric ? ['--random-fully'] : []),
+    ]);
     // As a home router's firewall: from the outside only what answers a mapping. (Dropped in INPUT, an unsolicited
     // packet leaves no connection-tracking entry behind that would make the NAT pick another port later.)
     router.exec('iptables', [

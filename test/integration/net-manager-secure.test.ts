@@ -7,7 +7,13 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PROMOTED, SEALED_HEADER, SEALED_TAG, UdpEndpoint } from '../../net-manager/tunnel.js';
+import {
+  PROMOTED,
+  SEALED_HEADER,
+  SEALED_HEADROOM,
+  SEALED_TAG,
+  UdpEndpoint,
+} from '../../net-manager/tunnel.js';
 import { ipToNumber } from '../../shared/ipv4.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -52,7 +58,7 @@ function sealAndSend(udp: UdpEndpoint, slot: number, payloads: Buffer[]): number
   const lengths = new Int32Array(payloads.length);
   const peers = new Int32Array(payloads.length);
   payloads.forEach((payload, i) => {
-    offsets[i] = i * SLOT + SEALED_HEADER;
+    offsets[i] = i * SLOT + SEALED_HEADROOM;
     lengths[i] = payload.length;
     peers[i] = slot;
     payload.copy(buffer, offsets[i]!);
@@ -221,6 +227,40 @@ describe('sealed data messages (addon, loopback)', () => {
     await waitFor(() => atAlice.packets.length === 2, 'the datagrams');
     expect(atAlice.packets[1]!.data.toString()).toBe('new keys');
     expect(bob.stats()).toMatchObject({ keepalives: 1, promoted: 1 });
+  });
+
+  it('sends through the relay while the peer is reached there, takes relayed packets only from the relay, and leaves it on a direct packet', async () => {
+    const { alice, bob } = pair();
+    const relay = await tap();
+    const elsewhere = await tap();
+    const atBob = receiver(bob);
+    const bobsId = Buffer.from('b0b0b0b0b0b0b0b0', 'hex');
+    const alicesId = Buffer.from('a1a1a1a1a1a1a1a1', 'hex');
+    expect(alice.setRelay(5, LOOPBACK, relay.port, bobsId, true)).toBe(true);
+    expect(bob.setRelay(3, LOOPBACK, relay.port, alicesId, false)).toBe(true);
+    sealAndSend(alice, 5, [Buffer.from('through the relay')]);
+    await waitFor(() => relay.captured.length === 1, 'the message at the relay');
+    const toRelay = relay.captured[0]!;
+    expect(toRelay[0]).toBe(7);
+    expect(toRelay.subarray(4, 12).equals(bobsId)).toBe(true);
+    expect(toRelay[12]).toBe(4); // the sealed data message behind the relay's header
+    expect(alice.stats().relayedOut).toBe(1);
+    // The relay passes it on as type 8 with the sender's id; from anywhere else the same is refused.
+    const relayed = Buffer.concat([Buffer.from([8, 0, 0, 0]), alicesId, toRelay.subarray(12)]);
+    await send(elsewhere.socket, relayed, bob.port);
+    await waitFor(() => bob.stats().notFromRelay === 1, 'the relayed packet from elsewhere refused');
+    await send(relay.socket, relayed, bob.port);
+    await waitFor(() => atBob.packets.length === 1, 'the relayed packet');
+    expect(atBob.packets[0]!.data.toString()).toBe('through the relay');
+    expect(bob.peer(3)).toMatchObject({ viaRelay: true });
+    // Bob now answers through the relay too; a direct packet from Alice moves him off it.
+    sealAndSend(bob, 3, [Buffer.from('answer')]);
+    await waitFor(() => relay.captured.length === 2, "Bob's answer at the relay");
+    expect(relay.captured[1]!.subarray(4, 12).equals(alicesId)).toBe(true);
+    alice.setPeer(5, LOOPBACK, bob.port);
+    sealAndSend(alice, 5, [Buffer.from('direct again')]);
+    await waitFor(() => atBob.packets.length === 2, 'the direct packet');
+    expect(bob.peer(3)).toMatchObject({ viaRelay: false, address: LOOPBACK, port: alice.port });
   });
 
   it('seals nothing for a peer without a session, hands handshake messages up, and checks its arguments', async () => {
