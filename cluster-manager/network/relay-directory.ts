@@ -47,5 +47,9 @@ export class RelayDirectory {
 
 /** A node's id at the relay (hex of 8 bytes), from its overlay key (base64). */
 export function relayId(publicKey: string): string {
-  return createHash('sha256').update(Buffer.from(publicKey, 'base64')).digest().subarray(0, 8).toString('hex');
+  return createHash('sha256')
+    .update(Buffer.from(publicKey, 'base64'))
+    .digest()
+    .subarray(0, 8)
+    .toString('hex');
 }

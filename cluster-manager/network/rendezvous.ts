@@ -32,7 +32,12 @@ export class RendezvousPort {
     private readonly relays: RelayDirectory,
   ) {}
 
-  static async start(host: string, port: number, relays: RelayDirectory, logger: Logger): Promise<RendezvousPort> {
+  static async start(
+    host: string,
+    port: number,
+    relays: RelayDirectory,
+    logger: Logger,
+  ): Promise<RendezvousPort> {
     const socket = createSocket('udp4');
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
@@ -68,7 +73,8 @@ export class RendezvousPort {
 
   private relay(message: Buffer, address: string, port: number): void {
     const from = this.relays.idAt(address, port);
-    const to = message.length > RELAY_HEADER ? this.relays.endpointOf(message.toString('hex', 4, 12)) : undefined;
+    const to =
+      message.length > RELAY_HEADER ? this.relays.endpointOf(message.toString('hex', 4, 12)) : undefined;
     if (!from || !to) {
       this.counters.ignored++;
       return;

@@ -573,7 +573,8 @@ export class Peers {
   /** An authenticated handshake says where the peer is: its address, or behind the relay. */
   private reachedVia(peer: Peer, address: number, port: number, via: Via): void {
     if (via === 'direct') this.udp.setPeer(peer.slot, address, port);
-    else if (this.relay) this.udp.setRelay(peer.slot, this.relay.ip, this.relay.port, relayId(peer.publicKey), true);
+    else if (this.relay)
+      this.udp.setRelay(peer.slot, this.relay.ip, this.relay.port, relayId(peer.publicKey), true);
   }
 
   /** A handshake message to the peer: to address:port, or through the relay. */

@@ -1,25 +1,15 @@
-import { execFileSync, spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { hasAesInstructions } from '../../net-manager/secure/aes-hardware.js';
-import { containersWithLabel, inspectContainer } from '../helpers/docker.js';
-import { allRunning, E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
+import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
 import { BINS, Program } from '../helpers/programs.js';
+import { type Endpoint, IPERF_SECONDS, iperf, PINGS, ping, placeMeasured } from './net-measure.js';
 import { median, percentile, report } from './report.js';
 
-const IPERF_SECONDS = Number(process.env.BENCH_IPERF_S ?? 10);
 const ROUNDS = Number(process.env.BENCH_OVERLAY_ROUNDS ?? 2);
-const PINGS = Number(process.env.BENCH_PINGS ?? 200);
 const VXLAN = 'vxbench0';
-
-interface Endpoint {
-  /** Runs a command in the endpoint's network namespace. */
-  prefix: string[];
-  /** The address the other side connects to. */
-  address: string;
-}
 
 /**
  * TCP throughput (iperf3) and ping RTT between two containers on two workers over the overlay, encrypted (the
@@ -68,30 +58,17 @@ describe('overlay throughput and latency', () => {
     await join2(encrypted, [1, 2]);
     await join2(plain, [3, 4]);
     await join2(encrypted, [5, 6], ['--cipher', 'chacha20-poly1305']);
-    const place = async (cluster: E2eCluster, name: string, node: string) => {
-      const job = await cluster.createJob({
-        name,
-        image: 'edge/busybox:latest',
-        command: WORKLOAD,
-        constraints: { nodes: [node] },
-      });
-      const running = await cluster.waitForJob(job.id, allRunning, `${name} running`);
-      const container = containersWithLabel(`edge.job=${job.id}`)[0]!.id;
-      const pid = inspectContainer(container).State.Pid;
-      const instance = running.instances[0] as { instanceIp?: string };
-      return { prefix: ['nsenter', '-t', String(pid), '-n'], address: instance.instanceIp! };
-    };
     paths.set(`overlay, encrypted (${hasAesInstructions() ? 'AES-256-GCM' : 'ChaCha20-Poly1305'})`, {
-      server: await place(encrypted, 'bench-server', 'bench-1'),
-      client: await place(encrypted, 'bench-client', 'bench-2'),
+      server: await placeMeasured(encrypted, 'bench-server', 'bench-1'),
+      client: await placeMeasured(encrypted, 'bench-client', 'bench-2'),
     });
     paths.set('overlay, encrypted (ChaCha20-Poly1305: --cipher)', {
-      server: await place(encrypted, 'bench-chacha-server', 'bench-5'),
-      client: await place(encrypted, 'bench-chacha-client', 'bench-6'),
+      server: await placeMeasured(encrypted, 'bench-chacha-server', 'bench-5'),
+      client: await placeMeasured(encrypted, 'bench-chacha-client', 'bench-6'),
     });
     paths.set('overlay, unencrypted (--overlay-plaintext)', {
-      server: await place(plain, 'bench-plain-server', 'bench-3'),
-      client: await place(plain, 'bench-plain-client', 'bench-4'),
+      server: await placeMeasured(plain, 'bench-plain-server', 'bench-3'),
+      client: await placeMeasured(plain, 'bench-plain-client', 'bench-4'),
     });
     const [a, b] = hosts as [TestHost, TestHost];
     paths.set('underlay veth (worker -> worker)', {
@@ -152,43 +129,6 @@ describe('overlay throughput and latency', () => {
     const status = await netManagerCounters();
     report('overlay', rows, { iperfSeconds: IPERF_SECONDS, rounds: ROUNDS, pings: PINGS, counters: status });
   }, 900_000);
-
-  async function iperf(client: Endpoint, server: Endpoint): Promise<{ gbits: number; retransmits: number }> {
-    const [command, ...args] = [...server.prefix, 'iperf3', '-s', '-1'];
-    const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    try {
-      const out = execFileSync(
-        client.prefix[0]!,
-        [...client.prefix.slice(1), 'iperf3', '-c', server.address, '-t', String(IPERF_SECONDS), '-J'],
-        { encoding: 'utf8', timeout: (IPERF_SECONDS + 20) * 1000 },
-      );
-      const json = JSON.parse(out) as {
-        error?: string;
-        end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
-      };
-      if (json.error) throw new Error(`iperf3 to ${server.address}: ${json.error}`);
-      return {
-        gbits: json.end.sum_received.bits_per_second / 1e9,
-        retransmits: json.end.sum_sent.retransmits ?? 0,
-      };
-    } finally {
-      child.kill();
-    }
-  }
-
-  /**
-   * RTTs in ms of `PINGS` echo requests, 10 ms apart (sparse traffic: every packet finds the forwarders idle,
-   * their caches cold) or 1 ms apart (steady traffic).
-   */
-  function ping(client: Endpoint, address: string, interval = '0.01'): number[] {
-    const out = execFileSync(
-      client.prefix[0]!,
-      [...client.prefix.slice(1), 'ping', '-n', '-c', String(PINGS), '-i', interval, address],
-      { encoding: 'utf8', timeout: 60_000 },
-    );
-    return [...out.matchAll(/time=([\d.]+) ms/g)].map((match) => Number(match[1]));
-  }
 
   /** The net managers' counters (drops by reason, packets each way), read from their local API. */
   function netManagerCounters(): Promise<unknown[]> {
