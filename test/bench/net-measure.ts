@@ -60,10 +60,10 @@ export async function iperf(
  * RTTs in ms of `PINGS` echo requests, 10 ms apart (sparse traffic: every packet finds the forwarders idle,
  * their caches cold) or 1 ms apart (steady traffic).
  */
-export function ping(client: Endpoint, address: string, interval = '0.01'): number[] {
+export function ping(client: Endpoint, address: string, interval = '0.01', count = PINGS): number[] {
   const out = execFileSync(
     client.prefix[0]!,
-    [...client.prefix.slice(1), 'ping', '-n', '-c', String(PINGS), '-i', interval, address],
+    [...client.prefix.slice(1), 'ping', '-n', '-c', String(count), '-i', interval, address],
     { encoding: 'utf8', timeout: 60_000 },
   );
   return [...out.matchAll(/time=([\d.]+) ms/g)].map((match) => Number(match[1]));
