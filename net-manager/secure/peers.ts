@@ -374,7 +374,12 @@ export class Peers {
       return {
         nodeId: peer.nodeId,
         publicKey: peer.keyText,
-        endpoint: native ? `${numberToIp(native.address)}:${native.port}` : peer.announced,
+        endpoint:
+          native?.viaRelay && this.relay
+            ? `${numberToIp(this.relay.ip)}:${this.relay.port}`
+            : native
+              ? `${numberToIp(native.address)}:${native.port}`
+              : peer.announced,
         session: this.canSeal(peer, now) ? 'established' : peer.initiation ? 'handshaking' : 'none',
         via: native?.viaRelay ? 'relay' : 'direct',
         cipher: peer.current?.cipher ?? null,
