@@ -3,6 +3,7 @@
  * (50103). Batched, allocation-free I/O through the same addon as the TUN device (recvmmsg/sendmmsg over
  * buffers and typed arrays the caller allocates once), readiness through `uv_poll` on Node's event loop.
  */
+import { RELAY_HEADER_BYTES } from '../shared/overlay-wire.js';
 import {
   loadTunAddon,
   type NativePeer,
@@ -15,7 +16,7 @@ import {
 export const SEALED_HEADER = 16;
 export const SEALED_TAG = 16;
 /** The relay's header in front of a relayed message (type, zeros, the peer's relay id). */
-export const RELAY_HEADER = 12;
+export const RELAY_HEADER = RELAY_HEADER_BYTES;
 /** Free bytes sendSealed needs before each packet: the header, and the relay's when the peer is reached through it. */
 export const SEALED_HEADROOM = SEALED_HEADER + RELAY_HEADER;
 /** Set in `peers[i]` by recvOpen when the packet confirmed the peer's `next` session. */

@@ -14,6 +14,7 @@ export * from './mqtt-login.js';
 export * from './net.js';
 export * from './node.js';
 export * from './options.js';
+export * from './overlay-wire.js';
 export * from './paths.js';
 export * from './telemetry.js';
 export * from './topics.js';

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import type { OverlayEndpoint } from '../../shared/index.js';
+import { type OverlayEndpoint, relayId } from '../../shared/index.js';
 
 /**
  * Who the relay (the rendezvous port) passes packets between: each node with an overlay key, by its relay id (the
@@ -15,7 +14,7 @@ export class RelayDirectory {
   /** A node announced its key and where its probes come from. */
   set(nodeId: string, publicKey: string, endpoint: OverlayEndpoint): void {
     this.remove(nodeId);
-    const id = relayId(publicKey);
+    const id = relayId(Buffer.from(publicKey, 'base64')).toString('hex');
     const key = `${endpoint.ip}:${endpoint.port}`;
     this.byNode.set(nodeId, { id, endpoint: key });
     this.byId.set(id, endpoint);
@@ -43,13 +42,4 @@ export class RelayDirectory {
   get size(): number {
     return this.byNode.size;
   }
-}
-
-/** A node's id at the relay (hex of 8 bytes), from its overlay key (base64). */
-export function relayId(publicKey: string): string {
-  return createHash('sha256')
-    .update(Buffer.from(publicKey, 'base64'))
-    .digest()
-    .subarray(0, 8)
-    .toString('hex');
 }

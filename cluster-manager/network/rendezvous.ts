@@ -1,18 +1,12 @@
 import { createSocket, type Socket } from 'node:dgram';
-import type { Logger } from '../../shared/index.js';
+import {
+  type Logger,
+  OVERLAY_MESSAGE,
+  PROBE_ANSWER_BYTES,
+  PROBE_BYTES,
+  RELAY_HEADER_BYTES,
+} from '../../shared/index.js';
 import type { RelayDirectory } from './relay-directory.js';
-
-/** A probe: type 5, 3 zero bytes, 16 bytes the prober chose (an off-path sender cannot guess them). */
-export const PROBE_BYTES = 20;
-/** The answer: type 6, 3 zero bytes, the probe's 16 bytes, the address (4) and port (2) the probe came from. */
-export const ANSWER_BYTES = 26;
-const TYPE_PROBE = 5;
-const TYPE_ANSWER = 6;
-/** To relay: type 7, 3 zero bytes, the receiving node's relay id (8), the message; passed on as type 8 with the
- * sending node's relay id instead. */
-const TYPE_TO_RELAY = 7;
-const TYPE_RELAYED = 8;
-const RELAY_HEADER = 12;
 
 /**
  * The cluster manager's UDP rendezvous port (STUN's idea, cut down): a net manager sends a probe from its
@@ -48,7 +42,7 @@ export class RendezvousPort {
     });
     const rendezvous = new RendezvousPort(socket, socket.address().port, relays);
     socket.on('message', (message, from) =>
-      message[0] === TYPE_TO_RELAY
+      message[0] === OVERLAY_MESSAGE.toRelay
         ? rendezvous.relay(message, from.address, from.port)
         : rendezvous.answer(message, from.address, from.port),
     );
@@ -58,13 +52,13 @@ export class RendezvousPort {
 
   private answer(message: Buffer, address: string, port: number): void {
     const octets = address.split('.').map(Number);
-    if (message.length !== PROBE_BYTES || message[0] !== TYPE_PROBE || octets.length !== 4) {
+    if (message.length !== PROBE_BYTES || message[0] !== OVERLAY_MESSAGE.probe || octets.length !== 4) {
       this.counters.ignored++;
       return;
     }
     this.counters.probes++;
-    const answer = Buffer.alloc(ANSWER_BYTES);
-    answer[0] = TYPE_ANSWER;
+    const answer = Buffer.alloc(PROBE_ANSWER_BYTES);
+    answer[0] = OVERLAY_MESSAGE.probeAnswer;
     message.copy(answer, 4, 4, PROBE_BYTES);
     for (const [i, octet] of octets.entries()) answer[20 + i] = octet;
     answer.writeUInt16BE(port, 24);
@@ -74,13 +68,15 @@ export class RendezvousPort {
   private relay(message: Buffer, address: string, port: number): void {
     const from = this.relays.idAt(address, port);
     const to =
-      message.length > RELAY_HEADER ? this.relays.endpointOf(message.toString('hex', 4, 12)) : undefined;
+      message.length > RELAY_HEADER_BYTES
+        ? this.relays.endpointOf(message.toString('hex', 4, 12))
+        : undefined;
     if (!from || !to) {
       this.counters.ignored++;
       return;
     }
     // In place: the type and the id change, the message behind them goes on as it came.
-    message[0] = TYPE_RELAYED;
+    message[0] = OVERLAY_MESSAGE.relayed;
     message.write(from, 4, 'hex');
     this.counters.relayed++;
     this.counters.relayedBytes += message.length;

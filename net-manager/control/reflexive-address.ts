@@ -1,11 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { numberToIp } from '../../shared/ipv4.js';
-
-/** A probe to the cluster manager's rendezvous port: type 5, 3 zero bytes, 16 random bytes. */
-const PROBE_BYTES = 20;
-/** Its answer: type 6, 3 zero bytes, the probe's 16 bytes, the address and port the probe came from. */
-export const ANSWER_BYTES = 26;
-export const TYPE_ANSWER = 6;
+import { OVERLAY_MESSAGE, PROBE_ANSWER_BYTES, PROBE_BYTES } from '../../shared/overlay-wire.js';
 
 /**
  * What this worker's overlay socket looks like from outside: the address and port the cluster manager's
@@ -21,14 +16,15 @@ export class ReflexiveAddress {
   probe(): Buffer {
     this.nonce = randomBytes(16);
     const message = Buffer.alloc(PROBE_BYTES);
-    message[0] = 5;
+    message[0] = OVERLAY_MESSAGE.probe;
     this.nonce.copy(message, 4);
     return message;
   }
 
   /** An answer arrived: true when it is the newest probe's and says something new. */
   answer(message: Buffer, offset: number, length: number): boolean {
-    if (length !== ANSWER_BYTES || message[offset] !== TYPE_ANSWER || !this.nonce) return false;
+    if (length !== PROBE_ANSWER_BYTES || message[offset] !== OVERLAY_MESSAGE.probeAnswer || !this.nonce)
+      return false;
     if (!this.nonce.equals(message.subarray(offset + 4, offset + 20))) return false;
     const ip = numberToIp(message.readUInt32BE(offset + 20));
     const port = message.readUInt16BE(offset + 24);

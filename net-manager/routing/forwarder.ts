@@ -1,3 +1,4 @@
+import { OVERLAY_MESSAGE } from '../../shared/overlay-wire.js';
 import type { PeerRoute, Peers } from '../secure/peers.js';
 import type { TunDevice } from '../tun.js';
 import { PROMOTED, SEALED_HEADER, SEALED_HEADROOM, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
@@ -10,8 +11,6 @@ import type { TranslateResult, Translator } from './translator.js';
 export const SLOT_BYTES = 2048;
 /** Packets from the TUN start this far into the buffer: the first one also has room for its header. */
 const HEADROOM = SEALED_HEADROOM;
-/** The first byte of the cluster manager's rendezvous answer (control/reflexive-address.ts). */
-const TYPE_RENDEZVOUS_ANSWER = 6;
 /** Packets handled per read: one `recvmmsg`/`sendmmsg` and one pass of JavaScript over a shared buffer. */
 export const BATCH = 64;
 /** How long a packet waits for the cluster manager to resolve its destination (then it is dropped). */
@@ -224,7 +223,8 @@ export class Forwarder {
         const length = this.peerLengths[i]!;
         if (tag === -1) {
           const offset = i * SLOT_BYTES;
-          if (buffer[offset] === TYPE_RENDEZVOUS_ANSWER) this.onRendezvousAnswer?.(buffer, offset, length);
+          if (buffer[offset] === OVERLAY_MESSAGE.probeAnswer)
+            this.onRendezvousAnswer?.(buffer, offset, length);
           else peers.onHandshake(buffer, offset, length, this.peerAddresses[i]!, this.peerPorts[i]!);
           continue;
         }

@@ -10,6 +10,7 @@ import {
   type KeyObject,
   timingSafeEqual,
 } from 'node:crypto';
+import { OVERLAY_MESSAGE } from '../../shared/overlay-wire.js';
 
 /**
  * The handshake of the encrypted overlay: Noise IK (Noise_IK_25519_ChaChaPoly_SHA256, as WireGuard uses it with
@@ -36,8 +37,8 @@ export const RESPONSE_BYTES = 77;
 export const CIPHERS = ['chacha20-poly1305', 'aes-256-gcm'] as const;
 export type Cipher = (typeof CIPHERS)[number];
 const OFFER_AES = 1;
-export const TYPE_INITIATION = 1;
-export const TYPE_RESPONSE = 2;
+export const TYPE_INITIATION = OVERLAY_MESSAGE.initiation;
+export const TYPE_RESPONSE = OVERLAY_MESSAGE.response;
 export const KEY_BYTES = 32;
 const TAG_BYTES = 16;
 const TIMESTAMP_BYTES = 12;

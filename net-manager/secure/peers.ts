@@ -1,6 +1,7 @@
-import { createHash, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { numberToIp } from '../../shared/ipv4.js';
 import type { Logger } from '../../shared/logger.js';
+import { OVERLAY_MESSAGE, relayId } from '../../shared/overlay-wire.js';
 import { RELAY_HEADER, SEALED_HEADROOM, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import {
   type Cipher,
@@ -287,7 +288,7 @@ export class Peers {
     this.budget--;
     let message = Buffer.from(buffer.subarray(offset, offset + length));
     let via: Via = 'direct';
-    if (message[0] === TYPE_RELAYED) {
+    if (message[0] === OVERLAY_MESSAGE.relayed) {
       // Through the relay: taken only from the relay itself; the peer is answered through it.
       const relay = this.relay;
       if (!relay || address !== relay.ip || port !== relay.port) return;
@@ -591,7 +592,7 @@ export class Peers {
     const relay = this.relay;
     if (!relay) return;
     const wrapped = Buffer.alloc(RELAY_HEADER + message.length);
-    wrapped[0] = TYPE_TO_RELAY;
+    wrapped[0] = OVERLAY_MESSAGE.toRelay;
     relayId(peer.publicKey).copy(wrapped, 4);
     message.copy(wrapped, RELAY_HEADER);
     this.sendRaw(wrapped, relay.ip, relay.port);
@@ -639,11 +640,3 @@ export class Peers {
 }
 
 type Via = 'direct' | 'relay';
-/** A message for the relay to pass on, and one it passed on (native/secure.h). */
-const TYPE_TO_RELAY = 7;
-const TYPE_RELAYED = 8;
-
-/** A peer's id at the relay: the first 8 bytes of SHA-256 of its public key (the cluster manager computes the same). */
-export function relayId(publicKey: Buffer): Buffer {
-  return createHash('sha256').update(publicKey).digest().subarray(0, 8);
-}

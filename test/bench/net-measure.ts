@@ -1,6 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { containersWithLabel, inspectContainer } from '../helpers/docker.js';
-import { allRunning, type E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
+import { inspectContainer } from '../helpers/docker.js';
+import type { E2eCluster } from '../helpers/e2e-cluster.js';
+import { overlayJob } from '../helpers/overlay.js';
 
 /** Measuring paths between two network namespaces (the overlay benches): iperf3 and ping, run with nsenter. */
 
@@ -14,19 +15,39 @@ export interface Endpoint {
   address: string;
 }
 
-/** A busybox job on `node`, running: its container's network namespace and its instance IP, to measure from. */
+/** A busybox job on `node`, running on the overlay: its container's network namespace and its instance IP. */
 export async function placeMeasured(cluster: E2eCluster, name: string, node: string): Promise<Endpoint> {
-  const job = await cluster.createJob({
-    name,
-    image: 'edge/busybox:latest',
-    command: WORKLOAD,
-    constraints: { nodes: [node] },
-  });
-  const running = await cluster.waitForJob(job.id, allRunning, `${name} running`);
-  const container = containersWithLabel(`edge.job=${job.id}`)[0]!.id;
+  const { container, instanceIp } = await overlayJob(cluster, name, node);
   const pid = inspectContainer(container).State.Pid;
-  const instance = running.instances[0] as { instanceIp?: string };
-  return { prefix: ['nsenter', '-t', String(pid), '-n'], address: instance.instanceIp! };
+  return { prefix: ['nsenter', '-t', String(pid), '-n'], address: instanceIp };
+}
+
+export interface PathSamples {
+  gbits: number[];
+  retransmits: number[];
+  /** RTTs of pings 10 ms apart, and 1 ms apart. */
+  rtts: number[];
+  steadyRtts: number[];
+}
+
+/** `rounds` of iperf3 and both pings on every path, the paths interleaved in each round. */
+export async function measurePaths(
+  paths: Map<string, { client: Endpoint; server: Endpoint }>,
+  rounds: number,
+): Promise<Map<string, PathSamples>> {
+  const results = new Map<string, PathSamples>();
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, { client, server }] of paths) {
+      const entry = results.get(name) ?? { gbits: [], rtts: [], steadyRtts: [], retransmits: [] };
+      results.set(name, entry);
+      const { gbits, retransmits } = await iperf(client, server);
+      entry.gbits.push(gbits);
+      entry.retransmits.push(retransmits);
+      entry.rtts.push(...ping(client, server.address));
+      entry.steadyRtts.push(...ping(client, server.address, '0.001'));
+    }
+  }
+  return results;
 }
 
 export async function iperf(

@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { NetManagerStatusSchema } from '../../shared/index.js';
 import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { NattedHost } from '../helpers/nat.js';
 import { TestNetwork } from '../helpers/netns.js';
+import { netManagerStatus } from '../helpers/overlay.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
-import { type Endpoint, IPERF_SECONDS, iperf, PINGS, ping, placeMeasured } from './net-measure.js';
+import { type Endpoint, IPERF_SECONDS, measurePaths, PINGS, ping, placeMeasured } from './net-measure.js';
 import { median, percentile, report } from './report.js';
 
 const ROUNDS = Number(process.env.BENCH_OVERLAY_ROUNDS ?? 2);
@@ -42,18 +42,7 @@ describe('the overlay through NATs: direct, punched, relayed', () => {
       await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
         netns: host.namespace,
       });
-      statusOf.set(name, () =>
-        NetManagerStatusSchema.parse(
-          JSON.parse(
-            host.exec('curl', [
-              '-s',
-              '--unix-socket',
-              join(dataDir, 'net-manager.sock'),
-              'http://x/v1/status',
-            ]),
-          ),
-        ),
-      );
+      statusOf.set(name, () => netManagerStatus(host, dataDir));
     }
     await cluster.waitForNodes(workers.map(([name]) => name));
     const pair = async (label: string, server: string, client: string) =>
@@ -84,19 +73,7 @@ describe('the overlay through NATs: direct, punched, relayed', () => {
   });
 
   it('measures TCP throughput and RTT on each path', async () => {
-    type Samples = { gbits: number[]; rtts: number[]; steadyRtts: number[]; retransmits: number[] };
-    const results = new Map<string, Samples>();
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, { client, server }] of paths) {
-        const entry = results.get(name) ?? { gbits: [], rtts: [], steadyRtts: [], retransmits: [] };
-        results.set(name, entry);
-        const { gbits, retransmits } = await iperf(client, server);
-        entry.gbits.push(gbits);
-        entry.retransmits.push(retransmits);
-        entry.rtts.push(...ping(client, server.address));
-        entry.steadyRtts.push(...ping(client, server.address, '0.001'));
-      }
-    }
+    const results = await measurePaths(paths, ROUNDS);
     const baseline = results.get('no NAT (both on the bridge)')!;
     const rows = [...results].map(([path, { gbits, rtts, steadyRtts, retransmits }]) => {
       const status = statusOf.get(paths.get(path)!.worker)!() as {

@@ -5,7 +5,7 @@ import { hasAesInstructions } from '../../net-manager/secure/aes-hardware.js';
 import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
 import { BINS, Program } from '../helpers/programs.js';
-import { type Endpoint, IPERF_SECONDS, iperf, PINGS, ping, placeMeasured } from './net-measure.js';
+import { type Endpoint, IPERF_SECONDS, measurePaths, PINGS, placeMeasured } from './net-measure.js';
 import { median, percentile, report } from './report.js';
 
 const ROUNDS = Number(process.env.BENCH_OVERLAY_ROUNDS ?? 2);
@@ -100,19 +100,7 @@ describe('overlay throughput and latency', () => {
   });
 
   it('measures TCP throughput and RTT on each path', async () => {
-    type Samples = { gbits: number[]; rtts: number[]; steadyRtts: number[]; retransmits: number[] };
-    const results = new Map<string, Samples>();
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, { client, server }] of paths) {
-        const entry = results.get(name) ?? { gbits: [], rtts: [], steadyRtts: [], retransmits: [] };
-        results.set(name, entry);
-        const { gbits, retransmits } = await iperf(client, server);
-        entry.gbits.push(gbits);
-        entry.retransmits.push(retransmits);
-        entry.rtts.push(...ping(client, server.address));
-        entry.steadyRtts.push(...ping(client, server.address, '0.001'));
-      }
-    }
+    const results = await measurePaths(paths, ROUNDS);
     const baseline = results.get('underlay veth (worker -> worker)')!;
     const over = (values: number[], base: number[]) => Number((median(values) - median(base)).toFixed(3));
     const rows = [...results].map(([path, { gbits, rtts, steadyRtts, retransmits }]) => ({

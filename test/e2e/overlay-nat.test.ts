@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NetManagerStatusSchema } from '../../shared/index.js';
-import { containersWithLabel, execIn, pingIn } from '../helpers/docker.js';
-import { allRunning, E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
+import { execIn, pingIn } from '../helpers/docker.js';
+import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { NattedHost } from '../helpers/nat.js';
 import { TestNetwork } from '../helpers/netns.js';
+import { netManagerStatus, overlayJob } from '../helpers/overlay.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -32,7 +32,11 @@ describe('the overlay through two NATs', () => {
     cluster = new E2eCluster({ host: network.bridgeAddress, nodeTimeoutMs: 15_000 });
     await cluster.startClusterManager();
     for (const [index, name] of WORKERS.entries()) {
-      const host = NattedHost.create(network, index + 1, { symmetric: SYMMETRIC.has(name) });
+      // Worker 1 reaches its router over a 1420-byte link (PPPoE, a VPN): its overlay MTU must follow.
+      const host = NattedHost.create(network, index + 1, {
+        symmetric: SYMMETRIC.has(name),
+        ...(name === 'nat-1' ? { lanMtu: 1420 } : {}),
+      });
       hosts.set(name, host);
       const dataDir = join(cluster.dir, `nm-${name}`);
       const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
@@ -69,37 +73,8 @@ describe('the overlay through two NATs', () => {
     }
   });
 
-  const netStatus = (name: string) =>
-    NetManagerStatusSchema.parse(
-      JSON.parse(
-        hosts
-          .get(name)!
-          .exec('curl', [
-            '-s',
-            '--unix-socket',
-            join(cluster!.dir, `nm-${name}`, 'net-manager.sock'),
-            'http://x/v1/status',
-          ]),
-      ),
-    );
-
-  const createOn = async (name: string, worker: string) => {
-    const job = await cluster!.createJob({
-      name,
-      image: 'edge/busybox:latest',
-      command: WORKLOAD,
-      constraints: { nodes: [worker] },
-    });
-    const body = (await cluster!.waitForJob(
-      job.id,
-      (view) =>
-        allRunning(view) &&
-        (view as { instances: { namespaceIp?: string }[] }).instances.every((i) => i.namespaceIp),
-      `${name} running on the overlay`,
-    )) as unknown as { instances: { instanceIp: string }[] };
-    const containers = containersWithLabel(`edge.job=${job.id}`).filter((c) => c.state === 'running');
-    return { instanceIp: body.instances[0]!.instanceIp, container: containers[0]!.id };
-  };
+  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, join(cluster!.dir, `nm-${name}`));
+  const createOn = (name: string, worker: string) => overlayJob(cluster!, name, worker);
 
   it('announces the NAT mapping the rendezvous port saw, beside the private address', async () => {
     for (const [name, host] of hosts) {
@@ -138,6 +113,16 @@ describe('the overlay through two NATs', () => {
       const peer = netStatus(name).peers?.find((candidate) => candidate.session === 'established');
       expect(peer?.endpoint).toBe(`${hosts.get(other)!.router.address}:50103`);
     }
+
+    // The overlay MTU of worker 1 leaves room for the seal on its 1420-byte link (1420 - 80): a full-size packet
+    // crosses without a fragment anywhere.
+    expect(netStatus('nat-1').mtu).toBe(1340);
+    expect(netStatus('nat-2').mtu).toBe(1420);
+    const fragmentsBefore = [...hosts.values()].map((host) => host.fragmentsMade());
+    expect(
+      execIn(one.container, ['ping', '-c', '3', '-s', String(1340 - 28), '-W', '2', two.instanceIp]),
+    ).toMatch(/3 packets received/);
+    expect([...hosts.values()].map((host) => host.fragmentsMade())).toEqual(fragmentsBefore);
 
     for (const host of hosts.values()) host.flushMappings();
     const flushedAt = Date.now();

@@ -2,10 +2,10 @@ import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_UDP } from '../../net-manager/routing/packet.js';
-import { NetManagerStatusSchema } from '../../shared/index.js';
-import { containersWithLabel, pingIn } from '../helpers/docker.js';
-import { allRunning, E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
+import { pingIn } from '../helpers/docker.js';
+import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
+import { netManagerStatus, overlayJob } from '../helpers/overlay.js';
 import { buildPacket } from '../helpers/packets.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
@@ -51,37 +51,8 @@ describe('an overlay with encryption turned off', () => {
     }
   });
 
-  const netStatus = (name: string) =>
-    NetManagerStatusSchema.parse(
-      JSON.parse(
-        hosts
-          .get(name)!
-          .exec('curl', [
-            '-s',
-            '--unix-socket',
-            join(cluster!.dir, `nm-${name}`, 'net-manager.sock'),
-            'http://x/v1/status',
-          ]),
-      ),
-    );
-
-  const createOn = async (name: string, worker: string) => {
-    const job = await cluster!.createJob({
-      name,
-      image: 'edge/busybox:latest',
-      command: WORKLOAD,
-      constraints: { nodes: [worker] },
-    });
-    const body = (await cluster!.waitForJob(
-      job.id,
-      (view) =>
-        allRunning(view) &&
-        (view as { instances: { namespaceIp?: string }[] }).instances.every((i) => i.namespaceIp),
-      `${name} running on the overlay`,
-    )) as unknown as { id: string; instances: { instanceIp: string }[] };
-    const containers = containersWithLabel(`edge.job=${job.id}`).filter((c) => c.state === 'running');
-    return { instanceIp: body.instances[0]!.instanceIp, container: containers[0]!.id };
-  };
+  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, join(cluster!.dir, `nm-${name}`));
+  const createOn = (name: string, worker: string) => overlayJob(cluster!, name, worker);
 
   it('reaches across workers unencrypted, says so, and drops what strangers send', async () => {
     const near = await createOn('pt-near', 'pt-1');

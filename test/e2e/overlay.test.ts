@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_UDP } from '../../net-manager/routing/packet.js';
 import { hasAesInstructions } from '../../net-manager/secure/aes-hardware.js';
-import { ipToNumber, NetManagerStatusSchema, parseCidr } from '../../shared/index.js';
+import { ipToNumber, parseCidr } from '../../shared/index.js';
 import { containersWithLabel, execIn, fetchIn, inspectContainer, pingIn } from '../helpers/docker.js';
 import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
+import { netManagerStatus } from '../helpers/overlay.js';
 import { buildPacket } from '../helpers/packets.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
@@ -77,19 +78,7 @@ describe('the overlay joins containers across workers', () => {
     }
   });
 
-  const netStatus = (name: string) =>
-    NetManagerStatusSchema.parse(
-      JSON.parse(
-        hosts
-          .get(name)!
-          .exec('curl', [
-            '-s',
-            '--unix-socket',
-            join(cluster!.dir, `nm-${name}`, 'net-manager.sock'),
-            'http://x/v1/status',
-          ]),
-      ),
-    );
+  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, join(cluster!.dir, `nm-${name}`));
 
   const createOn = async (name: string, workers: string[], command: string[]) => {
     const job = await cluster!.createJob({

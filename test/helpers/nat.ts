@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import type { TestHost, TestNetwork } from './netns.js';
+import { execInNamespace, type TestHost, type TestNetwork } from './netns.js';
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -31,11 +31,16 @@ export class NattedHost {
   }
 
   /**
+   * `lanMtu`: the MTU between the worker and its router (a PPPoE or VPN link, say).
    * `symmetric`: the NAT gives every destination a random port of its own (`MASQUERADE --random-fully`, as some
    * carrier-grade NATs do): the port a peer learns from the rendezvous port is not the one it would have to
    * reach, so no hole can be punched.
    */
-  static create(network: TestNetwork, index: number, options: { symmetric?: boolean } = {}): NattedHost {
+  static create(
+    network: TestNetwork,
+    index: number,
+    options: { symmetric?: boolean; lanMtu?: number } = {},
+  ): NattedHost {
     const router = network.addHost(index);
     const host = new NattedHost(router, index);
     const lan = `192.168.${50 + index}`;
@@ -52,6 +57,10 @@ export class NattedHost {
     ip('-n', host.namespace, 'link', 'set', 'eth0', 'up');
     ip('-n', host.namespace, 'link', 'set', 'lo', 'up');
     ip('-n', host.namespace, 'route', 'add', 'default', 'via', `${lan}.1`);
+    if (options.lanMtu) {
+      ip('-n', router.namespace, 'link', 'set', 'lan0', 'mtu', String(options.lanMtu));
+      ip('-n', host.namespace, 'link', 'set', 'eth0', 'mtu', String(options.lanMtu));
+    }
     router.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
     router.exec('iptables', [
       ...['-w', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'eth0', '-j', 'MASQUERADE'],
@@ -81,11 +90,17 @@ export class NattedHost {
   }
 
   exec(command: string, args: string[], timeoutMs = 10_000): string {
-    return execFileSync('ip', ['netns', 'exec', this.namespace, command, ...args], {
-      encoding: 'utf8',
-      timeout: timeoutMs,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    return execInNamespace(this.namespace, command, args, timeoutMs);
+  }
+
+  /** IP fragments made in the router and in the worker so far (their namespaces' `FragCreates`). */
+  fragmentsMade(): number {
+    const made = (text: string) => {
+      const [names, values] = text.split('\n').filter((line) => line.startsWith('Ip:'));
+      const index = names!.split(/\s+/).indexOf('FragCreates');
+      return Number(values!.split(/\s+/)[index]);
+    };
+    return made(this.router.exec('cat', ['/proc/net/snmp'])) + made(this.exec('cat', ['/proc/net/snmp']));
   }
 
   /** The router forgets every mapping (a reboot, or a carrier NAT's timeout): the next packets get new ones. */

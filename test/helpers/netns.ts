@@ -79,11 +79,7 @@ export class TestHost {
 
   /** Runs a command inside the host and returns its stdout. */
   exec(command: string, args: string[], timeoutMs = 10_000): string {
-    return execFileSync('ip', ['netns', 'exec', this.namespace, command, ...args], {
-      encoding: 'utf8',
-      timeout: timeoutMs,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    return execInNamespace(this.namespace, command, args, timeoutMs);
   }
 
   /** Takes the root-side end of the veth down: the host is cut off from everything. */
@@ -116,6 +112,20 @@ export class TestHost {
     ipQuiet('netns', 'delete', this.namespace);
     if (linkExists(this.veth)) ipQuiet('link', 'delete', 'dev', this.veth);
   }
+}
+
+/** Runs a command inside network namespace `namespace` and returns its stdout. */
+export function execInNamespace(
+  namespace: string,
+  command: string,
+  args: string[],
+  timeoutMs = 10_000,
+): string {
+  return execFileSync('ip', ['netns', 'exec', namespace, command, ...args], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 /** The bridge and the hosts on it. One per test file; `destroy()` in afterAll. */
