@@ -112,7 +112,7 @@ void Channel::RemovePeer(int slot) {
   if (peer == nullptr) return;
   Drop(peer->current);
   Drop(peer->next);
-  Drop(peer->previous);
+  for (uint32_t previous : peer->previous) Drop(previous);
   *peer = Peer();
 }
 
@@ -146,14 +146,21 @@ bool Channel::AddSession(int slot, uint32_t localIndex, uint32_t remoteIndex, co
   session.open = open;
   session.installedMs = nowMs;
   if (role == 0) {
-    Drop(peer->previous);
-    peer->previous = peer->current;
-    peer->current = localIndex;
+    Replace(peer, localIndex);
   } else {
     Drop(peer->next);
     peer->next = localIndex;
   }
   return true;
+}
+
+void Channel::Replace(Peer* peer, uint32_t localIndex) {
+  if (peer->current != 0) {
+    Drop(peer->previous[kPrevious - 1]);
+    for (int i = kPrevious - 1; i > 0; i--) peer->previous[i] = peer->previous[i - 1];
+    peer->previous[0] = peer->current;
+  }
+  peer->current = localIndex;
 }
 
 void Channel::RemoveSession(uint32_t localIndex) {
@@ -163,7 +170,8 @@ void Channel::RemoveSession(uint32_t localIndex) {
   if (peer != nullptr) {
     if (peer->current == localIndex) peer->current = 0;
     if (peer->next == localIndex) peer->next = 0;
-    if (peer->previous == localIndex) peer->previous = 0;
+    for (uint32_t& previous : peer->previous)
+      if (previous == localIndex) previous = 0;
   }
   Drop(localIndex);
 }
@@ -314,9 +322,7 @@ Opened Channel::Open(uint8_t* datagram, size_t* length, uint32_t ip, uint16_t po
   session.window.Accept(counter);
   if (peer->next == localIndex) {
     // The first packet sealed with the keys this side answered with: the other side has them too.
-    Drop(peer->previous);
-    peer->previous = peer->current;
-    peer->current = localIndex;
+    Replace(peer, localIndex);
     peer->next = 0;
     counters_.promoted++;
     *promoted = true;

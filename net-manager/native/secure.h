@@ -19,10 +19,11 @@
 // peer whose authenticated packets arrive through its relay is sent to through it (`viaRelay`) until one arrives
 // directly; relayed packets are taken only from the relay's own address and port.
 //
-// Each peer (a slot number the TypeScript side chooses) has at most three sessions: `current` (sealing),
-// `next` (made by a handshake this side answered; it becomes current when the first packet sealed with it
-// arrives, which confirms the other side has the keys) and `previous` (still opens packets in flight). A
-// session opens and seals for kRejectAfterMs after it was installed, never longer.
+// Each peer (a slot number the TypeScript side chooses) has `current` (sealing), `next` (made by a handshake
+// this side answered; it becomes current when the first packet sealed with it arrives, which confirms the other
+// side has the keys) and up to kPrevious `previous` sessions, newest first, that still open what the other side
+// seals: after two handshakes that crossed, each side may seal with another one for a while. A session opens
+// and seals for kRejectAfterMs after it was installed, never longer.
 #ifndef EDGE_SECURE_H_
 #define EDGE_SECURE_H_
 
@@ -49,6 +50,7 @@ constexpr size_t kKeyBytes = 32;
 constexpr int64_t kRejectAfterMs = 180000;
 // Counters stop well before a nonce could repeat.
 constexpr uint64_t kRejectAfterMessages = (uint64_t{1} << 60);
+constexpr int kPrevious = 3;
 
 // Accepted counters of one session: RFC 6479's bitmap, 2048 bits (the newest 1984 counters are told apart).
 class ReplayWindow {
@@ -84,7 +86,7 @@ struct Peer {
   uint16_t port = 0;
   uint32_t current = 0;  // local indices; 0: none
   uint32_t next = 0;
-  uint32_t previous = 0;
+  uint32_t previous[kPrevious] = {};
   int64_t lastReceivedMs = -1;
   int64_t lastSentMs = -1;
   uint64_t rxBytes = 0;
@@ -162,6 +164,8 @@ class Channel {
 
   Peer* PeerOf(int slot);
   void Drop(uint32_t localIndex);
+  // `current` makes way for `localIndex`: it joins the previous ones (the oldest beyond kPrevious goes).
+  void Replace(Peer* peer, uint32_t localIndex);
 };
 
 }  // namespace edge_secure

@@ -1023,7 +1023,7 @@ class Udp : public Pollable<Udp> {
     out.Set("port", static_cast<double>(peer->port));
     out.Set("current", static_cast<double>(peer->current));
     out.Set("next", static_cast<double>(peer->next));
-    out.Set("previous", static_cast<double>(peer->previous));
+    out.Set("previous", static_cast<double>(peer->previous[0]));
     const edge_secure::Session* current = channel.SessionAt(peer->current);
     out.Set("currentAgeMs", current ? static_cast<double>(now - current->installedMs) : -1.0);
     out.Set("msSinceReceived", peer->lastReceivedMs < 0 ? -1.0 : static_cast<double>(now - peer->lastReceivedMs));

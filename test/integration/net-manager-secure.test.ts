@@ -263,6 +263,42 @@ describe('sealed data messages (addon, loopback)', () => {
     expect(bob.peer(3)).toMatchObject({ viaRelay: false, address: LOOPBACK, port: alice.port });
   });
 
+  it('keeps opening what the other side seals after two handshakes crossed and a third one followed', async () => {
+    const key = () => randomBytes(32);
+    const [s0ab, s0ba, h1ab, h1ba, h2ab, h2ba, h3ab, h3ba] = [
+      key(),
+      key(),
+      key(),
+      key(),
+      key(),
+      key(),
+      key(),
+      key(),
+    ];
+    const { alice, bob } = pair(s0ab, s0ba);
+    const atAlice = receiver(alice);
+    const atBob = receiver(bob);
+    // Both initiated at once: Alice's handshake (1) and Bob's (2) each completed on its initiator, and each side
+    // holds the other's as `next`.
+    alice.addSession(5, 101, 201, h1ab, h1ba, 'current');
+    bob.addSession(3, 201, 101, h1ba, h1ab, 'next');
+    bob.addSession(3, 202, 102, h2ba, h2ab, 'current');
+    alice.addSession(5, 102, 202, h2ab, h2ba, 'next');
+    // Each side's first packet promotes the other's `next`: Alice now seals with 2, Bob with 1.
+    sealAndSend(alice, 5, [Buffer.from('a1')]);
+    sealAndSend(bob, 3, [Buffer.from('b2')]);
+    await waitFor(() => atAlice.packets.length === 1 && atBob.packets.length === 1, 'the crossing packets');
+    expect(alice.peer(5)).toMatchObject({ current: 102 });
+    expect(bob.peer(3)).toMatchObject({ current: 201 });
+    // Alice initiates a third; until Bob sees a packet of it he seals with 1, which Alice still opens.
+    alice.addSession(5, 103, 203, h3ab, h3ba, 'current');
+    bob.addSession(3, 203, 103, h3ba, h3ab, 'next');
+    sealAndSend(bob, 3, [Buffer.from('still 1')]);
+    await waitFor(() => atAlice.packets.length === 2, 'the packet sealed with an older session');
+    expect(atAlice.packets[1]!.data.toString()).toBe('still 1');
+    expect(alice.stats().unknownSession ?? 0).toBe(0);
+  });
+
   it('seals nothing for a peer without a session, hands handshake messages up, and checks its arguments', async () => {
     const alice = endpoint();
     const bob = endpoint();
