@@ -102,10 +102,19 @@ export class TestNode {
     return client;
   }
 
+  /**
+   * Publishes at QoS 1. A caller that awaits it sees a failure; one that does not (an automatic ack, a report
+   * fired and forgotten) leaves no unhandled rejection behind when `close()` ends the client with the publish
+   * still in flight ("Connection closed").
+   */
   publish(topic: string, payload: unknown): Promise<unknown> {
-    return this.mqtt!.publishAsync(topic, typeof payload === 'string' ? payload : JSON.stringify(payload), {
-      qos: 1,
-    });
+    const published = this.mqtt!.publishAsync(
+      topic,
+      typeof payload === 'string' ? payload : JSON.stringify(payload),
+      { qos: 1 },
+    );
+    published.catch(() => undefined);
+    return published;
   }
 
   /** One telemetry message with plausible numbers. */
