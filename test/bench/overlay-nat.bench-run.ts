@@ -1,10 +1,9 @@
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { NattedHost } from '../helpers/nat.js';
 import { TestNetwork } from '../helpers/netns.js';
-import { netManagerStatus } from '../helpers/overlay.js';
-import { BINS, Program } from '../helpers/programs.js';
+import { netManagerDir, netManagerStatus, startOverlayWorker } from '../helpers/overlay.js';
+import type { Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 import { type Endpoint, IPERF_SECONDS, measurePaths, PINGS, ping, placeMeasured } from './net-measure.js';
 import { median, percentile, report } from './report.js';
@@ -35,14 +34,8 @@ describe('the overlay through NATs: direct, punched, relayed', () => {
     for (const index of [5, 6])
       workers.push([`sym-${index}`, NattedHost.create(network, index, { symmetric: true })]);
     for (const [name, host] of workers) {
-      const dataDir = join(cluster.dir, `nm-${name}`);
-      const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
-      netManagers.push(nm);
-      await nm.waitForLog(/net manager listening/);
-      await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
-        netns: host.namespace,
-      });
-      statusOf.set(name, () => netManagerStatus(host, dataDir));
+      netManagers.push(await startOverlayWorker(cluster, name, host));
+      statusOf.set(name, () => netManagerStatus(host, netManagerDir(cluster!, name)));
     }
     await cluster.waitForNodes(workers.map(([name]) => name));
     const pair = async (label: string, server: string, client: string) =>

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import { hasAesInstructions } from '../../net-manager/secure/aes-hardware.js';
 import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
-import { BINS, Program } from '../helpers/programs.js';
+import { netManagerDir, startOverlayWorker } from '../helpers/overlay.js';
+import type { Program } from '../helpers/programs.js';
 import { type Endpoint, IPERF_SECONDS, measurePaths, PINGS, placeMeasured } from './net-measure.js';
 import { median, percentile, report } from './report.js';
 
@@ -32,19 +33,7 @@ describe('overlay throughput and latency', () => {
       for (const index of indices) {
         const host = network!.addHost(index);
         hosts[index - 1] = host;
-        const dataDir = join(cluster.dir, `nm-${index}`);
-        const nm = Program.start(
-          `nm-${index}`,
-          BINS.netManager,
-          ['--data-dir', dataDir, ...flags],
-          {},
-          host.execPrefix,
-        );
-        netManagers.push(nm);
-        await nm.waitForLog(/net manager listening/);
-        await cluster.startEngine(`bench-${index}`, ['--net-manager', join(dataDir, 'net-manager.sock')], {
-          netns: host.namespace,
-        });
+        netManagers.push(await startOverlayWorker(cluster, `bench-${index}`, host, flags));
       }
       await cluster.waitForNodes(indices.map((index) => `bench-${index}`));
     };
@@ -125,7 +114,7 @@ describe('overlay throughput and latency', () => {
         (_, index) =>
           new Promise((resolve) => {
             const cluster = clusters[index === 2 || index === 3 ? 1 : 0]!;
-            const socketPath = join(cluster.dir, `nm-${index + 1}`, 'net-manager.sock');
+            const socketPath = join(netManagerDir(cluster, `bench-${index + 1}`), 'net-manager.sock');
             request({ socketPath, path: '/v1/status' }, (res) => {
               let text = '';
               res.on('data', (chunk) => {

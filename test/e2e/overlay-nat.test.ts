@@ -4,8 +4,8 @@ import { execIn, pingIn } from '../helpers/docker.js';
 import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { NattedHost } from '../helpers/nat.js';
 import { TestNetwork } from '../helpers/netns.js';
-import { netManagerStatus, overlayJob } from '../helpers/overlay.js';
-import { BINS, Program } from '../helpers/programs.js';
+import { netManagerDir, netManagerStatus, overlayJob, startOverlayWorker } from '../helpers/overlay.js';
+import type { Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 
 const WORKERS = ['nat-1', 'nat-2', 'nat-3', 'nat-4'];
@@ -38,13 +38,7 @@ describe('the overlay through two NATs', () => {
         ...(name === 'nat-1' ? { lanMtu: 1420 } : {}),
       });
       hosts.set(name, host);
-      const dataDir = join(cluster.dir, `nm-${name}`);
-      const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
-      netManagers.set(name, nm);
-      await nm.waitForLog(/net manager listening/);
-      await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
-        netns: host.namespace,
-      });
+      netManagers.set(name, await startOverlayWorker(cluster, name, host));
     }
     await cluster.waitForNodes(WORKERS);
   }, 90_000);
@@ -73,7 +67,7 @@ describe('the overlay through two NATs', () => {
     }
   });
 
-  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, join(cluster!.dir, `nm-${name}`));
+  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, netManagerDir(cluster!, name));
   const createOn = (name: string, worker: string) => overlayJob(cluster!, name, worker);
 
   it('announces the NAT mapping the rendezvous port saw, beside the private address', async () => {

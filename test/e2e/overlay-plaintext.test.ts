@@ -1,13 +1,12 @@
 import { createSocket } from 'node:dgram';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_UDP } from '../../net-manager/routing/packet.js';
 import { pingIn } from '../helpers/docker.js';
 import { E2eCluster } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
-import { netManagerStatus, overlayJob } from '../helpers/overlay.js';
+import { netManagerDir, netManagerStatus, overlayJob, startOverlayWorker } from '../helpers/overlay.js';
 import { buildPacket } from '../helpers/packets.js';
-import { BINS, Program } from '../helpers/programs.js';
+import type { Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
 
 const WORKERS = ['pt-1', 'pt-2'];
@@ -31,13 +30,7 @@ describe('an overlay with encryption turned off', () => {
     for (const [index, name] of WORKERS.entries()) {
       const host = network.addHost(index + 1);
       hosts.set(name, host);
-      const dataDir = join(cluster.dir, `nm-${name}`);
-      const nm = Program.start(`nm-${name}`, BINS.netManager, ['--data-dir', dataDir], {}, host.execPrefix);
-      netManagers.set(name, nm);
-      await nm.waitForLog(/net manager listening/);
-      await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
-        netns: host.namespace,
-      });
+      netManagers.set(name, await startOverlayWorker(cluster, name, host));
     }
     await cluster.waitForNodes(WORKERS);
   }, 90_000);
@@ -51,7 +44,7 @@ describe('an overlay with encryption turned off', () => {
     }
   });
 
-  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, join(cluster!.dir, `nm-${name}`));
+  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, netManagerDir(cluster!, name));
   const createOn = (name: string, worker: string) => overlayJob(cluster!, name, worker);
 
   it('reaches across workers unencrypted, says so, and drops what strangers send', async () => {

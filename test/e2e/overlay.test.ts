@@ -8,7 +8,7 @@ import { ipToNumber, parseCidr } from '../../shared/index.js';
 import { containersWithLabel, execIn, fetchIn, inspectContainer, pingIn } from '../helpers/docker.js';
 import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
-import { netManagerStatus } from '../helpers/overlay.js';
+import { netManagerDir, netManagerStatus, startOverlayWorker } from '../helpers/overlay.js';
 import { buildPacket } from '../helpers/packets.js';
 import { BINS, Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
@@ -41,22 +41,13 @@ describe('the overlay joins containers across workers', () => {
     for (const [index, name] of WORKERS.entries()) {
       const host = network.addHost(index + 1);
       hosts.set(name, host);
-      const dataDir = join(cluster.dir, `nm-${name}`);
       // The last worker moves every packet on its own and never offers AES-GCM: workers with and without
       // offloads, and with either cipher, must talk.
       const flags = index === WORKERS.length - 1 ? ['--no-offload', '--cipher', 'chacha20-poly1305'] : [];
-      const nm = Program.start(
-        `nm-${name}`,
-        BINS.netManager,
-        ['--data-dir', dataDir, '--rekey-seconds', '3', ...flags],
-        {},
-        host.execPrefix,
+      netManagers.set(
+        name,
+        await startOverlayWorker(cluster, name, host, ['--rekey-seconds', '3', ...flags]),
       );
-      netManagers.set(name, nm);
-      await nm.waitForLog(/net manager listening/);
-      await cluster.startEngine(name, ['--net-manager', join(dataDir, 'net-manager.sock')], {
-        netns: host.namespace,
-      });
     }
     await cluster.waitForNodes(WORKERS);
   }, 90_000);
@@ -78,7 +69,7 @@ describe('the overlay joins containers across workers', () => {
     }
   });
 
-  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, join(cluster!.dir, `nm-${name}`));
+  const netStatus = (name: string) => netManagerStatus(hosts.get(name)!, netManagerDir(cluster!, name));
 
   const createOn = async (name: string, workers: string[], command: string[]) => {
     const job = await cluster!.createJob({
