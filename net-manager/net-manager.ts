@@ -405,15 +405,7 @@ export class NetManager {
   private probeRendezvous(): void {
     const rendezvous = this.joined?.rendezvous;
     if (!rendezvous || !this.peers || !this.udp) return;
-    const probe = this.reflexive.probe();
-    this.udp.sendBatch(
-      probe,
-      new Int32Array([0]),
-      new Int32Array([probe.length]),
-      new Uint32Array([rendezvous.ip]),
-      new Uint16Array([rendezvous.port]),
-      1,
-    );
+    this.udp.sendTo(this.reflexive.probe(), rendezvous.ip, rendezvous.port);
   }
 
   /** Reads the addresses again and asks the rendezvous port: whatever changed is announced. */

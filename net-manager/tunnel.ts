@@ -29,6 +29,14 @@ export class UdpEndpoint {
   /** Whether UDP GSO/GRO are used (see {@link UdpEndpoint.bind}). */
   readonly offload: boolean;
 
+  /** Scratch for sendTo (no allocation per message). */
+  private readonly one = {
+    offsets: new Int32Array(1),
+    lengths: new Int32Array(1),
+    addresses: new Uint32Array(1),
+    ports: new Uint16Array(1),
+  };
+
   private constructor(private readonly native: NativeUdp) {
     this.port = native.port;
     this.offload = native.offload;
@@ -81,6 +89,18 @@ export class UdpEndpoint {
     count: number,
   ): number {
     return this.native.sendBatch(buffer, offsets, lengths, addresses, ports, count);
+  }
+
+  /**
+   * One datagram, `message` whole, to address:port (host-order IPv4): handshakes, probes, relay framing. True when
+   * the kernel took it; a refusal is dropped and counted, as in sendBatch.
+   */
+  sendTo(message: Uint8Array, address: number, port: number): boolean {
+    const one = this.one;
+    one.lengths[0] = message.length;
+    one.addresses[0] = address;
+    one.ports[0] = port;
+    return this.native.sendBatch(message, one.offsets, one.lengths, one.addresses, one.ports, 1) === 1;
   }
 
   /**

@@ -1,6 +1,7 @@
 import { lookup } from 'node:dns/promises';
 import { unreachableFromPeers } from '../../shared/index.js';
 import type { CommandRunner } from './ip-command.js';
+import { defaultRoute, routeTo } from './underlay-route.js';
 
 /** The address peers send this worker's overlay UDP to, and how it was found (for the log). */
 export interface PublicAddress {
@@ -17,7 +18,7 @@ export interface PublicAddress {
  */
 export async function findPublicAddress(runner: CommandRunner, brokerHost: string): Promise<PublicAddress> {
   const { address } = await lookup(brokerHost, { family: 4 });
-  const towardsBroker = await sourceTowards(runner, address);
+  const towardsBroker = (await routeTo(runner, address)).src;
   if (!towardsBroker)
     throw new Error(
       `no route to the broker at ${brokerHost} (${address}): cannot tell this worker's public IP; pass --public-ip`,
@@ -32,21 +33,12 @@ export async function findPublicAddress(runner: CommandRunner, brokerHost: strin
   return { ip: viaDefault, source: 'default-route' };
 }
 
-/** The source address the kernel picks towards `address`, from `ip -4 route get`. */
-async function sourceTowards(runner: CommandRunner, address: string): Promise<string | undefined> {
-  const stdout = await runner.run(['ip', '-4', 'route', 'get', address]).catch(() => '');
-  return /\bsrc (\d+\.\d+\.\d+\.\d+)/.exec(stdout)?.[1];
-}
-
 /** The address of the interface holding the default route: its `src`, towards its gateway, or the device's first. */
 async function defaultRouteAddress(runner: CommandRunner): Promise<string | undefined> {
-  const route = (await runner.run(['ip', '-4', 'route', 'show', 'default'])).split('\n')[0] ?? '';
-  const src = /\bsrc (\d+\.\d+\.\d+\.\d+)/.exec(route)?.[1];
-  if (src) return src;
-  const gateway = /\bvia (\d+\.\d+\.\d+\.\d+)/.exec(route)?.[1];
-  if (gateway) return sourceTowards(runner, gateway);
-  const device = /\bdev (\S+)/.exec(route)?.[1];
-  if (!device) return undefined;
-  const addresses = await runner.run(['ip', '-4', '-o', 'addr', 'show', 'dev', device, 'scope', 'global']);
+  const route = await defaultRoute(runner);
+  if (route.src) return route.src;
+  if (route.via) return (await routeTo(runner, route.via)).src;
+  if (!route.dev) return undefined;
+  const addresses = await runner.run(['ip', '-4', '-o', 'addr', 'show', 'dev', route.dev, 'scope', 'global']);
   return /\binet (\d+\.\d+\.\d+\.\d+)/.exec(addresses)?.[1];
 }

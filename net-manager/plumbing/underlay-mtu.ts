@@ -1,6 +1,7 @@
 import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
 import type { CommandRunner } from './ip-command.js';
+import { defaultRoute, routeTo } from './underlay-route.js';
 
 /** Bytes an overlay packet gains on the underlay: IPv4 and UDP headers, and the seal when encrypted. */
 export const UNDERLAY_OVERHEAD = { plain: 28, sealed: 28 + 32 } as const;
@@ -30,15 +31,9 @@ export async function overlayMtu(
 
 async function underlayMtu(runner: CommandRunner, brokerHost: string): Promise<number | undefined> {
   const { address } = await lookup(brokerHost, { family: 4 });
-  let device = deviceOf(await runner.run(['ip', '-4', 'route', 'get', address]));
-  if (device === 'lo' || device === undefined)
-    device = deviceOf((await runner.run(['ip', '-4', 'route', 'show', 'default'])).split('\n')[0] ?? '');
+  let device = (await routeTo(runner, address)).dev;
+  if (device === 'lo' || device === undefined) device = (await defaultRoute(runner)).dev;
   if (!device) return undefined;
   const mtu = Number((await readFile(`/sys/class/net/${device}/mtu`, 'utf8')).trim());
   return Number.isInteger(mtu) && mtu > 0 ? mtu : undefined;
-}
-
-function deviceOf(route: string): string | undefined {
-  const device = /\bdev (\S+)/.exec(route)?.[1];
-  return device && /^[A-Za-z0-9_.@-]{1,15}$/.test(device) ? device.replace(/@.*$/, '') : undefined;
 }

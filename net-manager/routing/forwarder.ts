@@ -117,6 +117,8 @@ export class Forwarder {
   private readonly arrivals = new Map<number, Arrival>();
   /** The encrypted overlay's peers; null while it is unencrypted. */
   private peers: Peers | null = null;
+  /** The peers' clock, read once per batch (not per packet) by whatever sends. */
+  private peerClock = 0;
 
   constructor(options: ForwarderOptions) {
     this.tun = options.tun;
@@ -142,6 +144,7 @@ export class Forwarder {
   drainTun(): void {
     const buffer = this.tunBuffer;
     const now = this.now();
+    if (this.peers) this.peerClock = this.peers.clock();
     for (;;) {
       const count = this.tun.readBatch(this.tunSlots, SLOT_BYTES, this.tunLengths);
       if (count === 0) return;
@@ -277,6 +280,7 @@ export class Forwarder {
 
   /** Route tables arrived: the packets waiting for addresses now known (or known to be missing) go on. */
   retryWaiting(now = this.now()): void {
+    if (this.peers) this.peerClock = this.peers.clock();
     this.retryArrivals(now);
     for (const [ip, waiting] of this.waiting) {
       const known = this.translator.routes.lookup(ip, now);
@@ -419,7 +423,7 @@ export class Forwarder {
         this.counters.noPeerKey++;
         return false;
       }
-      const clock = peers.clock();
+      const clock = this.peerClock;
       peer.lastUsed = clock;
       if (!peers.canSeal(peer, clock)) {
         peers.stage(peer, buffer, offset, length, clock);

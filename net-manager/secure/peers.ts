@@ -169,8 +169,6 @@ export class Peers {
   /** Scratch for sending one message: room for the header before and the tag after. */
   private readonly scratch = Buffer.alloc(SEALED_HEADROOM + SEALED_TAG);
   private readonly one = { offsets: new Int32Array(1), lengths: new Int32Array(1), peers: new Int32Array(1) };
-  private readonly sendAddress = new Uint32Array(1);
-  private readonly sendPort = new Uint16Array(1);
 
   /** `onEstablished`: a session is ready for the peer (its staged packets went out already). */
   constructor(private readonly options: PeersOptions) {
@@ -454,7 +452,7 @@ export class Peers {
       const key = `${address}:${port}`;
       if (tried.has(key)) continue;
       tried.add(key);
-      this.sendRaw(created.message, address, port);
+      this.udp.sendTo(created.message, address, port);
     }
     // Unanswered before, or the relay is what reaches it now: through the relay too (the answer that comes first
     // decides the path; a direct one later moves the peer off the relay).
@@ -586,7 +584,7 @@ export class Peers {
   /** A handshake message to the peer: to address:port, or through the relay. */
   private sendTo(peer: Peer, message: Buffer, via: Via, address: number, port: number): void {
     if (via === 'direct') {
-      this.sendRaw(message, address, port);
+      this.udp.sendTo(message, address, port);
       return;
     }
     const relay = this.relay;
@@ -595,15 +593,7 @@ export class Peers {
     wrapped[0] = OVERLAY_MESSAGE.toRelay;
     relayId(peer.publicKey).copy(wrapped, 4);
     message.copy(wrapped, RELAY_HEADER);
-    this.sendRaw(wrapped, relay.ip, relay.port);
-  }
-
-  private sendRaw(message: Buffer, address: number, port: number): void {
-    this.one.offsets[0] = 0;
-    this.one.lengths[0] = message.length;
-    this.sendAddress[0] = address;
-    this.sendPort[0] = port;
-    this.udp.sendBatch(message, this.one.offsets, this.one.lengths, this.sendAddress, this.sendPort, 1);
+    this.udp.sendTo(wrapped, relay.ip, relay.port);
   }
 
   private failed(error: unknown): void {
