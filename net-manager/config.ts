@@ -56,6 +56,13 @@ export const optionSpecs = {
     type: 'boolean',
     default: false,
   },
+  'no-fast-path': {
+    env: 'NM_NO_FAST_PATH',
+    description:
+      'every packet through the TypeScript translator: no flow cache in the addon (to compare, or to rule it out)',
+    type: 'boolean',
+    default: false,
+  },
   bridge: {
     env: 'NM_BRIDGE',
     description: "bridge joining this worker's containers (gateway: .1 of the worker subnet)",
@@ -80,6 +87,8 @@ export interface NetManagerConfig {
   rekeyAfterMs: number | undefined;
   /** TSO/GRO on the TUN and GSO/GRO on the UDP socket (see net-manager/tun.ts); off with --no-offload. */
   offload: boolean;
+  /** The fast path for established flows (routing/fast-path.ts); off with --no-fast-path. */
+  fastPath: boolean;
 }
 
 export class ConfigError extends Error {
@@ -138,5 +147,6 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NetMana
     rekeyAfterMs: options['rekey-seconds'] * 1000,
     cipher: options.cipher as NetManagerConfig['cipher'],
     offload: !options['no-offload'],
+    fastPath: !options['no-fast-path'],
   };
 }

@@ -32,6 +32,7 @@ import { localAddresses } from './plumbing/local-addresses.js';
 import { OverlayLinks } from './plumbing/overlay-links.js';
 import { findPublicAddress } from './plumbing/public-address.js';
 import { overlayMtu } from './plumbing/underlay-mtu.js';
+import { FastPath } from './routing/fast-path.js';
 import { Forwarder, QUERY_TIMEOUT_MS } from './routing/forwarder.js';
 import { endpointsKey, RouteCache } from './routing/route-cache.js';
 import { Translator } from './routing/translator.js';
@@ -85,6 +86,7 @@ export class NetManager {
   private tun: TunDevice | undefined;
   private udp: UdpEndpoint | undefined;
   private forwarder: Forwarder | undefined;
+  private fastPath: FastPath | undefined;
   /** This worker's overlay key pair (made at the first start). */
   private keys: StaticKeys | undefined;
   /** Set while the overlay is encrypted. */
@@ -136,6 +138,10 @@ export class NetManager {
         this.onFatal(error);
       },
     });
+    if (config.fastPath) {
+      this.fastPath = new FastPath(this.tun, this.udp, this.translator);
+      this.forwarder.setFastPath(this.fastPath);
+    }
     this.forwarder.start();
     const saved = await this.loadHandover();
     if (saved) {
@@ -175,6 +181,7 @@ export class NetManager {
     await this.joining;
     await this.joined?.control.close();
     this.peers?.clear();
+    this.fastPath?.close();
     this.tun?.close();
     this.udp?.close();
     // Every container's veth, the bridge, the route and the chain.
@@ -193,6 +200,7 @@ export class NetManager {
       udpPort: this.config.udpPort,
       tun: this.tun?.name ?? this.config.tunName,
       offload: this.tun?.offload ?? false,
+      fastPath: this.fastPath !== undefined,
       mqttConnected: joined?.control.connected ?? false,
       encryption: this.peers !== undefined,
       ...(joined ? { mtu: joined.mtu } : {}),
@@ -206,6 +214,7 @@ export class NetManager {
         ...this.peers?.counters,
         ...prefixed('tun', this.tun?.stats()),
         ...prefixed('udp', this.udp?.stats()),
+        ...prefixed('fastPath', this.fastPath?.stats() ?? undefined),
         ...this.counters,
         cachedJobs: this.routeCache.size,
         flows: this.translator.flows.size,
@@ -516,6 +525,8 @@ export class NetManager {
   }
 
   private expire(): void {
+    // First what the fast path carried: its flows keep what they read in use.
+    this.fastPath?.refreshActivity(this.routeCache.now(), this.peers ?? null);
     this.routeCache.expire();
     this.translator.flows.expire();
     this.forwarder?.expireWaiting();

@@ -87,6 +87,54 @@ export interface NativeTun {
   onReadable(callback: ReadableCallback): void;
   close(): void;
   stats(): TunStats;
+  linkFastPath(udp: NativeUdp | null, capacity?: number): void;
+  installFlow(
+    direction: 0 | 1,
+    protocol: number,
+    src: number,
+    srcPort: number,
+    dst: number,
+    dstPort: number,
+    newSrc: number,
+    newDst: number,
+    slot: number,
+    peerIp: number,
+    peerPort: number,
+    dependency0: number,
+    dependency1: number,
+    dependency2: number,
+  ): void;
+  forgetAddress(address: number): number;
+  forgetFlow(
+    direction: 0 | 1,
+    protocol: number,
+    src: number,
+    srcPort: number,
+    dst: number,
+    dstPort: number,
+  ): boolean;
+  forgetAllFlows(): number;
+  flowActivity(out: Uint32Array): number;
+  fastPathStats(): FastPathStats | null;
+}
+
+/** The fast path's flow cache and what went through it (native/fastpath.h). */
+export interface FastPathStats {
+  /** Flows cached, and room for them. */
+  flows: number;
+  capacity: number;
+  /** Packets forwarded in C: read from the TUN and sent, received and written into the TUN. */
+  hitsOut: number;
+  hitsIn: number;
+  /** Packets of ordinary flows the cache did not know (or that came from another sender): the slow path's. */
+  misses: number;
+  /** Packets the fast path never takes (fragments, ICMP errors, other protocols ...): the slow path's. */
+  ineligible: number;
+  installed: number;
+  /** Flows pushed out by newer ones (the cache is full where they hash). */
+  replaced: number;
+  /** Flows forgotten because what they were decided from changed. */
+  forgotten: number;
 }
 
 export interface NativeUdp {
@@ -260,5 +308,16 @@ export class TunDevice {
   /** Drop counters kept by the addon. */
   stats(): TunStats {
     return this.native.stats();
+  }
+
+  /**
+   * Links the fast path between this device and `udp` (a flow cache of `capacity` entries, in the addon): from
+   * now on the poll callbacks forward packets of cached flows in C and call back only for the others, which
+   * readBatch (and the endpoint's recvBatch / recvOpen) then hand out. null unlinks it. The cache is reached
+   * through the native object (see routing/fast-path.ts).
+   */
+  linkFastPath(udp: NativeUdp | null, capacity = 8192): NativeTun {
+    this.native.linkFastPath(udp, capacity);
+    return this.native;
   }
 }

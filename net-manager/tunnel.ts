@@ -37,7 +37,8 @@ export class UdpEndpoint {
     ports: new Uint16Array(1),
   };
 
-  private constructor(private readonly native: NativeUdp) {
+  /** The addon's object, for the fast path (TunDevice.linkFastPath). */
+  private constructor(readonly native: NativeUdp) {
     this.port = native.port;
     this.offload = native.offload;
   }

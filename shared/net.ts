@@ -164,6 +164,8 @@ export const NetManagerStatusSchema = z.object({
   tun: z.string(),
   /** TSO/GSO/GRO offloads in use (off with --no-offload, or where the kernel refused them). */
   offload: z.boolean().default(false),
+  /** Whether established flows are forwarded in the addon (off with --no-fast-path); see `fastPath*` counters. */
+  fastPath: z.boolean().default(false),
   mqttConnected: z.boolean(),
   /** Whether overlay traffic is encrypted and authenticated (see `peers`). */
   encryption: z.boolean().default(false),

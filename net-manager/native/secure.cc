@@ -176,6 +176,13 @@ void Channel::RemoveSession(uint32_t localIndex) {
   Drop(localIndex);
 }
 
+bool Channel::CanSeal(int slot, int64_t nowMs) {
+  Peer* peer = PeerOf(slot);
+  auto found = peer == nullptr || peer->current == 0 ? sessions_.end() : sessions_.find(peer->current);
+  return found != sessions_.end() && Usable(found->second, nowMs) &&
+         found->second.sendCounter < kRejectAfterMessages;
+}
+
 size_t Channel::Seal(int slot, uint8_t* packet, size_t length, int64_t nowMs, uint32_t* ip, uint16_t* port) {
   Peer* peer = PeerOf(slot);
   auto found = peer == nullptr || peer->current == 0 ? sessions_.end() : sessions_.find(peer->current);

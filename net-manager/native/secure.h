@@ -144,6 +144,9 @@ class Channel {
   const Peer* PeerAt(int slot) const;
   const Session* SessionAt(uint32_t localIndex) const;
 
+  // Whether Seal would find a usable session for the peer now.
+  bool CanSeal(int slot, int64_t nowMs);
+
   // Seals packet[0..length) in place: the header goes into the kHeaderBytes before it (and, through the relay,
   // the relay header before that), the tag after it. Returns how many bytes before the packet the datagram
   // starts (kHeaderBytes, or kHeaderBytes + kRelayHeaderBytes) and sets its destination; 0 (counted) when the

@@ -9,6 +9,12 @@
 //   new Udp(address, port, offload)   recvBatch, sendBatch, onReadable, close, stats, port, offload, fd;
 //                                     encrypted (secure.h): secure, setPeer, setRelay, removePeer, addSession,
 //                                     removeSession, peer, recvOpen, sendSealed
+//   tun.linkFastPath(udp, capacity)   the fast path (fastpath.h) between the two: installFlow, forgetAddress,
+//                                     forgetFlow, forgetAllFlows, flowActivity, fastPathStats
+//
+// With the fast path linked, the poll callbacks run in C: packets of cached flows are rewritten and sent (or
+// written into the TUN) there, and the JavaScript callback is called only when a packet needs the slow path;
+// readBatch, recvBatch and recvOpen then hand out only those packets (the misses), in the same layout as before.
 //
 // With `offload` the batches still hold ordinary packets of at most one MTU, but fewer, larger units cross the
 // kernel boundary: the TUN hands over TCP super-packets (TSO) that offload.cc cuts into segments, segments written
@@ -19,6 +25,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "fastpath.h"
 #include "offload.h"
 #include "secure.h"
 
@@ -54,6 +61,75 @@ constexpr int kSocketBufferBytes = 4 * 1024 * 1024;
 // One UDP_SEGMENT message: at most 64 datagrams (the kernel's UDP_MAX_SEGMENTS is 64 or more) and 64 KiB in all.
 constexpr size_t kMaxGsoSegments = 64;
 constexpr size_t kMaxUdpPayload = 65507;
+
+// The fast path reads kFastBatch packets at a time into slots of kFastSlot bytes, the first kFastHeadroom bytes
+// into its area: every packet (the TUN's MTU is at most 1500) has room before it for the header (and the relay's)
+// and after it for the tag when it is sealed in place.
+constexpr size_t kFastBatch = 64;
+constexpr size_t kFastSlot = 2048;
+constexpr size_t kFastHeadroom = edge_secure::kHeaderBytes + edge_secure::kRelayHeaderBytes;
+constexpr size_t kFastMaxPacket = kFastSlot - kFastHeadroom - edge_secure::kTagBytes;
+// Batches one poll callback forwards at most before it lets the event loop go on (the fd stays readable).
+constexpr size_t kFastRoundsPerPoll = 16;
+// Set in the peers array of recvOpen when the packet confirmed the peer's `next` session.
+constexpr int32_t kPromoted = 1 << 30;
+
+// Where packets for the slow path go: the caller's slots (and arrays), or the fast path's own queue.
+struct Sink {
+  uint8_t* data;
+  int64_t slotSize;
+  int32_t* lengths;
+  uint32_t* addresses;  // UDP only
+  uint16_t* ports;      // UDP only
+  int32_t* tags;        // encrypted UDP only: the peer slot (| kPromoted), -1 for handshake messages
+};
+
+// Packets a poll callback found that need the slow path, until readBatch / recvBatch / recvOpen take them.
+struct Misses {
+  std::vector<uint8_t> data = std::vector<uint8_t>(kFastBatch * kFastSlot);
+  int32_t lengths[kFastBatch] = {};
+  uint32_t addresses[kFastBatch] = {};
+  uint16_t ports[kFastBatch] = {};
+  int32_t tags[kFastBatch] = {};
+  size_t count = 0;
+  size_t taken = 0;
+
+  bool Pending() const { return taken < count; }
+  void Clear() { count = taken = 0; }
+  Sink AsSink() { return {data.data(), kFastSlot, lengths, addresses, ports, tags}; }
+};
+
+struct FastSend {
+  uint8_t* packet;
+  size_t length;
+  int32_t slot;  // -1: unencrypted, to ip:port
+  uint32_t ip;
+  uint16_t port;
+};
+
+struct FastPath {
+  explicit FastPath(size_t capacity) : cache(capacity), activity(cache.capacity()) {}
+  edge_fastpath::FlowCache cache;
+  std::vector<edge_fastpath::FlowEntry> activity;
+  std::vector<uint8_t> area = std::vector<uint8_t>(kFastHeadroom + kFastBatch * kFastSlot);
+  int32_t lengths[kFastBatch] = {};
+  uint32_t addresses[kFastBatch] = {};
+  uint16_t ports[kFastBatch] = {};
+  FastSend sends[kFastBatch] = {};
+  struct iovec writes[kFastBatch] = {};
+  Misses fromTun;
+  Misses fromUdp;
+
+  uint8_t* Slot(size_t i) { return area.data() + kFastHeadroom + i * kFastSlot; }
+};
+
+// The addon's constructors, to check what linkFastPath is given.
+struct AddonData {
+  Napi::FunctionReference udp;
+};
+
+class Tun;
+class Udp;
 
 std::string ErrnoName(int err) {
   return uv_err_name(uv_translate_sys_error(err));
@@ -202,6 +278,7 @@ class Pollable : public Napi::ObjectWrap<T> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
+    static_cast<T*>(this)->Closing();
     StopPolling(true);
     Release();
     // Let go of the callback (and whatever its closure holds, buffers included). The async context stays until
@@ -263,6 +340,8 @@ class Pollable : public Napi::ObjectWrap<T> {
   void Dispatch(int status) {
     Napi::Env env = this->Env();
     Napi::HandleScope scope(env);
+    // The fast path forwards what it can in C; JavaScript is called only for what it could not.
+    if (status >= 0 && static_cast<T*>(this)->FastPass(env)) return;
     // Locals keep the object and the callback alive through the call even if polling stops below.
     Napi::Object self = this->Value();
     if (callback_.IsEmpty()) return;
@@ -302,6 +381,13 @@ class Tun : public Pollable<Tun> {
                            InstanceMethod("onReadable", &Tun::OnReadable),
                            InstanceMethod("close", &Tun::Close),
                            InstanceMethod<&Tun::Stats>("stats"),
+                           InstanceMethod<&Tun::LinkFastPath>("linkFastPath"),
+                           InstanceMethod<&Tun::InstallFlow>("installFlow"),
+                           InstanceMethod<&Tun::ForgetAddress>("forgetAddress"),
+                           InstanceMethod<&Tun::ForgetFlow>("forgetFlow"),
+                           InstanceMethod<&Tun::ForgetAllFlows>("forgetAllFlows"),
+                           InstanceMethod<&Tun::FlowActivity>("flowActivity"),
+                           InstanceMethod<&Tun::FastPathStats>("fastPathStats"),
                            InstanceAccessor<&Tun::Name>("name"),
                            InstanceAccessor<&Tun::Offload>("offload"),
                            InstanceAccessor<&Tun::Fd>("fd"),
@@ -360,7 +446,20 @@ class Tun : public Pollable<Tun> {
     Adopt(fd);
   }
 
+ ~Tun() override;
+
+  // Called by Pollable: a poll event forwarded in C; true when nothing is left for JavaScript.
+  bool FastPass(Napi::Env env);
+  void Closing() { Unlink(); }
+
  private:
+  friend class Udp;
+
+  // The fast path, when linked to a UDP endpoint (which keeps a pointer back here).
+  std::unique_ptr<FastPath> fast_;
+  Udp* fastUdp_ = nullptr;
+  Napi::ObjectReference fastUdpRef_;
+
   // A run of packets of one writeBatch that goes into the TUN as one write: a single packet, or TCP segments
   // of one flow glued into a super-packet (linked through runNext_).
   struct Run {
@@ -407,12 +506,17 @@ class Tun : public Pollable<Tun> {
     CheckSlots(env, buffer, slotSize, max);
     int fd = OpenFd(env, kKind);
     int32_t* out = lengths.Data();
-    if (offload_) return Napi::Number::New(env, static_cast<double>(ReadOffload(env, fd, buffer, slotSize, out, max)));
+    if (fast_) return Napi::Number::New(env, static_cast<double>(ReadMisses(env, buffer.data, slotSize, out, max)));
+    return Napi::Number::New(env, static_cast<double>(ReadPackets(env, fd, buffer.data, slotSize, out, max)));
+  }
 
+  // Up to `max` packets into slots; a short count means the device is empty.
+  size_t ReadPackets(Napi::Env env, int fd, uint8_t* slots, int64_t slotSize, int32_t* out, size_t max) {
+    if (offload_) return ReadOffload(env, fd, slots, slotSize, out, max);
     size_t count = 0;
     size_t dropped = 0;
     while (count < max) {
-      struct iovec iov[2] = {{buffer.data + count * slotSize, static_cast<size_t>(slotSize)},
+      struct iovec iov[2] = {{slots + count * slotSize, static_cast<size_t>(slotSize)},
                              {overflow_.data(), overflow_.size()}};
       ssize_t n = ::readv(fd, iov, 2);
       if (n < 0) {
@@ -431,16 +535,144 @@ class Tun : public Pollable<Tun> {
       }
       out[count++] = static_cast<int32_t>(n);
     }
+    return count;
+  }
+
+  // Fast path: the packets the slow path must see, into the caller's slots: those a poll callback queued, then
+  // more from the device (packets of cached flows are forwarded on the way).
+  size_t ReadMisses(Napi::Env env, uint8_t* slots, int64_t slotSize, int32_t* lengths, size_t max) {
+    Misses& queued = fast_->fromTun;
+    size_t count = 0;
+    while (queued.Pending() && count < max) {
+      size_t i = queued.taken++;
+      size_t length = static_cast<size_t>(queued.lengths[i]);
+      if (length > static_cast<size_t>(slotSize)) {
+        oversized_++;
+        continue;
+      }
+      std::memcpy(slots + count * slotSize, queued.data.data() + i * kFastSlot, length);
+      lengths[count++] = queued.lengths[i];
+    }
+    if (!queued.Pending()) queued.Clear();
+    if (count == max) return count;
+    Sink sink{slots + count * slotSize, slotSize, lengths + count, nullptr, nullptr, nullptr};
+    bool drained = false;
+    return count + ForwardOut(env, sink, max - count, SIZE_MAX, &drained);
+  }
+
+  // Declared here, defined after Udp (it sends through it).
+  size_t ForwardOut(Napi::Env env, const Sink& sink, size_t max, size_t rounds, bool* drained);
+  void Unlink();
+
+  // linkFastPath(udp, capacity): forwards cached flows between this device and `udp` in C from now on (a
+  // flow cache of `capacity` entries); linkFastPath(null) stops it.
+  Napi::Value LinkFastPath(const Napi::CallbackInfo& info);
+
+  edge_fastpath::FlowCache& Cache(Napi::Env env) {
+    if (!fast_) throw Napi::Error::New(env, "the fast path is not linked (call linkFastPath)");
+    return fast_->cache;
+  }
+
+  static edge_fastpath::FlowKey KeyArgs(const Napi::CallbackInfo& info, size_t first) {
+    edge_fastpath::FlowKey key;
+    key.direction = static_cast<uint8_t>(IntegerArg(info, first, "direction", 0, 1));
+    key.protocol = static_cast<uint8_t>(IntegerArg(info, first + 1, "protocol", 1, 255));
+    key.src = static_cast<uint32_t>(IntegerArg(info, first + 2, "src", 0, UINT32_MAX));
+    key.srcPort = static_cast<uint16_t>(IntegerArg(info, first + 3, "srcPort", 0, 65535));
+    key.dst = static_cast<uint32_t>(IntegerArg(info, first + 4, "dst", 0, UINT32_MAX));
+    key.dstPort = static_cast<uint16_t>(IntegerArg(info, first + 5, "dstPort", 0, 65535));
+    return key;
+  }
+
+  // installFlow(direction, protocol, src, srcPort, dst, dstPort, newSrc, newDst, slot, peerIp, peerPort, dep0,
+  // dep1, dep2): direction 0 (from the TUN): rewrite and send, sealed for peer `slot` or (slot -1) as it is to
+  // peerIp:peerPort; 1 (from a peer): rewrite and write into the TUN when it came from peer `slot` (or, slot -1,
+  // from peerIp:peerPort). dep0..2: the overlay addresses the decision read (0: none).
+  Napi::Value InstallFlow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    edge_fastpath::FlowEntry entry;
+    entry.key = KeyArgs(info, 0);
+    entry.newSrc = static_cast<uint32_t>(IntegerArg(info, 6, "newSrc", 0, UINT32_MAX));
+    entry.newDst = static_cast<uint32_t>(IntegerArg(info, 7, "newDst", 0, UINT32_MAX));
+    entry.slot = static_cast<int32_t>(IntegerArg(info, 8, "slot", -1, (1 << 20) - 1));
+    entry.peerIp = static_cast<uint32_t>(IntegerArg(info, 9, "peerIp", 0, UINT32_MAX));
+    entry.peerPort = static_cast<uint16_t>(IntegerArg(info, 10, "peerPort", 0, 65535));
+    for (int i = 0; i < edge_fastpath::kDependencies; i++)
+      entry.dependencies[i] = static_cast<uint32_t>(IntegerArg(info, 11 + i, "dependency", 0, UINT32_MAX));
+    entry.action = entry.key.direction == edge_fastpath::kArriving ? edge_fastpath::kDeliver
+                   : entry.slot >= 0                                ? edge_fastpath::kSeal
+                                                                    : edge_fastpath::kSend;
+    Cache(env).Install(entry);
+    return env.Undefined();
+  }
+
+  // forgetAddress(ip): forgets every flow whose decision read this overlay address; returns how many.
+  Napi::Value ForgetAddress(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t address = static_cast<uint32_t>(IntegerArg(info, 0, "address", 0, UINT32_MAX));
+    return Napi::Number::New(env, static_cast<double>(Cache(env).ForgetAddress(address)));
+  }
+
+  // forgetFlow(direction, protocol, src, srcPort, dst, dstPort): true when there was such an entry.
+  Napi::Value ForgetFlow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    edge_fastpath::FlowKey key = KeyArgs(info, 0);
+    return Napi::Boolean::New(env, Cache(env).ForgetFlow(key));
+  }
+
+  Napi::Value ForgetAllFlows(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Napi::Number::New(env, static_cast<double>(Cache(env).ForgetAll()));
+  }
+
+  // flowActivity(out: Uint32Array): the flows hit since the last call, 8 numbers each: direction << 8 | protocol,
+  // src, dst, srcPort << 16 | dstPort, newSrc, newDst, slot (0xffffffff: none), 0. Returns how many.
+  Napi::Value FlowActivity(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Uint32Array out = Uint32Arg(info, 0, "out");
+    edge_fastpath::FlowCache& cache = Cache(env);
+    size_t max = std::min(out.ElementLength() / 8, fast_->activity.size());
+    size_t count = cache.TakeActivity(fast_->activity.data(), max);
+    uint32_t* record = out.Data();
+    for (size_t i = 0; i < count; i++, record += 8) {
+      const edge_fastpath::FlowEntry& entry = fast_->activity[i];
+      record[0] = static_cast<uint32_t>(entry.key.direction) << 8 | entry.key.protocol;
+      record[1] = entry.key.src;
+      record[2] = entry.key.dst;
+      record[3] = static_cast<uint32_t>(entry.key.srcPort) << 16 | entry.key.dstPort;
+      record[4] = entry.newSrc;
+      record[5] = entry.newDst;
+      record[6] = static_cast<uint32_t>(entry.slot);
+      record[7] = 0;
+    }
     return Napi::Number::New(env, static_cast<double>(count));
+  }
+
+  Napi::Value FastPathStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!fast_) return env.Null();
+    edge_fastpath::FlowCache& cache = fast_->cache;
+    const edge_fastpath::Counters& c = cache.counters();
+    Napi::Object stats = Napi::Object::New(env);
+    stats.Set("flows", static_cast<double>(cache.size()));
+    stats.Set("capacity", static_cast<double>(cache.capacity()));
+    stats.Set("hitsOut", static_cast<double>(c.hitsOut));
+    stats.Set("hitsIn", static_cast<double>(c.hitsIn));
+    stats.Set("misses", static_cast<double>(c.misses));
+    stats.Set("ineligible", static_cast<double>(c.ineligible));
+    stats.Set("installed", static_cast<double>(c.installed));
+    stats.Set("replaced", static_cast<double>(c.replaced));
+    stats.Set("forgotten", static_cast<double>(c.forgotten));
+    return stats;
   }
 
   // Offload: whole packets as the kernel hands them over (virtio_net_hdr in front); super-packets are cut into
   // segments straight into the slots, partial checksums completed. What does not fit waits for the next call.
-  size_t ReadOffload(Napi::Env env, int fd, const Bytes& buffer, int64_t slotSize, int32_t* out, size_t max) {
+  size_t ReadOffload(Napi::Env env, int fd, uint8_t* slots, int64_t slotSize, int32_t* out, size_t max) {
     size_t count = 0;
     size_t dropped = 0;
     while (count < max) {
-      uint8_t* slot = buffer.data + count * slotSize;
+      uint8_t* slot = slots + count * slotSize;
       if (!segmenter_.Done()) {
         if (segmenter_.NextLength() > static_cast<size_t>(slotSize)) {
           oversized_++;
@@ -632,11 +864,24 @@ class Tun : public Pollable<Tun> {
       CheckRange(env, buffer, offset, length, i);
       packets_[i] = {buffer.data + offset, static_cast<size_t>(length)};
     }
-    if (offload_) return Napi::Number::New(env, static_cast<double>(WriteGlued(fd, count)));
+    return Napi::Number::New(env, static_cast<double>(WritePackets(fd, count)));
+  }
+
+  // Writes packets_[0..count): glued where offloads allow; returns how many the kernel took.
+  size_t WritePackets(int fd, size_t count) {
+    if (offload_) return WriteGlued(fd, count);
     size_t written = 0;
     for (size_t i = 0; i < count; i++)
       if (WriteOne(fd, static_cast<const uint8_t*>(packets_[i].iov_base), packets_[i].iov_len)) written++;
-    return Napi::Number::New(env, static_cast<double>(written));
+    return written;
+  }
+
+  // Fast path: packets from peers, rewritten, into the device.
+  void WriteFast(const struct iovec* packets, size_t count) {
+    if (fd_ < 0) return;
+    if (packets_.size() < count) packets_.resize(count);
+    std::copy(packets, packets + count, packets_.begin());
+    WritePackets(fd_, count);
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -724,7 +969,21 @@ class Udp : public Pollable<Udp> {
     Adopt(fd);
   }
 
+ ~Udp() override {
+    if (fastTun_ != nullptr) fastTun_->fastUdp_ = nullptr;
+  }
+
+  // Called by Pollable: a poll event forwarded in C; true when nothing is left for JavaScript.
+  bool FastPass(Napi::Env env);
+  void Closing();
+
  private:
+  friend class Tun;
+
+  // The TUN device whose fast path this endpoint is linked to (it owns the flow cache).
+  Tun* fastTun_ = nullptr;
+  Napi::ObjectReference fastTunRef_;
+
   // Coalesced datagrams received with UDP_GRO, handed out one segment per slot (offload only).
   struct Received {
     static constexpr size_t kMessages = 8;
@@ -887,6 +1146,10 @@ class Udp : public Pollable<Udp> {
     CheckSlots(env, buffer, slotSize, max);
     int fd = OpenFd(env, kKind);
     if (max > kMaxMessagesPerCall) max = kMaxMessagesPerCall;
+    if (fastTun_ != nullptr && !secure_) {
+      Sink sink{buffer.data, slotSize, lengths.Data(), addresses.Data(), ports.Data(), nullptr};
+      return Napi::Number::New(env, static_cast<double>(ReceiveMisses(env, sink, max)));
+    }
     bool drained = false;
     size_t count = Receive(env, fd, buffer.data, slotSize, max, lengths.Data(), addresses.Data(), ports.Data(),
                            &drained);
@@ -953,8 +1216,16 @@ class Udp : public Pollable<Udp> {
   // secure(on): on creates the peer and session tables (empty); off drops them, keys included.
   Napi::Value Secure(const Napi::CallbackInfo& info) {
     bool on = info[0].ToBoolean().Value();
-    if (on && !secure_) secure_.reset(new edge_secure::Channel());
-    if (!on) secure_.reset();
+    if (on == static_cast<bool>(secure_)) return info.Env().Undefined();
+    if (on)
+      secure_.reset(new edge_secure::Channel());
+    else
+      secure_.reset();
+    // What the fast path cached or queued was for the other mode.
+    if (fastTun_ != nullptr) {
+      fastTun_->fast_->cache.ForgetAll();
+      fastTun_->fast_->fromUdp.Clear();
+    }
     return info.Env().Undefined();
   }
 
@@ -983,7 +1254,9 @@ class Udp : public Pollable<Udp> {
 
   Napi::Value RemovePeer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Channel(env).RemovePeer(static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1)));
+    int slot = static_cast<int>(IntegerArg(info, 0, "slot", 0, (1 << 20) - 1));
+    Channel(env).RemovePeer(slot);
+    if (fastTun_ != nullptr) fastTun_->fast_->cache.ForgetSlot(slot);
     return env.Undefined();
   }
 
@@ -1041,7 +1314,6 @@ class Udp : public Pollable<Udp> {
   // peers[i] its peer slot, plus kPromoted when it confirmed the peer's `next` session. Handshake messages:
   // as received, from the slot's start, peers[i] = -1. Everything else is dropped and counted. A short count
   // means the socket is empty.
-  static constexpr int32_t kPromoted = 1 << 30;
   Napi::Value RecvOpen(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Bytes buffer = ByteArg(info, 0, "buffer");
@@ -1061,6 +1333,10 @@ class Udp : public Pollable<Udp> {
     uint32_t* outAddresses = addresses.Data();
     uint16_t* outPorts = ports.Data();
     int32_t* outPeers = peers.Data();
+    if (fastTun_ != nullptr) {
+      Sink sink{buffer.data, slotSize, outLengths, outAddresses, outPorts, outPeers};
+      return Napi::Number::New(env, static_cast<double>(ReceiveMisses(env, sink, max)));
+    }
     int64_t now = MonotonicMs();
     size_t kept = 0;
     while (kept < max) {
@@ -1087,6 +1363,152 @@ class Udp : public Pollable<Udp> {
       if (drained || got == 0) break;
     }
     return Napi::Number::New(env, static_cast<double>(kept));
+  }
+
+  // --- the fast path (fastpath.h) ---
+
+  // Bytes of a slow-path datagram in its slot: handshake messages and unencrypted packets as received, opened
+  // data with the 16-byte header in front.
+  size_t MissBytes(int32_t length, int32_t tag) const {
+    return static_cast<size_t>(length) + (secure_ && tag != -1 ? edge_secure::kHeaderBytes : 0);
+  }
+
+  // Fast path: the datagrams the slow path must see, into the caller's slots as recvBatch (or, encrypted,
+  // recvOpen) puts them: those a poll callback queued, then more from the socket (packets of cached flows are
+  // written into the TUN on the way).
+  size_t ReceiveMisses(Napi::Env env, const Sink& sink, size_t max) {
+    Misses& queued = fastTun_->fast_->fromUdp;
+    size_t count = 0;
+    while (queued.Pending() && count < max) {
+      size_t i = queued.taken++;
+      size_t bytes = MissBytes(queued.lengths[i], queued.tags[i]);
+      if (bytes > static_cast<size_t>(sink.slotSize)) {
+        truncated_++;
+        continue;
+      }
+      std::memcpy(sink.data + count * sink.slotSize, queued.data.data() + i * kFastSlot, bytes);
+      sink.lengths[count] = queued.lengths[i];
+      sink.addresses[count] = queued.addresses[i];
+      sink.ports[count] = queued.ports[i];
+      if (sink.tags != nullptr) sink.tags[count] = queued.tags[i];
+      count++;
+    }
+    if (!queued.Pending()) queued.Clear();
+    if (count == max) return count;
+    Sink rest{sink.data + count * sink.slotSize,
+              sink.slotSize,
+              sink.lengths + count,
+              sink.addresses + count,
+              sink.ports + count,
+              sink.tags != nullptr ? sink.tags + count : nullptr};
+    bool drained = false;
+    return count + ForwardIn(env, rest, max - count, SIZE_MAX, &drained);
+  }
+
+  // Receives (and, encrypted, opens) datagrams; packets of cached flows from the peer the flow expects are
+  // rewritten and written into the TUN, the rest go to `sink` for the slow path. Stops after `max` of those, after
+  // `rounds` batches, or when the socket is empty (*drained). Returns how many went to the sink.
+  size_t ForwardIn(Napi::Env env, const Sink& sink, size_t max, size_t rounds, bool* drained) {
+    FastPath& fast = *fastTun_->fast_;
+    edge_fastpath::Counters& counters = fast.cache.counters();
+    int fd = OpenFd(env, kKind);
+    int64_t now = MonotonicMs();
+    size_t misses = 0;
+    for (size_t round = 0; misses < max && round < rounds; round++) {
+      size_t want = std::min(kFastBatch, max - misses);
+      bool empty = false;
+      size_t got =
+          Receive(env, fd, fast.Slot(0), kFastSlot, want, fast.lengths, fast.addresses, fast.ports, &empty);
+      size_t writes = 0;
+      for (size_t i = 0; i < got; i++) {
+        uint8_t* datagram = fast.Slot(i);
+        size_t length = static_cast<size_t>(fast.lengths[i]);
+        uint32_t ip = fast.addresses[i];
+        uint16_t port = fast.ports[i];
+        uint8_t* packet = datagram;
+        int32_t tag = 0;
+        int slot = -1;
+        bool eligible = true;
+        if (secure_) {
+          bool promoted = false;
+          edge_secure::Opened opened = secure_->Open(datagram, &length, ip, port, now, &slot, &promoted);
+          if (opened == edge_secure::Opened::kDropped) continue;
+          if (opened == edge_secure::Opened::kKeepalive && !promoted) continue;
+          tag = opened == edge_secure::Opened::kHandshake ? -1 : (slot | (promoted ? kPromoted : 0));
+          packet = datagram + edge_secure::kHeaderBytes;
+          // Handshakes, keepalives and promotions are the slow path's business.
+          eligible = opened == edge_secure::Opened::kData && !promoted;
+        }
+        edge_fastpath::FlowKey key;
+        edge_fastpath::FlowEntry* entry = nullptr;
+        if (eligible && edge_fastpath::ParseFlow(packet, length, edge_fastpath::kArriving, &key)) {
+          entry = fast.cache.Lookup(key);
+          bool fromExpected = entry != nullptr && (secure_ ? entry->slot == slot
+                                                           : entry->slot < 0 && entry->peerIp == ip &&
+                                                                 entry->peerPort == port);
+          if (!fromExpected) entry = nullptr;
+          if (entry == nullptr) counters.misses++;
+        } else if (eligible) {
+          counters.ineligible++;
+        }
+        if (entry != nullptr) {
+          edge_fastpath::Rewrite(packet, *entry);
+          fast.writes[writes++] = {packet, length};
+          counters.hitsIn++;
+          continue;
+        }
+        size_t bytes = MissBytes(static_cast<int32_t>(length), tag);
+        if (bytes > static_cast<size_t>(sink.slotSize)) {
+          truncated_++;
+          continue;
+        }
+        std::memcpy(sink.data + misses * sink.slotSize, datagram, bytes);
+        sink.lengths[misses] = static_cast<int32_t>(length);
+        sink.addresses[misses] = ip;
+        sink.ports[misses] = port;
+        if (sink.tags != nullptr) sink.tags[misses] = tag;
+        misses++;
+      }
+      if (writes > 0) fastTun_->WriteFast(fast.writes, writes);
+      if (empty || got == 0) {
+        *drained = true;
+        break;
+      }
+    }
+    return misses;
+  }
+
+  // Whether a cached outgoing flow can be sent now: sealed needs the peer's session (else the slow path stages
+  // the packet and starts a handshake); as it is, only while the overlay is unencrypted.
+  bool Sendable(const edge_fastpath::FlowEntry& entry, int64_t now) {
+    if (entry.action == edge_fastpath::kSeal) return secure_ && secure_->CanSeal(entry.slot, now);
+    return entry.action == edge_fastpath::kSend && !secure_;
+  }
+
+  // Sends rewritten packets of cached flows (sealing those for encrypted peers in place) with one sendmmsg.
+  void SendFast(Napi::Env env, const FastSend* sends, size_t count, int64_t now) {
+    int fd = OpenFd(env, kKind);
+    Reserve(count);
+    size_t ready = 0;
+    for (size_t i = 0; i < count; i++) {
+      const FastSend& send = sends[i];
+      uint32_t ip = send.ip;
+      uint16_t port = send.port;
+      if (send.slot >= 0) {
+        size_t before = secure_ ? secure_->Seal(send.slot, send.packet, send.length, now, &ip, &port) : 0;
+        if (before == 0) continue;
+        iovs_[ready] = {send.packet - before, before + send.length + edge_secure::kTagBytes};
+      } else {
+        iovs_[ready] = {send.packet, send.length};
+      }
+      struct sockaddr_in& sin = addrs_[ready];
+      std::memset(&sin, 0, sizeof sin);
+      sin.sin_family = AF_INET;
+      sin.sin_addr.s_addr = htonl(ip);
+      sin.sin_port = htons(port);
+      ready++;
+    }
+    Transmit(env, fd, BuildMessages(ready));
   }
 
   // sendSealed(buffer, offsets, lengths, peers, count): packet i (offsets[i], lengths[i]) is sealed in place for
@@ -1295,9 +1717,131 @@ class Udp : public Pollable<Udp> {
   }
 };
 
+// ---- the fast path between the two ----
+
+Tun::~Tun() {
+  if (fastUdp_ != nullptr) fastUdp_->fastTun_ = nullptr;
+}
+
+void Udp::Closing() {
+  if (fastTun_ != nullptr) fastTun_->Unlink();
+}
+
+void Tun::Unlink() {
+  if (fastUdp_ != nullptr) {
+    fastUdp_->fastTun_ = nullptr;
+    fastUdp_->fastTunRef_.Reset();
+  }
+  fastUdp_ = nullptr;
+  fastUdpRef_.Reset();
+  fast_.reset();
+}
+
+Napi::Value Tun::LinkFastPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Unlink();
+  if (info[0].IsNull() || info[0].IsUndefined()) return env.Undefined();
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (!info[0].IsObject() || data == nullptr || !info[0].As<Napi::Object>().InstanceOf(data->udp.Value()))
+    throw Napi::TypeError::New(env, "linkFastPath takes a Udp endpoint (or null)");
+  size_t capacity = static_cast<size_t>(IntegerArg(info, 1, "capacity", 4, 1 << 20));
+  OpenFd(env, kKind);
+  Napi::Object object = info[0].As<Napi::Object>();
+  Udp* udp = Napi::ObjectWrap<Udp>::Unwrap(object);
+  udp->OpenFd(env, Udp::kKind);
+  if (udp->fastTun_ != nullptr) udp->fastTun_->Unlink();
+  fast_.reset(new FastPath(capacity));
+  fastUdp_ = udp;
+  fastUdpRef_ = Napi::Persistent(object);
+  udp->fastTun_ = this;
+  udp->fastTunRef_ = Napi::Persistent(this->Value());
+  return env.Undefined();
+}
+
+size_t Tun::ForwardOut(Napi::Env env, const Sink& sink, size_t max, size_t rounds, bool* drained) {
+  FastPath& fast = *fast_;
+  edge_fastpath::Counters& counters = fast.cache.counters();
+  int fd = OpenFd(env, kKind);
+  int64_t now = MonotonicMs();
+  size_t misses = 0;
+  for (size_t round = 0; misses < max && round < rounds; round++) {
+    size_t want = std::min(kFastBatch, max - misses);
+    size_t n = ReadPackets(env, fd, fast.Slot(0), kFastSlot, fast.lengths, want);
+    size_t sends = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint8_t* packet = fast.Slot(i);
+      size_t length = static_cast<size_t>(fast.lengths[i]);
+      edge_fastpath::FlowKey key;
+      edge_fastpath::FlowEntry* entry = nullptr;
+      if (length <= kFastMaxPacket && edge_fastpath::ParseFlow(packet, length, edge_fastpath::kOutgoing, &key)) {
+        entry = fast.cache.Lookup(key);
+        if (entry != nullptr && (fastUdp_ == nullptr || !fastUdp_->Sendable(*entry, now))) entry = nullptr;
+        if (entry == nullptr) counters.misses++;
+      } else {
+        counters.ineligible++;
+      }
+      if (entry != nullptr) {
+        edge_fastpath::Rewrite(packet, *entry);
+        fast.sends[sends++] = {packet, length, entry->action == edge_fastpath::kSeal ? entry->slot : -1,
+                               entry->peerIp, entry->peerPort};
+        counters.hitsOut++;
+        continue;
+      }
+      if (length > static_cast<size_t>(sink.slotSize)) {
+        oversized_++;
+        continue;
+      }
+      std::memcpy(sink.data + misses * sink.slotSize, packet, length);
+      sink.lengths[misses++] = static_cast<int32_t>(length);
+    }
+    if (sends > 0) fastUdp_->SendFast(env, fast.sends, sends, now);
+    if (n < want) {
+      *drained = true;
+      break;
+    }
+  }
+  return misses;
+}
+
+bool Tun::FastPass(Napi::Env env) {
+  if (!fast_ || fd_ < 0) return false;
+  Misses& queued = fast_->fromTun;
+  if (queued.Pending()) return false;  // JavaScript has yet to take these
+  queued.Clear();
+  bool drained = false;
+  try {
+    queued.count = ForwardOut(env, queued.AsSink(), kFastBatch, kFastRoundsPerPoll, &drained);
+  } catch (const Napi::Error&) {
+    return false;  // readBatch meets the error again, and reports it
+  }
+  // The rest of a super-packet waits in the addon, where no poll event reminds of it.
+  if (!drained && !segmenter_.Done()) return false;
+  return queued.count == 0;
+}
+
+bool Udp::FastPass(Napi::Env env) {
+  if (fastTun_ == nullptr || fd_ < 0) return false;
+  Misses& queued = fastTun_->fast_->fromUdp;
+  if (queued.Pending()) return false;
+  queued.Clear();
+  bool drained = false;
+  try {
+    queued.count = ForwardIn(env, queued.AsSink(), kFastBatch, kFastRoundsPerPoll, &drained);
+  } catch (const Napi::Error&) {
+    return false;
+  }
+  // The rest of a coalesced datagram waits in the addon, where no poll event reminds of it.
+  if (!drained && rx_.Pending()) return false;
+  return queued.count == 0;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function udp = Udp::Init(env);
+  auto* data = new AddonData();
+  data->udp = Napi::Persistent(udp);
+  env.SetInstanceData<AddonData>(data);
   exports.Set("Tun", Tun::Init(env));
-  exports.Set("Udp", Udp::Init(env));
+  exports.Set("Udp", udp);
   return exports;
 }
 

@@ -34,8 +34,20 @@ const LIST_TCP = 0;
 const LIST_OTHER = 1;
 const LOCAL_FILTER_BITS = 12;
 
+/** A flow that was added or forgotten: its key, and the instance it went to. */
+export type FlowListener = (
+  protocol: number,
+  localIp: number,
+  localPort: number,
+  serviceIp: number,
+  servicePort: number,
+  instanceIp: number,
+) => void;
+
 export class FlowTable {
   readonly counters: FlowTableCounters = { created: 0, expired: 0, evicted: 0 };
+  /** Told every flow added or forgotten (what the fast path cached for it, both ways, must go). */
+  onFlowChanged: FlowListener | null = null;
   readonly now: () => number;
   private readonly capacity: number;
   private readonly idleMs: Float64Array;
@@ -171,6 +183,7 @@ export class FlowTable {
     this.localFlows[localFilterSlot(localIp)]!++;
     this.count++;
     this.counters.created++;
+    this.onFlowChanged?.(protocol, localIp, localPort, serviceIp, servicePort, instanceIp);
   }
 
   /** Forgets one flow; false when it was not there. */
@@ -297,9 +310,18 @@ export class FlowTable {
     removeFromIndex(this.reverseIndex, this.mask, this.reverseHash, flow);
     this.unlink(flow);
     this.localFlows[localFilterSlot(this.localIp[flow]!)]!--;
+    const protocol = this.protocol[flow]!;
     this.protocol[flow] = 0;
     this.free[this.freeCount++] = flow;
     this.count--;
+    this.onFlowChanged?.(
+      protocol,
+      this.localIp[flow]!,
+      this.localPort[flow]!,
+      this.serviceIp[flow]!,
+      this.servicePort[flow]!,
+      this.instanceIp[flow]!,
+    );
   }
 
   private append(flow: number): void {

@@ -2,6 +2,7 @@ import { OVERLAY_MESSAGE } from '../../shared/overlay-wire.js';
 import type { PeerRoute, Peers } from '../secure/peers.js';
 import type { TunDevice } from '../tun.js';
 import { PROMOTED, SEALED_HEADER, SEALED_HEADROOM, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
+import type { FastPath } from './fast-path.js';
 import type { TranslateResult, Translator } from './translator.js';
 
 /**
@@ -119,6 +120,8 @@ export class Forwarder {
   private peers: Peers | null = null;
   /** The peers' clock, read once per batch (not per packet) by whatever sends. */
   private peerClock = 0;
+  /** Where decided flows are installed, so that their later packets never come here; null: none. */
+  private fastPath: FastPath | null = null;
 
   constructor(options: ForwarderOptions) {
     this.tun = options.tun;
@@ -133,6 +136,11 @@ export class Forwarder {
   /** Encrypted from now on (the UDP endpoint's `secure(true)` is the caller's), or unencrypted with null. */
   setPeers(peers: Peers | null): void {
     this.peers = peers;
+  }
+
+  /** Installs the flows it decides in `fastPath` from now on (null: no more). */
+  setFastPath(fastPath: FastPath | null): void {
+    this.fastPath = fastPath;
   }
 
   start(): void {
@@ -195,7 +203,11 @@ export class Forwarder {
           continue;
         }
         const result = this.translator.translateArriving(buffer, offset, length, now);
-        if (result.action === 'deliver') this.queueWrite(offset, length);
+        if (result.action === 'deliver') {
+          this.queueWrite(offset, length);
+          if (result.flow.cacheable)
+            this.fastPath?.installArriving(result.flow, -1, this.peerAddresses[i]!, this.peerPorts[i]!);
+        }
         if (result.queryIp !== 0) this.query(result.queryIp);
       }
       this.flushWrites(buffer);
@@ -251,7 +263,10 @@ export class Forwarder {
           continue;
         }
         const result = this.translator.translateArriving(buffer, offset, length, now);
-        if (result.action === 'deliver') this.queueWrite(offset, length);
+        if (result.action === 'deliver') {
+          this.queueWrite(offset, length);
+          if (result.flow.cacheable) this.fastPath?.installArriving(result.flow, slot, 0, 0);
+        }
         if (result.queryIp !== 0) this.query(result.queryIp);
       }
       this.flushWrites(buffer);
@@ -431,6 +446,9 @@ export class Forwarder {
         return false;
       }
       this.sendPeers[index] = peer.slot;
+      if (result.flow.cacheable) this.fastPath?.installOutgoing(result.flow, peer.slot, 0, 0);
+    } else if (result.flow.cacheable) {
+      this.fastPath?.installOutgoing(result.flow, -1, result.peerIp, result.peerPort);
     }
     this.sendOffsets[index] = offset;
     this.sendLengths[index] = length;

@@ -7,6 +7,8 @@
 export const PROTOCOL_ICMP = 1;
 export const PROTOCOL_TCP = 6;
 export const PROTOCOL_UDP = 17;
+export const ICMP_ECHO_REPLY = 0;
+export const ICMP_ECHO_REQUEST = 8;
 
 const IPV4_MIN_HEADER = 20;
 const TCP_MIN_HEADER = 20;
@@ -185,7 +187,7 @@ function adjustChecksum(buffer: Uint8Array, at: number, delta: number): number {
 /** A checksum field that holds the folded pseudo-header sum, not yet complemented (offloaded checksums). */
 function isIcmpQuery(type: number): boolean {
   // echo reply/request, timestamp, information, address mask: all carry an identifier
-  return type === 0 || type === 8 || (type >= 13 && type <= 18);
+  return type === ICMP_ECHO_REPLY || type === ICMP_ECHO_REQUEST || (type >= 13 && type <= 18);
 }
 
 function isIcmpError(type: number): boolean {

@@ -110,6 +110,11 @@ export class RouteCache {
   /** Overlay endpoints (`publicIp * 65536 + udpPort`) of the workers the cached instances run on, with a count. */
   private readonly peers = new Map<number, number>();
   private localNodeId: string | null;
+  /**
+   * Told every overlay address whose answer changed (another route, another job, gone): what was decided from
+   * the old answer (the fast path's flows) must be forgotten.
+   */
+  onAddressChanged: ((ip: number) => void) | null = null;
   private readonly idleMs: number;
   private readonly missingTtlMs: number;
   private readonly pendingTtlMs: number;
@@ -138,12 +143,14 @@ export class RouteCache {
         if (instance.route) instance.route.local = instance.route.nodeId === nodeId;
       }
       sortTargets(job);
+      this.changed(job);
     }
   }
 
   /** Replaces the job's entry with `table` and indexes its service IP and every instance IP. */
   apply(table: JobRouteTable, now = this.now()): CachedJob {
     const previous = this.jobs.get(table.jobId);
+    const before = this.onAddressChanged ? this.answers(table, previous) : null;
     if (previous) this.unindex(previous);
     const job: CachedJob = {
       jobId: table.jobId,
@@ -164,7 +171,31 @@ export class RouteCache {
       this.index(instance.instanceIp, { kind: 'instance', ip: instance.instanceIp, job, instance });
     }
     this.countPeers(job, 1);
+    if (before) {
+      // An address that had no answer had nothing decided from it (its removal was told when it went).
+      for (const [ip, answer] of before) {
+        if (answer !== '' && answerOf(this.addresses.get(ip)) !== answer) this.onAddressChanged?.(ip);
+      }
+    }
     return job;
+  }
+
+  /** What every address of the table (and of the job's previous table) resolves to now, as comparable text. */
+  private answers(table: JobRouteTable, previous: CachedJob | undefined): Map<number, string> {
+    const ips = [
+      ipToNumber(table.serviceIp),
+      ...table.instances.map(({ instanceIp }) => ipToNumber(instanceIp)),
+    ];
+    if (previous) ips.push(previous.serviceIp, ...previous.instances.map(({ instanceIp }) => instanceIp));
+    return new Map(ips.map((ip) => [ip, answerOf(this.addresses.get(ip))]));
+  }
+
+  /** Tells the listener that every address of the job changed. */
+  private changed(job: CachedJob): void {
+    const listener = this.onAddressChanged;
+    if (!listener) return;
+    listener(job.serviceIp);
+    for (const instance of job.instances) listener(instance.instanceIp);
   }
 
   /**
@@ -181,6 +212,7 @@ export class RouteCache {
     if (!job) return false;
     this.unindex(job);
     this.jobs.delete(jobId);
+    this.changed(job);
     return true;
   }
 
@@ -332,6 +364,18 @@ export class RouteCache {
     }
     this.unresolved.set(entry.ip, entry);
   }
+}
+
+/**
+ * An address's answer as text, to compare: the job for a service IP (its flows keep their instance while that
+ * one's route holds), the job and the route for an instance IP.
+ */
+function answerOf(address: ServiceAddress | InstanceAddress | undefined): string {
+  if (!address) return '';
+  if (address.kind === 'service') return `service ${address.job.jobId}`;
+  const route = address.instance.route;
+  if (!route) return `instance ${address.job.jobId} -`;
+  return `instance ${address.job.jobId} ${route.nodeId} ${route.local} ${route.namespaceIp} ${route.publicIp}:${route.udpPort} ${route.publicKey}`;
 }
 
 function sortTargets(job: CachedJob): void {

@@ -1,6 +1,8 @@
 import { FlowTable, FragmentTable } from './flow-table.js';
 import {
   createPacketInfo,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
   type PacketDropReason,
   type PacketInfo,
   PROTOCOL_ICMP,
@@ -45,12 +47,37 @@ export type TranslateDropReason =
  */
 export interface TranslateResult {
   action: TranslateAction;
+  /** With `send` and `deliver`: the decision, for the fast path to repeat on the flow's later packets. */
+  readonly flow: FlowDecision;
   peerIp: number;
   peerPort: number;
   /** With `send`: the route taken (its worker's node id and key). */
   route: CachedRoute | null;
   queryIp: number;
   reason: TranslateDropReason | null;
+}
+
+/**
+ * What the translator did to a packet of an ordinary flow, so that the fast path (native/fastpath.h) can do the
+ * same to the flow's later packets. `cacheable` is false for what must always come here: fragments, ICMP
+ * errors and queries other than echo, packets with bytes past their total length, arriving packets whose source
+ * is not known yet.
+ */
+export interface FlowDecision {
+  cacheable: boolean;
+  /** The flow as the packet showed it before the rewrite (ICMP echo: its identifier as both ports). */
+  protocol: number;
+  src: number;
+  srcPort: number;
+  dst: number;
+  dstPort: number;
+  /** Its addresses after the rewrite. */
+  newSrc: number;
+  newDst: number;
+  /** Sent: the instance it went to. Delivered: 0. */
+  target: number;
+  /** Delivered: the service IP its source became (a reply in a flow to a service), else 0. */
+  service: number;
 }
 
 export interface TranslatorCounters {
@@ -83,6 +110,9 @@ const DROP_COUNTERS = {
   'fragment-no-flow': 'fragmentNoFlow',
 } as const satisfies Record<TranslateDropReason, keyof TranslatorCounters>;
 
+/** A local container joined or left: what was decided for its namespace IP must be forgotten. */
+export type AddressListener = (ip: number) => void;
+
 export interface TranslatorOptions {
   routes: RouteCache;
   flows?: FlowTable;
@@ -109,7 +139,21 @@ export class Translator {
   readonly routes: RouteCache;
   readonly flows: FlowTable;
   readonly now: () => number;
+  /** Told each namespace IP attached anew or detached. */
+  onAttachmentChanged: AddressListener | null = null;
   private readonly result: TranslateResult = {
+    flow: {
+      cacheable: false,
+      protocol: 0,
+      src: 0,
+      srcPort: 0,
+      dst: 0,
+      dstPort: 0,
+      newSrc: 0,
+      newDst: 0,
+      target: 0,
+      service: 0,
+    },
     action: 'drop',
     peerIp: 0,
     peerPort: 0,
@@ -132,13 +176,17 @@ export class Translator {
 
   /** A container on this worker joined the overlay with these addresses. */
   attach(namespaceIp: number, instanceIp: number): void {
-    if (this.attachments.get(namespaceIp) !== instanceIp) this.flows.removeLocal(namespaceIp);
+    if (this.attachments.get(namespaceIp) !== instanceIp) {
+      this.flows.removeLocal(namespaceIp);
+      this.onAttachmentChanged?.(namespaceIp);
+    }
     this.attachments.set(namespaceIp, instanceIp);
   }
 
   /** The container left; its namespace IP and flows are forgotten. False when it was not attached. */
   detach(namespaceIp: number): boolean {
     this.flows.removeLocal(namespaceIp);
+    this.onAttachmentChanged?.(namespaceIp);
     return this.attachments.delete(namespaceIp);
   }
 
@@ -164,6 +212,8 @@ export class Translator {
       result.queryIp = dst;
       return result;
     }
+    const flow = result.flow;
+    this.remember(flow, length);
     let route: CachedRoute | null;
     switch (address.kind) {
       case 'missing':
@@ -172,6 +222,7 @@ export class Translator {
         return this.drop('awaiting-route');
       case 'instance':
         route = address.instance.route;
+        flow.target = dst;
         break;
       case 'service': {
         const target = this.serviceTarget(address.job, info, now);
@@ -184,6 +235,8 @@ export class Translator {
 
     const originalSrc = info.src;
     rewriteAddresses(buffer, offset, info, instanceIp, route.namespaceIp);
+    flow.newSrc = instanceIp;
+    flow.newDst = route.namespaceIp;
     // An ICMP error a container sends quotes the packet it got: (sender's instance IP -> this namespace IP).
     if (info.hasInner && info.innerSrc === dst && info.innerDst === originalSrc) {
       rewriteInnerAddresses(buffer, offset, info, route.namespaceIp, instanceIp);
@@ -208,10 +261,36 @@ export class Translator {
     const result = this.begin();
     const refused = this.parse(buffer, offset, length);
     if (refused) return refused;
+    const flow = result.flow;
+    this.remember(flow, length);
     if (!this.arrive(buffer, offset, info, now)) return this.drop('not-local');
+    flow.newSrc = info.src;
+    flow.newDst = info.dst;
+    flow.service = info.src === flow.src ? 0 : info.src;
+    // The source's route is what tells who may send it: not known yet, nothing is cached.
+    if (result.queryIp !== 0) flow.cacheable = false;
     this.counters.delivered++;
     result.action = 'deliver';
     return result;
+  }
+
+  /** Notes the parsed packet's flow before its rewrite, and whether the fast path may take its later packets. */
+  private remember(flow: FlowDecision, length: number): void {
+    const info = this.info;
+    const protocol = info.protocol;
+    flow.cacheable =
+      !info.isFragment &&
+      info.totalLength === length &&
+      (protocol !== PROTOCOL_ICMP ||
+        info.icmpType === ICMP_ECHO_REQUEST ||
+        info.icmpType === ICMP_ECHO_REPLY);
+    flow.protocol = protocol;
+    flow.src = info.src;
+    flow.srcPort = info.srcPort;
+    flow.dst = info.dst;
+    flow.dstPort = info.dstPort;
+    flow.target = 0;
+    flow.service = 0;
   }
 
   /** Parses the packet into `this.info`; a drop result when it is malformed or of another protocol. */
@@ -255,10 +334,12 @@ export class Translator {
     }
     const chosen = this.flows.lookupForward(protocol, src, srcPort, dst, dstPort, now);
     let route = chosen === 0 ? null : this.routeOf(chosen, now);
+    this.result.flow.target = chosen;
     if (route === null) {
       // A new flow, or its instance stopped running: choose again.
       const instance = this.routes.chooseInstance(job);
       if (instance === null) return null;
+      this.result.flow.target = instance.instanceIp;
       this.flows.add(protocol, src, srcPort, dst, dstPort, instance.instanceIp, now);
       route = instance.route;
       if (route === null) return null;

@@ -14,7 +14,8 @@ const VXLAN = 'vxbench0';
 
 /**
  * TCP throughput (iperf3) and ping RTT between two containers on two workers over the overlay, encrypted (the
- * default) and unencrypted (a second cluster, `--overlay-plaintext`, on two more workers), next to the same
+ * default) and unencrypted (a second cluster, `--overlay-plaintext`, on two more workers), each also with every
+ * packet through the TypeScript translator (`--no-fast-path`, two more workers each), next to the same
  * between two workers' namespaces over the plain underlay veth path and over kernel VXLAN between the same
  * namespaces (what K3s' flannel uses), measured in the same run, interleaved.
  */
@@ -23,6 +24,8 @@ describe('overlay throughput and latency', () => {
   const hosts: TestHost[] = [];
   const netManagers: Program[] = [];
   const clusters: E2eCluster[] = [];
+  /** The cluster of each worker, by host index - 1. */
+  const clusterOf: E2eCluster[] = [];
   const paths = new Map<string, { client: Endpoint; server: Endpoint }>();
 
   beforeAll(async () => {
@@ -33,6 +36,7 @@ describe('overlay throughput and latency', () => {
       for (const index of indices) {
         const host = network!.addHost(index);
         hosts[index - 1] = host;
+        clusterOf[index - 1] = cluster;
         netManagers.push(await startOverlayWorker(cluster, `bench-${index}`, host, flags));
       }
       await cluster.waitForNodes(indices.map((index) => `bench-${index}`));
@@ -47,6 +51,8 @@ describe('overlay throughput and latency', () => {
     await join2(encrypted, [1, 2]);
     await join2(plain, [3, 4]);
     await join2(encrypted, [5, 6], ['--cipher', 'chacha20-poly1305']);
+    await join2(encrypted, [7, 8], ['--no-fast-path']);
+    await join2(plain, [9, 10], ['--no-fast-path']);
     paths.set(`overlay, encrypted (${hasAesInstructions() ? 'AES-256-GCM' : 'ChaCha20-Poly1305'})`, {
       server: await placeMeasured(encrypted, 'bench-server', 'bench-1'),
       client: await placeMeasured(encrypted, 'bench-client', 'bench-2'),
@@ -55,9 +61,20 @@ describe('overlay throughput and latency', () => {
       server: await placeMeasured(encrypted, 'bench-chacha-server', 'bench-5'),
       client: await placeMeasured(encrypted, 'bench-chacha-client', 'bench-6'),
     });
+    paths.set(
+      `overlay, encrypted (${hasAesInstructions() ? 'AES-256-GCM' : 'ChaCha20-Poly1305'}), slow path only`,
+      {
+        server: await placeMeasured(encrypted, 'bench-slow-server', 'bench-7'),
+        client: await placeMeasured(encrypted, 'bench-slow-client', 'bench-8'),
+      },
+    );
     paths.set('overlay, unencrypted (--overlay-plaintext)', {
       server: await placeMeasured(plain, 'bench-plain-server', 'bench-3'),
       client: await placeMeasured(plain, 'bench-plain-client', 'bench-4'),
+    });
+    paths.set('overlay, unencrypted, slow path only', {
+      server: await placeMeasured(plain, 'bench-plain-slow-server', 'bench-9'),
+      client: await placeMeasured(plain, 'bench-plain-slow-client', 'bench-10'),
     });
     const [a, b] = hosts as [TestHost, TestHost];
     paths.set('underlay veth (worker -> worker)', {
@@ -113,7 +130,7 @@ describe('overlay throughput and latency', () => {
       hosts.map(
         (_, index) =>
           new Promise((resolve) => {
-            const cluster = clusters[index === 2 || index === 3 ? 1 : 0]!;
+            const cluster = clusterOf[index]!;
             const socketPath = join(netManagerDir(cluster, `bench-${index + 1}`), 'net-manager.sock');
             request({ socketPath, path: '/v1/status' }, (res) => {
               let text = '';

@@ -5,7 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_UDP } from '../../net-manager/routing/packet.js';
 import { hasAesInstructions } from '../../net-manager/secure/aes-hardware.js';
 import { ipToNumber, parseCidr } from '../../shared/index.js';
-import { containersWithLabel, execIn, fetchIn, inspectContainer, pingIn } from '../helpers/docker.js';
+import {
+  containersWithLabel,
+  execIn,
+  fetchIn,
+  inspectContainer,
+  pingIn,
+  startPingIn,
+} from '../helpers/docker.js';
 import { allRunning, E2eCluster, type JobBody, WORKLOAD } from '../helpers/e2e-cluster.js';
 import { type TestHost, TestNetwork } from '../helpers/netns.js';
 import { netManagerDir, netManagerStatus, startOverlayWorker } from '../helpers/overlay.js';
@@ -124,7 +131,7 @@ describe('the overlay joins containers across workers', () => {
     }
   });
 
-  it('reaches a container on another worker by instance IP and service IP, over TCP, UDP and ICMP; follows a move; stops answering after delete', async () => {
+  it('reaches a container on another worker by instance IP and service IP, over TCP, UDP and ICMP; follows a move under a running flow; stops answering after delete', async () => {
     const c = cluster!;
     const client = await createOn('ov-client', ['ov-1'], WORKLOAD);
     const web = await createOn('ov-web', ['ov-2', 'ov-3'], HTTPD);
@@ -157,6 +164,14 @@ describe('the overlay joins containers across workers', () => {
     expect(fetchIn(clientContainer, local.instances[0]!.instanceIp!)).toContain('hello from edge/busybox');
     expect(fetchIn(clientContainer, local.serviceIp!)).toContain('hello from edge/busybox');
 
+    // One flow that runs through the move and the delete: a ping to the service IP, five packets a second. Its
+    // later packets take the fast path, both ways.
+    const running = startPingIn(clientContainer, web.serviceIp!);
+    await waitFor(() => running.replies.length >= 10, 'the running ping answered', 15_000);
+    const beforeMove = netStatus('ov-1').counters;
+    expect(beforeMove.fastPathHitsOut).toBeGreaterThan(0);
+    expect(beforeMove.fastPathHitsIn).toBeGreaterThan(0);
+
     // Move the web server to the other of ov-2 and ov-3: the service IP and the instance IP follow it.
     const target = webNode.name === 'ov-2' ? 'ov-3' : 'ov-2';
     const moved = await c.api(`/api/jobs/${web.id}/move`, {
@@ -182,6 +197,17 @@ describe('the overlay joins containers across workers', () => {
       15_000,
     );
     expect(fetchIn(clientContainer, webInstance.instanceIp!)).toContain('hello from edge/busybox');
+    // The running ping goes on, answered from the new worker: the fast path forgot the old route.
+    const answeredBeforeMove = running.replies.length;
+    await waitFor(
+      () => running.replies.length >= answeredBeforeMove + 10,
+      'the running ping answered after the move',
+      15_000,
+    );
+    const followed = netStatus('ov-1').counters;
+    expect(followed.fastPathForgotten).toBeGreaterThan(beforeMove.fastPathForgotten!);
+    expect(followed.fastPathHitsOut).toBeGreaterThan(beforeMove.fastPathHitsOut!);
+    expect(followed.fastPathHitsIn).toBeGreaterThan(beforeMove.fastPathHitsIn!);
 
     // Delete it: its addresses stop answering.
     expect((await c.api(`/api/jobs/${web.id}`, { method: 'DELETE' })).status).toBe(202);
@@ -193,6 +219,16 @@ describe('the overlay joins containers across workers', () => {
     );
     expect(pingIn(clientContainer, webInstance.instanceIp!)).toBe(false);
     expect(fetchIn(clientContainer, webInstance.instanceIp!)).toBeUndefined();
+    // The running ping still sends, but nothing of its flow is forwarded any more: not in C, not at all.
+    const deleted = netStatus('ov-1').counters;
+    const answered = running.replies.length;
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const later = netStatus('ov-1').counters;
+    running.stop();
+    expect(running.replies.length).toBe(answered);
+    expect(later.fastPathHitsOut).toBe(deleted.fastPathHitsOut);
+    expect(later.sent).toBe(deleted.sent);
+    expect(later.fromTun).toBeGreaterThanOrEqual(deleted.fromTun! + 10);
   }, 180_000);
 
   it('encrypts between workers by default: sessions with the peers it talks to, at an MTU that leaves room for the seal', () => {

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 
 export interface ContainerSummary {
   id: string;
@@ -69,4 +69,39 @@ export function fetchIn(containerId: string, ip: string): string | undefined {
 /** One ping from inside a container; whether it was answered. */
 export function pingIn(containerId: string, ip: string): boolean {
   return execIn(containerId, ['ping', '-c', '1', '-W', '2', ip]) !== undefined;
+}
+
+/** A ping left running in a container (one ICMP flow): the sequence numbers answered so far, as they come. */
+export interface RunningPing {
+  readonly replies: number[];
+  /** Ends it (inside the container too). */
+  stop(): void;
+}
+
+/** `ping -i <interval>` from inside the container until `stop()` (or `seconds`). */
+export function startPingIn(containerId: string, ip: string, interval = 0.2, seconds = 170): RunningPing {
+  const child = spawn(
+    'docker',
+    ['exec', containerId, 'ping', '-i', String(interval), '-w', String(seconds), ip],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
+  const replies: number[] = [];
+  let rest = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    const lines = (rest + chunk.toString()).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) {
+      const match = /seq=(\d+)/.exec(line);
+      if (match) replies.push(Number(match[1]));
+    }
+  });
+  return {
+    replies,
+    stop() {
+      execIn(containerId, ['busybox', 'killall', 'ping']);
+      child.kill();
+    },
+  };
 }

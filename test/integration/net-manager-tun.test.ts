@@ -19,6 +19,7 @@ import { waitFor } from '../helpers/wait.js';
 const ROOT = join(import.meta.dirname, '..', '..');
 const TUN_URL = pathToFileURL(join(ROOT, 'net-manager', 'tun.ts')).href;
 const TUNNEL_URL = pathToFileURL(join(ROOT, 'net-manager', 'tunnel.ts')).href;
+const ROUTING_URL = (name: string) => pathToFileURL(join(ROOT, 'net-manager', 'routing', `${name}.ts`)).href;
 const VITE_URL = pathToFileURL(createRequire(import.meta.url).resolve('vite')).href;
 
 /** Every namespace this file creates; leftovers of a crashed run are removed before and after. */
@@ -32,6 +33,7 @@ const NS = {
   deleted: `${NS_PREFIX}deleted`,
   throws: `${NS_PREFIX}throws`,
   fuzz: `${NS_PREFIX}fuzz`,
+  fast: `${NS_PREFIX}fast`,
 } as const;
 
 function ip(...args: string[]): string {
@@ -234,6 +236,152 @@ process.on('SIGTERM', () => {
   udp.close();
 });
 report({ ready: true, name: tun.name, port: udp.port, offload: tun.offload && udp.offload });
+`;
+
+/**
+ * The data plane as the net manager runs it (forwarder, translator, route cache and, with argv[2] '1', the fast
+ * path), unencrypted, with a TUN whose own address plays the local container (namespace IP 10.81.0.1, instance
+ * IP 10.82.0.1). Two peer workers A and B are UDP sockets here that answer every UDP packet as the remote
+ * container would (source its instance IP, destination this namespace IP), marking the answer with their name.
+ * The job `j` (service IP 10.82.0.100) has one instance, 10.82.0.2, which runs on A, then moves to B, then is
+ * deleted, while one socket keeps a flow to it going. Reports what reached whom at every step.
+ */
+const FAST_PATH_CHILD = `${PRELUDE}
+import { createSocket } from 'node:dgram';
+import { Forwarder } from ${JSON.stringify(ROUTING_URL('forwarder'))};
+import { Translator } from ${JSON.stringify(ROUTING_URL('translator'))};
+import { RouteCache } from ${JSON.stringify(ROUTING_URL('route-cache'))};
+import { FastPath } from ${JSON.stringify(ROUTING_URL('fast-path'))};
+const FAST = process.argv[2] === '1';
+const tun = TunDevice.open('nmfast0', { offload: true });
+configure(tun, '10.81.0.1/24', 1400);
+ip('route', 'add', '10.82.0.0/16', 'dev', tun.name);
+const udp = UdpEndpoint.bind('127.0.0.1', 0, { offload: true });
+const routes = new RouteCache({ localNodeId: 'here' });
+const translator = new Translator({ routes });
+const queries = [];
+const forwarder = new Forwarder({ tun, udp, translator, query: (ip) => queries.push(ipText(ip)), onError: (error) => report({ error: error.message }) });
+const fastPath = FAST ? new FastPath(tun, udp, translator) : null;
+forwarder.setFastPath(fastPath);
+forwarder.start();
+translator.attach(ipNumber('10.81.0.1'), ipNumber('10.82.0.1'));
+// Bad arguments: clear errors, and the fast path goes on.
+const refusals = [];
+const attempt = (call) => {
+  try {
+    call();
+    refusals.push(null);
+  } catch (error) {
+    refusals.push(error.constructor.name + ': ' + error.message);
+  }
+};
+const spareTun = TunDevice.open('nmfast1');
+const spareUdp = UdpEndpoint.bind('127.0.0.1', 0);
+attempt(() => spareTun.linkFastPath({ not: 'a udp endpoint' }));
+attempt(() => spareTun.linkFastPath(null).installFlow(0, 17, 1, 2, 3, 4, 5, 6, -1, 7, 8, 0, 0, 0));
+const spare = spareTun.linkFastPath(spareUdp.native, 16);
+attempt(() => spare.installFlow(0, 17, 1, 2, 3, 4, 5, 6, -2, 7, 8, 0, 0, 0));
+attempt(() => spare.installFlow(0, 17, 1, 2, 3, 4, 5, 6, -1, 7, 8, 1, 3, 0));
+refusals.push(spare.fastPathStats().flows, spare.forgetAddress(3), spare.fastPathStats().flows);
+spareUdp.close();
+refusals.push(spare.fastPathStats());
+spareTun.close();
+
+function udpPacket(source, destination, sourcePort, destinationPort, payload) {
+  const packet = Buffer.alloc(28 + payload.length);
+  packet[0] = 0x45;
+  packet.writeUInt16BE(packet.length, 2);
+  packet[8] = 64;
+  packet[9] = 17;
+  packet.writeUInt32BE(source, 12);
+  packet.writeUInt32BE(destination, 16);
+  packet.writeUInt16BE(checksum(packet, 0, 20), 10);
+  packet.writeUInt16BE(sourcePort, 20);
+  packet.writeUInt16BE(destinationPort, 22);
+  packet.writeUInt16BE(8 + payload.length, 24);
+  payload.copy(packet, 28);
+  return packet;
+}
+/** A peer worker: what reached it (checked: a valid IP header), and an answer for each UDP packet. */
+function peer(name, instanceIp) {
+  const socket = createSocket('udp4');
+  const peer = { name, socket, got: [] };
+  socket.on('message', (packet) => {
+    const valid = checksum(packet, 0, 20) === 0;
+    const source = packet.readUInt32BE(12);
+    const destination = packet.readUInt32BE(16);
+    const sourcePort = packet.readUInt16BE(20);
+    const destinationPort = packet.readUInt16BE(22);
+    const payload = packet.subarray(28).toString();
+    peer.got.push({ source: ipText(source), destination: ipText(destination), valid, payload });
+    // As the remote translator would: from the instance IP to the sender's namespace IP (its route says which).
+    const answer = udpPacket(ipNumber(instanceIp), ipNumber('10.81.0.1'), destinationPort, sourcePort, Buffer.from(payload + ' from ' + name));
+    socket.send(answer, udp.port, '127.0.0.1');
+  });
+  return new Promise((resolve) => socket.bind(0, '127.0.0.1', () => resolve(peer)));
+}
+const a = await peer('A', '10.82.0.2');
+const b = await peer('B', '10.82.0.2');
+function table(on) {
+  return {
+    jobId: 'j', jobName: 'j', serviceIp: '10.82.0.100',
+    instances: [{ number: 0, instanceIp: '10.82.0.2', route: on && {
+      nodeId: on.name, namespaceIp: on === a ? '10.83.1.2' : '10.83.2.2', publicIp: '127.0.0.1', udpPort: on.socket.address().port,
+    } }],
+  };
+}
+// The local container's sockets: one flow to the instance IP, one to the service IP.
+const answers = [];
+async function socket() {
+  const socket = createSocket('udp4');
+  await new Promise((resolve) => socket.bind(0, '10.81.0.1', resolve));
+  socket.on('message', (message, from) => answers.push({ text: message.toString(), from: from.address }));
+  return socket;
+}
+const client = await socket();
+const serviceClient = await socket();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Sends n datagrams to address:7000, one every 5 ms, then waits a little for the answers. */
+async function flow(address, n, tag) {
+  const from = address === '10.82.0.100' ? serviceClient : client;
+  for (let i = 0; i < n; i++) {
+    from.send(tag + ' ' + i, 7000, address);
+    await sleep(5);
+  }
+  await sleep(150);
+}
+function step(name) {
+  const got = { step: name, answers: answers.splice(0), a: a.got.splice(0), b: b.got.splice(0), queries: queries.splice(0) };
+  got.fast = fastPath?.stats() ?? null;
+  got.counters = { ...translator.counters, ...forwarder.counters };
+  return got;
+}
+const steps = [];
+routes.apply(table(a));
+await flow('10.82.0.2', 40, 'first');
+await flow('10.82.0.100', 40, 'service');
+steps.push(step('on A'));
+routes.apply(table(b));
+await flow('10.82.0.2', 40, 'moved');
+await flow('10.82.0.100', 40, 'service moved');
+steps.push(step('moved to B'));
+// A, where the instance ran before, answers as if it still did: nothing of it is taken.
+for (let i = 0; i < 20; i++) a.socket.send(udpPacket(ipNumber('10.82.0.2'), ipNumber('10.81.0.1'), 7000, client.address().port, Buffer.from('stale ' + i)), udp.port, '127.0.0.1');
+await sleep(150);
+steps.push(step('stale answers from A'));
+routes.remove('j');
+await flow('10.82.0.2', 20, 'deleted');
+for (let i = 0; i < 20; i++) b.socket.send(udpPacket(ipNumber('10.82.0.2'), ipNumber('10.81.0.1'), 7000, client.address().port, Buffer.from('after delete ' + i)), udp.port, '127.0.0.1');
+await sleep(150);
+steps.push(step('deleted'));
+report({ steps, refusals });
+fastPath?.close();
+tun.close();
+udp.close();
+client.close();
+serviceClient.close();
+a.socket.close();
+b.socket.close();
 `;
 
 /** A TCP sink: reports the byte count and SHA-256 of one connection. argv: address port. */
@@ -822,6 +970,92 @@ describe('TUN -> UDP -> TUN forwarders between two namespaces joined by a veth p
       expect(stoppedB.tun.superPacketsWritten).toBe(0);
     }
   });
+});
+
+describe('the fast path under route changes (forwarder, translator, route cache and addon in a namespace)', () => {
+  interface Step {
+    step: string;
+    answers: { text: string; from: string }[];
+    a: { source: string; destination: string; valid: boolean; payload: string }[];
+    b: Step['a'];
+    queries: string[];
+    fast: { hitsOut: number; hitsIn: number; forgotten: number; flows: number } | null;
+    counters: Record<string, number>;
+  }
+
+  beforeAll(() => addNamespace(NS.fast));
+
+  it.each([true, false])(
+    'follows a move under running flows and delivers nothing after a delete (fast path: %s)',
+    async (fast) => {
+      const child = new Child(NS.fast, script('fast-path.mjs', FAST_PATH_CHILD), [fast ? '1' : '0']);
+      const { steps, refusals } = (await child.message('steps', 20_000)) as unknown as {
+        steps: Step[];
+        refusals: unknown[];
+      };
+      expect(refusals).toEqual([
+        'TypeError: linkFastPath takes a Udp endpoint (or null)',
+        'Error: the fast path is not linked (call linkFastPath)',
+        'RangeError: slot must be an integer from -1 to 1048575',
+        null,
+        1,
+        1,
+        0,
+        // closing the UDP endpoint unlinks the fast path
+        null,
+      ]);
+      expect(await child.exit(5000)).toMatchObject({ code: 0 });
+      const [onA, moved, stale, deleted] = steps as [Step, Step, Step, Step];
+      const from = (step: Step, peer: 'A' | 'B', tag: string) =>
+        step.answers.filter(({ text }) => text.startsWith(`${tag} `) && text.endsWith(` from ${peer}`));
+
+      // On A: both flows reach it, rewritten (its namespace IP, from this container's instance IP), and every
+      // answer comes back; the service flow's answers come from the service IP.
+      expect(onA.a).toHaveLength(80);
+      expect(
+        onA.a.every(
+          ({ source, destination, valid }) => valid && source === '10.82.0.1' && destination === '10.83.1.2',
+        ),
+      ).toBe(true);
+      expect(from(onA, 'A', 'first')).toHaveLength(40);
+      expect(from(onA, 'A', 'service')).toHaveLength(40);
+      expect(from(onA, 'A', 'service').every(({ from }) => from === '10.82.0.100')).toBe(true);
+      expect(from(onA, 'A', 'first').every(({ from }) => from === '10.82.0.2')).toBe(true);
+
+      // Moved to B: every later packet of both running flows goes to B, none to A.
+      expect(moved.a).toEqual([]);
+      expect(moved.b).toHaveLength(80);
+      expect(moved.b.every(({ destination, valid }) => valid && destination === '10.83.2.2')).toBe(true);
+      expect(from(moved, 'B', 'moved')).toHaveLength(40);
+      expect(from(moved, 'B', 'service moved')).toHaveLength(40);
+      expect(from(moved, 'B', 'service moved').every(({ from }) => from === '10.82.0.100')).toBe(true);
+      expect(from(moved, 'B', 'moved').every(({ from }) => from === '10.82.0.2')).toBe(true);
+
+      // A answering for the instance that left it: nothing delivered.
+      expect(stale.answers).toEqual([]);
+
+      // Deleted: nothing sent to either, nothing delivered from B; the address is asked about again.
+      expect(deleted.a).toEqual([]);
+      expect(deleted.b).toEqual([]);
+      expect(deleted.answers).toEqual([]);
+      expect(deleted.queries).toContain('10.82.0.2');
+
+      if (fast) {
+        // The later packets of each flow went through the fast path, both ways, and each change forgot flows.
+        expect(onA.fast!.hitsOut).toBeGreaterThanOrEqual(70);
+        expect(onA.fast!.hitsIn).toBeGreaterThanOrEqual(70);
+        expect(moved.fast!.hitsOut - onA.fast!.hitsOut).toBeGreaterThanOrEqual(70);
+        expect(moved.fast!.hitsIn - onA.fast!.hitsIn).toBeGreaterThanOrEqual(70);
+        expect(moved.fast!.forgotten).toBeGreaterThan(onA.fast!.forgotten);
+        expect(deleted.fast!.forgotten).toBeGreaterThan(stale.fast!.forgotten);
+        expect(deleted.fast!.hitsOut).toBe(stale.fast!.hitsOut);
+        expect(deleted.fast!.hitsIn).toBe(stale.fast!.hitsIn);
+      } else {
+        expect(onA.fast).toBeNull();
+        expect(onA.counters.sent).toBe(80);
+      }
+    },
+  );
 });
 
 describe('UdpEndpoint on loopback (in this process)', () => {

@@ -766,3 +766,153 @@ describe('net manager routing: translator', () => {
     }
   });
 });
+
+// --- what the fast path is told ----------------------------------------------------------------------------
+
+describe('net manager routing: what the fast path caches and forgets', () => {
+  it('names exactly the addresses whose answer a new table changes', () => {
+    const cache = new RouteCache({ localNodeId: 'w1' });
+    const changed: string[] = [];
+    cache.onAddressChanged = (address) => changed.push(numberToIp(address));
+    cache.apply(jobB); // new: nothing was decided from it yet
+    cache.apply(jobB); // the same again (a refresh)
+    expect(changed).toEqual([]);
+    // Instance 1 moves to w3: only its address changed; the service IP keeps its flows (on their instances).
+    const moved = table('b', '10.30.0.20', [
+      instance(0, '10.30.0.21', ['w2', '10.18.0.66']),
+      instance(1, '10.30.0.22', ['w3', '10.18.0.130']),
+    ]);
+    cache.apply(moved);
+    expect(changed).toEqual(['10.30.0.22']);
+    // A new key for w2, instance 1 stopped, a new instance 2.
+    changed.length = 0;
+    cache.apply(
+      table('b', '10.30.0.20', [
+        {
+          ...instance(0, '10.30.0.21', ['w2', '10.18.0.66']),
+          route: { ...moved.instances[0]!.route!, publicKey: 'k' },
+        },
+        instance(1, '10.30.0.22'),
+        instance(2, '10.30.0.23', ['w2', '10.18.0.69']),
+      ]),
+    );
+    // (the new instance's address had nothing decided from it yet)
+    expect(changed.sort()).toEqual(['10.30.0.21', '10.30.0.22']);
+    // Deleted: every address of it.
+    changed.length = 0;
+    cache.remove('b');
+    expect(changed.sort()).toEqual(['10.30.0.20', '10.30.0.21', '10.30.0.22', '10.30.0.23']);
+    // Which worker is this one: every route's `local` may have changed.
+    cache.apply(jobA);
+    changed.length = 0;
+    cache.setLocalNodeId('w2');
+    expect(changed.sort()).toEqual(['10.30.0.10', '10.30.0.11']);
+  });
+
+  it('tells of every service flow added and forgotten, with the instance it went to', () => {
+    const clock = new FakeClock();
+    const flows = new FlowTable({ now: clock.now, otherIdleMs: 1000 });
+    const told: string[] = [];
+    flows.onFlowChanged = (protocol, localIp, localPort, serviceIp, servicePort, instanceIp) =>
+      told.push(
+        `${protocol} ${numberToIp(localIp)}:${localPort} ${numberToIp(serviceIp)}:${servicePort} ${numberToIp(instanceIp)}`,
+      );
+    flows.add(PROTOCOL_UDP, ip('10.18.0.2'), 5000, ip('10.30.0.20'), 53, ip('10.30.0.21'));
+    flows.add(PROTOCOL_UDP, ip('10.18.0.2'), 5000, ip('10.30.0.20'), 53, ip('10.30.0.22')); // chosen again
+    expect(told).toEqual([
+      '17 10.18.0.2:5000 10.30.0.20:53 10.30.0.21',
+      '17 10.18.0.2:5000 10.30.0.20:53 10.30.0.21',
+      '17 10.18.0.2:5000 10.30.0.20:53 10.30.0.22',
+    ]);
+    told.length = 0;
+    clock.advance(2000);
+    flows.expire();
+    expect(told).toEqual(['17 10.18.0.2:5000 10.30.0.20:53 10.30.0.22']);
+    flows.add(PROTOCOL_TCP, ip('10.18.0.3'), 6000, ip('10.30.0.20'), 80, ip('10.30.0.21'));
+    told.length = 0;
+    flows.removeLocal(ip('10.18.0.3'));
+    expect(told).toEqual(['6 10.18.0.3:6000 10.30.0.20:80 10.30.0.21']);
+  });
+
+  it('describes each decision for the fast path, and marks what it must never take', () => {
+    const { w1, w2 } = twoWorkers();
+    const attached: string[] = [];
+    w1.onAttachmentChanged = (address) => attached.push(numberToIp(address));
+    const udp = buildPacket({
+      protocol: PROTOCOL_UDP,
+      src: '10.18.0.2',
+      dst: '10.30.0.20',
+      srcPort: 5000,
+      dstPort: 53,
+    });
+    const sent = w1.translateOutgoing(udp, 0, udp.length);
+    const target = numberToIp(sent.flow.target);
+    expect(['10.30.0.21', '10.30.0.22']).toContain(target);
+    expect({ ...sent.flow, target: 0 }).toEqual({
+      cacheable: true,
+      protocol: PROTOCOL_UDP,
+      src: ip('10.18.0.2'),
+      srcPort: 5000,
+      dst: ip('10.30.0.20'),
+      dstPort: 53,
+      newSrc: ip('10.30.0.11'),
+      newDst: udp.readUInt32BE(16),
+      target: 0,
+      service: 0,
+    });
+    // The reply, arriving: its source becomes the service IP.
+    const reply = buildPacket({
+      protocol: PROTOCOL_UDP,
+      src: target,
+      dst: '10.18.0.2',
+      srcPort: 53,
+      dstPort: 5000,
+    });
+    const delivered = w1.translateArriving(reply, 0, reply.length);
+    expect(delivered.action).toBe('deliver');
+    expect(delivered.flow).toMatchObject({
+      cacheable: true,
+      src: ip(target),
+      newSrc: ip('10.30.0.20'),
+      newDst: ip('10.18.0.2'),
+      service: ip('10.30.0.20'),
+    });
+    // To an instance IP: the instance is the target.
+    const direct = buildPacket({ protocol: PROTOCOL_TCP, src: '10.18.0.2', dst: '10.30.0.31' });
+    expect(w1.translateOutgoing(direct, 0, direct.length).flow).toMatchObject({
+      cacheable: true,
+      target: ip('10.30.0.31'),
+    });
+    // Never cached: fragments, ICMP other than echo, bytes past the total length, a source not known yet.
+    const fragment = buildPacket({
+      protocol: PROTOCOL_UDP,
+      src: '10.18.0.2',
+      dst: '10.30.0.31',
+      fragment: [true, 0],
+    });
+    expect(w1.translateOutgoing(fragment, 0, fragment.length).flow.cacheable).toBe(false);
+    const unreachable = buildPacket({
+      protocol: PROTOCOL_ICMP,
+      icmpType: 3,
+      src: '10.18.0.2',
+      dst: '10.30.0.31',
+    });
+    expect(w1.translateOutgoing(unreachable, 0, unreachable.length).flow.cacheable).toBe(false);
+    const echo = buildPacket({ protocol: PROTOCOL_ICMP, src: '10.18.0.2', dst: '10.30.0.31' });
+    expect(w1.translateOutgoing(echo, 0, echo.length).flow.cacheable).toBe(true);
+    const padded = Buffer.concat([
+      buildPacket({ protocol: PROTOCOL_UDP, src: '10.18.0.2', dst: '10.30.0.31' }),
+      Buffer.alloc(4),
+    ]);
+    expect(w1.translateOutgoing(padded, 0, padded.length).flow.cacheable).toBe(false);
+    const stranger = buildPacket({ protocol: PROTOCOL_UDP, src: '10.30.0.99', dst: '10.18.0.66' });
+    const fromStranger = w2.translateArriving(stranger, 0, stranger.length);
+    expect(fromStranger.action).toBe('deliver');
+    expect(fromStranger.flow.cacheable).toBe(false);
+    // Attachments: a namespace IP given to another instance, or detached.
+    w1.attach(ip('10.18.0.2'), ip('10.30.0.11')); // the same again: nothing
+    w1.attach(ip('10.18.0.2'), ip('10.30.0.12'));
+    w1.detach(ip('10.18.0.3'));
+    expect(attached).toEqual(['10.18.0.2', '10.18.0.3']);
+  });
+});
