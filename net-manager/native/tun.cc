@@ -71,6 +71,8 @@ constexpr size_t kFastHeadroom = edge_secure::kHeaderBytes + edge_secure::kRelay
 constexpr size_t kFastMaxPacket = kFastSlot - kFastHeadroom - edge_secure::kTagBytes;
 // Batches one poll callback forwards at most before it lets the event loop go on (the fd stays readable).
 constexpr size_t kFastRoundsPerPoll = 16;
+// Flows flowActivity reports per call at most.
+constexpr size_t kActivityPerCall = 1024;
 // Set in the peers array of recvOpen when the packet confirmed the peer's `next` session.
 constexpr int32_t kPromoted = 1 << 30;
 
@@ -108,7 +110,7 @@ struct FastSend {
 };
 
 struct FastPath {
-  explicit FastPath(size_t capacity) : cache(capacity), activity(cache.capacity()) {}
+  explicit FastPath(size_t capacity) : cache(capacity), activity(kActivityPerCall) {}
   edge_fastpath::FlowCache cache;
   std::vector<edge_fastpath::FlowEntry> activity;
   std::vector<uint8_t> area = std::vector<uint8_t>(kFastHeadroom + kFastBatch * kFastSlot);
@@ -626,7 +628,8 @@ class Tun : public Pollable<Tun> {
   }
 
   // flowActivity(out: Uint32Array): the flows hit since the last call, 8 numbers each: direction << 8 | protocol,
-  // src, dst, srcPort << 16 | dstPort, newSrc, newDst, slot (0xffffffff: none), 0. Returns how many.
+  // src, dst, srcPort << 16 | dstPort, newSrc, newDst, slot (0xffffffff: none), 0. Returns how many (at most
+  // 1024 per call: call again while it fills `out`).
   Napi::Value FlowActivity(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Uint32Array out = Uint32Arg(info, 0, "out");

@@ -7,7 +7,9 @@
  *
  * Each forwarder only moves bytes: TUN readBatch -> UDP sendBatch, UDP recvBatch -> TUN writeBatch. Compared,
  * interleaved round by round: one packet per addon call (the per-packet forwarder), batches of 64, batches of 64
- * with offloads (TSO super-packets cut in the addon, UDP GSO/GRO, segments glued on the way back in), and a
+ * with offloads (TSO super-packets cut in the addon, UDP GSO/GRO, segments glued on the way back in), the same
+ * with the addon's fast path (each flow's first packet comes to JavaScript, which installs it; its later packets
+ * are forwarded in the poll callback in C, as the net manager does after its translator decided), and a
  * minimal forwarder in C (reference-forwarder.c: epoll, one read/sendto per packet, no JavaScript), the floor
  * for any user-space TUN data plane here. The RTT of the plain veth between the namespaces is measured in the
  * same rounds.
@@ -35,6 +37,8 @@ interface Config {
   /** Batches per wakeup before going back to the event loop (Infinity: until EAGAIN). */
   rounds: number;
   offload: boolean;
+  /** The addon's fast path: JavaScript sees each flow's first packet only. */
+  fastPath?: boolean;
 }
 
 const CONFIGS: Config[] = [
@@ -51,6 +55,13 @@ const CONFIGS: Config[] = [
     rounds: Number.POSITIVE_INFINITY,
     offload: true,
   },
+  {
+    what: 'addon fast path (flows in C after their first packet) + offloads',
+    batch: 64,
+    rounds: Number.POSITIVE_INFINITY,
+    offload: true,
+    fastPath: true,
+  },
   { what: 'C reference (epoll, 1 packet per syscall)', reference: true, batch: 1, rounds: 1, offload: false },
 ];
 
@@ -59,7 +70,7 @@ const FORWARDER = `
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 const { Tun, Udp } = createRequire(import.meta.url)(${JSON.stringify(ADDON_PATH)});
-const [cidr, local, peer, batchText, roundsText, offloadText] = process.argv.slice(2);
+const [cidr, local, peer, batchText, roundsText, offloadText, fastText] = process.argv.slice(2);
 const BATCH = Number(batchText);
 const ROUNDS = Number(roundsText);
 const OFFLOAD = offloadText === '1';
@@ -77,10 +88,30 @@ const peers = new Uint32Array(BATCH).fill(peer.split('.').reduce((value, part) =
 const peerPorts = new Uint16Array(BATCH).fill(PORT);
 const senders = new Uint32Array(BATCH);
 const senderPorts = new Uint16Array(BATCH);
+// Fast path: what reaches JavaScript is a flow's first packet; it installs the flow (addresses kept as they are:
+// out to the peer, in from it) so that the flow's later packets stay in C.
+const FAST = fastText === '1';
+if (FAST) tun.linkFastPath(udp, 1024);
+function install(direction, buffer, offset, sender, senderPort) {
+  const protocol = buffer[offset + 9];
+  const l4 = offset + (buffer[offset] & 15) * 4;
+  const src = buffer.readUInt32BE(offset + 12);
+  const dst = buffer.readUInt32BE(offset + 16);
+  let srcPort;
+  let dstPort;
+  if (protocol === 6 || protocol === 17) {
+    srcPort = buffer.readUInt16BE(l4);
+    dstPort = buffer.readUInt16BE(l4 + 2);
+  } else if (protocol === 1 && (buffer[l4] === 0 || buffer[l4] === 8)) {
+    srcPort = dstPort = buffer.readUInt16BE(l4 + 4);
+  } else return;
+  tun.installFlow(direction, protocol, src, srcPort, dst, dstPort, src, dst, -1, sender, senderPort, src, dst, 0);
+}
 tun.onReadable(() => {
   for (let round = 0; round < ROUNDS; round++) {
     const count = tun.readBatch(out.buffer, SLOT, out.lengths);
     if (count === 0) break;
+    if (FAST) for (let i = 0; i < count; i++) install(0, out.buffer, i * SLOT, peers[0], PORT);
     udp.sendBatch(out.buffer, out.offsets, out.lengths, peers, peerPorts, count);
     if (count < BATCH && BATCH > 1) break;
   }
@@ -89,12 +120,13 @@ udp.onReadable(() => {
   for (let round = 0; round < ROUNDS; round++) {
     const count = udp.recvBatch(back.buffer, SLOT, back.lengths, senders, senderPorts);
     if (count === 0) break;
+    if (FAST) for (let i = 0; i < count; i++) install(1, back.buffer, i * SLOT, senders[i], senderPorts[i]);
     tun.writeBatch(back.buffer, back.offsets, back.lengths, count);
     if (count < BATCH && BATCH > 1) break;
   }
 });
 process.on('SIGTERM', () => {
-  process.stdout.write(JSON.stringify({ tun: tun.stats(), udp: udp.stats() }) + '\\n');
+  process.stdout.write(JSON.stringify({ tun: tun.stats(), udp: udp.stats(), fastPath: FAST ? tun.fastPathStats() : null }) + '\\n');
   tun.close();
   udp.close();
 });
@@ -174,7 +206,7 @@ async function measure(config: Config): Promise<Sample> {
   const command = (cidr: string, local: string, peer: string): string[] => {
     if (config.reference) return [join(dir, 'reference-forwarder'), cidr, local, peer];
     const rounds = Number.isFinite(config.rounds) ? String(config.rounds) : '1e9';
-    const flags = [String(config.batch), rounds, config.offload ? '1' : '0'];
+    const flags = [String(config.batch), rounds, config.offload ? '1' : '0', config.fastPath ? '1' : '0'];
     return [process.execPath, join(dir, 'forwarder.mjs'), cidr, local, peer, ...flags];
   };
   const a = start(NS_A, command('10.79.0.1/24', '10.78.0.1', '10.78.0.2'));
