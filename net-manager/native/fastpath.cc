@@ -1,5 +1,8 @@
 #include "fastpath.h"
 
+#include "bytes.h"
+#include "offload.h"
+
 #include <cstring>
 
 namespace edge_fastpath {
@@ -12,26 +15,12 @@ constexpr uint8_t kIcmp = 1;
 constexpr uint8_t kEchoReply = 0;
 constexpr uint8_t kEchoRequest = 8;
 
-uint16_t Read16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-uint32_t Read32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
-         p[3];
-}
-void Write16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-void Write32(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 24);
-  p[1] = static_cast<uint8_t>(v >> 16);
-  p[2] = static_cast<uint8_t>(v >> 8);
-  p[3] = static_cast<uint8_t>(v);
-}
+using edge_bytes::Load16;
+using edge_bytes::Load32;
+using edge_bytes::Store16;
+using edge_bytes::Store32;
 
-uint32_t Fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return sum;
-}
+using edge_offload::Fold;
 
 uint32_t AddressDelta(uint32_t oldSrc, uint32_t oldDst, uint32_t newSrc, uint32_t newDst) {
   uint32_t sum = (~oldSrc >> 16 & 0xffff) + (~oldSrc & 0xffff) + (~oldDst >> 16 & 0xffff) + (~oldDst & 0xffff) +
@@ -41,8 +30,8 @@ uint32_t AddressDelta(uint32_t oldSrc, uint32_t oldDst, uint32_t newSrc, uint32_
 
 // RFC 1624: HC' = ~(~HC + ~m + m'); returns the new checksum.
 uint16_t Adjust(uint8_t* field, uint32_t delta) {
-  uint16_t checksum = static_cast<uint16_t>(~Fold((~Read16(field) & 0xffffu) + delta) & 0xffff);
-  Write16(field, checksum);
+  uint16_t checksum = static_cast<uint16_t>(~Fold((~Load16(field) & 0xffffu) + delta) & 0xffff);
+  Store16(field, checksum);
   return checksum;
 }
 
@@ -59,11 +48,9 @@ size_t Hash(const FlowKey& key) {
 bool ParseFlow(const uint8_t* packet, size_t length, uint8_t direction, FlowKey* key) {
   if (length < 20 || packet[0] >> 4 != 4) return false;
   size_t headerLength = static_cast<size_t>(packet[0] & 0x0f) * 4;
-  if (headerLength < 20 || Read16(packet + 2) != length || headerLength > length) return false;
-  if ((Read16(packet + 6) & 0x3fff) != 0) return false;  // a fragment (more to come, or an offset)
-  uint32_t sum = 0;
-  for (size_t i = 0; i < headerLength; i += 2) sum += Read16(packet + i);
-  if (Fold(sum) != 0xffff) return false;
+  if (headerLength < 20 || Load16(packet + 2) != length || headerLength > length) return false;
+  if ((Load16(packet + 6) & 0x3fff) != 0) return false;  // a fragment (more to come, or an offset)
+  if (edge_offload::Fold(edge_offload::Sum(packet, headerLength)) != 0xffff) return false;
   const uint8_t* l4 = packet + headerLength;
   size_t l4Length = length - headerLength;
   uint8_t protocol = packet[9];
@@ -71,36 +58,36 @@ bool ParseFlow(const uint8_t* packet, size_t length, uint8_t direction, FlowKey*
     if (l4Length < 20) return false;
     size_t dataOffset = static_cast<size_t>(l4[12] >> 4) * 4;
     if (dataOffset < 20 || dataOffset > l4Length) return false;
-    key->srcPort = Read16(l4);
-    key->dstPort = Read16(l4 + 2);
+    key->srcPort = Load16(l4);
+    key->dstPort = Load16(l4 + 2);
   } else if (protocol == kUdp) {
     if (l4Length < 8) return false;
-    key->srcPort = Read16(l4);
-    key->dstPort = Read16(l4 + 2);
+    key->srcPort = Load16(l4);
+    key->dstPort = Load16(l4 + 2);
   } else if (protocol == kIcmp) {
     if (l4Length < 8 || (l4[0] != kEchoRequest && l4[0] != kEchoReply)) return false;
-    key->srcPort = key->dstPort = Read16(l4 + 4);
+    key->srcPort = key->dstPort = Load16(l4 + 4);
   } else {
     return false;
   }
   key->protocol = protocol;
   key->direction = direction;
-  key->src = Read32(packet + 12);
-  key->dst = Read32(packet + 16);
+  key->src = Load32(packet + 12);
+  key->dst = Load32(packet + 16);
   return true;
 }
 
 void Rewrite(uint8_t* packet, const FlowEntry& entry) {
   if (entry.newSrc == entry.key.src && entry.newDst == entry.key.dst) return;
-  Write32(packet + 12, entry.newSrc);
-  Write32(packet + 16, entry.newDst);
+  Store32(packet + 12, entry.newSrc);
+  Store32(packet + 16, entry.newDst);
   Adjust(packet + 10, entry.checksumDelta);
   uint8_t* l4 = packet + static_cast<size_t>(packet[0] & 0x0f) * 4;
   if (entry.key.protocol == kTcp) {
     Adjust(l4 + 16, entry.checksumDelta);
   } else if (entry.key.protocol == kUdp) {
     // 0 means "no checksum" and stays; a computed 0 is sent as 0xffff.
-    if (Read16(l4 + 6) != 0 && Adjust(l4 + 6, entry.checksumDelta) == 0) Write16(l4 + 6, 0xffff);
+    if (Load16(l4 + 6) != 0 && Adjust(l4 + 6, entry.checksumDelta) == 0) Store16(l4 + 6, 0xffff);
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include "offload.h"
 
+#include "bytes.h"
+
 #include <cstring>
 
 namespace edge_offload {
@@ -15,21 +17,11 @@ constexpr uint8_t kAck = 0x10;
 constexpr uint8_t kCwr = 0x80;
 constexpr size_t kMaxIpPacket = 65535;
 
-uint16_t Load16(const uint8_t* at) {
-  return static_cast<uint16_t>(at[0] << 8 | at[1]);
-}
-uint32_t Load32(const uint8_t* at) {
-  return static_cast<uint32_t>(at[0]) << 24 | static_cast<uint32_t>(at[1]) << 16 |
-         static_cast<uint32_t>(at[2]) << 8 | at[3];
-}
-void Store16(uint8_t* at, uint16_t value) {
-  at[0] = static_cast<uint8_t>(value >> 8);
-  at[1] = static_cast<uint8_t>(value);
-}
-void Store32(uint8_t* at, uint32_t value) {
-  Store16(at, static_cast<uint16_t>(value >> 16));
-  Store16(at + 2, static_cast<uint16_t>(value));
-}
+using edge_bytes::Load16;
+using edge_bytes::Load32;
+using edge_bytes::Store16;
+using edge_bytes::Store32;
+
 // A folded sum stored as is: Sum() works on native words of network-order bytes.
 void StoreNative16(uint8_t* at, uint16_t value) {
   std::memcpy(at, &value, 2);

@@ -20,8 +20,8 @@ import type { FlowDecision, Translator } from './translator.js';
 
 /** Flows cached at most (the least recently used one in a full bucket makes way). */
 export const FAST_PATH_FLOWS = 8192;
-const OUTGOING = 0;
-const ARRIVING = 1;
+const OUTGOING = 0 as const;
+const ARRIVING = 1 as const;
 /** Numbers per record of flowActivity, and records read per call. */
 const RECORD = 8;
 const RECORDS_PER_CALL = 1024;
@@ -49,47 +49,49 @@ export class FastPath {
 
   /**
    * A packet read from the TUN went to a peer as `flow` says: its flow's later packets do the same in C, sealed
-   * for the peer in `slot` (encrypted), or sent as they are to peerIp:peerPort (slot -1).
+   * for the peer in `slot` (encrypted), or sent as they are to peerIp:peerPort (slot -1). The decision read the
+   * local namespace IP, the destination and the instance chosen.
    */
   installOutgoing(flow: FlowDecision, slot: number, peerIp: number, peerPort: number): void {
-    this.native.installFlow(
-      OUTGOING,
-      flow.protocol,
-      flow.src,
-      flow.srcPort,
-      flow.dst,
-      flow.dstPort,
-      flow.newSrc,
-      flow.newDst,
-      slot,
-      peerIp,
-      peerPort,
-      flow.src,
-      flow.dst,
-      flow.target,
-    );
+    this.install(OUTGOING, flow, slot, peerIp, peerPort, flow.src, flow.dst, flow.target);
   }
 
   /**
    * A packet from a peer was delivered as `flow` says: its flow's later packets are too, in C, when they come
-   * from the same peer (its `slot`, encrypted; else the endpoint peerIp:peerPort with slot -1).
+   * from the same peer (its `slot`, encrypted; else the endpoint peerIp:peerPort with slot -1). The decision read
+   * the local namespace IP, the source (where it runs) and the service IP a reply is given.
    */
   installArriving(flow: FlowDecision, slot: number, peerIp: number, peerPort: number): void {
+    this.install(ARRIVING, flow, slot, peerIp, peerPort, flow.dst, flow.src, flow.service);
+  }
+
+  /** `read0..2`: the overlay addresses the decision read (0: none); a change to any forgets the flow. */
+  private install(
+    direction: 0 | 1,
+    flow: FlowDecision,
+    slot: number,
+    peerIp: number,
+    peerPort: number,
+    read0: number,
+    read1: number,
+    read2: number,
+  ): void {
+    const { protocol, src, srcPort, dst, dstPort, newSrc, newDst } = flow;
     this.native.installFlow(
-      ARRIVING,
-      flow.protocol,
-      flow.src,
-      flow.srcPort,
-      flow.dst,
-      flow.dstPort,
-      flow.newSrc,
-      flow.newDst,
+      direction,
+      protocol,
+      src,
+      srcPort,
+      dst,
+      dstPort,
+      newSrc,
+      newDst,
       slot,
       peerIp,
       peerPort,
-      flow.dst,
-      flow.src,
-      flow.service,
+      read0,
+      read1,
+      read2,
     );
   }
 
