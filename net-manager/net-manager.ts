@@ -87,6 +87,9 @@ export class NetManager {
   private udp: UdpEndpoint | undefined;
   private forwarder: Forwarder | undefined;
   private fastPath: FastPath | undefined;
+  /** The last rendezvous probe, and how long to wait for its answer before the next (see probeAgainIfUnanswered). */
+  private probedAt: number | undefined;
+  private probeDelayMs = 1000;
   /** This worker's overlay key pair (made at the first start). */
   private keys: StaticKeys | undefined;
   /** Set while the overlay is encrypted. */
@@ -415,6 +418,18 @@ export class NetManager {
     const rendezvous = this.joined?.rendezvous;
     if (!rendezvous || !this.peers || !this.udp) return;
     this.udp.sendTo(this.reflexive.probe(), rendezvous.ip, rendezvous.port);
+    this.probedAt = performance.now();
+  }
+
+  /**
+   * Until the first answer, a lost probe (a datagram) is sent again after 1 s, 2 s, 4 s ... (then the 25 s
+   * refresh takes over), so that a worker behind a NAT need not wait 25 s to be reachable.
+   */
+  private probeAgainIfUnanswered(): void {
+    if (this.reflexive.address || this.probedAt === undefined) return;
+    if (performance.now() - this.probedAt < this.probeDelayMs) return;
+    this.probeDelayMs = Math.min(this.probeDelayMs * 2, ENDPOINTS_EVERY_MS);
+    this.probeRendezvous();
   }
 
   /** Reads the addresses again and asks the rendezvous port: whatever changed is announced. */
@@ -525,6 +540,7 @@ export class NetManager {
   }
 
   private expire(): void {
+    this.probeAgainIfUnanswered();
     // First what the fast path carried: its flows keep what they read in use.
     this.fastPath?.refreshActivity(this.routeCache.now(), this.peers ?? null);
     this.routeCache.expire();
