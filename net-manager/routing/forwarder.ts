@@ -3,6 +3,7 @@ import type { PeerRoute, Peers } from '../secure/peers.js';
 import type { TunDevice } from '../tun.js';
 import { PROMOTED, SEALED_HEADER, SEALED_HEADROOM, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import type { FastPath } from './fast-path.js';
+import { type Sender, SourceCheck } from './source-check.js';
 import type { TranslateResult, Translator } from './translator.js';
 
 /**
@@ -32,6 +33,8 @@ export interface ForwarderCounters {
   strangersDropped: number;
   /** Encrypted: packets from a worker with the source address of an instance that runs elsewhere: dropped. */
   spoofedSource: number;
+  /** Encrypted: sources asked about again because the cached answer disagreed with the sender and was old. */
+  sourceRechecks: number;
   /** Encrypted: packets for a worker that announced no key: dropped. */
   noPeerKey: number;
   /** Encrypted: packets kept until their peer's handshake is done. */
@@ -84,6 +87,7 @@ export class Forwarder {
     strangersHeld: 0,
     strangersDropped: 0,
     spoofedSource: 0,
+    sourceRechecks: 0,
     noPeerKey: 0,
     staged: 0,
   };
@@ -116,6 +120,8 @@ export class Forwarder {
   private readonly waiting = new Map<number, Waiting>();
   /** The first packet from each source instance whose worker is not known yet, by source. */
   private readonly arrivals = new Map<number, Arrival>();
+  /** Encrypted: whether a packet's source runs on the worker it authenticated as. */
+  private readonly sources: SourceCheck;
   /** The encrypted overlay's peers; null while it is unencrypted. */
   private peers: Peers | null = null;
   /** The peers' clock, read once per batch (not per packet) by whatever sends. */
@@ -131,6 +137,7 @@ export class Forwarder {
     this.onError = options.onError;
     this.onRendezvousAnswer = options.onRendezvousAnswer;
     this.now = options.now ?? Date.now;
+    this.sources = new SourceCheck(this.translator.routes, this.query, this.counters);
   }
 
   /** Encrypted from now on (the UDP endpoint's `secure(true)` is the caller's), or unencrypted with null. */
@@ -276,21 +283,12 @@ export class Forwarder {
 
   /**
    * Encrypted: whether the packet's source instance runs on `nodeId` (the worker it authenticated as): `no` is
-   * counted as spoofing; `unknown` until the source's table is here.
+   * counted as spoofing; `unknown` until the source's table is here, or while an old answer that disagrees is
+   * checked again with the cluster manager.
    */
-  private sentBy(
-    buffer: Buffer,
-    offset: number,
-    length: number,
-    nodeId: string,
-    now: number,
-  ): 'yes' | 'no' | 'unknown' {
+  private sentBy(buffer: Buffer, offset: number, length: number, nodeId: string, now: number): Sender {
     if (length < 20) return 'yes'; // malformed: the translator drops and counts it
-    const known = this.translator.routes.lookup(buffer.readUInt32BE(offset + 12), now);
-    if (known === undefined || known.kind === 'pending') return 'unknown';
-    if (known.kind === 'instance' && known.instance.route?.nodeId === nodeId) return 'yes';
-    this.counters.spoofedSource++;
-    return 'no';
+    return this.sources.sentBy(buffer.readUInt32BE(offset + 12), nodeId, now);
   }
 
   /** Route tables arrived: the packets waiting for addresses now known (or known to be missing) go on. */
@@ -327,12 +325,14 @@ export class Forwarder {
       this.arrivals.delete(ip);
       this.counters.strangersDropped++;
     }
+    this.sources.expire(now, QUERY_TIMEOUT_MS);
   }
 
   /**
    * A tunnel packet from an endpoint no cached table names. Its source instance's table tells where that
    * instance runs: if it is not known yet, the packet waits for it (the first packet of a worker this one never
-   * talked to); if it is known (or no job owns the address), the sender is not that worker: dropped.
+   * talked to), as it does while an old answer that disagrees is checked again; if it is known (or no job owns
+   * the address), the sender is not that worker: dropped.
    */
   private holdArrival(
     buffer: Buffer,
@@ -345,7 +345,8 @@ export class Forwarder {
   ): void {
     const source = length >= 20 ? buffer.readUInt32BE(offset + 12) : 0;
     const known = source === 0 ? undefined : this.translator.routes.lookup(source, now);
-    if (source === 0 || (known && known.kind !== 'pending') || this.arrivals.has(source)) {
+    const resolving = known === undefined || known.kind === 'pending' || this.sources.checking(source);
+    if (source === 0 || !resolving || this.arrivals.has(source)) {
       this.counters.strangersDropped++;
       return;
     }
@@ -371,13 +372,16 @@ export class Forwarder {
   private retryArrivals(now: number): void {
     for (const [ip, arrival] of this.arrivals) {
       if (this.translator.routes.lookup(ip, now)?.kind === 'pending') continue;
-      this.arrivals.delete(ip);
       const { packet } = arrival;
-      const taken =
+      const sender =
         arrival.nodeId === null
           ? this.translator.routes.isPeer(arrival.peerIp, arrival.peerPort)
-          : this.sentBy(packet, 0, packet.length, arrival.nodeId, now) === 'yes';
-      if (!taken) {
+            ? 'yes'
+            : 'no'
+          : this.sentBy(packet, 0, packet.length, arrival.nodeId, now);
+      if (sender === 'unknown') continue;
+      this.arrivals.delete(ip);
+      if (sender === 'no') {
         this.counters.strangersDropped++;
         continue;
       }

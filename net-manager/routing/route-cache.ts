@@ -62,10 +62,17 @@ export interface InstanceAddress {
 export interface UnresolvedAddress {
   readonly kind: 'pending' | 'missing';
   readonly ip: number;
+  /** When the entry was made: for `missing`, when the cluster manager's answer arrived. */
+  readonly at: number;
   readonly expiresAt: number;
 }
 
 export type AddressLookup = ServiceAddress | InstanceAddress | UnresolvedAddress;
+
+/** When the cluster manager's answer behind a lookup arrived (the job's table, or the `missing`). */
+export function answeredAt(lookup: AddressLookup): number {
+  return lookup.kind === 'service' || lookup.kind === 'instance' ? lookup.job.updatedAt : lookup.at;
+}
 
 /** A cached job in dotted-quad form, for status and debugging (not for the data path). */
 export interface CachedJobView {
@@ -218,12 +225,12 @@ export class RouteCache {
 
   /** The cluster manager said no job owns `ip`: answer `missing` for a while instead of asking again. */
   markMissing(ip: number, now = this.now()): void {
-    this.markUnresolved({ kind: 'missing', ip, expiresAt: now + this.missingTtlMs });
+    this.markUnresolved({ kind: 'missing', ip, at: now, expiresAt: now + this.missingTtlMs });
   }
 
   /** A query for `ip` is under way: answer `pending` for a while so a burst of packets makes one query. */
   markPending(ip: number, now = this.now()): void {
-    this.markUnresolved({ kind: 'pending', ip, expiresAt: now + this.pendingTtlMs });
+    this.markUnresolved({ kind: 'pending', ip, at: now, expiresAt: now + this.pendingTtlMs });
   }
 
   /**

@@ -328,7 +328,7 @@ describe('the overlay joins containers across workers', () => {
       Object.entries(netStatus(name).counters)
         .filter(
           ([counter, value]) =>
-            /^udp[A-Z]|Dropped|noSession|spoofed/.test(counter) && value !== from[counter],
+            /^udp[A-Z]|Dropped|noSession|spoofed|Rechecks/.test(counter) && value !== from[counter],
         )
         .map(([counter, value]) => `${name} ${counter} +${value - (from[counter] ?? 0)}`);
     // ... and what the cluster manager saw meanwhile (a node going offline takes its routes away for a while).

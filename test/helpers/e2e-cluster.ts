@@ -103,9 +103,6 @@ export class E2eCluster {
         ...(this.options.registrationRate === undefined
           ? []
           : ['--registration-rate', String(this.options.registrationRate)]),
-        ...(this.options.registrationRate === undefined
-          ? []
-          : ['--registration-rate', String(this.options.registrationRate)]),
         ...['--node-timeout', String(this.options.nodeTimeoutMs ?? 4000), '--telemetry-interval', '1000'],
       ],
       { CM_API_TOKEN: API_TOKEN, CM_JOIN_TOKEN: JOIN_TOKEN },

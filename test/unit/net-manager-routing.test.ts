@@ -8,6 +8,7 @@ import {
   transportChecksum,
 } from '../../net-manager/routing/packet.js';
 import { RouteCache } from '../../net-manager/routing/route-cache.js';
+import { RECHECK_SOURCE_AFTER_MS, SourceCheck } from '../../net-manager/routing/source-check.js';
 import { type TranslateResult, Translator } from '../../net-manager/routing/translator.js';
 import { ipToNumber, numberToIp } from '../../shared/ipv4.js';
 import type { JobRouteTable, RouteTableInstance } from '../../shared/net.js';
@@ -259,6 +260,79 @@ describe('net manager routing: route cache', () => {
 });
 
 // --- flow table ----------------------------------------------------------------------------------------
+
+describe('net manager routing: whose packets a worker may send (encrypted)', () => {
+  function setup() {
+    const clock = new FakeClock();
+    const routes = new RouteCache({ localNodeId: 'w1', now: clock.now });
+    const queries: string[] = [];
+    const counters = { spoofedSource: 0, sourceRechecks: 0 };
+    const check = new SourceCheck(routes, (address) => queries.push(numberToIp(address)), counters);
+    return { clock, routes, queries, counters, check };
+  }
+
+  it('takes an instance from its own worker, waits while nothing is known, and drops a fresh disagreement', () => {
+    const { clock, routes, queries, counters, check } = setup();
+    expect(check.sentBy(ip('10.30.0.21'), 'w2', clock.time)).toBe('unknown');
+    routes.apply(jobB);
+    expect(check.sentBy(ip('10.30.0.21'), 'w2', clock.time)).toBe('yes');
+    // w3 claims B's instance while the answer is fresh: spoofing, at once, without asking again.
+    expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time)).toBe('no');
+    // ... and a stopped instance (no route) or a service IP as a source is not any worker's.
+    routes.apply(jobStopped);
+    expect(check.sentBy(ip('10.30.0.41'), 'w2', clock.time)).toBe('no');
+    expect(check.sentBy(ip('10.30.0.20'), 'w2', clock.time)).toBe('no');
+    expect(counters).toEqual({ spoofedSource: 3, sourceRechecks: 0 });
+    expect(queries).toEqual([]);
+  });
+
+  it('asks again when an old answer disagrees (a move, an address handed out again), and follows the new one', () => {
+    const { clock, routes, queries, counters, check } = setup();
+    routes.apply(jobB);
+    clock.advance(RECHECK_SOURCE_AFTER_MS);
+    // B#0 moved to w3: the cached answer is a second old, so it is checked, and the packet waits.
+    expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time)).toBe('unknown');
+    expect(check.checking(ip('10.30.0.21'))).toBe(true);
+    expect(queries).toEqual(['10.30.0.21']);
+    // More of its packets wait for the same answer: one query.
+    expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time + 5)).toBe('unknown');
+    expect(queries).toHaveLength(1);
+    clock.advance(10);
+    routes.apply(table('b', '10.30.0.20', [instance(0, '10.30.0.21', ['w3', '10.18.0.130'])]));
+    expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time)).toBe('yes');
+    expect(check.checking(ip('10.30.0.21'))).toBe(false);
+    // A `missing` answer (the address was free then) is checked again the same way once it is old.
+    routes.markMissing(ip('10.30.0.90'), clock.time);
+    expect(check.sentBy(ip('10.30.0.90'), 'w2', clock.time)).toBe('no');
+    clock.advance(RECHECK_SOURCE_AFTER_MS);
+    routes.markMissing(ip('10.30.0.91'), clock.time - RECHECK_SOURCE_AFTER_MS);
+    expect(check.sentBy(ip('10.30.0.91'), 'w2', clock.time)).toBe('unknown');
+    routes.apply(table('n', '10.30.0.92', [instance(0, '10.30.0.91', ['w2', '10.18.0.70'])]));
+    expect(check.sentBy(ip('10.30.0.91'), 'w2', clock.time)).toBe('yes');
+    expect(counters).toEqual({ spoofedSource: 1, sourceRechecks: 2 });
+  });
+
+  it('drops what a newer answer still disagrees with, and asks again only after a while', () => {
+    const { clock, routes, queries, counters, check } = setup();
+    routes.apply(jobB);
+    clock.advance(RECHECK_SOURCE_AFTER_MS);
+    expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time)).toBe('unknown');
+    clock.advance(10);
+    routes.apply(jobB); // the cluster manager answers: still on w2
+    expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time)).toBe('no');
+    // A spoofer that keeps sending costs no query while the answer is fresh ...
+    for (let i = 0; i < 100; i++) expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time + i)).toBe('no');
+    expect(queries).toHaveLength(1);
+    // ... and one per RECHECK_SOURCE_AFTER_MS after that.
+    clock.advance(RECHECK_SOURCE_AFTER_MS);
+    expect(check.sentBy(ip('10.30.0.21'), 'w3', clock.time)).toBe('unknown');
+    expect(queries).toHaveLength(2);
+    // An unanswered re-check expires; the packets that waited are the caller's to drop.
+    check.expire(clock.time + 5000, 5000);
+    expect(check.checking(ip('10.30.0.21'))).toBe(false);
+    expect(counters).toEqual({ spoofedSource: 101, sourceRechecks: 2 });
+  });
+});
 
 describe('net manager routing: flow table', () => {
   const nsA = ip('10.18.0.2');
