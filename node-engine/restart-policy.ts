@@ -1,4 +1,5 @@
 import type { Restart } from '../shared/index.js';
+import { doublingDelay } from './backoff.js';
 
 export const RESTART_BASE_DELAY_MS = 1000;
 export const RESTART_MAX_DELAY_MS = 5 * 60_000;
@@ -11,7 +12,7 @@ export type ExitDecision =
 
 /** 1 s, 2 s, 4 s ... up to 5 min between restarts of a workload that keeps exiting. */
 export function restartDelayMs(consecutiveFailures: number): number {
-  return Math.min(RESTART_MAX_DELAY_MS, RESTART_BASE_DELAY_MS * 2 ** Math.min(consecutiveFailures, 20));
+  return doublingDelay(consecutiveFailures + 1, RESTART_BASE_DELAY_MS, RESTART_MAX_DELAY_MS);
 }
 
 /** What to do with a workload that exited, by the job's restart policy and the restarts it had so far. */
