@@ -19,6 +19,7 @@ import { collectNodeInfo } from './node-info.js';
 import { OverlayAttachments } from './overlay-attachments.js';
 import { Reconciler } from './reconciler.js';
 import { NodeRegistration, type Registered } from './registration.js';
+import { RuntimeHealth } from './runtime-health.js';
 import { DockerRuntime } from './runtimes/docker.js';
 import { createDockerClient } from './runtimes/docker-client.js';
 import { NativeRuntime } from './runtimes/native.js';
@@ -51,7 +52,8 @@ export class NodeEngine {
   private docker: Dockerode | undefined;
   private readonly netManager: NetManagerLink;
   private readonly registration: NodeRegistration;
-  private runtimesAvailable: Technology[] = [];
+  /** Probes the configured runtimes all the time: what is announced and what is reconciled follows it. */
+  private health: RuntimeHealth | undefined;
   private nodeInfo: NodeInfo | undefined;
   private gpus: GpuMonitor | undefined;
   private active: ActiveNode | undefined;
@@ -102,13 +104,20 @@ export class NodeEngine {
     }
     this.nativeRunAs = await resolveRunAs(this.config.nativeUser);
     this.docker = await createDockerClient(this.config.dockerSocket);
-    this.runtimesAvailable = await this.probeRuntimes();
+    this.health = new RuntimeHealth({
+      runtimes: this.config.runtimes.map((technology) => this.createRuntime(technology, 'probe')),
+      logger: this.logger,
+      dataDir: this.config.dataDir,
+      onChange: () => this.runtimesChanged(),
+    });
+    await this.health.start();
+    this.logger.info({ runtimes: this.health.available() }, 'runtimes');
     this.gpus = await GpuMonitor.create(this.logger);
     this.nodeInfo = await collectNodeInfo({
       name: this.config.name,
       gpus: this.gpus.inventory,
       sensors: await describeSensors(this.sensors),
-      runtimes: this.runtimesAvailable,
+      runtimes: this.health.available(),
       labels: this.config.labels,
       overlay: false,
       allowed: this.config.allowed,
@@ -129,6 +138,7 @@ export class NodeEngine {
   async stop(): Promise<void> {
     this.stopped = true;
     this.registration.stop();
+    await this.health?.stop();
     clearTimeout(this.netManagerWatch);
     this.telemetry?.stop();
     await this.activation;
@@ -138,15 +148,16 @@ export class NodeEngine {
     await new Promise<void>((resolve) => (this.api ? this.api.close(() => resolve()) : resolve()));
   }
 
-  private async probeRuntimes(): Promise<Technology[]> {
-    const available: Technology[] = [];
-    for (const technology of this.config.runtimes) {
-      const works = await this.createRuntime(technology, 'probe').available();
-      if (works) available.push(technology);
-      else this.logger.warn({ runtime: technology }, 'runtime not available on this node; not announced');
+  /**
+   * A runtime came up or went away: the cluster manager is told what this node can run now (a node engine started
+   * before dockerd takes Docker jobs once it answers), and the reconciler looks at once.
+   */
+  private runtimesChanged(): void {
+    if (this.nodeInfo) {
+      this.nodeInfo = { ...this.nodeInfo, runtimes: this.health?.available() ?? [] };
+      if (this.registration.state === 'registered') this.registration.registerAgain();
     }
-    this.logger.info({ runtimes: available }, 'runtimes');
-    return available;
+    this.active?.reconciler.trigger();
   }
 
   private createRuntime(technology: Technology, nodeId: string): Runtime {
@@ -166,7 +177,7 @@ export class NodeEngine {
       name: this.config.name,
       registration: this.registration.state,
       mqttConnected: this.mqtt?.connected ?? false,
-      runtimes: this.runtimesAvailable,
+      runtimes: this.health?.available() ?? [],
       overlay: this.netManager.overlay,
       version: VERSION,
       clusterManager: this.config.clusterManagerUrl,
@@ -185,7 +196,8 @@ export class NodeEngine {
     if (this.active) await this.retire(this.active);
     const store = await DesiredStateStore.load(this.config.dataDir, nodeId);
     const ledger = await RestartLedger.load(this.config.dataDir);
-    const runtimes = this.runtimesAvailable.map((technology) => this.createRuntime(technology, nodeId));
+    // Every configured runtime, up or not: one that comes up later is reconciled as soon as it answers.
+    const runtimes = this.config.runtimes.map((technology) => this.createRuntime(technology, nodeId));
     const reconciler = new Reconciler({
       nodeId,
       store,
@@ -194,6 +206,7 @@ export class NodeEngine {
       statuses: this.statuses,
       logger: this.logger,
       overlay: this.overlay,
+      runtimeHealth: this.health,
     });
     const commands = new CommandHandler({
       store,

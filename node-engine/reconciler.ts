@@ -1,4 +1,5 @@
-import { backoffDelay, type InstanceStatus, type Logger, type Technology } from '../shared/index.js';
+import type { InstanceStatus, Logger, Technology } from '../shared/index.js';
+import { BackOff, formatDelay, monotonicMs } from './backoff.js';
 import { type InstanceState, InstanceStatusBook } from './instance-status.js';
 import type { OverlayAttachments } from './overlay-attachments.js';
 import { decideAfterExit, RESTART_BACKOFF_RESET_MS } from './restart-policy.js';
@@ -18,10 +19,33 @@ export interface ReconcilerOptions {
   ledger?: RestartLedger;
   /** Joins containers to the overlay; without it (or with the overlay off) they keep Docker's network only. */
   overlay?: OverlayAttachments;
+  /**
+   * Which runtimes answer now (one that does not is neither listed nor acted on), and which exits a runtime caused
+   * (its daemon stopped): those are restarted without counting.
+   */
+  runtimeHealth?: {
+    isUp(technology: Technology): boolean;
+    stoppedWithRuntime(technology: Technology, finishedAt: number): boolean;
+    confirmedUpAfter(technology: Technology, at: number): boolean;
+    probeSoon(delayMs: number): void;
+  };
+  /** Monotonic milliseconds for every deadline (tests inject one). */
+  now?: () => number;
 }
 
-/** Overlay attach retries: 1 s after the first failure, doubling up to 30 s (with jitter). */
-const ATTACH_RETRY_BASE_MS = 1000;
+/**
+ * Deploys, starts, overlay attaches and removals that fail are tried again after 1 s, 2 s, 4 s ... up to 5 min
+ * (the kubelet's image pull and crash loop back-off), forever: only a new spec or a delete changes what is
+ * desired. A quiet spell of twice the cap starts a key afresh.
+ */
+export const RETRY_BASE_MS = 1000;
+export const RETRY_MAX_MS = 5 * 60_000;
+/**
+ * An exit is decided once the runtime answered a probe made this long after it: dockerd stops its containers as it
+ * goes down, and its API is gone within a fraction of a second, so such an exit is seen as part of the outage.
+ */
+const EXIT_SETTLE_MS = 500;
+/** Overlay attaches wait for the local net manager only: their back-off stops at 30 s. */
 const ATTACH_RETRY_MAX_MS = 30_000;
 
 /** What the reconciler remembers about one instance between passes (restart counts, pending actions). */
@@ -32,17 +56,12 @@ interface Track {
   deploying: boolean;
   /** An overlay attach of this instance's container is under way. */
   attaching: boolean;
-  /** After a failed overlay attach, the next one is tried no earlier than this. */
-  retryAttachAt?: number;
-  /** Overlay attaches that failed in a row: they set the backoff and how often it is logged. */
-  attachFailures: number;
-  /** Deploys of this generation are given up (image not pullable, create refused). */
-  failed: boolean;
-  /** After an unexpected error (Docker away), the next deploy is tried no earlier than this. */
-  retryDeployAt?: number;
   /** The exit (its finish time) a restart decision was made for, so one exit is decided once. */
   decidedExit?: number;
+  /** When (monotonic) the exited workload is started again. */
   nextRestartAt?: number;
+  /** Whether that start counts as a restart (not after a failed start, nor after its runtime stopped it). */
+  countRestart?: boolean;
   settled: boolean;
 }
 
@@ -61,6 +80,14 @@ export class Reconciler {
   private readonly periodMs: number;
   private readonly ledger: RestartLedger | undefined;
   private readonly overlay: OverlayAttachments | undefined;
+  private readonly runtimeHealth: ReconcilerOptions['runtimeHealth'];
+  private readonly now: () => number;
+  /** Failed deploys and starts, by instance key. */
+  private readonly deployBackOff: BackOff;
+  /** Failed overlay attaches, by instance key. */
+  private readonly attachBackOff: BackOff;
+  /** Failed removals, by workload handle id. */
+  private readonly removeBackOff: BackOff;
   private readonly tracks = new Map<string, Track>();
   /** Workloads being removed: handle id -> instance key. */
   private readonly removing = new Map<string, string>();
@@ -81,6 +108,12 @@ export class Reconciler {
     this.periodMs = options.periodMs ?? 5000;
     this.ledger = options.ledger;
     this.overlay = options.overlay;
+    this.runtimeHealth = options.runtimeHealth;
+    this.now = options.now ?? monotonicMs;
+    const retry = { baseMs: RETRY_BASE_MS, maxMs: RETRY_MAX_MS, now: this.now };
+    this.deployBackOff = new BackOff(retry);
+    this.removeBackOff = new BackOff(retry);
+    this.attachBackOff = new BackOff({ ...retry, maxMs: ATTACH_RETRY_MAX_MS });
   }
 
   start(): void {
@@ -140,6 +173,8 @@ export class Reconciler {
     const workloads: RuntimeWorkload[] = [];
     const listed = new Set<Technology>();
     for (const runtime of this.runtimes.values()) {
+      // Away (dockerd stopped): what it runs cannot be known; its instances wait until it answers again.
+      if (this.runtimeHealth && !this.runtimeHealth.isUp(runtime.technology)) continue;
       try {
         workloads.push(...(await runtime.list()));
         listed.add(runtime.technology);
@@ -167,7 +202,15 @@ export class Reconciler {
         this.settleRemoved(desired, workloads);
         continue;
       }
-      if (!listed.has(desired.job.technology) && this.runtimes.has(desired.job.technology)) continue;
+      if (!listed.has(desired.job.technology) && this.runtimes.has(desired.job.technology)) {
+        // Its runtime cannot say what runs: a new instance says what it waits for; others keep their status.
+        const said = this.statuses.get(desired.job.id, desired.instance);
+        if (said?.generation !== desired.generation)
+          this.report(desired, 'creating', {
+            detail: `waiting: runtime ${desired.job.technology} is not answering`,
+          });
+        continue;
+      }
       const track = this.track(key, desired.generation);
       const workload = current.get(key);
       if (!workload) this.ensureDeployed(desired, track);
@@ -176,15 +219,28 @@ export class Reconciler {
     for (const state of this.statuses.all()) {
       if (!this.store.get(state.job, state.instance)) this.statuses.forget(state.job, state.instance);
     }
-    const wanted = this.store.all().filter((desired) => desired.want === 'run');
-    this.ledger
-      ?.retain(new Set(wanted.map((desired) => instanceKey(desired.job.id, desired.instance))))
-      .catch(() => {});
+    const wanted = new Set(
+      this.store
+        .all()
+        .filter((desired) => desired.want === 'run')
+        .map((desired) => instanceKey(desired.job.id, desired.instance)),
+    );
+    this.ledger?.retain(wanted).catch(() => {});
+    for (const key of this.tracks.keys()) if (!wanted.has(key)) this.tracks.delete(key);
+    this.deployBackOff.retain((key) => wanted.has(key));
+    this.attachBackOff.retain((key) => wanted.has(key));
+    const present = new Set(workloads.map((workload) => workload.handle.id));
+    this.removeBackOff.retain((id) => present.has(id) || listed.size < this.runtimes.size);
   }
 
   private track(key: string, generation: number): Track {
     let track = this.tracks.get(key);
     if (!track || track.generation !== generation) {
+      // A new spec is tried at once, whatever the old one's back-off.
+      if (track) {
+        this.deployBackOff.reset(key);
+        this.attachBackOff.reset(key);
+      }
       const saved = this.ledger?.get(key, generation);
       track = {
         generation,
@@ -192,9 +248,9 @@ export class Reconciler {
         consecutiveFailures: saved?.consecutiveFailures ?? 0,
         deploying: false,
         attaching: false,
-        attachFailures: 0,
-        failed: false,
-        settled: false,
+        // Given up before this process started: that exit stays decided (a running workload clears it).
+        ...(saved?.settledExit !== undefined ? { decidedExit: saved.settledExit } : {}),
+        settled: saved?.settledExit !== undefined,
       };
       this.tracks.set(key, track);
     }
@@ -241,52 +297,52 @@ export class Reconciler {
   }
 
   private removeInBackground(workload: RuntimeWorkload, desired: DesiredInstance | undefined): void {
-    if (this.removing.has(workload.handle.id)) return;
+    const id = workload.handle.id;
+    if (this.removing.has(id) || !this.removeBackOff.ready(id)) return;
     const runtime = this.runtimes.get(workload.handle.technology);
     if (!runtime) return;
-    this.removing.set(workload.handle.id, instanceKey(workload.jobId, workload.instance));
+    this.removing.set(id, instanceKey(workload.jobId, workload.instance));
     // Only the instance's own generation being deleted is reported; an older generation replaced by a newer
     // one on this node goes quietly, as the newer one speaks for the instance.
     const reportable = desired?.want === 'removed' ? desired : undefined;
-    if (reportable)
-      this.report(reportable, 'stopping', { detail: 'stopping', containerId: workload.handle.id });
-    this.logger.info(
-      {
-        job: workload.jobName,
-        instance: workload.instance,
-        generation: workload.generation,
-        id: workload.handle.id,
-      },
-      'removing workload that is not desired',
-    );
+    if (reportable) this.report(reportable, 'stopping', { detail: 'stopping', containerId: id });
+    if (this.removeBackOff.failures(id) === 0)
+      this.logger.info(
+        { job: workload.jobName, instance: workload.instance, generation: workload.generation, id },
+        'removing workload that is not desired',
+      );
     this.background(async () => {
       try {
         await runtime.remove(workload.handle);
-        if (workload.handle.technology === 'docker') await this.overlay?.detach(workload.handle.id);
-        if (reportable)
-          this.report(reportable, 'stopped', { detail: 'removed', containerId: workload.handle.id });
+        if (workload.handle.technology === 'docker') await this.overlay?.detach(id);
+        this.removeBackOff.reset(id);
+        if (reportable) this.report(reportable, 'stopped', { detail: 'removed', containerId: id });
       } catch (error) {
-        this.logger.error({ err: (error as Error).message, id: workload.handle.id }, 'remove failed');
+        const text = (error as Error).message;
+        const retry = this.backOff(this.removeBackOff, id, { id, job: workload.jobName }, text, 'remove');
+        if (reportable)
+          this.report(reportable, 'stopping', {
+            detail: `back-off ${retry}: remove failed: ${text}`,
+            containerId: id,
+          });
       } finally {
-        this.removing.delete(workload.handle.id);
+        this.removing.delete(id);
       }
     });
   }
 
   private ensureDeployed(desired: DesiredInstance, track: Track): void {
-    if (track.deploying || track.failed || track.settled) return;
-    if (track.retryDeployAt !== undefined && Date.now() < track.retryDeployAt) return;
+    const key = instanceKey(desired.job.id, desired.instance);
+    if (track.deploying || track.settled || !this.deployBackOff.ready(key)) return;
     const runtime = this.runtimes.get(desired.job.technology);
     if (!runtime) {
-      track.failed = true;
-      this.report(desired, 'failed', {
-        detail: `runtime ${desired.job.technology} is not available on this node`,
+      this.report(desired, 'creating', {
+        detail: `waiting: runtime ${desired.job.technology} is not available on this node`,
       });
       return;
     }
     // Make room first: an older generation of this instance may hold the same host ports. The removal
     // triggers another pass when it ends.
-    const key = instanceKey(desired.job.id, desired.instance);
     for (const removingKey of this.removing.values()) if (removingKey === key) return;
     track.deploying = true;
     const spec = this.specOf(desired);
@@ -295,7 +351,7 @@ export class Reconciler {
         const deployed = await runtime.deploy(spec, (phase, detail) =>
           this.report(desired, phase, { detail }),
         );
-        track.retryDeployAt = undefined;
+        this.deployBackOff.reset(key);
         // The next pass (right after this one ends) joins it to the overlay and only then says `running`.
         if (this.overlay?.wanted(desired)) {
           this.report(desired, 'creating', {
@@ -306,27 +362,49 @@ export class Reconciler {
         }
         this.reportRunning(desired, deployed.handle.id, deployed.startedAt);
       } catch (error) {
-        this.deployFailed(desired, track, error);
+        this.deployFailed(desired, error);
       } finally {
         track.deploying = false;
       }
     });
   }
 
-  private deployFailed(desired: DesiredInstance, track: Track, error: unknown): void {
+  /**
+   * A deploy or start failed: whatever the reason (an image not there yet, a registry away, Docker restarting, a
+   * start refused), it is tried again after the instance's back-off. The status stays where it failed and holds
+   * the instance's resources; the detail says when it is tried again and why.
+   */
+  private deployFailed(desired: DesiredInstance, error: unknown): number {
+    const key = instanceKey(desired.job.id, desired.instance);
     const text = (error as Error).message ?? String(error);
-    if (error instanceof RuntimeError) {
-      track.failed = true;
-      this.report(desired, 'failed', { detail: text });
-    } else {
-      // Not the job's fault (the runtime went away): try again later, the status says so.
-      track.consecutiveFailures++;
-      const delay = Math.min(60_000, 1000 * 2 ** Math.min(track.consecutiveFailures, 10));
-      track.retryDeployAt = Date.now() + delay;
-      this.schedule(delay);
-      this.report(desired, 'failed', { detail: `${text}; retrying in ${Math.round(delay / 1000)} s` });
-    }
-    this.logger.warn({ job: desired.job.name, instance: desired.instance, err: text }, 'deploy failed');
+    const log = { job: desired.job.name, instance: desired.instance };
+    const retry = this.backOff(this.deployBackOff, key, log, text, 'deploy');
+    const status: InstanceStatus =
+      error instanceof RuntimeError && error.code === 'image_pull_failed' ? 'pulling' : 'creating';
+    this.report(desired, status, { detail: `back-off ${retry}: ${text}` });
+    return this.deployBackOff.remainingMs(key);
+  }
+
+  /**
+   * Counts a failure under `key`, schedules the pass that tries again, and logs the first failure and the one
+   * that reaches the longest delay (a failure that repeats forever must not fill the disk). Returns the delay
+   * as text for the detail ("40s", "5m").
+   */
+  private backOff(
+    backOff: BackOff,
+    key: string,
+    log: Record<string, unknown>,
+    error: string,
+    what: string,
+  ): string {
+    const { delayMs, failures, firstAtCap } = backOff.fail(key);
+    this.schedule(delayMs);
+    const entry = { ...log, err: error, failures, retryInMs: delayMs };
+    if (failures === 1) this.logger.warn(entry, `${what} failed; trying again with back-off`);
+    else if (firstAtCap)
+      this.logger.warn(entry, `${what} still failing; trying again every ${formatDelay(delayMs)}`);
+    else this.logger.debug(entry, `${what} failed again`);
+    return formatDelay(delayMs);
   }
 
   /** A workload of the desired generation exists: report it, start it, or apply the restart policy. */
@@ -352,21 +430,63 @@ export class Reconciler {
       return;
     }
     if (workload.state === 'created') {
-      this.restart(desired, workload, track, false);
+      if (this.deployBackOff.ready(instanceKey(desired.job.id, desired.instance)))
+        this.restart(desired, workload, track, false);
       return;
     }
     // An exit seen while a start is under way is decided on the pass after it, with the restart counted.
     if (workload.state !== 'exited' || track.deploying) return;
     const exitMark = workload.finishedAt ?? 0;
-    if (track.decidedExit !== exitMark) this.decide(desired, workload, track, exitMark);
-    if (track.nextRestartAt !== undefined && Date.now() >= track.nextRestartAt) {
-      track.nextRestartAt = undefined;
-      this.restart(desired, workload, track, true);
+    if (track.decidedExit !== exitMark) {
+      if (!this.runtimeSettledAfter(workload)) return;
+      this.decide(desired, workload, track, exitMark);
     }
+    if (track.nextRestartAt !== undefined && this.now() >= track.nextRestartAt) {
+      track.nextRestartAt = undefined;
+      this.restart(desired, workload, track, track.countRestart ?? true);
+    }
+  }
+
+  /**
+   * Whether the runtime answered after the workload's exit settled (see EXIT_SETTLE_MS); if not, a probe and a
+   * pass are asked for. Without runtime health (tests of the reconciler alone) every exit is decided at once.
+   */
+  private runtimeSettledAfter(workload: RuntimeWorkload): boolean {
+    const health = this.runtimeHealth;
+    const technology = workload.handle.technology;
+    if (!health || workload.finishedAt === undefined) return true;
+    if (health.stoppedWithRuntime(technology, workload.finishedAt)) return true;
+    const settledAt = workload.finishedAt + EXIT_SETTLE_MS;
+    if (health.confirmedUpAfter(technology, settledAt)) return true;
+    const wait = Math.max(0, settledAt - Date.now());
+    health.probeSoon(wait);
+    this.schedule(wait + 100);
+    return false;
   }
 
   private decide(desired: DesiredInstance, workload: RuntimeWorkload, track: Track, exitMark: number): void {
     track.decidedExit = exitMark;
+    const common = {
+      containerId: workload.handle.id,
+      ...(workload.exitCode !== undefined ? { exitCode: workload.exitCode } : {}),
+      ...(workload.startedAt !== undefined ? { startedAt: workload.startedAt } : {}),
+    };
+    const code = workload.exitCode === undefined ? '' : ` with code ${workload.exitCode}`;
+    // Stopped by its runtime's daemon going down, not by itself: started again at once, and not counted
+    // against `on-failure`, `maxRetries` or the crash back-off, whatever the exit code.
+    if (
+      workload.finishedAt !== undefined &&
+      this.runtimeHealth?.stoppedWithRuntime(workload.handle.technology, workload.finishedAt)
+    ) {
+      track.settled = false;
+      track.nextRestartAt = this.now();
+      track.countRestart = false;
+      this.report(desired, 'exited', {
+        ...common,
+        detail: `exited${code} when ${workload.handle.technology} stopped; starting it again (not counted)`,
+      });
+      return;
+    }
     const ranFor = (workload.finishedAt ?? 0) - (workload.startedAt ?? 0);
     if (ranFor >= RESTART_BACKOFF_RESET_MS) track.consecutiveFailures = 0;
     const decision = decideAfterExit(
@@ -375,20 +495,16 @@ export class Reconciler {
       track.restarts,
       track.consecutiveFailures,
     );
-    const common = {
-      containerId: workload.handle.id,
-      ...(workload.exitCode !== undefined ? { exitCode: workload.exitCode } : {}),
-      ...(workload.startedAt !== undefined ? { startedAt: workload.startedAt } : {}),
-    };
     if (decision.action === 'give-up') {
       track.settled = true;
+      this.saveCounts(desired, track, exitMark);
       this.report(desired, decision.status, { ...common, detail: decision.reason });
       return;
     }
-    track.nextRestartAt = Date.now() + decision.delayMs;
+    track.nextRestartAt = this.now() + decision.delayMs;
+    track.countRestart = true;
     this.schedule(decision.delayMs);
-    const code = workload.exitCode === undefined ? '' : ` with code ${workload.exitCode}`;
-    const due = new Date(track.nextRestartAt).toISOString();
+    const due = new Date(Date.now() + decision.delayMs).toISOString();
     this.report(desired, 'exited', {
       ...common,
       detail: `exited${code}; restart ${track.restarts + 1} due at ${due} (in ${Math.round(decision.delayMs / 1000)} s)`,
@@ -409,63 +525,61 @@ export class Reconciler {
     this.background(async () => {
       try {
         const startedAt = await runtime.start(workload.handle, spec);
+        this.deployBackOff.reset(instanceKey(desired.job.id, desired.instance));
         // A new start is a new network namespace: the next pass attaches it before it counts as running.
         if (this.overlay?.wanted(desired)) return;
         this.reportRunning(desired, workload.handle.id, startedAt);
       } catch (error) {
         if (error instanceof RuntimeError && error.code === 'not_found') return;
-        this.deployFailed(desired, track, error);
+        // The start is tried again after the back-off (without counting another restart).
+        const waitMs = this.deployFailed(desired, error);
+        if (workload.state === 'exited') {
+          track.nextRestartAt = this.now() + waitMs;
+          track.countRestart = false;
+        }
       } finally {
         track.deploying = false;
       }
     });
   }
 
-  /** Joins a running container to the overlay; until that works it is `creating`, tried again with backoff. */
+  /** Joins a running container to the overlay; until that works it is `creating`, tried again with back-off. */
   private attachInBackground(desired: DesiredInstance, workload: RuntimeWorkload, track: Track): void {
     const overlay = this.overlay;
     const pid = workload.pid;
-    if (!overlay || pid === undefined || track.attaching) return;
-    if (track.retryAttachAt !== undefined && Date.now() < track.retryAttachAt) return;
+    const key = instanceKey(desired.job.id, desired.instance);
+    if (!overlay || pid === undefined || track.attaching || !this.attachBackOff.ready(key)) return;
     track.attaching = true;
     const containerId = workload.handle.id;
     this.background(async () => {
       try {
         const namespaceIp = await overlay.attach(desired, containerId, pid);
-        track.retryAttachAt = undefined;
-        track.attachFailures = 0;
+        this.attachBackOff.reset(key);
         this.reportRunning(desired, containerId, workload.startedAt, namespaceIp);
       } catch (error) {
         const text = (error as Error).message;
-        const attempt = track.attachFailures++;
-        const delay = backoffDelay(attempt, ATTACH_RETRY_BASE_MS, ATTACH_RETRY_MAX_MS);
-        track.retryAttachAt = Date.now() + delay;
-        this.schedule(delay);
+        const log = { job: desired.job.name, instance: desired.instance };
+        const retry = this.backOff(this.attachBackOff, key, log, text, 'overlay attach');
         this.report(desired, 'creating', {
           containerId,
-          detail: `started; cannot join the overlay yet (${text}); retrying`,
+          detail: `back-off ${retry}: started; cannot join the overlay yet: ${text}`,
         });
-        // Said on the first failure and once more when the retries slow down to their longest interval.
-        const atCap = ATTACH_RETRY_BASE_MS * 2 ** attempt >= ATTACH_RETRY_MAX_MS;
-        const firstAtCap = atCap && ATTACH_RETRY_BASE_MS * 2 ** (attempt - 1) < ATTACH_RETRY_MAX_MS;
-        const log = { job: desired.job.name, instance: desired.instance, err: text, failures: attempt + 1 };
-        if (attempt === 0) this.logger.warn(log, 'overlay attach failed; retrying');
-        else if (firstAtCap)
-          this.logger.warn(
-            log,
-            `overlay attach still failing; retrying every ${ATTACH_RETRY_MAX_MS / 1000} s at most`,
-          );
-        else this.logger.debug(log, 'overlay attach failed again');
       } finally {
         track.attaching = false;
       }
     });
   }
 
-  private saveCounts(desired: DesiredInstance, track: Track): void {
+  private saveCounts(desired: DesiredInstance, track: Track, settledExit?: number): void {
     const key = instanceKey(desired.job.id, desired.instance);
     const { generation, restarts, consecutiveFailures } = track;
-    this.ledger?.record(key, { generation, restarts, consecutiveFailures }).catch((error: Error) => {
+    const entry = {
+      generation,
+      restarts,
+      consecutiveFailures,
+      ...(settledExit !== undefined ? { settledExit } : {}),
+    };
+    this.ledger?.record(key, entry).catch((error: Error) => {
       this.logger.warn({ err: error.message }, 'cannot save restart counts');
     });
   }

@@ -1,5 +1,7 @@
+import { get as httpGet } from 'node:http';
 import type Dockerode from 'dockerode';
 import { backoffDelay, type Logger } from '../../shared/index.js';
+import { withDeadline } from '../deadline.js';
 import { containerCreateOptions } from './docker-config.js';
 import { demuxDockerLogs } from './docker-logs.js';
 import { pullImage } from './docker-pull.js';
@@ -10,6 +12,7 @@ import {
   type Runtime,
   RuntimeError,
   type RuntimeHandle,
+  type RuntimeProbe,
   type RuntimeWorkload,
   type WorkloadState,
   type WorkloadStats,
@@ -22,9 +25,14 @@ export interface DockerRuntimeOptions {
   logger: Logger;
   /** Seconds a container gets between SIGTERM and SIGKILL when removed. */
   stopTimeoutS?: number;
-  /** Longest a pull may take before the instance fails. */
-  pullTimeoutMs?: number;
+  /** A pull that makes no progress for this long fails (and is tried again after its back-off): default 60 s. */
+  pullStallMs?: number;
+  /** Longest any other Docker call may take (a hung dockerd must not hold the reconcile pass): default 30 s. */
+  callTimeoutMs?: number;
 }
+
+/** How long a ping may take when probing whether dockerd answers. */
+const PING_TIMEOUT_MS = 3000;
 
 interface InspectedState {
   dockerState: string;
@@ -63,7 +71,8 @@ export class DockerRuntime implements Runtime {
   private readonly nodeId: string;
   private readonly logger: Logger;
   private readonly stopTimeoutS: number;
-  private readonly pullTimeoutMs: number;
+  private readonly pullStallMs: number;
+  private readonly callTimeoutMs: number;
   /** Inspect results by container id, refreshed only when the listed state changes (list stays one call). */
   private readonly inspected = new Map<string, InspectedState>();
   /** The previous stats sample per container, for CPU percent from one-shot stats. */
@@ -74,20 +83,40 @@ export class DockerRuntime implements Runtime {
     this.nodeId = options.nodeId;
     this.logger = options.logger.child({ runtime: 'docker' });
     this.stopTimeoutS = options.stopTimeoutS ?? 10;
-    this.pullTimeoutMs = options.pullTimeoutMs ?? 10 * 60_000;
+    this.pullStallMs = options.pullStallMs ?? 60_000;
+    this.callTimeoutMs = options.callTimeoutMs ?? 30_000;
   }
 
-  async available(): Promise<boolean> {
-    try {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('docker did not answer within 3 s')), 3000);
-      });
-      await Promise.race([this.docker.ping(), timeout]).finally(() => clearTimeout(timer));
-      return true;
-    } catch {
-      return false;
-    }
+  /** One Docker API call, given up after `timeoutMs` (the default call timeout) with a DeadlineError. */
+  private call<T>(
+    what: string,
+    run: (abortSignal: AbortSignal) => Promise<T>,
+    timeoutMs = this.callTimeoutMs,
+  ) {
+    return withDeadline(`docker ${what}`, timeoutMs, run);
+  }
+
+  /**
+   * Pings dockerd on a connection of its own: a kept-alive connection is still served for a while after dockerd
+   * closed its socket on its way down, and this must see the outage from its first moment. A socket that refuses
+   * or is gone is `down`; a ping that times out or fails otherwise is `unresponsive` (busy, or hung).
+   */
+  probe(): Promise<RuntimeProbe> {
+    const socketPath = (this.docker.modem as { socketPath?: string }).socketPath;
+    if (!socketPath) return Promise.resolve('down');
+    return new Promise((resolve) => {
+      const request = httpGet(
+        { socketPath, path: '/_ping', agent: false, timeout: PING_TIMEOUT_MS },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode === 200 ? 'up' : 'unresponsive');
+        },
+      );
+      request.on('timeout', () => request.destroy(new Error('timeout')));
+      request.on('error', (error: NodeJS.ErrnoException) =>
+        resolve(error.code === 'ECONNREFUSED' || error.code === 'ENOENT' ? 'down' : 'unresponsive'),
+      );
+    });
   }
 
   async deploy(spec: InstanceSpec, progress: DeployProgress): Promise<DeployedWorkload> {
@@ -95,7 +124,10 @@ export class DockerRuntime implements Runtime {
     progress('creating', `creating container ${workloadName(spec)}`);
     let container: Dockerode.Container;
     try {
-      container = await this.docker.createContainer(containerCreateOptions(spec));
+      const options = containerCreateOptions(spec);
+      container = await this.call('create', (abortSignal) =>
+        this.docker.createContainer({ ...options, abortSignal }),
+      );
     } catch (error) {
       if (statusCode(error) === 409) {
         // A container of this very instance and generation exists (a crash between create and start): reuse it.
@@ -105,14 +137,16 @@ export class DockerRuntime implements Runtime {
       }
     }
     try {
-      await container.start();
+      await this.call('start', (abortSignal) => container.start({ abortSignal }));
     } catch (error) {
       if (statusCode(error) !== 304) {
-        await container.remove({ force: true }).catch(() => undefined);
+        await this.call('remove', (abortSignal) => container.remove({ force: true, abortSignal })).catch(
+          () => undefined,
+        );
         throw new RuntimeError('start_failed', `docker could not start the container: ${message(error)}`);
       }
     }
-    const info = await container.inspect();
+    const info = await this.call('inspect', (abortSignal) => container.inspect({ abortSignal }));
     const startedAt = dockerTime(info.State.StartedAt);
     return {
       handle: { technology: 'docker', id: info.Id },
@@ -122,47 +156,56 @@ export class DockerRuntime implements Runtime {
 
   private async ensureImage(image: string, progress: DeployProgress): Promise<void> {
     try {
-      await this.docker.getImage(image).inspect();
+      // No signal: dockerode does not pass one for images; the deadline still ends the wait.
+      await this.call('image inspect', () => this.docker.getImage(image).inspect());
       return;
     } catch (error) {
-      if (statusCode(error) !== 404) {
-        throw new RuntimeError('image_pull_failed', `cannot inspect image ${image}: ${message(error)}`);
-      }
+      // Not a pull failure: Docker did not answer (the deploy is tried again after its back-off).
+      if (statusCode(error) !== 404) throw new Error(`cannot inspect image ${image}: ${message(error)}`);
     }
     progress('pulling', `pulling image ${image}`);
+    this.logger.info({ image }, 'pulling image');
     try {
-      await pullImage(this.docker, image, this.pullTimeoutMs, (line) =>
-        this.logger.info({ image, progress: line }, 'pulling image'),
-      );
+      await pullImage(this.docker, image, this.pullStallMs, (line) => {
+        progress('pulling', `${line} (image ${image})`);
+        this.logger.debug({ image, progress: line }, 'pulling image');
+      });
     } catch (error) {
       throw new RuntimeError('image_pull_failed', `cannot pull image ${image}: ${message(error)}`);
     }
+    this.logger.info({ image }, 'image pulled');
   }
 
   async start(handle: RuntimeHandle): Promise<number | undefined> {
     const container = this.docker.getContainer(handle.id);
     this.inspected.delete(handle.id);
     try {
-      await container.start();
+      await this.call('start', (abortSignal) => container.start({ abortSignal }));
     } catch (error) {
       if (statusCode(error) === 304) return undefined;
       if (statusCode(error) === 404) throw new RuntimeError('not_found', `container ${handle.id} is gone`);
       throw new RuntimeError('start_failed', `docker could not start the container: ${message(error)}`);
     }
-    return dockerTime((await container.inspect()).State.StartedAt);
+    const info = await this.call('inspect', (abortSignal) => container.inspect({ abortSignal }));
+    return dockerTime(info.State.StartedAt);
   }
 
   async remove(handle: RuntimeHandle): Promise<void> {
     const container = this.docker.getContainer(handle.id);
     try {
-      await container.stop({ t: this.stopTimeoutS });
+      // The container's grace period, then the call's own timeout.
+      await this.call(
+        'stop',
+        (abortSignal) => container.stop({ t: this.stopTimeoutS, abortSignal }),
+        this.stopTimeoutS * 1000 + this.callTimeoutMs,
+      );
     } catch (error) {
       const code = statusCode(error);
       if (code !== 304 && code !== 404)
         this.logger.warn({ container: handle.id, err: message(error) }, 'stop failed');
     }
     try {
-      await container.remove({ force: true });
+      await this.call('remove', (abortSignal) => container.remove({ force: true, abortSignal }));
     } catch (error) {
       if (statusCode(error) !== 404 && statusCode(error) !== 409) throw error;
     }
@@ -171,10 +214,13 @@ export class DockerRuntime implements Runtime {
   }
 
   async list(): Promise<RuntimeWorkload[]> {
-    const containers = await this.docker.listContainers({
-      all: true,
-      filters: { label: [`edge.node=${this.nodeId}`] },
-    });
+    const containers = await this.call('list', (abortSignal) =>
+      this.docker.listContainers({
+        all: true,
+        filters: { label: [`edge.node=${this.nodeId}`] },
+        abortSignal,
+      }),
+    );
     const seen = new Set<string>();
     const workloads: RuntimeWorkload[] = [];
     for (const info of containers) {
@@ -207,7 +253,9 @@ export class DockerRuntime implements Runtime {
     const cached = this.inspected.get(id);
     if (cached && cached.dockerState === listedState) return cached;
     try {
-      const info = await this.docker.getContainer(id).inspect();
+      const info = await this.call('inspect', (abortSignal) =>
+        this.docker.getContainer(id).inspect({ abortSignal }),
+      );
       const state: InspectedState = { dockerState: info.State.Status };
       const startedAt = dockerTime(info.State.StartedAt);
       const finishedAt = dockerTime(info.State.FinishedAt);
@@ -229,7 +277,11 @@ export class DockerRuntime implements Runtime {
     try {
       // One-shot: Docker answers at once instead of waiting a second for a second sample; CPU percent comes
       // from the difference to our previous sample.
-      const stats = await this.docker.getContainer(handle.id).stats({ stream: false, 'one-shot': true });
+      // dockerode passes the signal on; its types do not list it for stats.
+      const stats = await this.call('stats', (abortSignal) => {
+        const options: { stream: false; 'one-shot': boolean } = { stream: false, 'one-shot': true };
+        return this.docker.getContainer(handle.id).stats(Object.assign(options, { abortSignal }));
+      });
       const cpu = {
         container: stats.cpu_stats.cpu_usage.total_usage,
         system: stats.cpu_stats.system_cpu_usage ?? 0,
@@ -251,9 +303,11 @@ export class DockerRuntime implements Runtime {
   }
 
   async logs(handle: RuntimeHandle, tailLines = 200): Promise<string> {
-    const buffer = (await this.docker
-      .getContainer(handle.id)
-      .logs({ stdout: true, stderr: true, tail: tailLines, follow: false })) as unknown as Buffer;
+    const buffer = (await this.call('logs', (abortSignal) =>
+      this.docker
+        .getContainer(handle.id)
+        .logs({ stdout: true, stderr: true, tail: tailLines, follow: false, abortSignal }),
+    )) as unknown as Buffer;
     return demuxDockerLogs(buffer);
   }
 

@@ -16,6 +16,7 @@ import {
   type Runtime,
   RuntimeError,
   type RuntimeHandle,
+  type RuntimeProbe,
   type RuntimeWorkload,
   type WorkloadStats,
   workloadName,
@@ -74,8 +75,8 @@ export class NativeRuntime implements Runtime {
     this.runAs = options.runAs;
   }
 
-  async available(): Promise<boolean> {
-    return process.platform === 'linux';
+  async probe(): Promise<RuntimeProbe> {
+    return process.platform === 'linux' ? 'up' : 'down';
   }
 
   async deploy(spec: InstanceSpec, progress: DeployProgress): Promise<DeployedWorkload> {

@@ -59,11 +59,18 @@ export class RuntimeError extends Error {
   }
 }
 
+/**
+ * What a probe of a runtime found: `up` (it answers), `down` (nothing listens: its daemon is not running), or
+ * `unresponsive` (it did not answer in time, or answered with an error: busy or hung). Only `down` says that the
+ * daemon went away and may have stopped its workloads.
+ */
+export type RuntimeProbe = 'up' | 'down' | 'unresponsive';
+
 /** One interface for Docker and native processes, so the reconciler does not care which runs a job. */
 export interface Runtime {
   readonly technology: Technology;
-  /** Whether this runtime works on this machine now (the Docker daemon answers, ...). */
-  available(): Promise<boolean>;
+  /** Whether this runtime works on this machine now: see RuntimeProbe. */
+  probe(): Promise<RuntimeProbe>;
   /** Prepares (pulls), creates and starts the workload. Throws RuntimeError with a clear message. */
   deploy(spec: InstanceSpec, progress: DeployProgress): Promise<DeployedWorkload>;
   /** Starts an exited workload again (a restart by the node engine's own policy); resolves to its start time. */

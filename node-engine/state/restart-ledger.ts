@@ -7,13 +7,16 @@ const EntrySchema = z.object({
   generation: z.number().int().min(0),
   restarts: z.number().int().min(0),
   consecutiveFailures: z.number().int().min(0),
+  /** The exit (its finish time) the restart policy gave up on: a restarted node engine does not decide it again. */
+  settledExit: z.number().optional(),
 });
 export type RestartCount = z.infer<typeof EntrySchema>;
 const LedgerFileSchema = z.record(z.string(), EntrySchema);
 
 /**
  * Restart counts per instance, kept in `<data-dir>/restarts.json`, so that `on-failure` with `maxRetries` and
- * the restart back-off hold across a node engine restart instead of starting from zero.
+ * the restart back-off hold across a node engine restart instead of starting from zero, and an exit the policy
+ * gave up on stays given up.
  */
 export class RestartLedger {
   private writing: Promise<void> = Promise.resolve();

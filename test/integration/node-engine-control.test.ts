@@ -243,17 +243,29 @@ describe('node engine control path (aedes + dockerd)', () => {
     expect(reports.some((r) => r.generation === 3 || r.generation === 4)).toBe(false);
   });
 
-  it('reports an unpullable image as failed with the reason', async () => {
+  it('retries an unpullable image with back-off, never failing it, and runs it once the image is there', async () => {
+    // No registry answers at 127.0.0.1:1: the pull fails at once, as with a registry that is away for a while.
+    const image = `127.0.0.1:1/none/later-${process.pid}:1`;
     const deploy = command({
       command: 'deploy',
-      job: { ...job, id: 'job-nope', name: 'nope', image: '127.0.0.1:1/none/nope:1' } as Command['job'],
+      job: { ...job, id: 'job-later', name: 'later', image } as Command['job'],
     });
     send(deploy);
-    const failed = await waitFor('a failed report', () =>
-      reports.find((r) => r.job === 'job-nope' && r.status === 'failed'),
+    const mine = () => reports.filter((r) => r.job === 'job-later');
+    const second = await waitFor('a second back-off', () =>
+      mine().find((r) => /^back-off 2s: /.test(r.detail)),
     );
-    expect(failed.detail).toMatch(/cannot pull image 127\.0\.0\.1:1\/none\/nope:1/);
-    expect(reports.some((r) => r.job === 'job-nope' && r.status === 'pulling')).toBe(true);
+    expect(second.status).toBe('pulling');
+    expect(second.detail).toMatch(/^back-off 2s: cannot pull image 127\.0\.0\.1:1\/none\/later-\d+:1/);
+    expect(mine().find((r) => /^back-off 1s: /.test(r.detail))?.status).toBe('pulling');
+    // The image appears (a registry came back, an operator loaded it): the next try runs it.
+    execFileSync('docker', ['tag', 'edge/busybox:latest', image]);
+    try {
+      await waitFor('running once the image is there', () => mine().find((r) => r.status === 'running'));
+    } finally {
+      execFileSync('docker', ['rmi', image], { stdio: 'ignore' });
+    }
+    expect(mine().some((r) => r.status === 'failed')).toBe(false);
   });
 
   it('restarts an exited workload by its policy and gives up after maxRetries', async () => {

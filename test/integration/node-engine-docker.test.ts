@@ -46,8 +46,14 @@ describe('Docker runtime', () => {
   afterEach(removeAll);
   afterAll(removeAll);
 
-  it('is available when the daemon answers', async () => {
-    expect(await runtime.available()).toBe(true);
+  it('is up when the daemon answers, and down where no daemon listens', async () => {
+    expect(await runtime.probe()).toBe('up');
+    const nowhere = new DockerRuntime({
+      docker: new Dockerode({ socketPath: '/nonexistent/docker.sock' }),
+      nodeId: 'nowhere',
+      logger: pino({ level: 'silent' }),
+    });
+    expect(await nowhere.probe()).toBe('down');
   });
 
   it('creates a container with the limits, labels and name asked, lists it and removes it', async () => {

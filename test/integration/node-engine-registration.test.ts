@@ -172,7 +172,11 @@ describe('node engine registration, telemetry and restart', () => {
       overlay: false,
     });
     expect(registrations[0]?.cpus).toBeGreaterThan(0);
-    const identity = JSON.parse(await readFile(join(dataDir, 'identity.json'), 'utf8'));
+    // Written once the answer is in: the registration above reached the server a moment before.
+    const identity = await waitFor('the identity stored', async () => {
+      const stored = JSON.parse(await readFile(join(dataDir, 'identity.json'), 'utf8'));
+      return stored.nodeId ? stored : undefined;
+    });
     expect(identity).toEqual({ nodeId, nodeSecret: 'secret-1' });
 
     const sample = await waitFor('telemetry', () => telemetry.find((t) => t.nodeId === nodeId));
