@@ -10,6 +10,10 @@ import {
   type NodeTelemetry,
   topics,
 } from '../shared/index.js';
+import { withDeadline } from './deadline.js';
+
+/** How long a close waits for messages in flight before it drops the connection. */
+const CLOSE_GRACE_MS = 3000;
 
 export interface MqttLinkOptions {
   nodeId: string;
@@ -30,6 +34,12 @@ export class MqttLink {
   readonly settings: MqttLogin;
   private readonly client: MqttClient;
   private readonly logger: Logger;
+  /**
+   * Status reports made while disconnected, the latest per instance only: a node cut off for a day while its
+   * instances churn holds one report per instance, not one per change, and the cluster manager gets where each
+   * stands when it is back.
+   */
+  private readonly unsent = new Map<string, InstanceStatusReport>();
 
   constructor(options: MqttLinkOptions) {
     this.nodeId = options.nodeId;
@@ -51,6 +61,9 @@ export class MqttLink {
       this.client.subscribe(controlTopic, { qos: 1 }, (error) => {
         if (error) this.logger.error({ err: error.message }, 'cannot subscribe to the control topic');
       });
+      const unsent = [...this.unsent.values()];
+      this.unsent.clear();
+      for (const report of unsent) this.publishStatus(report);
       options.onConnect?.();
     });
     this.client.on('message', (topic, payload) => {
@@ -65,7 +78,22 @@ export class MqttLink {
   }
 
   publishStatus(report: InstanceStatusReport): void {
+    if (!this.connected) {
+      this.unsent.set(`${report.job}/${report.instance}`, report);
+      return;
+    }
     this.publish(topics.jobStatus(this.nodeId), report, 1);
+  }
+
+  /** Status reports waiting for the connection (one per instance at most). */
+  get unsentStatuses(): number {
+    return this.unsent.size;
+  }
+
+  /** Messages mqtt.js holds for the connection (acks, and reports made as the link went down). */
+  get queuedMessages(): number {
+    const queue = (this.client as unknown as { queue?: unknown[] }).queue;
+    return Array.isArray(queue) ? queue.length : 0;
   }
 
   publishAck(ack: CommandAck): void {
@@ -95,6 +123,12 @@ export class MqttLink {
         setTimeout(resolve, 1000).unref();
       });
     }
-    await this.client.endAsync();
+    // Messages in flight get a moment to go out; a broker that does not answer (the node is switching away from
+    // it) cannot hold the close.
+    if (!this.client.connected) await this.client.endAsync(true);
+    else
+      await withDeadline('MQTT close', CLOSE_GRACE_MS, () => this.client.endAsync()).catch(() =>
+        this.client.endAsync(true),
+      );
   }
 }

@@ -13,6 +13,8 @@ export const GpuSchema = z.object({
   memoryUsedMB: z.number().min(0).nullable().optional(),
   utilizationPercent: z.number().min(0).max(100).nullable().optional(),
   temperatureC: z.number().nullable().optional(),
+  /** In telemetry: nvidia-smi did not answer this round; these are the last numbers it gave. */
+  stale: z.boolean().optional(),
 });
 export type Gpu = z.infer<typeof GpuSchema>;
 

@@ -11,7 +11,9 @@ export const SensorReadingSchema = z.object({
   type: z.string().max(253),
   value: z.union([z.number(), z.string().max(1024), z.boolean()]).nullable(),
   unit: z.string().max(32).optional(),
+  /** When it was read: a stale reading is the last one that came in time (this round's did not). */
   ts: z.number(),
+  stale: z.boolean().optional(),
 });
 export type SensorReading = z.infer<typeof SensorReadingSchema>;
 

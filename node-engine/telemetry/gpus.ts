@@ -1,11 +1,13 @@
-import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { promisify } from 'node:util';
 import si from 'systeminformation';
 import type { Gpu, Logger } from '../../shared/index.js';
+import { withDeadline } from '../deadline.js';
+import { runProgram } from './run-program.js';
+import { Sampler } from './sampler.js';
 
-const run = promisify(execFile);
+/** nvidia-smi answers in well under a second; one that takes longer is wedged and is killed. */
+const NVIDIA_SMI_TIMEOUT_MS = 5000;
 
 /** The query systeminformation itself issues; one call per telemetry interval. */
 export const NVIDIA_SMI_ARGS = [
@@ -57,8 +59,11 @@ export function parseNvidiaSmi(csv: string): Gpu[] {
   return gpus;
 }
 
-export async function queryNvidiaSmi(binary: string, timeoutMs = 5000): Promise<Gpu[]> {
-  const { stdout } = await run(binary, NVIDIA_SMI_ARGS, { timeout: timeoutMs, encoding: 'utf8' });
+/** One nvidia-smi query; killed (with whatever it started) and rejected after `timeoutMs`. */
+export async function queryNvidiaSmi(binary: string, timeoutMs = NVIDIA_SMI_TIMEOUT_MS): Promise<Gpu[]> {
+  const stdout = await withDeadline('nvidia-smi', timeoutMs, (signal) =>
+    runProgram(binary, NVIDIA_SMI_ARGS, signal),
+  );
   return parseNvidiaSmi(stdout);
 }
 
@@ -72,14 +77,37 @@ async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | unde
 
 /**
  * The node's GPUs: taken once at start (systeminformation.graphics is far too slow to call per interval);
- * with nvidia-smi on PATH its live numbers are read once per interval instead.
+ * with nvidia-smi on PATH its live numbers are read in the background, one query at a time, so that a wedged
+ * driver never holds back a telemetry message: it carries the last numbers read, marked `stale`.
  */
 export class GpuMonitor {
+  private readonly live: Sampler<Gpu[]> | undefined;
+
   private constructor(
-    private readonly nvidiaSmi: string | undefined,
+    nvidiaSmi: string | undefined,
     readonly inventory: Gpu[],
-    private readonly logger: Logger,
-  ) {}
+    logger: Logger,
+  ) {
+    let failing = false;
+    this.live =
+      nvidiaSmi === undefined
+        ? undefined
+        : new Sampler(
+            'nvidia-smi',
+            async (signal) => {
+              const gpus = parseNvidiaSmi(await runProgram(nvidiaSmi, NVIDIA_SMI_ARGS, signal));
+              failing = false;
+              return gpus;
+            },
+            NVIDIA_SMI_TIMEOUT_MS,
+            inventory,
+            (error) => {
+              // Said once per spell of failures: a wedged driver fails every interval.
+              if (!failing) logger.warn({ err: error.message }, 'nvidia-smi failed; GPU values are stale');
+              failing = true;
+            },
+          );
+  }
 
   static async create(logger: Logger, inventoryTimeoutMs = 10_000): Promise<GpuMonitor> {
     const nvidiaSmi = findOnPath('nvidia-smi');
@@ -108,14 +136,13 @@ export class GpuMonitor {
     return new GpuMonitor(nvidiaSmi, inventory, logger);
   }
 
-  /** Live numbers where nvidia-smi gives them, else the inventory. */
-  async read(): Promise<Gpu[]> {
-    if (!this.nvidiaSmi) return this.inventory;
-    try {
-      return await queryNvidiaSmi(this.nvidiaSmi);
-    } catch (error) {
-      this.logger.warn({ err: (error as Error).message }, 'nvidia-smi failed');
-      return this.inventory;
-    }
+  /**
+   * Live numbers where nvidia-smi gives them (each GPU marked `stale` when no query came back within
+   * `maxAgeMs`), else the inventory. Waits for nvidia-smi `waitMs` at most.
+   */
+  async read(waitMs: number, maxAgeMs: number): Promise<Gpu[]> {
+    if (!this.live) return this.inventory;
+    const { value, stale } = await this.live.sample(waitMs, maxAgeMs);
+    return stale ? value.map((gpu) => ({ ...gpu, stale: true })) : value;
   }
 }

@@ -123,7 +123,7 @@ export class E2eCluster {
   async startEngine(
     name: string,
     extraArgs: string[] = [],
-    options: { netns?: string } = {},
+    options: { netns?: string; env?: Record<string, string> } = {},
   ): Promise<Program> {
     if (!this.enginePorts.has(name)) this.enginePorts.set(name, await freePort());
     const engine = Program.start(
@@ -141,7 +141,7 @@ export class E2eCluster {
         ],
         ...extraArgs,
       ],
-      { JOIN_TOKEN: this.joinToken },
+      { JOIN_TOKEN: this.joinToken, ...options.env },
       options.netns ? ['ip', 'netns', 'exec', options.netns] : [],
     );
     this.engines.set(name, engine);

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -10,6 +11,16 @@ const OUTPUT = [
   '1, NVIDIA GeForce RTX 3090, 24576, [N/A], [Not Supported], 55',
 ].join('\n');
 
+/** The hung fake's sleep, found by this argument: nothing of a killed query may stay behind. */
+const HANG_MARK = 7000 + (process.pid % 1000);
+const hungLeft = () => {
+  try {
+    return execFileSync('pgrep', ['-f', `sleep ${HANG_MARK}`], { encoding: 'utf8' }).trim();
+  } catch {
+    return '';
+  }
+};
+
 let dir: string;
 let savedPath: string | undefined;
 
@@ -20,7 +31,9 @@ describe('nvidia-smi', () => {
     const script = join(dir, 'nvidia-smi');
     await writeFile(
       script,
-      `#!/bin/sh\n[ "$*" = "${NVIDIA_SMI_ARGS.join(' ')}" ] || { echo "unexpected args: $*" >&2; exit 9; }\ncat <<'OUT'\n${OUTPUT}\nOUT\n`,
+      // With a file named `hang` beside it, it wedges as a stuck driver does: it ignores SIGTERM and never answers.
+      `#!/bin/sh\n[ "$*" = "${NVIDIA_SMI_ARGS.join(' ')}" ] || { echo "unexpected args: $*" >&2; exit 9; }\n` +
+        `if [ -e ${dir}/hang ]; then trap '' TERM; sleep ${HANG_MARK} & wait; fi\ncat <<'OUT'\n${OUTPUT}\nOUT\n`,
     );
     await chmod(script, 0o755);
     savedPath = process.env.PATH;
@@ -59,7 +72,43 @@ describe('nvidia-smi', () => {
     expect(findOnPath('nvidia-smi')).toBe(join(dir, 'nvidia-smi'));
     const monitor = await GpuMonitor.create(pino({ level: 'silent' }));
     expect(monitor.inventory).toHaveLength(2);
-    const live = await monitor.read();
+    const live = await monitor.read(1000, 5000);
     expect(live[0]).toMatchObject({ index: 0, utilizationPercent: 37, memoryUsedMB: 1024 });
+    expect(live[0]?.stale).toBeUndefined();
   });
+
+  it('never waits for one that starts to hang: the last numbers, marked stale; the query killed at its deadline', async () => {
+    const monitor = await GpuMonitor.create(pino({ level: 'silent' }));
+    expect((await monitor.read(1000, 5000))[0]?.stale).toBeUndefined();
+    await writeFile(join(dir, 'hang'), '');
+    try {
+      const started = Date.now();
+      const read = await monitor.read(200, 0);
+      expect(Date.now() - started).toBeLessThan(2000);
+      expect(read[0]).toMatchObject({ index: 0, utilizationPercent: 37, stale: true });
+      expect(hungLeft()).not.toBe('');
+      // Asked again while the hung query runs: no second one is started.
+      await monitor.read(200, 0);
+      expect(hungLeft().split('\n')).toHaveLength(1);
+      // SIGKILL to its process group at the 5 s deadline: nothing of it stays.
+      await new Promise((resolve) => setTimeout(resolve, 5500));
+      expect(hungLeft()).toBe('');
+    } finally {
+      await rm(join(dir, 'hang'), { force: true });
+    }
+  }, 15_000);
+
+  it('comes up within the deadline when it hangs from the start, announcing no GPUs, and leaves nothing behind', async () => {
+    await writeFile(join(dir, 'hang'), '');
+    try {
+      const started = Date.now();
+      const monitor = await GpuMonitor.create(pino({ level: 'silent' }));
+      expect(Date.now() - started).toBeLessThan(8000);
+      expect(monitor.inventory).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(hungLeft()).toBe('');
+    } finally {
+      await rm(join(dir, 'hang'), { force: true });
+    }
+  }, 15_000);
 });
