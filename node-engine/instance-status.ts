@@ -16,6 +16,8 @@ export interface InstanceState {
   startedAt?: number;
   /** The container's address on this worker's overlay subnet, once attached. */
   namespaceIp?: string;
+  /** Its deploy or start is being retried after failures (see InstanceStatusReport.backOff). */
+  backOff?: { failures: number; retryInMs: number };
 }
 
 export type StatusPublisher = (report: InstanceStatusReport) => void;
@@ -29,7 +31,8 @@ function sameReport(a: InstanceState, b: InstanceState): boolean {
     a.restarts === b.restarts &&
     a.exitCode === b.exitCode &&
     a.startedAt === b.startedAt &&
-    a.namespaceIp === b.namespaceIp
+    a.namespaceIp === b.namespaceIp &&
+    a.backOff?.failures === b.backOff?.failures
   );
 }
 
@@ -45,6 +48,7 @@ export function toReport(state: InstanceState, ts = Date.now()): InstanceStatusR
     ...(state.exitCode !== undefined ? { exitCode: state.exitCode } : {}),
     ...(state.startedAt !== undefined ? { startedAt: state.startedAt } : {}),
     ...(state.namespaceIp !== undefined ? { namespaceIp: state.namespaceIp } : {}),
+    ...(state.backOff !== undefined ? { backOff: state.backOff } : {}),
     ts,
   };
 }

@@ -195,6 +195,11 @@ export class NodeEngine {
     if (this.active?.nodeId === nodeId) return;
     if (this.active) await this.retire(this.active);
     const store = await DesiredStateStore.load(this.config.dataDir, nodeId);
+    if (store.corruptFileSetAside)
+      this.logger.error(
+        { setAside: store.corruptFileSetAside },
+        'desired state file unreadable: set aside; taking back what runs here, and what the cluster manager sends again',
+      );
     const ledger = await RestartLedger.load(this.config.dataDir);
     // Every configured runtime, up or not: one that comes up later is reconciled as soon as it answers.
     const runtimes = this.config.runtimes.map((technology) => this.createRuntime(technology, nodeId));

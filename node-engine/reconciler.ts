@@ -186,6 +186,12 @@ export class Reconciler {
         );
       }
     }
+    if (this.store.corruptFileSetAside !== undefined) {
+      // The state file was unreadable: nothing is removed before what runs is taken back, from every runtime.
+      if (listed.size < this.runtimes.size) return;
+      const adopted = await this.store.adopt(workloads);
+      this.logger.warn({ adopted }, 'desired state taken back from the workloads that run here');
+    }
     const current = new Map<string, RuntimeWorkload>();
     for (const workload of workloads) {
       const desired = this.store.get(workload.jobId, workload.instance);
@@ -381,8 +387,12 @@ export class Reconciler {
     const retry = this.backOff(this.deployBackOff, key, log, text, 'deploy');
     const status: InstanceStatus =
       error instanceof RuntimeError && error.code === 'image_pull_failed' ? 'pulling' : 'creating';
-    this.report(desired, status, { detail: `back-off ${retry}: ${text}` });
-    return this.deployBackOff.remainingMs(key);
+    const retryInMs = this.deployBackOff.remainingMs(key);
+    this.report(desired, status, {
+      detail: `back-off ${retry}: ${text}`,
+      backOff: { failures: this.deployBackOff.failures(key), retryInMs },
+    });
+    return retryInMs;
   }
 
   /**
@@ -590,6 +600,7 @@ export class Reconciler {
       job: desired.job,
       instance: desired.instance,
       generation: desired.generation,
+      ...(desired.network ? { network: desired.network } : {}),
     };
   }
 

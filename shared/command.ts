@@ -50,6 +50,11 @@ export const InstanceStatusReportSchema = z.object({
   startedAt: z.number().optional(),
   /** Ends up in other workers' route tables: it must be an address. */
   namespaceIp: Ipv4Schema.optional(),
+  /**
+   * Its deploy or start failed and is tried again after a back-off (the detail says why): the node keeps
+   * trying, and a move to this node is abandoned rather than waited for.
+   */
+  backOff: z.object({ failures: z.number().int().min(1), retryInMs: z.number().min(0) }).optional(),
   ts: z.number(),
 });
 export type InstanceStatusReport = z.infer<typeof InstanceStatusReportSchema>;

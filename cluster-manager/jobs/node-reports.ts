@@ -205,14 +205,18 @@ export class NodeReports {
       this.evaluations.unblock('instance-stopped');
   }
 
-  /** The move target reports: `running` completes the move, `failed` abandons it (the source keeps it). */
+  /**
+   * The move target reports: `running` completes the move; `failed`, or a deploy it retries after a back-off,
+   * abandons it (the source keeps it: make-before-break never waits on a target that cannot start it).
+   */
   private onMoveProgress(move: MoveRecord, report: InstanceStatusReport, now: number): void {
-    if (report.status !== 'running' && report.status !== 'failed') return;
+    const cannot = report.status === 'failed' || report.backOff !== undefined;
+    if (report.status !== 'running' && !cannot) return;
     const job = this.store.jobs.getJob(move.jobId);
     const instance = this.store.jobs.getInstance(move.jobId, move.number);
     if (!job || !instance) return;
     this.store.transaction(() => {
-      if (report.status === 'running')
+      if (report.status === 'running' && !cannot)
         completeMove(this.store, this.outbox, job, instance, move, report, now);
       else abandonMove(this.store, this.outbox, job, move, report.detail || 'the target could not start it');
     });

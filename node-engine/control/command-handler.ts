@@ -77,15 +77,12 @@ export class CommandHandler {
       this.options.ack({ id: command.id, ok: true });
       if (outcome.kind === 'applied') this.options.onChange();
     } catch (error) {
-      this.logger.error({ ...log, err: (error as Error).message }, 'cannot persist command');
-      this.options.ack({
-        id: command.id,
-        ok: false,
-        error: {
-          code: 'persist_failed',
-          message: `cannot write the desired state: ${(error as Error).message}`,
-        },
-      });
+      // A passing failure (a full disk): no ack at all, so the cluster manager sends it again (with its back-off)
+      // and it is applied once it can be written. A refusal would end it there, a delete included.
+      this.logger.error(
+        { ...log, err: (error as Error).message },
+        'cannot write the desired state: command not acked, it will be sent again',
+      );
     }
   }
 }

@@ -14,6 +14,7 @@ import {
   type RuntimeHandle,
   type RuntimeProbe,
   type RuntimeWorkload,
+  readWorkloadDescription,
   type WorkloadState,
   type WorkloadStats,
   workloadName,
@@ -232,6 +233,7 @@ export class DockerRuntime implements Runtime {
       seen.add(info.Id);
       const details = await this.details(info.Id, info.State);
       if (!details) continue;
+      const description = readWorkloadDescription(labels['edge.spec']);
       workloads.push({
         handle: { technology: 'docker', id: info.Id },
         jobId,
@@ -243,6 +245,7 @@ export class DockerRuntime implements Runtime {
         ...(details.startedAt !== undefined ? { startedAt: details.startedAt } : {}),
         ...(details.finishedAt !== undefined ? { finishedAt: details.finishedAt } : {}),
         ...(details.pid !== undefined ? { pid: details.pid } : {}),
+        ...(description ? { description } : {}),
       });
     }
     for (const id of this.inspected.keys()) if (!seen.has(id)) this.inspected.delete(id);

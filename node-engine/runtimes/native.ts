@@ -12,12 +12,14 @@ import { cpuSeconds, isSameProcessAlive, readProcStat, residentBytes } from './p
 import {
   type DeployedWorkload,
   type DeployProgress,
+  describeWorkload,
   type InstanceSpec,
   type Runtime,
   RuntimeError,
   type RuntimeHandle,
   type RuntimeProbe,
   type RuntimeWorkload,
+  readWorkloadDescription,
   type WorkloadStats,
   workloadName,
 } from './runtime.js';
@@ -33,6 +35,8 @@ const WorkloadFileSchema = z.object({
   startTime: z.number(),
   startedAt: z.number(),
   cgroupDirs: z.array(z.string()),
+  /** The job and addresses it was made for (see WorkloadDescription); absent in files of older versions. */
+  description: z.string().optional(),
 });
 type WorkloadFile = z.infer<typeof WorkloadFileSchema>;
 
@@ -168,6 +172,7 @@ export class NativeRuntime implements Runtime {
       startTime: readProcStat(pid)?.startTime ?? -1,
       startedAt,
       cgroupDirs: limits.cgroupDirs,
+      description: JSON.stringify(describeWorkload(spec)),
     };
     await writeFileAtomic(join(dir, 'workload.json'), JSON.stringify(file));
     return startedAt;
@@ -222,6 +227,7 @@ export class NativeRuntime implements Runtime {
       if (!file) continue;
       const alive = isSameProcessAlive(file.pid, file.startTime);
       const exit = alive ? undefined : await this.readExit(name);
+      const description = readWorkloadDescription(file.description);
       workloads.push({
         handle: { technology: 'native', id: name },
         jobId: file.jobId,
@@ -231,6 +237,7 @@ export class NativeRuntime implements Runtime {
         state: alive ? 'running' : 'exited',
         startedAt: file.startedAt,
         ...(exit ? { exitCode: exit.exitCode, finishedAt: exit.finishedAt } : {}),
+        ...(description ? { description } : {}),
       });
     }
     return workloads;

@@ -1,4 +1,11 @@
-import type { JobDefinition, Technology } from '../../shared/index.js';
+import { z } from 'zod';
+import {
+  type InstanceNetwork,
+  InstanceNetworkSchema,
+  type JobDefinition,
+  JobDefinitionSchema,
+  type Technology,
+} from '../../shared/index.js';
 
 /** What a runtime is asked to run: one instance of a job at one generation, for one node. */
 export interface InstanceSpec {
@@ -6,6 +13,33 @@ export interface InstanceSpec {
   job: JobDefinition;
   instance: number;
   generation: number;
+  /** Its overlay addresses, when the cluster has an overlay. */
+  network?: InstanceNetwork;
+}
+
+/**
+ * What a workload carries about its instance (a container label, a native pid file): enough to take it back
+ * into the desired state when the state file was lost or corrupt.
+ */
+export const WorkloadDescriptionSchema = z.object({
+  job: JobDefinitionSchema,
+  network: InstanceNetworkSchema.optional(),
+});
+export type WorkloadDescription = z.infer<typeof WorkloadDescriptionSchema>;
+
+export function describeWorkload(spec: InstanceSpec): WorkloadDescription {
+  return { job: spec.job, ...(spec.network ? { network: spec.network } : {}) };
+}
+
+/** A description read back, or undefined when there is none or it does not parse (an older version made it). */
+export function readWorkloadDescription(text: string | undefined): WorkloadDescription | undefined {
+  if (!text) return undefined;
+  try {
+    const parsed = WorkloadDescriptionSchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Identifies a workload inside its runtime (a container id, a native instance's name). */
@@ -29,6 +63,8 @@ export interface RuntimeWorkload {
   finishedAt?: number;
   /** The main process (the container's init), while it runs: the overlay finds its network namespace by it. */
   pid?: number;
+  /** The job and addresses it was made for, where it says (see WorkloadDescription). */
+  description?: WorkloadDescription;
 }
 
 /** A workload just started, with the time its runtime says it started. */
@@ -99,5 +135,6 @@ export function workloadLabels(spec: InstanceSpec): Record<string, string> {
     'edge.job.name': spec.job.name,
     'edge.instance': String(spec.instance),
     'edge.generation': String(spec.generation),
+    'edge.spec': JSON.stringify(describeWorkload(spec)),
   };
 }

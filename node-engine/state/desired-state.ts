@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { removeStaleTempFiles, writeFileAtomic } from '../../shared/atomic-file.js';
 import {
   type Command,
   type InstanceNetwork,
@@ -9,6 +9,7 @@ import {
   type JobDefinition,
   JobDefinitionSchema,
 } from '../../shared/index.js';
+import type { WorkloadDescription } from '../runtimes/runtime.js';
 
 /** How many command ids are remembered for deduplication; older ones fall off first. */
 export const PROCESSED_COMMANDS_LIMIT = 10_000;
@@ -52,6 +53,19 @@ export type ApplyOutcome =
   | { kind: 'duplicate' }
   | { kind: 'stale'; reason: string };
 
+/** The file's content, or undefined when it does not parse or does not fit the schema. */
+function parseStateFile(text: string): DesiredStateFile | undefined {
+  try {
+    const parsed = DesiredStateFileSchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Steps that take a transition back, run last first when its write fails. */
+type Undo = Array<() => void>;
+
 export function instanceKey(jobId: string, instance: number): string {
   return `${jobId}/${instance}`;
 }
@@ -73,8 +87,9 @@ export class DesiredStateStore {
   ) {}
 
   /** Loads the state of `nodeId`; a file written for another node id (the node re-joined) starts empty. */
-  static async load(dataDir: string, nodeId: string): Promise<DesiredStateStore> {
+  static async load(dataDir: string, nodeId: string, now = Date.now()): Promise<DesiredStateStore> {
     const store = new DesiredStateStore(join(dataDir, 'desired-state.json'), nodeId);
+    await removeStaleTempFiles(store.path);
     let text: string | undefined;
     try {
       text = await readFile(store.path, 'utf8');
@@ -82,10 +97,63 @@ export class DesiredStateStore {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
     if (text !== undefined) {
-      const parsed = DesiredStateFileSchema.parse(JSON.parse(text));
-      if (parsed.nodeId === nodeId) store.restore(parsed);
+      const parsed = parseStateFile(text);
+      if (parsed === undefined) {
+        // Unreadable (a torn write on a card that lies about fsync, a bit flip): kept aside for a person, and
+        // the state is taken back from what runs (adopt) and the cluster manager's resends.
+        store.corruptFileSetAside = `${store.path}.corrupt-${now}`;
+        await rename(store.path, store.corruptFileSetAside);
+      } else if (parsed.nodeId === nodeId) store.restore(parsed);
     }
     return store;
+  }
+
+  /**
+   * Where an unreadable state file was moved at load; until `adopt` ran, the desired state is rebuilt from the
+   * workloads that describe themselves.
+   */
+  corruptFileSetAside: string | undefined;
+
+  /**
+   * After a corrupt state file: takes back every instance that runs here and says what it was made for (a
+   * container's `edge.spec` label, a native pid file), as desired at its generation, and persists them.
+   * Returns how many were taken back. Instances the cluster manager still wants and that are not there it sends
+   * again; what is neither described nor sent again is removed as any undesired workload.
+   */
+  async adopt(
+    workloads: { jobId: string; instance: number; generation: number; description?: WorkloadDescription }[],
+    now = Date.now(),
+  ): Promise<number> {
+    const undo: Undo = [];
+    for (const workload of workloads) {
+      const description = workload.description;
+      if (!description || description.job.id !== workload.jobId) continue;
+      const key = instanceKey(workload.jobId, workload.instance);
+      const current = this.instances.get(key);
+      if (current && current.generation >= workload.generation) continue;
+      this.replace(
+        key,
+        {
+          job: description.job,
+          instance: workload.instance,
+          generation: workload.generation,
+          want: 'run',
+          updatedAt: now,
+          ...(description.network ? { network: description.network } : {}),
+        },
+        undo,
+      );
+    }
+    if (undo.length > 0) {
+      try {
+        await this.persist();
+      } catch (error) {
+        for (const step of undo.reverse()) step();
+        throw error;
+      }
+    }
+    this.corruptFileSetAside = undefined;
+    return undo.length;
   }
 
   private restore(file: DesiredStateFile): void {
@@ -109,36 +177,41 @@ export class DesiredStateStore {
     return [...this.instances.values()];
   }
 
-  /** Applies a command to the state and persists it. Repeats and stale generations change nothing. */
+  /**
+   * Applies a command to the state and persists it. Repeats and stale generations change nothing. A write that
+   * fails (a full disk) changes nothing either: the state in memory goes back to what the file holds, and the
+   * command is not remembered, so its redelivery applies it again.
+   */
   async apply(command: Command, now = Date.now()): Promise<ApplyOutcome> {
     if (this.processed.has(command.id)) return { kind: 'duplicate' };
-    const outcome = this.transition(command, now);
+    const undo: Undo = [];
+    const outcome = this.transition(command, now, undo);
     this.remember(command.id);
     try {
       await this.persist();
     } catch (error) {
-      // Not durable, so not processed: a redelivery must apply it again rather than be acked as a repeat.
       this.processed.delete(command.id);
+      for (const step of undo.reverse()) step();
       throw error;
     }
     return outcome;
   }
 
-  private transition(command: Command, now: number): ApplyOutcome {
+  private transition(command: Command, now: number, undo: Undo): ApplyOutcome {
     const jobId = command.job.id;
     if (command.command === 'delete') {
-      if (command.instance === -1) return this.deleteJob(command, now);
-      return this.setInstance(command, 'removed', now);
+      if (command.instance === -1) return this.deleteJob(command, now, undo);
+      return this.setInstance(command, 'removed', now, undo);
     }
     if (command.instance < 0) return { kind: 'stale', reason: `instance ${command.instance} cannot be run` };
     const jobTombstone = this.jobTombstones.get(jobId);
     if (jobTombstone !== undefined && command.generation <= jobTombstone) {
       return { kind: 'stale', reason: `job ${jobId} was deleted at generation ${jobTombstone}` };
     }
-    return this.setInstance(command, 'run', now);
+    return this.setInstance(command, 'run', now, undo);
   }
 
-  private setInstance(command: Command, want: Want, now: number): ApplyOutcome {
+  private setInstance(command: Command, want: Want, now: number, undo: Undo): ApplyOutcome {
     const key = instanceKey(command.job.id, command.instance);
     const current = this.instances.get(key);
     if (current) {
@@ -161,22 +234,37 @@ export class DesiredStateStore {
       updatedAt: now,
       ...(command.network ? { network: command.network } : {}),
     };
-    this.instances.set(key, next);
+    this.replace(key, next, undo);
     return { kind: 'applied', changed: [next] };
   }
 
-  private deleteJob(command: Command, now: number): ApplyOutcome {
+  private deleteJob(command: Command, now: number, undo: Undo): ApplyOutcome {
     const jobId = command.job.id;
-    this.jobTombstones.set(jobId, Math.max(command.generation, this.jobTombstones.get(jobId) ?? 0));
+    const tombstone = this.jobTombstones.get(jobId);
+    undo.push(() =>
+      tombstone === undefined ? this.jobTombstones.delete(jobId) : this.jobTombstones.set(jobId, tombstone),
+    );
+    this.jobTombstones.set(jobId, Math.max(command.generation, tombstone ?? 0));
     const changed: DesiredInstance[] = [];
-    for (const entry of this.instances.values()) {
+    for (const [key, entry] of [...this.instances]) {
       if (entry.job.id !== jobId || entry.want === 'removed') continue;
-      entry.want = 'removed';
-      entry.generation = Math.max(entry.generation, command.generation);
-      entry.updatedAt = now;
-      changed.push(entry);
+      const next: DesiredInstance = {
+        ...entry,
+        want: 'removed',
+        generation: Math.max(entry.generation, command.generation),
+        updatedAt: now,
+      };
+      this.replace(key, next, undo);
+      changed.push(next);
     }
     return { kind: 'applied', changed };
+  }
+
+  /** Entries are replaced, never changed in place: undoing puts the old object back. */
+  private replace(key: string, next: DesiredInstance, undo: Undo): void {
+    const previous = this.instances.get(key);
+    undo.push(() => (previous ? this.instances.set(key, previous) : this.instances.delete(key)));
+    this.instances.set(key, next);
   }
 
   private remember(commandId: string): void {

@@ -73,7 +73,9 @@ export class PrivateDockerd {
 
   private answers(): boolean {
     try {
-      this.docker(['version', '--format', '{{.Server.Version}}']);
+      execFileSync('docker', ['-H', `unix://${this.socket}`, 'version', '--format', '{{.Server.Version}}'], {
+        stdio: 'ignore',
+      });
       return true;
     } catch {
       return false;

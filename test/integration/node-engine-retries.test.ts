@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
@@ -87,4 +87,64 @@ describe('node engine retries (dockerd)', () => {
     ]);
     expect(mine.length).toBeLessThanOrEqual(3);
   }, 30_000);
+});
+
+describe('a corrupt desired state file (dockerd)', () => {
+  const node = `ne-corrupt-${process.pid}`;
+  let dir: string;
+  afterAll(async () => {
+    removeContainersWithLabel(`edge.node=${node}`);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is set aside, and what runs is taken back from its labels: nothing restarted, nothing removed, nothing twice', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ne-corrupt-'));
+    const logger = pino({ level: 'silent' });
+    const runtime = new DockerRuntime({ docker, nodeId: node, logger, stopTimeoutS: 1 });
+    const first = await DesiredStateStore.load(dir, node);
+    const job = {
+      id: 'job-kept',
+      ...JobSpecSchema.parse({ name: 'kept', image: 'edge/busybox:latest', command: ['sleep', '3600'] }),
+    };
+    await first.apply({
+      id: randomUUID(),
+      command: 'deploy',
+      job,
+      instance: 0,
+      generation: 3,
+      cluster: ['c1'],
+      worker: [node],
+      issuedAt: Date.now(),
+      network: { instanceIp: '10.30.0.7', serviceIp: '10.30.0.6' },
+    });
+    const before = new Reconciler({ nodeId: node, store: first, runtimes: [runtime], logger });
+    await before.reconcileNow();
+    await before.idle();
+    await before.stop();
+    const [running] = await runtime.list();
+    expect(running).toMatchObject({ state: 'running', generation: 3 });
+
+    // A torn write on a card that lies about fsync.
+    await writeFile(first.path, '{"nodeId":"ne-corr');
+    const store = await DesiredStateStore.load(dir, node);
+    expect(store.corruptFileSetAside).toMatch(/desired-state\.json\.corrupt-\d+$/);
+    expect(await readFile(store.corruptFileSetAside!, 'utf8')).toBe('{"nodeId":"ne-corr');
+    expect(store.all()).toEqual([]);
+    const after = new Reconciler({ nodeId: node, store, runtimes: [runtime], logger });
+    await after.reconcileNow();
+    await after.idle();
+    await after.stop();
+    expect(store.get('job-kept', 0)).toMatchObject({
+      want: 'run',
+      generation: 3,
+      job: { name: 'kept', command: ['sleep', '3600'] },
+      network: { instanceIp: '10.30.0.7' },
+    });
+    const workloads = await runtime.list();
+    expect(workloads).toHaveLength(1);
+    expect(workloads[0]).toMatchObject({ state: 'running', startedAt: running!.startedAt });
+    expect(workloads[0]!.handle.id).toBe(running!.handle.id);
+    // ... and it is written down again.
+    expect((await DesiredStateStore.load(dir, node)).get('job-kept', 0)?.generation).toBe(3);
+  });
 });

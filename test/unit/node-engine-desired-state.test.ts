@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DesiredStateStore, PROCESSED_COMMANDS_LIMIT } from '../../node-engine/state/desired-state.js';
-import type { Command } from '../../shared/index.js';
+import { stateCommand } from '../helpers/commands.js';
 
 const dirs: string[] = [];
 async function store(nodeId = 'n1'): Promise<DesiredStateStore> {
@@ -12,19 +12,7 @@ async function store(nodeId = 'n1'): Promise<DesiredStateStore> {
   return DesiredStateStore.load(dir, nodeId);
 }
 
-let counter = 0;
-function command(kind: Command['command'], generation: number, instance = 0, jobId = 'j1'): Command {
-  return {
-    id: `c${++counter}`,
-    command: kind,
-    job: { id: jobId, name: 'web', image: 'edge/busybox:latest' } as Command['job'],
-    instance,
-    generation,
-    cluster: [],
-    worker: [],
-    issuedAt: 0,
-  };
-}
+const command = stateCommand;
 
 describe('desired state', () => {
   afterEach(async () => {
