@@ -8,6 +8,7 @@ import {
   TECHNOLOGIES,
   type Technology,
 } from '../shared/index.js';
+import type { LogLimits } from './runtimes/log-limits.js';
 
 /** The flags of CONTRACT.md, with their env vars and defaults. */
 export const optionSpecs = {
@@ -76,6 +77,32 @@ export const optionSpecs = {
     type: 'string',
     default: 'nobody',
   },
+  'log-max-size-mb': {
+    env: 'NE_LOG_MAX_SIZE_MB',
+    description:
+      "size of a workload's output file before it is rotated (a job's logs.maxSizeMB overrides it)",
+    type: 'integer',
+    default: 10,
+  },
+  'log-max-files': {
+    env: 'NE_LOG_MAX_FILES',
+    description:
+      "output files kept per workload, the current one included (a job's logs.maxFiles overrides it)",
+    type: 'integer',
+    default: 3,
+  },
+  'image-gc-high-percent': {
+    env: 'NE_IMAGE_GC_HIGH_PERCENT',
+    description: "remove unused images when Docker's disk is fuller than this (percent)",
+    type: 'integer',
+    default: 85,
+  },
+  'image-gc-low-percent': {
+    env: 'NE_IMAGE_GC_LOW_PERCENT',
+    description: '... until it is at most this full (percent)',
+    type: 'integer',
+    default: 80,
+  },
   'net-manager': {
     env: 'NE_NET_MANAGER_SOCKET',
     description: 'net manager socket',
@@ -101,6 +128,10 @@ export interface NodeEngineConfig {
   allowed: HostAllowances;
   /** `--native-user`: who native jobs run as (when this process is root). */
   nativeUser: string;
+  /** `--log-max-size-mb`, `--log-max-files`: how much output each workload keeps on disk. */
+  logLimits: LogLimits;
+  /** `--image-gc-high-percent`, `--image-gc-low-percent`: when unused images go, and until when. */
+  imageGc: { highPercent: number; lowPercent: number };
 }
 
 /** A flag value that parses but makes no sense; the program prints it in one line and exits 2. */
@@ -163,6 +194,14 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NodeEng
   if (interval !== undefined && interval < 100)
     throw new ConfigError('--telemetry-interval must be at least 100 ms');
   if (options.port > 65535) throw new ConfigError('--port must be at most 65535');
+  if (options['log-max-size-mb'] < 1) throw new ConfigError('--log-max-size-mb must be at least 1');
+  if (options['log-max-files'] < 1) throw new ConfigError('--log-max-files must be at least 1');
+  const high = options['image-gc-high-percent'];
+  const low = options['image-gc-low-percent'];
+  if (high > 100 || low >= high)
+    throw new ConfigError(
+      '--image-gc-low-percent must be below --image-gc-high-percent, which is at most 100',
+    );
   return {
     clusterManagerUrl: options['cluster-manager'].replace(/\/+$/, ''),
     joinToken: options['join-token'],
@@ -181,5 +220,7 @@ export function buildConfig(options: ParsedOptions<typeof optionSpecs>): NodeEng
       devices: parseAllowList('allow-device', options['allow-device']),
     },
     nativeUser: options['native-user'],
+    logLimits: { maxSizeMB: options['log-max-size-mb'], maxFiles: options['log-max-files'] },
+    imageGc: { highPercent: high, lowPercent: low },
   };
 }

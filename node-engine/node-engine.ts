@@ -22,6 +22,7 @@ import { NodeRegistration, type Registered } from './registration.js';
 import { RuntimeHealth } from './runtime-health.js';
 import { DockerRuntime } from './runtimes/docker.js';
 import { createDockerClient } from './runtimes/docker-client.js';
+import { ImageGc } from './runtimes/image-gc.js';
 import { NativeRuntime } from './runtimes/native.js';
 import { type RunAs, resolveRunAs } from './runtimes/native-user.js';
 import type { Runtime } from './runtimes/runtime.js';
@@ -54,6 +55,8 @@ export class NodeEngine {
   private readonly registration: NodeRegistration;
   /** Probes the configured runtimes all the time: what is announced and what is reconciled follows it. */
   private health: RuntimeHealth | undefined;
+  /** Removes unused images when Docker's disk fills up. */
+  private imageGc: ImageGc | undefined;
   private nodeInfo: NodeInfo | undefined;
   private gpus: GpuMonitor | undefined;
   private active: ActiveNode | undefined;
@@ -112,6 +115,10 @@ export class NodeEngine {
     });
     await this.health.start();
     this.logger.info({ runtimes: this.health.available() }, 'runtimes');
+    if (this.config.runtimes.includes('docker')) {
+      this.imageGc = new ImageGc({ docker: this.docker, logger: this.logger, ...this.config.imageGc });
+      this.imageGc.start();
+    }
     this.gpus = await GpuMonitor.create(this.logger);
     this.nodeInfo = await collectNodeInfo({
       name: this.config.name,
@@ -139,6 +146,7 @@ export class NodeEngine {
     this.stopped = true;
     this.registration.stop();
     await this.health?.stop();
+    this.imageGc?.stop();
     clearTimeout(this.netManagerWatch);
     this.telemetry?.stop();
     await this.activation;
@@ -161,13 +169,15 @@ export class NodeEngine {
   }
 
   private createRuntime(technology: Technology, nodeId: string): Runtime {
+    const logLimits = this.config.logLimits;
     if (technology === 'docker')
-      return new DockerRuntime({ docker: this.docker!, nodeId, logger: this.logger });
+      return new DockerRuntime({ docker: this.docker!, nodeId, logger: this.logger, logLimits });
     return new NativeRuntime({
       nodeId,
       dataDir: this.config.dataDir,
       runAs: this.nativeRunAs,
       logger: this.logger,
+      logLimits,
     });
   }
 

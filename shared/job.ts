@@ -89,6 +89,13 @@ export const JobSpecSchema = z
       }),
     reschedule: RescheduleSchema.default(DEFAULT_RESCHEDULE),
     constraints: ConstraintsSchema.default({}),
+    /** Overrides the node's `--log-max-size-mb` / `--log-max-files` for this job's output. */
+    logs: z
+      .strictObject({
+        maxSizeMB: z.number().int().min(1).max(10_240).optional(),
+        maxFiles: z.number().int().min(1).max(100).optional(),
+      })
+      .optional(),
   })
   .superRefine((spec, ctx) => {
     if (spec.technology === 'native' && !spec.image.startsWith('/')) {

@@ -1,12 +1,18 @@
 import type { ContainerCreateOptions } from 'dockerode';
+import { DEFAULT_LOG_LIMITS, type LogLimits, logLimitsOf } from './log-limits.js';
 import { type InstanceSpec, workloadLabels, workloadName } from './runtime.js';
 
 /**
  * The Docker create options of an instance: limits, ports, devices and GPUs of the job spec, the labels the
- * node engine finds it by, and Docker's own restart policy off (the node engine restarts workloads itself).
+ * node engine finds it by, its output bounded (json-file with the node's or the job's log limits), and Docker's
+ * own restart policy off (the node engine restarts workloads itself).
  */
-export function containerCreateOptions(spec: InstanceSpec): ContainerCreateOptions {
+export function containerCreateOptions(
+  spec: InstanceSpec,
+  nodeLogLimits: LogLimits = DEFAULT_LOG_LIMITS,
+): ContainerCreateOptions {
   const { job } = spec;
+  const logs = logLimitsOf(job, nodeLogLimits);
   const exposedPorts: Record<string, object> = {};
   const portBindings: Record<string, Array<{ HostPort: string }>> = {};
   for (const port of job.ports) {
@@ -35,6 +41,11 @@ export function containerCreateOptions(spec: InstanceSpec): ContainerCreateOptio
       })),
       ...(gpus > 0 ? { DeviceRequests: [{ Driver: '', Count: gpus, Capabilities: [['gpu']] }] } : {}),
       RestartPolicy: { Name: 'no' },
+      // Bounded output on the node's disk, whatever the daemon's default driver (an SD card fills up).
+      LogConfig: {
+        Type: 'json-file',
+        Config: { 'max-size': `${logs.maxSizeMB}m`, 'max-file': String(logs.maxFiles) },
+      },
     },
   };
 }

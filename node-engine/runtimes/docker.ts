@@ -5,6 +5,7 @@ import { withDeadline } from '../deadline.js';
 import { containerCreateOptions } from './docker-config.js';
 import { demuxDockerLogs } from './docker-logs.js';
 import { pullImage } from './docker-pull.js';
+import type { LogLimits } from './log-limits.js';
 import {
   type DeployedWorkload,
   type DeployProgress,
@@ -30,6 +31,8 @@ export interface DockerRuntimeOptions {
   pullStallMs?: number;
   /** Longest any other Docker call may take (a hung dockerd must not hold the reconcile pass): default 30 s. */
   callTimeoutMs?: number;
+  /** The node's log limits (a job's `logs` block overrides them). */
+  logLimits?: LogLimits;
 }
 
 /** How long a ping may take when probing whether dockerd answers. */
@@ -74,6 +77,7 @@ export class DockerRuntime implements Runtime {
   private readonly stopTimeoutS: number;
   private readonly pullStallMs: number;
   private readonly callTimeoutMs: number;
+  private readonly logLimits: LogLimits | undefined;
   /** Inspect results by container id, refreshed only when the listed state changes (list stays one call). */
   private readonly inspected = new Map<string, InspectedState>();
   /** The previous stats sample per container, for CPU percent from one-shot stats. */
@@ -86,6 +90,7 @@ export class DockerRuntime implements Runtime {
     this.stopTimeoutS = options.stopTimeoutS ?? 10;
     this.pullStallMs = options.pullStallMs ?? 60_000;
     this.callTimeoutMs = options.callTimeoutMs ?? 30_000;
+    this.logLimits = options.logLimits;
   }
 
   /** One Docker API call, given up after `timeoutMs` (the default call timeout) with a DeadlineError. */
@@ -125,7 +130,7 @@ export class DockerRuntime implements Runtime {
     progress('creating', `creating container ${workloadName(spec)}`);
     let container: Dockerode.Container;
     try {
-      const options = containerCreateOptions(spec);
+      const options = containerCreateOptions(spec, this.logLimits);
       container = await this.call('create', (abortSignal) =>
         this.docker.createContainer({ ...options, abortSignal }),
       );

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { Logger } from '../../shared/index.js';
+import { DEFAULT_LOG_LIMITS, type LogLimits, logLimitsOf, rotateIfLarger } from './log-limits.js';
 import { planLimits, releaseLimits } from './native-limits.js';
 import { asUser, type RunAs } from './native-user.js';
 import { cpuSeconds, isSameProcessAlive, readProcStat, residentBytes } from './proc.js';
@@ -53,6 +54,8 @@ export interface NativeRuntimeOptions {
   runAs?: RunAs;
   logger: Logger;
   stopTimeoutMs?: number;
+  /** The node's log limits (a job's `logs` block overrides them). */
+  logLimits?: LogLimits;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -68,6 +71,7 @@ export class NativeRuntime implements Runtime {
   private readonly logger: Logger;
   private readonly stopTimeoutMs: number;
   private readonly runAs: RunAs | undefined;
+  private readonly logLimits: LogLimits;
   private readonly listeners = new Set<() => void>();
   private readonly cpuSamples = new Map<string, { seconds: number; at: number }>();
 
@@ -77,6 +81,7 @@ export class NativeRuntime implements Runtime {
     this.logger = options.logger.child({ runtime: 'native' });
     this.stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
     this.runAs = options.runAs;
+    this.logLimits = options.logLimits ?? DEFAULT_LOG_LIMITS;
   }
 
   async probe(): Promise<RuntimeProbe> {
@@ -228,6 +233,8 @@ export class NativeRuntime implements Runtime {
       const alive = isSameProcessAlive(file.pid, file.startTime);
       const exit = alive ? undefined : await this.readExit(name);
       const description = readWorkloadDescription(file.description);
+      const limits = description ? logLimitsOf(description.job, this.logLimits) : this.logLimits;
+      await this.rotateLogs(name, limits);
       workloads.push({
         handle: { technology: 'native', id: name },
         jobId: file.jobId,
@@ -241,6 +248,17 @@ export class NativeRuntime implements Runtime {
       });
     }
     return workloads;
+  }
+
+  /** Output files past their size are rotated on every listing (each reconcile pass): see rotateIfLarger. */
+  private async rotateLogs(name: string, limits: LogLimits): Promise<void> {
+    for (const file of ['stdout.log', 'stderr.log']) {
+      try {
+        await rotateIfLarger(join(this.root, name, file), limits);
+      } catch (error) {
+        this.logger.warn({ workload: name, file, err: (error as Error).message }, 'cannot rotate output');
+      }
+    }
   }
 
   private async readExit(name: string): Promise<z.infer<typeof ExitFileSchema> | undefined> {

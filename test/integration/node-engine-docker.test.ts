@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
 import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -23,8 +24,15 @@ function job(overrides: Record<string, unknown>): JobDefinition {
 
 function inspect(id: string): {
   Name: string;
+  LogPath: string;
   Config: { Labels: Record<string, string>; Env: string[] };
-  HostConfig: { NanoCpus: number; Memory: number; PidsLimit: number; RestartPolicy: { Name: string } };
+  HostConfig: {
+    NanoCpus: number;
+    Memory: number;
+    PidsLimit: number;
+    RestartPolicy: { Name: string };
+    LogConfig: { Type: string; Config: Record<string, string> };
+  };
   State: { Running: boolean };
 } {
   return JSON.parse(execFileSync('docker', ['inspect', id], { encoding: 'utf8' }))[0];
@@ -82,9 +90,15 @@ describe('Docker runtime', () => {
       'edge.generation': '3',
     });
 
+    // Output bounded by the node's defaults; the job and its addresses in a label, to be taken back from.
+    expect(info.HostConfig.LogConfig).toEqual({
+      Type: 'json-file',
+      Config: { 'max-size': '10m', 'max-file': '3' },
+    });
     const listed = await runtime.list();
     expect(listed).toHaveLength(1);
     expect(listed[0]).toMatchObject({ jobId: 'job-1', instance: 2, generation: 3, state: 'running' });
+    expect(listed[0]?.description?.job).toEqual(spec.job);
     expect(listed[0]?.startedAt).toBeGreaterThan(Date.now() - 60_000);
 
     await runtime.remove(deployed.handle);
@@ -92,6 +106,41 @@ describe('Docker runtime', () => {
     expect(() => execFileSync('docker', ['inspect', deployed.handle.id], { stdio: 'ignore' })).toThrow();
     await runtime.remove(deployed.handle);
   });
+
+  it("keeps a container that prints without pause within its job's log limits", async () => {
+    const spec: InstanceSpec = {
+      nodeId,
+      job: job({
+        command: [
+          'sh',
+          '-c',
+          'while :; do echo 0123456789012345678901234567890123456789012345678901234567; done',
+        ],
+        logs: { maxSizeMB: 1, maxFiles: 2 },
+      }),
+      instance: 0,
+      generation: 1,
+    };
+    const deployed = await runtime.deploy(spec, () => undefined);
+    const logPath = inspect(deployed.handle.id).LogPath;
+    const sizes = () =>
+      [logPath, `${logPath}.1`, `${logPath}.2`].map((path) => {
+        try {
+          return statSync(path).size;
+        } catch {
+          return -1;
+        }
+      });
+    // Until it has rotated at least once: more than 1 MB written.
+    const deadline = Date.now() + 20_000;
+    while (sizes()[1] === -1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const [current, rotated, beyond] = sizes();
+    await runtime.remove(deployed.handle);
+    expect(rotated).toBeGreaterThan(0);
+    expect(beyond).toBe(-1);
+    expect(current! + rotated!).toBeLessThanOrEqual(2 * 1024 * 1024 + 64 * 1024);
+  }, 30_000);
 
   it('reports an exited container with its exit code, and starts it again', async () => {
     const spec: InstanceSpec = {

@@ -25,10 +25,26 @@ describe('node engine config', () => {
       runtimes: ['docker'],
       dockerSocket: '/var/run/docker.sock',
       telemetryIntervalMs: undefined,
+      logLimits: { maxSizeMB: 10, maxFiles: 3 },
+      imageGc: { highPercent: 85, lowPercent: 80 },
     });
     expect(config.dataDir).toMatch(/\/var\/node-engine$/);
     expect(() => buildConfig(parseOptions(optionSpecs, ['--runtimes', 'docker,wasm'], {}))).toThrow(/wasm/);
     expect(() => buildConfig(parseOptions(optionSpecs, ['--name', 'bad name'], {}))).toThrow(/--name/);
+    const limits =
+      (...flags: string[]) =>
+      () =>
+        buildConfig(parseOptions(optionSpecs, flags, {}));
+    expect(limits('--log-max-files', '0')).toThrow(/--log-max-files/);
+    expect(limits('--log-max-size-mb', '0')).toThrow(/--log-max-size-mb/);
+    expect(limits('--image-gc-low-percent', '90')).toThrow(/--image-gc-low-percent/);
+    expect(limits('--image-gc-high-percent', '101')).toThrow(/at most 100/);
+    expect(
+      buildConfig(parseOptions(optionSpecs, ['--log-max-files', '5'], { NE_IMAGE_GC_HIGH_PERCENT: '95' })),
+    ).toMatchObject({
+      logLimits: { maxFiles: 5 },
+      imageGc: { highPercent: 95, lowPercent: 80 },
+    });
   });
 
   it('maps Node architectures to the start-up names', () => {
