@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../shared/atomic-file.js';
 import type { Logger, Technology } from '../shared/index.js';
@@ -13,6 +14,8 @@ export interface RuntimeHealthOptions {
   onChange?(technology: Technology, up: boolean): void;
   /** Wall clock: outages are compared with the runtimes' own exit times. */
   wallClock?: () => number;
+  /** When this machine booted (wall clock; default from the uptime): a reboot stops every workload. */
+  bootedAt?: number;
   /**
    * Where the last time each runtime was seen up is kept (`runtime-health.json`): a node engine that starts while
    * dockerd is down knows since when its workloads may have been stopped by it.
@@ -35,7 +38,8 @@ const OUTAGES_KEPT = 8;
 /**
  * Probes every runtime the node is configured for, all the time: dockerd appearing late, restarting or going
  * away is noticed within `intervalMs`, reported through `onChange`, and remembered as an outage, so that a
- * workload the daemon stopped on its way down is told apart from one that exited by itself.
+ * workload the daemon stopped on its way down is told apart from one that exited by itself. A reboot since the
+ * runtime was last seen up (kept on disk) is an outage too.
  */
 export class RuntimeHealth {
   private readonly up = new Map<Technology, boolean>();
@@ -56,7 +60,13 @@ export class RuntimeHealth {
     this.intervalMs = options.intervalMs ?? 2000;
     this.wallClock = options.wallClock ?? Date.now;
     this.file = options.dataDir === undefined ? undefined : join(options.dataDir, 'runtime-health.json');
-    for (const [technology, at] of Object.entries(this.load())) this.lastUp.set(technology as Technology, at);
+    const bootedAt = options.bootedAt ?? this.wallClock() - uptime() * 1000;
+    for (const [technology, at] of Object.entries(this.load())) {
+      this.lastUp.set(technology as Technology, at);
+      // Last seen up before this boot: the machine went down with it (a power cut, a reboot), and whatever
+      // stopped since then stopped with it. An outage from then is open until the first good probe.
+      if (at < bootedAt) this.outages.set(technology as Technology, [{ from: at, to: undefined }]);
+    }
   }
 
   /** Probes once (so that what is announced at start is known), then every `intervalMs`. */

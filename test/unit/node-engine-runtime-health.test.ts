@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -86,5 +86,41 @@ describe('runtime health', () => {
     await second.probe();
     expect(second.stoppedWithRuntime('docker', 1_010_000)).toBe(true);
     expect(second.stoppedWithRuntime('docker', 1_004_000)).toBe(false);
+  });
+
+  it('takes what stopped between the last time a runtime was seen up and a reboot since for the reboot', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'runtime-health-'));
+    dirs.push(dataDir);
+    let now = 1_000_000;
+    const docker = scripted();
+    const logger = pino({ level: 'silent' });
+    const before = new RuntimeHealth({ runtimes: [docker.runtime], logger, wallClock: () => now, dataDir });
+    await before.probe();
+    await before.stop(); // last seen up at 1_000_000; then a power cut
+    now = 1_100_000;
+    const booted = new RuntimeHealth({
+      runtimes: [docker.runtime],
+      logger,
+      wallClock: () => now,
+      dataDir,
+      bootedAt: 1_090_000,
+    });
+    await booted.probe(); // dockerd is up again, with every container stopped
+    expect(booted.stoppedWithRuntime('docker', 1_050_000)).toBe(true);
+    expect(booted.stoppedWithRuntime('docker', 1_095_000)).toBe(true);
+    expect(booted.stoppedWithRuntime('docker', 1_100_001)).toBe(false);
+    // Without a reboot in between, the same gap is not an outage (the node engine alone was away).
+    const otherDir = await mkdtemp(join(tmpdir(), 'runtime-health-'));
+    dirs.push(otherDir);
+    await writeFile(join(otherDir, 'runtime-health.json'), JSON.stringify({ docker: 1_000_000 }));
+    const restarted = new RuntimeHealth({
+      runtimes: [docker.runtime],
+      logger,
+      wallClock: () => now,
+      dataDir: otherDir,
+      bootedAt: 900_000,
+    });
+    await restarted.probe();
+    expect(restarted.stoppedWithRuntime('docker', 1_050_000)).toBe(false);
   });
 });
