@@ -26,7 +26,7 @@ export function cgroupVersion(root = CGROUP_ROOT): 1 | 2 | undefined {
   return undefined;
 }
 
-async function cgroupV1(name: string, resources: Resources): Promise<LimitPlan> {
+async function cgroupV1(root: string, name: string, resources: Resources): Promise<LimitPlan> {
   const plan: LimitPlan = { cgroupProcs: [], cgroupDirs: [], prefix: [], unenforced: [] };
   const settings: Array<[string, Array<[string, string]>]> = [];
   if (resources.cpus !== undefined) {
@@ -44,7 +44,7 @@ async function cgroupV1(name: string, resources: Resources): Promise<LimitPlan> 
   }
   if (resources.pids !== undefined) settings.push(['pids', [['pids.max', String(resources.pids)]]]);
   for (const [controller, files] of settings) {
-    const dir = join(CGROUP_ROOT, controller, GROUP, name);
+    const dir = join(root, controller, GROUP, name);
     await mkdir(dir, { recursive: true });
     plan.cgroupDirs.push(dir);
     for (const [file, value] of files) await writeFile(join(dir, file), value);
@@ -53,12 +53,12 @@ async function cgroupV1(name: string, resources: Resources): Promise<LimitPlan> 
   return plan;
 }
 
-async function cgroupV2(name: string, resources: Resources): Promise<LimitPlan> {
-  const parent = join(CGROUP_ROOT, GROUP);
+async function cgroupV2(root: string, name: string, resources: Resources): Promise<LimitPlan> {
+  const parent = join(root, GROUP);
   const dir = join(parent, name);
   await mkdir(dir, { recursive: true });
   // Controllers must be enabled on every level above the group that uses them.
-  for (const level of [CGROUP_ROOT, parent]) {
+  for (const level of [root, parent]) {
     await writeFile(join(level, 'cgroup.subtree_control'), '+cpu +memory +pids').catch(() => undefined);
   }
   if (resources.cpus !== undefined) {
@@ -84,15 +84,18 @@ function prlimitPlan(resources: Resources): LimitPlan {
   return plan;
 }
 
-/** Prepares the limits of one native workload: cgroups (v1 or v2) when writable, prlimit otherwise. */
-export async function planLimits(name: string, resources: Resources): Promise<LimitPlan> {
+/**
+ * Prepares the limits of one native workload: cgroups (v1 or v2) when writable, prlimit otherwise. `root` is the
+ * cgroup filesystem (tests hand a tree of their own).
+ */
+export async function planLimits(name: string, resources: Resources, root = CGROUP_ROOT): Promise<LimitPlan> {
   const asked =
     resources.cpus !== undefined || resources.memoryMB !== undefined || resources.pids !== undefined;
   if (!asked) return { cgroupProcs: [], cgroupDirs: [], prefix: [], unenforced: [] };
-  const version = cgroupVersion();
+  const version = cgroupVersion(root);
   try {
-    if (version === 1) return await cgroupV1(name, resources);
-    if (version === 2) return await cgroupV2(name, resources);
+    if (version === 1) return await cgroupV1(root, name, resources);
+    if (version === 2) return await cgroupV2(root, name, resources);
   } catch {
     // Not writable (no root, a read-only cgroupfs in a container): prlimit is the fallback.
   }

@@ -56,6 +56,8 @@ export interface NativeRuntimeOptions {
   stopTimeoutMs?: number;
   /** The node's log limits (a job's `logs` block overrides them). */
   logLimits?: LogLimits;
+  /** The cgroup filesystem (default /sys/fs/cgroup; tests hand a tree of their own). */
+  cgroupRoot?: string;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -72,6 +74,7 @@ export class NativeRuntime implements Runtime {
   private readonly stopTimeoutMs: number;
   private readonly runAs: RunAs | undefined;
   private readonly logLimits: LogLimits;
+  private readonly cgroupRoot: string | undefined;
   private readonly listeners = new Set<() => void>();
   private readonly cpuSamples = new Map<string, { seconds: number; at: number }>();
 
@@ -82,6 +85,7 @@ export class NativeRuntime implements Runtime {
     this.stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
     this.runAs = options.runAs;
     this.logLimits = options.logLimits ?? DEFAULT_LOG_LIMITS;
+    this.cgroupRoot = options.cgroupRoot;
   }
 
   async probe(): Promise<RuntimeProbe> {
@@ -114,7 +118,7 @@ export class NativeRuntime implements Runtime {
     const dir = join(this.root, name);
     await mkdir(dir, { recursive: true });
     await rm(join(dir, 'exit.json'), { force: true });
-    const limits = await planLimits(name, job.resources);
+    const limits = await planLimits(name, job.resources, this.cgroupRoot);
     if (limits.unenforced.length > 0) {
       this.logger.warn(
         { job: job.name, limits: limits.unenforced },

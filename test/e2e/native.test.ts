@@ -68,13 +68,14 @@ describe('native runtime through the whole cluster', () => {
     const cgroups = readFileSync(`/proc/${first!.pid}/cgroup`, 'utf8');
     const limited = cgroups.includes('edge-node-engine');
     if (limited) {
-      const memory = /:memory:(\/.*)$/m.exec(cgroups)?.[1];
-      expect(memory).toContain('edge-node-engine');
-      const limit = readFileSync(
-        join('/sys/fs/cgroup/memory', memory!, 'memory.limit_in_bytes'),
-        'utf8',
-      ).trim();
-      expect(Number(limit)).toBe(32 * 1024 * 1024);
+      // cgroup v1: its memory controller's line; v2: the one unified line (`0::/...`).
+      const v1 = /:memory:(\/.*)$/m.exec(cgroups)?.[1];
+      const v2 = /^0::(\/.*)$/m.exec(cgroups)?.[1];
+      const file = v1?.includes('edge-node-engine')
+        ? join('/sys/fs/cgroup/memory', v1, 'memory.limit_in_bytes')
+        : join('/sys/fs/cgroup', v2 ?? '/nowhere', 'memory.max');
+      expect(file).toContain('edge-node-engine');
+      expect(Number(readFileSync(file, 'utf8').trim())).toBe(32 * 1024 * 1024);
     } else {
       // Without writable cgroups the node engine falls back to prlimit: the address-space limit is set.
       expect(readFileSync(`/proc/${first!.pid}/limits`, 'utf8')).toMatch(/Max address space\s+33554432/);

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ const nodeId = `ne-native-test-${process.pid}`;
 const dataDirs: string[] = [];
 const runtimes: NativeRuntime[] = [];
 
-async function runtime(): Promise<NativeRuntime> {
+async function runtime(cgroupRoot?: string): Promise<NativeRuntime> {
   const dataDir = await mkdtemp(join(tmpdir(), 'ne-native-'));
   dataDirs.push(dataDir);
   const created = new NativeRuntime({
@@ -21,6 +21,7 @@ async function runtime(): Promise<NativeRuntime> {
     dataDir,
     logger: pino({ level: 'silent' }),
     stopTimeoutMs: 1000,
+    ...(cgroupRoot ? { cgroupRoot } : {}),
   });
   runtimes.push(created);
   return created;
@@ -63,13 +64,23 @@ describe('native runtime', () => {
     const file = JSON.parse(
       readFileSync(join(dataDirs.at(-1) ?? '', 'native', deployed.handle.id, 'workload.json'), 'utf8'),
     );
-    if (cgroupVersion() === 1 && file.cgroupDirs.length > 0) {
+    // Some limit is in place on every host: this host's cgroups (v1 or v2), or prlimit where they are not writable.
+    const version = cgroupVersion();
+    if (file.cgroupDirs.length > 0 && version === 1) {
       const memory = `/sys/fs/cgroup/memory/edge-node-engine/${deployed.handle.id}`;
       expect(readFileSync(`${memory}/memory.limit_in_bytes`, 'utf8').trim()).toBe('67108864');
       // The process joins its cgroups right before it execs the workload.
       await until(async () => readFileSync(`${memory}/cgroup.procs`, 'utf8').includes(String(file.pid)));
       const pids = `/sys/fs/cgroup/pids/edge-node-engine/${deployed.handle.id}`;
       expect(readFileSync(`${pids}/pids.max`, 'utf8').trim()).toBe('32');
+    } else if (file.cgroupDirs.length > 0) {
+      expect(version).toBe(2);
+      const group = `/sys/fs/cgroup/edge-node-engine/${deployed.handle.id}`;
+      expect(readFileSync(`${group}/memory.max`, 'utf8').trim()).toBe('67108864');
+      expect(readFileSync(`${group}/pids.max`, 'utf8').trim()).toBe('32');
+      await until(async () => readFileSync(`${group}/cgroup.procs`, 'utf8').includes(String(file.pid)));
+    } else {
+      expect(readFileSync(`/proc/${file.pid}/limits`, 'utf8')).toMatch(/Max address space\s+67108864/);
     }
     await until(async () => readFileSync(`/proc/${file.pid}/cmdline`, 'utf8').includes('/bin/sleep'));
     expect((await native.stats(deployed.handle))?.memoryBytes).toBeGreaterThan(0);
@@ -78,6 +89,36 @@ describe('native runtime', () => {
     expect(await native.list()).toEqual([]);
   });
 
+  it('writes cgroup v2 limits and joins the group before the exec (a cgroup v2 tree of its own)', async () => {
+    // This host runs cgroup v1; the v2 path is exercised on a tree laid out as a cgroup2 mount is (the kernel's
+    // enforcement of those files is what a real v2 host adds: see the README).
+    const root = await mkdtemp(join(tmpdir(), 'ne-cgroup2-'));
+    dataDirs.push(root);
+    writeFileSync(join(root, 'cgroup.controllers'), 'cpuset cpu io memory pids\n');
+    writeFileSync(join(root, 'cgroup.subtree_control'), '');
+    expect(cgroupVersion(root)).toBe(2);
+    const native = await runtime(root);
+    const deployed = await native.deploy(
+      spec({ resources: { cpus: 0.5, memoryMB: 64, pids: 32 } }),
+      () => undefined,
+    );
+    const group = join(root, 'edge-node-engine', deployed.handle.id);
+    expect(readFileSync(join(group, 'cpu.max'), 'utf8')).toBe('50000 100000');
+    expect(readFileSync(join(group, 'memory.max'), 'utf8')).toBe('67108864');
+    expect(readFileSync(join(group, 'pids.max'), 'utf8')).toBe('32');
+    // Controllers enabled on every level above the group.
+    for (const level of [root, join(root, 'edge-node-engine')])
+      expect(readFileSync(join(level, 'cgroup.subtree_control'), 'utf8')).toBe('+cpu +memory +pids');
+    const [workload] = await native.list();
+    const file = JSON.parse(
+      readFileSync(join(dataDirs.at(-1) ?? '', 'native', deployed.handle.id, 'workload.json'), 'utf8'),
+    );
+    expect(workload?.state).toBe('running');
+    expect(file.cgroupDirs).toEqual([group]);
+    // The shell that execs the workload wrote its pid (the workload's, after the exec) into the group first.
+    await until(async () => readFileSync(join(group, 'cgroup.procs'), 'utf8').trim() === String(file.pid));
+    await native.remove(deployed.handle);
+  });
   it('reports the exit code and output of a process that ended, and starts it again', async () => {
     const native = await runtime();
     const instance = spec({ image: '/bin/sh', command: ['-c', 'echo native-out; exit 3'] });
