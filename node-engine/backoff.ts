@@ -1,3 +1,5 @@
+import { doublingDelay } from '../shared/backoff.js';
+
 /**
  * Monotonic milliseconds: every deadline of the node engine is measured on this clock, so that setting the date
  * forward or back (NTP after a boot without a real-time clock, an operator) neither stalls nor hurries a retry.
@@ -6,10 +8,9 @@ export function monotonicMs(): number {
   return performance.now();
 }
 
-/** The delay after `failures` failures in a row: base, twice that, four times ... up to `maxMs`. */
-export function doublingDelay(failures: number, baseMs: number, maxMs: number): number {
-  if (failures <= 0) return 0;
-  return Math.min(maxMs, baseMs * 2 ** Math.min(failures - 1, 30));
+/** The delay after `failures` failures in a row: none before the first, then the project's doubling. */
+function delayAfter(failures: number, baseMs: number, maxMs: number): number {
+  return failures <= 0 ? 0 : doublingDelay(failures - 1, baseMs, maxMs);
 }
 
 /** A delay as people read it in a detail: "800ms", "40s", "5m", "2m30s". */
@@ -63,10 +64,10 @@ export class BackOff {
     const previous = this.entries.get(key);
     const quiet = previous === undefined || now - previous.lastFailure >= this.forgetAfterMs;
     const failures = quiet ? 1 : previous.failures + 1;
-    const delayMs = doublingDelay(failures, this.baseMs, this.maxMs);
+    const delayMs = delayAfter(failures, this.baseMs, this.maxMs);
     this.entries.set(key, { failures, lastFailure: now, readyAt: now + delayMs });
     const firstAtCap =
-      delayMs >= this.maxMs && doublingDelay(failures - 1, this.baseMs, this.maxMs) < this.maxMs;
+      delayMs >= this.maxMs && delayAfter(failures - 1, this.baseMs, this.maxMs) < this.maxMs;
     return { delayMs, failures, firstAtCap };
   }
 

@@ -1,5 +1,4 @@
-import type { Restart } from '../shared/index.js';
-import { doublingDelay } from './backoff.js';
+import { doublingDelay, type Restart } from '../shared/index.js';
 
 export const RESTART_BASE_DELAY_MS = 1000;
 export const RESTART_MAX_DELAY_MS = 5 * 60_000;
@@ -12,7 +11,7 @@ export type ExitDecision =
 
 /** 1 s, 2 s, 4 s ... up to 5 min between restarts of a workload that keeps exiting. */
 export function restartDelayMs(consecutiveFailures: number): number {
-  return doublingDelay(consecutiveFailures + 1, RESTART_BASE_DELAY_MS, RESTART_MAX_DELAY_MS);
+  return doublingDelay(consecutiveFailures, RESTART_BASE_DELAY_MS, RESTART_MAX_DELAY_MS);
 }
 
 /** What to do with a workload that exited, by the job's restart policy and the restarts it had so far. */

@@ -67,14 +67,6 @@ export async function queryNvidiaSmi(binary: string, timeoutMs = NVIDIA_SMI_TIME
   return parseNvidiaSmi(stdout);
 }
 
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /**
  * The node's GPUs: taken once at start (systeminformation.graphics is far too slow to call per interval);
  * with nvidia-smi on PATH its live numbers are read in the background, one query at a time, so that a wedged
@@ -115,7 +107,9 @@ export class GpuMonitor {
     try {
       if (nvidiaSmi) inventory = await queryNvidiaSmi(nvidiaSmi);
       else {
-        const graphics = await withTimeout(si.graphics(), inventoryTimeoutMs);
+        const graphics = await withDeadline('GPU inventory', inventoryTimeoutMs, () => si.graphics()).catch(
+          () => undefined,
+        );
         if (!graphics) logger.warn('GPU inventory timed out; announcing no GPUs');
         // Only compute GPUs count for placement: a VM's virtual display adapter is no GPU.
         inventory = (graphics?.controllers ?? [])

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { BackOff, doublingDelay, formatDelay } from '../../node-engine/backoff.js';
+import { BackOff, formatDelay } from '../../node-engine/backoff.js';
 import { PullProgress } from '../../node-engine/runtimes/docker-pull.js';
+import { backoffDelay, doublingDelay } from '../../shared/index.js';
 
 class FakeClock {
   time = 5_000;
@@ -70,9 +71,12 @@ describe('node engine back-off (injected clock)', () => {
   });
 
   it('says delays as people read them', () => {
-    expect(doublingDelay(0, 1000, 60_000)).toBe(0);
-    expect(doublingDelay(3, 1000, 60_000)).toBe(4000);
+    // One doubling for the whole project: the node engine's back-offs and the jittered reconnects share it.
+    expect(doublingDelay(0, 1000, 60_000)).toBe(1000);
+    expect(doublingDelay(2, 1000, 60_000)).toBe(4000);
     expect(doublingDelay(60, 1000, 60_000)).toBe(60_000);
+    expect(backoffDelay(2, 1000, 60_000, () => 1)).toBe(4000);
+    expect(backoffDelay(2, 1000, 60_000, () => 0)).toBe(2000);
     expect([800, 1000, 40_000, 60_000, 150_000, 300_000].map(formatDelay)).toEqual([
       '800ms',
       '1s',
