@@ -10,10 +10,18 @@ import {
   type NodeTelemetry,
   topics,
 } from '../shared/index.js';
+import { monotonicMs } from './backoff.js';
 import { withDeadline } from './deadline.js';
 
 /** How long a close waits for messages in flight before it drops the connection. */
 const CLOSE_GRACE_MS = 3000;
+/**
+ * A link that cannot connect for this long says so, and says it (or a refused login) at most this often: the
+ * broker may have moved, and each saying costs the cluster manager a registration.
+ */
+const CANNOT_CONNECT_EVERY_MS = 30_000;
+/** CONNACK return codes of MQTT 3.1.1 that refuse the login (4: bad user name or password, 5: not authorized). */
+const LOGIN_REFUSED = new Set([4, 5]);
 
 export interface MqttLinkOptions {
   nodeId: string;
@@ -21,8 +29,16 @@ export interface MqttLinkOptions {
   logger: Logger;
   /** Every message on `nodes/<id>/control`, raw: the command handler parses it. */
   onCommand: (payload: Buffer) => void;
-  /** Called on every (re)connect, e.g. to send the current status of every instance again. */
-  onConnect?: () => void;
+  /**
+   * Called on every connect, e.g. to send the current status of every instance again; `again`: the link had
+   * been up before and dropped.
+   */
+  onConnect?: (again: boolean) => void;
+  /**
+   * The link cannot get through: the broker refused the login, or nothing answered for 30 s. The cluster
+   * manager may have forgotten the node or moved its broker: the node asks it again by registering.
+   */
+  onCannotConnect?: (why: 'login refused' | 'unreachable') => void;
 }
 
 /**
@@ -40,10 +56,17 @@ export class MqttLink {
    * stands when it is back.
    */
   private readonly unsent = new Map<string, InstanceStatusReport>();
+  private everConnected = false;
+  /** Since when (monotonic ms) the link has been down. */
+  private downSince = monotonicMs();
+  /** When `onCannotConnect` was last called (monotonic ms). */
+  private saidCannotConnectAt = Number.NEGATIVE_INFINITY;
+  private readonly onCannotConnect: MqttLinkOptions['onCannotConnect'];
 
   constructor(options: MqttLinkOptions) {
     this.nodeId = options.nodeId;
     this.settings = options.settings;
+    this.onCannotConnect = options.onCannotConnect;
     this.logger = options.logger.child({ part: 'mqtt', url: options.settings.url });
     const statusTopic = topics.status(this.nodeId);
     const controlTopic = topics.control(this.nodeId);
@@ -64,13 +87,33 @@ export class MqttLink {
       const unsent = [...this.unsent.values()];
       this.unsent.clear();
       for (const report of unsent) this.publishStatus(report);
-      options.onConnect?.();
+      const again = this.everConnected;
+      this.everConnected = true;
+      options.onConnect?.(again);
+    });
+    this.client.on('close', () => {
+      if (!this.client.connected && monotonicMs() - this.downSince >= CANNOT_CONNECT_EVERY_MS)
+        this.cannotConnect('unreachable');
     });
     this.client.on('message', (topic, payload) => {
       if (topic === controlTopic) options.onCommand(payload);
     });
-    this.client.on('error', (error) => this.logger.warn({ err: describeConnectError(error) }, 'MQTT error'));
-    this.client.on('offline', () => this.logger.warn('MQTT offline; reconnecting'));
+    this.client.on('error', (error) => {
+      this.logger.warn({ err: describeConnectError(error) }, 'MQTT error');
+      if (LOGIN_REFUSED.has((error as { code?: unknown }).code as number))
+        this.cannotConnect('login refused');
+    });
+    this.client.on('offline', () => {
+      this.downSince = monotonicMs();
+      this.logger.warn('MQTT offline; reconnecting');
+    });
+  }
+
+  private cannotConnect(why: 'login refused' | 'unreachable'): void {
+    const now = monotonicMs();
+    if (now - this.saidCannotConnectAt < CANNOT_CONNECT_EVERY_MS) return;
+    this.saidCannotConnectAt = now;
+    this.onCannotConnect?.(why);
   }
 
   get connected(): boolean {

@@ -163,7 +163,7 @@ export class NodeEngine {
   private runtimesChanged(): void {
     if (this.nodeInfo) {
       this.nodeInfo = { ...this.nodeInfo, runtimes: this.health?.available() ?? [] };
-      if (this.registration.state === 'registered') this.registration.registerAgain();
+      this.registration.registerAgain();
     }
     this.active?.reconciler.trigger();
   }
@@ -270,8 +270,15 @@ export class NodeEngine {
         logger: this.logger,
         onCommand: (payload) => void active.commands.handle(payload),
         // The cluster manager may have missed reports while the link was down: say where everything stands.
-        onConnect: () => {
+        // A link that dropped and came back may mean a cluster manager that restarted with other settings (a
+        // telemetry interval, the overlay's encryption): registering again, on a short-lived connection, asks.
+        onConnect: (again) => {
           for (const state of this.statuses.all()) link.publishStatus(toReport(state));
+          if (again) this.registration.registerAgain();
+        },
+        onCannotConnect: (why) => {
+          this.logger.warn({ why }, 'the MQTT link cannot get through: registering again');
+          this.registration.registerAgain();
         },
       });
       this.mqtt = link;

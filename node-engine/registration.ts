@@ -59,9 +59,11 @@ const RETRY_BASE_MS = 500;
 const RETRY_MAX_MS = 30_000;
 
 /**
- * Registration on the cluster manager's `/init` Socket.IO namespace. The node keeps the socket open and
- * registers again on every reconnect; it never gives up while the cluster manager is away. A stored identity
- * is tried first; when the cluster manager refuses it, the join token takes over.
+ * Registration on the cluster manager's `/init` Socket.IO namespace. The connection lasts one registration:
+ * once the answer is applied it is closed (MQTT carries everything after that), and `registerAgain` opens one
+ * when what the node announces changed or its MQTT link says the cluster manager may have. It never gives up
+ * while the cluster manager is away. A stored identity is tried first; when the cluster manager refuses it,
+ * the join token takes over.
  */
 export class NodeRegistration {
   state: RegistrationState = 'connecting';
@@ -70,7 +72,14 @@ export class NodeRegistration {
   private useIdentity = true;
   private attempt = 0;
   private timer: NodeJS.Timeout | undefined;
+  private started = false;
   private stopped = false;
+  /** From a connection attempt until its registration is applied (or failed). */
+  private inFlight = false;
+  /** `registerAgain` was called while a registration was in flight: one more follows it. */
+  private again = false;
+  /** The connection is being closed after a registration: its `disconnect` is no failure. */
+  private closing = false;
   private readonly logger: Logger;
 
   constructor(private readonly options: RegistrationOptions) {
@@ -84,6 +93,7 @@ export class NodeRegistration {
   }
 
   start(): void {
+    this.started = true;
     this.connect();
   }
 
@@ -137,7 +147,7 @@ export class NodeRegistration {
     this.socket.on('connect', () => this.register());
     this.socket.on('connect_error', (error) => this.connectFailed(error));
     this.socket.on('disconnect', (reason) => {
-      if (this.stopped) return;
+      if (this.stopped || this.closing) return;
       this.state = 'disconnected';
       this.logger.warn({ reason }, 'disconnected from the cluster manager');
       this.retry();
@@ -145,9 +155,23 @@ export class NodeRegistration {
     this.socket.connect();
   }
 
-  /** Registers again on the open connection (what the node announces changed, e.g. a net manager appeared). */
+  /**
+   * Registers again: what the node announces changed (a runtime, a net manager), or the cluster manager may
+   * have (its MQTT link came back or keeps failing). One registration at a time; a call during one is
+   * answered by another right after it.
+   */
   registerAgain(): void {
-    if (this.socket?.connected) this.register();
+    if (this.stopped || !this.started) return;
+    if (this.inFlight || this.timer) {
+      this.again = true;
+      return;
+    }
+    this.connect();
+  }
+
+  /** Whether the Socket.IO connection is open (for a registration, then closed). */
+  get connected(): boolean {
+    return this.socket?.connected ?? false;
   }
 
   stop(): void {
@@ -169,6 +193,8 @@ export class NodeRegistration {
 
   private connect(): void {
     if (this.stopped) return;
+    this.inFlight = true;
+    this.again = false;
     if (!this.auth()) {
       this.state = 'no-credentials';
       this.logger.error(
@@ -178,11 +204,13 @@ export class NodeRegistration {
       return;
     }
     this.state = 'connecting';
+    this.closing = false;
     if (this.socket) this.socket.connect();
     else void this.openSocket();
   }
 
   private retry(): void {
+    this.inFlight = false;
     if (this.stopped || this.timer) return;
     const delay = backoffDelay(this.attempt++, RETRY_BASE_MS, RETRY_MAX_MS);
     this.timer = setTimeout(() => {
@@ -271,5 +299,17 @@ export class NodeRegistration {
     } catch (callbackError) {
       this.logger.error({ err: (callbackError as Error).message }, 'cannot apply the registration');
     }
+    if (this.stopped) return;
+    if (this.again && this.socket?.connected) {
+      this.again = false;
+      this.register();
+      return;
+    }
+    // Nothing needs the connection until the next registration: a second permanent connection beside MQTT costs
+    // memory on the node and a socket on the cluster manager for each node of the fleet.
+    this.closing = true;
+    this.socket?.disconnect();
+    this.inFlight = false;
+    if (this.again) this.registerAgain();
   }
 }

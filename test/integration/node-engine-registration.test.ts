@@ -40,10 +40,13 @@ let issuedId = nodeId;
 /** How long the fake cluster manager holds its answer to the next registration. */
 let nextAckDelayMs = 0;
 let netManager: HttpServer | undefined;
+/** The fake cluster manager's `/init` namespace. */
+let init: ReturnType<SocketServer['of']>;
 const telemetry: NodeTelemetry[] = [];
 const reports: InstanceStatusReport[] = [];
 const retained = new Map<string, string>();
 const engines: NodeEngine[] = [];
+const engineApis: { engine: NodeEngine; api: string }[] = [];
 
 async function waitFor<T>(
   what: string,
@@ -57,6 +60,11 @@ async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Closes a client's connection from the broker's side (aedes keeps its clients by id, untyped). */
+function dropBrokerClient(clientId: string): void {
+  (broker as unknown as { clients: Record<string, { close(): void }> }).clients[clientId]?.close();
 }
 
 function containerIds(id: string): string[] {
@@ -95,6 +103,7 @@ async function startEngine(
   const engine = new NodeEngine(buildConfig(options), [], logger);
   engines.push(engine);
   const api = await engine.start();
+  engineApis.push({ engine, api });
   return { engine, api };
 }
 
@@ -107,7 +116,7 @@ describe('node engine registration, telemetry and restart', () => {
 
     http = createHttpServer();
     const io = new SocketServer(http);
-    const init = io.of('/init');
+    init = io.of('/init');
     init.use((socket, next) => {
       const auth = socket.handshake.auth as Record<string, unknown>;
       auths.push(auth);
@@ -228,6 +237,32 @@ describe('node engine registration, telemetry and restart', () => {
     );
     expect(running.containerId).toBe(before[0]);
     expect(containerIds(nodeId)).toEqual(before);
+  });
+
+  it('keeps no Socket.IO connection once registered, and registers again when its MQTT link drops or is refused', async () => {
+    const { api } = engineApis.at(-1)!;
+    await waitFor('the registration connection closed', () => init.sockets.size === 0);
+    const info = await (await fetch(`${api}/info`)).json();
+    expect(info).toMatchObject({ registration: 'registered', mqttConnected: true });
+
+    // The link drops and comes back (a cluster manager that restarted, maybe with other settings): it asks again.
+    const before = registrations.length;
+    dropBrokerClient(`node-${nodeId}`);
+    await waitFor('a registration after the link came back', () => registrations.length > before);
+    await waitFor('closed again', () => init.sockets.size === 0);
+
+    // The broker refuses the login (the node was removed, its broker login with it): it asks at once.
+    const refused = registrations.length;
+    broker.authenticate = (_client, _username, _password, done) =>
+      done(Object.assign(new Error('refused'), { returnCode: 5 }) as never, false);
+    dropBrokerClient(`node-${nodeId}`);
+    await waitFor('a registration after the refusal', () => registrations.length > refused);
+    broker.authenticate = (_client, _username, _password, done) => done(null, true);
+    await waitFor('the link back', async () => {
+      const now = (await (await fetch(`${api}/info`)).json()) as { mqttConnected: boolean };
+      return now.mqttConnected;
+    });
+    await waitFor('closed again', () => init.sockets.size === 0);
   });
 
   it('falls back to the join token when its identity is refused', async () => {
