@@ -1,5 +1,5 @@
-import { availableParallelism, totalmem } from 'node:os';
-import si from 'systeminformation';
+import { readFile } from 'node:fs/promises';
+import { availableParallelism, release, totalmem } from 'node:os';
 import {
   type Gpu,
   type HostAllowances,
@@ -17,13 +17,22 @@ export function mapArch(arch: string): NodeInfo['arch'] | undefined {
   return undefined;
 }
 
+/** The distribution's name and version from os-release (e.g. `Debian GNU/Linux 12`), else the kernel's. */
+export function describeOsRelease(osRelease: string): string | undefined {
+  const field = (name: string) => {
+    const value = new RegExp(`^${name}=(.*)$`, 'm').exec(osRelease)?.[1]?.trim();
+    return value?.replace(/^(["'])(.*)\1$/, '$2') || undefined;
+  };
+  const name = field('NAME');
+  return name ? [name, field('VERSION_ID')].filter(Boolean).join(' ') : undefined;
+}
+
 async function describeOs(): Promise<string> {
-  try {
-    const os = await si.osInfo();
-    return [os.distro, os.release].filter(Boolean).join(' ') || os.platform;
-  } catch {
-    return process.platform;
+  for (const file of ['/etc/os-release', '/usr/lib/os-release']) {
+    const described = describeOsRelease(await readFile(file, 'utf8').catch(() => ''));
+    if (described) return described;
   }
+  return `${process.platform} ${release()}`;
 }
 
 export interface NodeInfoInputs {

@@ -1,15 +1,15 @@
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import si from 'systeminformation';
 import type { Gpu, Logger } from '../../shared/index.js';
 import { withDeadline } from '../deadline.js';
+import { readAmdGpus } from './amd-gpus.js';
 import { runProgram } from './run-program.js';
 import { Sampler } from './sampler.js';
 
 /** nvidia-smi answers in well under a second; one that takes longer is wedged and is killed. */
 const NVIDIA_SMI_TIMEOUT_MS = 5000;
 
-/** The query systeminformation itself issues; one call per telemetry interval. */
+/** One call per telemetry interval. */
 export const NVIDIA_SMI_ARGS = [
   '--query-gpu=index,name,memory.total,memory.used,utilization.gpu,temperature.gpu',
   '--format=csv,noheader,nounits',
@@ -68,8 +68,8 @@ export async function queryNvidiaSmi(binary: string, timeoutMs = NVIDIA_SMI_TIME
 }
 
 /**
- * The node's GPUs: taken once at start (systeminformation.graphics is far too slow to call per interval);
- * with nvidia-smi on PATH its live numbers are read in the background, one query at a time, so that a wedged
+ * The node's GPUs: taken once at start (nvidia-smi's, else AMD's from sysfs, `amd-gpus.ts`); with nvidia-smi
+ * on PATH its live numbers are read in the background, one query at a time, so that a wedged
  * driver never holds back a telemetry message: it carries the last numbers read, marked `stale`.
  */
 export class GpuMonitor {
@@ -107,22 +107,11 @@ export class GpuMonitor {
     try {
       if (nvidiaSmi) inventory = await queryNvidiaSmi(nvidiaSmi);
       else {
-        const graphics = await withDeadline('GPU inventory', inventoryTimeoutMs, () => si.graphics()).catch(
+        const amd = await withDeadline('GPU inventory', inventoryTimeoutMs, () => readAmdGpus()).catch(
           () => undefined,
         );
-        if (!graphics) logger.warn('GPU inventory timed out; announcing no GPUs');
-        // Only compute GPUs count for placement: a VM's virtual display adapter is no GPU.
-        inventory = (graphics?.controllers ?? [])
-          .filter((c) => /nvidia|amd|advanced micro/i.test(c.vendor) && (c.vram ?? 0) > 0)
-          .map((c, index) => ({
-            index,
-            vendor: c.vendor,
-            model: c.model,
-            memoryTotalMB: c.vram,
-            memoryUsedMB: c.memoryUsed ?? null,
-            utilizationPercent: c.utilizationGpu ?? null,
-            temperatureC: c.temperatureGpu ?? null,
-          }));
+        if (!amd) logger.warn('GPU inventory timed out; announcing no GPUs');
+        inventory = amd ?? [];
       }
     } catch (error) {
       logger.warn({ err: (error as Error).message }, 'GPU inventory failed; announcing no GPUs');

@@ -1,5 +1,5 @@
 import { access, readFile } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import {
   describeProblems,
   type Sensor,
@@ -11,6 +11,12 @@ import {
 /** A sensors file that cannot be read or does not match the format of CONTRACT.md. */
 export class SensorsFileError extends Error {
   override name = 'SensorsFileError';
+}
+
+/** The YAML parser, loaded only on a node that has a sensors file (most have none: it costs memory). */
+function parseYaml(text: string): unknown {
+  const yaml = createRequire(import.meta.url)('yaml') as typeof import('yaml');
+  return yaml.parse(text);
 }
 
 export function parseSensorsFile(text: string, source = 'sensors file'): SensorConfig[] {

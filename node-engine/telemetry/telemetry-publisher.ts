@@ -12,7 +12,7 @@ import type { Runtime } from '../runtimes/runtime.js';
 import type { GpuMonitor } from './gpus.js';
 import { Sampler } from './sampler.js';
 import { readSensors } from './sensors.js';
-import { readSystemMetrics } from './system-metrics.js';
+import { SystemMetrics } from './system-metrics.js';
 
 /** Sensor files live on buses that can wedge: a read that takes longer is given up, the last values kept. */
 const SENSORS_TIMEOUT_MS = 2000;
@@ -42,12 +42,13 @@ export class TelemetryPublisher {
   private resourcesBusy = false;
   private readonly sensors: Sampler<SensorReading[]>;
   private intervalMs: number;
-  private readonly cores = availableParallelism();
   private readonly runtimes: Map<Technology, Runtime>;
   private readonly logger: Logger;
+  private readonly system: SystemMetrics;
 
   constructor(private readonly options: TelemetryPublisherOptions) {
     this.intervalMs = options.intervalMs;
+    this.system = new SystemMetrics(options.dataDir, availableParallelism());
     this.runtimes = new Map(options.runtimes.map((runtime) => [runtime.technology, runtime]));
     this.logger = options.logger.child({ part: 'telemetry' });
     this.sensors = new Sampler(
@@ -107,7 +108,7 @@ export class TelemetryPublisher {
     // round and are marked stale.
     const waitMs = Math.min(1000, this.intervalMs / 5);
     const [system, gpus, sensors] = await Promise.all([
-      readSystemMetrics(this.options.dataDir, this.cores),
+      this.system.read(),
       this.options.gpus.read(waitMs, this.intervalMs),
       this.sensors.sample(waitMs, this.intervalMs),
     ]);

@@ -27,7 +27,7 @@ let savedPath: string | undefined;
 describe('nvidia-smi', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ne-gpus-'));
-    // A fake nvidia-smi that checks it gets the query systeminformation issues and answers like the real one.
+    // A fake nvidia-smi that checks it gets the query the node engine issues and answers like the real one.
     const script = join(dir, 'nvidia-smi');
     await writeFile(
       script,
