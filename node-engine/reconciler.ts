@@ -63,6 +63,17 @@ interface Track {
   /** Whether that start counts as a restart (not after a failed start, nor after its runtime stopped it). */
   countRestart?: boolean;
   settled: boolean;
+  /**
+   * The current start as this process saw it: the runtime's start time (which names the start), when it was
+   * first seen running (monotonic), and how long it had run by then (0 for a start this process made).
+   * How long a workload ran is measured from these on the monotonic clock: a wall-clock jump (NTP setting the
+   * time of a board without a real-time clock) neither resets the crash back-off nor stalls it.
+   */
+  runningSeen?: { startedAt: number; at: number; ranBefore: number };
+  /** The start time of the last start this process made itself. */
+  startedByUs?: number;
+  /** The exit (its finish time) being decided, and when (monotonic) it was first seen. */
+  exitSeen?: { mark: number; at: number };
 }
 
 /**
@@ -357,6 +368,7 @@ export class Reconciler {
         const deployed = await runtime.deploy(spec, (phase, detail) =>
           this.report(desired, phase, { detail }),
         );
+        track.startedByUs = deployed.startedAt;
         this.deployBackOff.reset(key);
         // The next pass (right after this one ends) joins it to the overlay and only then says `running`.
         if (this.overlay?.wanted(desired)) {
@@ -430,8 +442,7 @@ export class Reconciler {
           return;
         }
       }
-      const ranLong =
-        workload.startedAt !== undefined && Date.now() - workload.startedAt >= RESTART_BACKOFF_RESET_MS;
+      const ranLong = this.ranFor(track, workload, this.now()) >= RESTART_BACKOFF_RESET_MS;
       if (ranLong && track.consecutiveFailures > 0) {
         track.consecutiveFailures = 0;
         this.saveCounts(desired, track);
@@ -448,7 +459,8 @@ export class Reconciler {
     if (workload.state !== 'exited' || track.deploying) return;
     const exitMark = workload.finishedAt ?? 0;
     if (track.decidedExit !== exitMark) {
-      if (!this.runtimeSettledAfter(workload)) return;
+      if (track.exitSeen?.mark !== exitMark) track.exitSeen = { mark: exitMark, at: this.now() };
+      if (!this.runtimeSettledAfter(workload, track.exitSeen.at)) return;
       this.decide(desired, workload, track, exitMark);
     }
     if (track.nextRestartAt !== undefined && this.now() >= track.nextRestartAt) {
@@ -458,20 +470,36 @@ export class Reconciler {
   }
 
   /**
-   * Whether the runtime answered after the workload's exit settled (see EXIT_SETTLE_MS); if not, a probe and a
-   * pass are asked for. Without runtime health (tests of the reconciler alone) every exit is decided at once.
+   * Whether the runtime answered a probe made EXIT_SETTLE_MS after the exit was first seen (`seenAt`,
+   * monotonic); if not, a probe and a pass are asked for. Without runtime health (tests of the reconciler alone)
+   * every exit is decided at once.
    */
-  private runtimeSettledAfter(workload: RuntimeWorkload): boolean {
+  private runtimeSettledAfter(workload: RuntimeWorkload, seenAt: number): boolean {
     const health = this.runtimeHealth;
     const technology = workload.handle.technology;
     if (!health || workload.finishedAt === undefined) return true;
     if (health.stoppedWithRuntime(technology, workload.finishedAt)) return true;
-    const settledAt = workload.finishedAt + EXIT_SETTLE_MS;
+    const settledAt = seenAt + EXIT_SETTLE_MS;
     if (health.confirmedUpAfter(technology, settledAt)) return true;
-    const wait = Math.max(0, settledAt - Date.now());
+    const wait = Math.max(0, settledAt - this.now());
     health.probeSoon(wait);
     this.schedule(wait + 100);
     return false;
+  }
+
+  /**
+   * How long the workload's current start has run, until `until` (monotonic): from when this process first saw it
+   * running. A start seen for the first time that this process did not make (adopted after a restart of the node
+   * engine) had run since its runtime's start time, by the wall clock, once.
+   */
+  private ranFor(track: Track, workload: RuntimeWorkload, until: number): number {
+    const startedAt = workload.startedAt;
+    if (startedAt === undefined) return 0;
+    if (track.runningSeen?.startedAt !== startedAt) {
+      const ranBefore = track.startedByUs === startedAt ? 0 : Math.max(0, Date.now() - startedAt);
+      track.runningSeen = { startedAt, at: this.now(), ranBefore };
+    }
+    return track.runningSeen.ranBefore + Math.max(0, until - track.runningSeen.at);
   }
 
   private decide(desired: DesiredInstance, workload: RuntimeWorkload, track: Track, exitMark: number): void {
@@ -497,7 +525,12 @@ export class Reconciler {
       });
       return;
     }
-    const ranFor = (workload.finishedAt ?? 0) - (workload.startedAt ?? 0);
+    // Seen running by this process: until the exit was first seen, on the monotonic clock. Else (it exited
+    // before this process saw it run) by its runtime's own times.
+    const ranFor =
+      track.runningSeen !== undefined && track.runningSeen.startedAt === workload.startedAt
+        ? this.ranFor(track, workload, track.exitSeen?.at ?? this.now())
+        : (workload.finishedAt ?? 0) - (workload.startedAt ?? 0);
     if (ranFor >= RESTART_BACKOFF_RESET_MS) track.consecutiveFailures = 0;
     const decision = decideAfterExit(
       desired.job.restart,
@@ -535,6 +568,7 @@ export class Reconciler {
     this.background(async () => {
       try {
         const startedAt = await runtime.start(workload.handle, spec);
+        track.startedByUs = startedAt;
         this.deployBackOff.reset(instanceKey(desired.job.id, desired.instance));
         // A new start is a new network namespace: the next pass attaches it before it counts as running.
         if (this.overlay?.wanted(desired)) return;

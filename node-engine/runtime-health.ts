@@ -3,6 +3,7 @@ import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../shared/atomic-file.js';
 import type { Logger, Technology } from '../shared/index.js';
+import { monotonicMs } from './backoff.js';
 import type { Runtime, RuntimeProbe } from './runtimes/runtime.js';
 
 export interface RuntimeHealthOptions {
@@ -14,6 +15,8 @@ export interface RuntimeHealthOptions {
   onChange?(technology: Technology, up: boolean): void;
   /** Wall clock: outages are compared with the runtimes' own exit times. */
   wallClock?: () => number;
+  /** Monotonic clock: when probes found the runtimes up, and when to save, whatever the wall clock does. */
+  clock?: () => number;
   /** When this machine booted (wall clock; default from the uptime): a reboot stops every workload. */
   bootedAt?: number;
   /**
@@ -44,21 +47,24 @@ const OUTAGES_KEPT = 8;
 export class RuntimeHealth {
   private readonly up = new Map<Technology, boolean>();
   private readonly lastUp = new Map<Technology, number>();
-  /** When (wall clock) the last probe that found each runtime up started. */
+  /** When (monotonic) the last probe that found each runtime up started. */
   private readonly confirmedAt = new Map<Technology, number>();
   private soon: NodeJS.Timeout | undefined;
   private readonly outages = new Map<Technology, Outage[]>();
   private readonly intervalMs: number;
   private readonly wallClock: () => number;
+  private readonly clock: () => number;
   private timer: NodeJS.Timeout | undefined;
   private probing: Promise<void> = Promise.resolve();
   private stopped = false;
-  private savedAt = 0;
+  /** When (monotonic) runtime-health.json was last written. */
+  private savedAt = Number.NEGATIVE_INFINITY;
   private readonly file: string | undefined;
 
   constructor(private readonly options: RuntimeHealthOptions) {
     this.intervalMs = options.intervalMs ?? 2000;
     this.wallClock = options.wallClock ?? Date.now;
+    this.clock = options.clock ?? monotonicMs;
     this.file = options.dataDir === undefined ? undefined : join(options.dataDir, 'runtime-health.json');
     const bootedAt = options.bootedAt ?? this.wallClock() - uptime() * 1000;
     for (const [technology, at] of Object.entries(this.load())) {
@@ -108,7 +114,7 @@ export class RuntimeHealth {
   }
 
   /**
-   * Whether a probe that started at `at` or later (wall clock) found the runtime up. A workload's exit is decided
+   * Whether a probe that started at `at` or later (monotonic) found the runtime up. A workload's exit is decided
    * only then: dockerd stops its containers as it goes down, and the exits it causes must be seen as an outage,
    * not taken for the workloads' own.
    */
@@ -134,12 +140,12 @@ export class RuntimeHealth {
 
   private async probeAll(): Promise<void> {
     for (const runtime of this.options.runtimes) {
-      const startedAt = this.wallClock();
+      const startedAt = this.clock();
       const found = await runtime.probe().catch((): RuntimeProbe => 'unresponsive');
       if (found === 'up') this.confirmedAt.set(runtime.technology, startedAt);
       this.record(runtime.technology, found, this.wallClock());
     }
-    if (this.wallClock() - this.savedAt >= SAVE_EVERY_MS) await this.save();
+    if (this.clock() - this.savedAt >= SAVE_EVERY_MS) await this.save();
   }
 
   private record(technology: Technology, found: RuntimeProbe, now: number): void {
@@ -179,7 +185,7 @@ export class RuntimeHealth {
   }
 
   private async save(): Promise<void> {
-    this.savedAt = this.wallClock();
+    this.savedAt = this.clock();
     if (!this.file) return;
     try {
       await writeFileAtomic(this.file, JSON.stringify(Object.fromEntries(this.lastUp)));

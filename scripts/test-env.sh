@@ -25,6 +25,8 @@ command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 # The NAT test flushes its routers' connection tracking (their NAT mappings).
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+# The clock-jump test runs the node engine under libfaketime (its wall clock moved, its monotonic clock not).
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
 # The dashboard test drives Debian's Chromium with playwright-core (no browser download works here).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

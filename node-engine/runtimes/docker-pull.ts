@@ -1,4 +1,5 @@
 import type Dockerode from 'dockerode';
+import { monotonicMs } from '../backoff.js';
 import { withDeadline } from '../deadline.js';
 
 interface PullEvent {
@@ -76,7 +77,7 @@ export async function pullImage(
     docker.pull(image, { abortSignal }),
   )) as NodeJS.ReadableStream & { destroy(): void };
   const progress = new PullProgress();
-  let said = 0;
+  let said = Number.NEGATIVE_INFINITY;
   await new Promise<void>((resolve, reject) => {
     let stall: NodeJS.Timeout | undefined;
     const watch = () => {
@@ -98,7 +99,7 @@ export async function pullImage(
       },
       (event: PullEvent) => {
         if (progress.take(event)) watch();
-        const now = Date.now();
+        const now = monotonicMs();
         if (now - said < PROGRESS_EVERY_MS) return;
         said = now;
         onProgress(progress.describe());

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { Logger } from '../../shared/index.js';
+import { monotonicMs } from '../backoff.js';
 import { DEFAULT_LOG_LIMITS, type LogLimits, logLimitsOf, rotateIfLarger } from './log-limits.js';
 import { planLimits, releaseLimits } from './native-limits.js';
 import { asUser, type RunAs } from './native-user.js';
@@ -203,8 +204,9 @@ export class NativeRuntime implements Runtime {
     if (workload && isSameProcessAlive(workload.pid, workload.startTime)) {
       // The workload leads its own process group (detached): signal the group to take its children too.
       this.signal(workload.pid, 'SIGTERM');
-      const deadline = Date.now() + this.stopTimeoutMs;
-      while (isSameProcessAlive(workload.pid, workload.startTime) && Date.now() < deadline) await sleep(50);
+      const deadline = monotonicMs() + this.stopTimeoutMs;
+      while (isSameProcessAlive(workload.pid, workload.startTime) && monotonicMs() < deadline)
+        await sleep(50);
       if (isSameProcessAlive(workload.pid, workload.startTime)) this.signal(workload.pid, 'SIGKILL');
       while (isSameProcessAlive(workload.pid, workload.startTime)) await sleep(20);
     }
@@ -281,7 +283,7 @@ export class NativeRuntime implements Runtime {
     if (!workload || !isSameProcessAlive(workload.pid, workload.startTime)) return null;
     const proc = readProcStat(workload.pid);
     if (!proc) return null;
-    const sample = { seconds: cpuSeconds(proc.cpuTicks), at: Date.now() };
+    const sample = { seconds: cpuSeconds(proc.cpuTicks), at: monotonicMs() };
     const previous = this.cpuSamples.get(handle.id);
     this.cpuSamples.set(handle.id, sample);
     const elapsed = previous ? (sample.at - previous.at) / 1000 : 0;

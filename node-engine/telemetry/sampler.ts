@@ -1,9 +1,10 @@
+import { monotonicMs } from '../backoff.js';
 import { withDeadline } from '../deadline.js';
 
 /** A value and whether it is from the latest round (else it is the last one that came in time). */
 export interface Sample<T> {
   value: T;
-  /** When (wall clock) the value was read. */
+  /** When (monotonic ms: a clock jump makes nothing stale or fresh) the value was read. */
   at: number;
   stale: boolean;
 }
@@ -24,9 +25,9 @@ export class Sampler<T> {
     private readonly timeoutMs: number,
     initial: T,
     private readonly onError: (error: Error) => void = () => {},
-    private readonly wallClock: () => number = Date.now,
+    private readonly clock: () => number = monotonicMs,
   ) {
-    this.latest = { value: initial, at: wallClock(), stale: true };
+    this.latest = { value: initial, at: clock(), stale: true };
   }
 
   /**
@@ -40,14 +41,14 @@ export class Sampler<T> {
     await Promise.race([reading, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
     clearTimeout(timer);
     const { value, at } = this.latest;
-    return { value, at, stale: this.wallClock() - at > maxAgeMs };
+    return { value, at, stale: this.clock() - at > maxAgeMs };
   }
 
   /** Reads now (unless a read is under way) and resolves when that read ends, in time or not. */
   refresh(): Promise<void> {
     this.reading ??= withDeadline(this.what, this.timeoutMs, this.read)
       .then((value) => {
-        this.latest = { value, at: this.wallClock(), stale: false };
+        this.latest = { value, at: this.clock(), stale: false };
       })
       .catch((error: Error) => this.onError(error))
       .finally(() => {

@@ -35,8 +35,9 @@ export function containersWithLabel(label: string): ContainerSummary[] {
 
 export function inspectContainer(id: string): {
   HostConfig: { NanoCpus: number; Memory: number; PidsLimit: number };
-  State: { Running: boolean; Pid: number };
+  State: { Running: boolean; Pid: number; StartedAt: string };
   Config: { Labels: Record<string, string> };
+  RestartCount: number;
 } {
   return JSON.parse(execFileSync('docker', ['inspect', id], { encoding: 'utf8' }))[0];
 }

@@ -21,20 +21,23 @@ describe('runtime health', () => {
 
   it('tells exits in an outage (from the last good probe to the first one after) from others', async () => {
     let now = 1_000_000;
+    // The monotonic clock: runs with the wall clock here, 5,000 s apart.
+    const mono = () => now - 5_000_000;
     const docker = scripted();
     const changes: string[] = [];
     const health = new RuntimeHealth({
       runtimes: [docker.runtime],
       logger: pino({ level: 'silent' }),
       wallClock: () => now,
+      clock: mono,
       onChange: (technology, up) => changes.push(`${technology} ${up ? 'up' : 'down'}`),
     });
     await health.probe();
     expect(health.available()).toEqual(['docker']);
     now += 2000;
-    await health.probe(); // last good probe at 1_002_000
-    expect(health.confirmedUpAfter('docker', 1_002_000)).toBe(true);
-    expect(health.confirmedUpAfter('docker', 1_002_001)).toBe(false);
+    await health.probe(); // last good probe at 1_002_000 (monotonic -3_998_000)
+    expect(health.confirmedUpAfter('docker', -3_998_000)).toBe(true);
+    expect(health.confirmedUpAfter('docker', -3_997_999)).toBe(false);
     now += 2000;
     docker.answer = 'down';
     await health.probe();
