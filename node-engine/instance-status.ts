@@ -18,6 +18,8 @@ export interface InstanceState {
   namespaceIp?: string;
   /** Its deploy or start is being retried after failures (see InstanceStatusReport.backOff). */
   backOff?: { failures: number; retryInMs: number };
+  /** Its image pull, while it is `pulling` (see InstanceStatusReport.pull). */
+  pull?: { percent: number; totalBytes: number };
 }
 
 export type StatusPublisher = (report: InstanceStatusReport) => void;
@@ -32,7 +34,8 @@ function sameReport(a: InstanceState, b: InstanceState): boolean {
     a.exitCode === b.exitCode &&
     a.startedAt === b.startedAt &&
     a.namespaceIp === b.namespaceIp &&
-    a.backOff?.failures === b.backOff?.failures
+    a.backOff?.failures === b.backOff?.failures &&
+    a.pull?.percent === b.pull?.percent
   );
 }
 
@@ -49,6 +52,7 @@ export function toReport(state: InstanceState, ts = Date.now()): InstanceStatusR
     ...(state.startedAt !== undefined ? { startedAt: state.startedAt } : {}),
     ...(state.namespaceIp !== undefined ? { namespaceIp: state.namespaceIp } : {}),
     ...(state.backOff !== undefined ? { backOff: state.backOff } : {}),
+    ...(state.pull !== undefined ? { pull: state.pull } : {}),
     ts,
   };
 }

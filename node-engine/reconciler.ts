@@ -365,8 +365,8 @@ export class Reconciler {
     const spec = this.specOf(desired);
     this.background(async () => {
       try {
-        const deployed = await runtime.deploy(spec, (phase, detail) =>
-          this.report(desired, phase, { detail }),
+        const deployed = await runtime.deploy(spec, (phase, detail, pull) =>
+          this.report(desired, phase, { detail, ...(pull ? { pull } : {}) }),
         );
         track.startedByUs = deployed.startedAt;
         this.deployBackOff.reset(key);

@@ -55,6 +55,8 @@ export const InstanceStatusReportSchema = z.object({
    * trying, and a move to this node is abandoned rather than waited for.
    */
   backOff: z.object({ failures: z.number().int().min(1), retryInMs: z.number().min(0) }).optional(),
+  /** Its image is being pulled: how far (the detail says it in words: `pulling 43% of 120 MB`). */
+  pull: z.object({ percent: z.number().min(0).max(100), totalBytes: z.number().min(0) }).optional(),
   ts: z.number(),
 });
 export type InstanceStatusReport = z.infer<typeof InstanceStatusReportSchema>;

@@ -12,10 +12,17 @@ import { abandonMove, completeMove } from './moves.js';
  */
 export const MISSING_GRACE_MS = 10_000;
 
+/** A pull is told in events at each quarter (25, 50, 75%): a few events per pull, whatever the node reports. */
+const PULL_EVENT_STEP = 25;
+/** Pulls followed at once at most; beyond, the oldest are forgotten (an instance deleted mid-pull never ends). */
+const PULLS_FOLLOWED = 10_000;
+
 /** What nodes tell the cluster manager about instances: status reports, command acks, telemetry summaries. */
 export class NodeReports {
   /** Instances a node did not list, by `jobId/number`, since when. */
   private readonly missingSince = new Map<string, number>();
+  /** Instances pulling their image, by `jobId/number/generation`: the last quarter told in an event. */
+  private readonly pullsTold = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
@@ -192,17 +199,33 @@ export class NodeReports {
         namespaceIp: report.namespaceIp ?? instance.namespaceIp,
         updatedAt: now,
       });
-      if (changed) {
+      const pullNews = this.pullProgressed(instance, status, report);
+      if (changed || pullNews) {
         const job = this.store.jobs.getJob(instance.jobId);
+        const name = `${job?.name ?? instance.jobId}#${instance.number}`;
         this.store.events.record(
-          'instance.status',
-          `${job?.name ?? instance.jobId}#${instance.number} ${status}${report.detail ? `: ${report.detail}` : ''}`,
+          changed ? 'instance.status' : 'instance.pulling',
+          changed ? `${name} ${status}${report.detail ? `: ${report.detail}` : ''}` : `${name} ${report.detail}`,
           { nodeId: instance.nodeId ?? undefined, jobId: instance.jobId },
         );
       }
     });
     if (changed && (status === 'failed' || status === 'stopped'))
       this.evaluations.unblock('instance-stopped');
+  }
+
+  /** Whether a pulling instance's pull passed another quarter since the last event about it. */
+  private pullProgressed(instance: InstanceRecord, status: string, report: InstanceStatusReport): boolean {
+    const key = `${instance.jobId}/${instance.number}/${instance.generation}`;
+    if (status !== 'pulling' || report.pull === undefined) {
+      this.pullsTold.delete(key);
+      return false;
+    }
+    const step = Math.floor(report.pull.percent / PULL_EVENT_STEP) * PULL_EVENT_STEP;
+    if (step <= (this.pullsTold.get(key) ?? 0) || step >= 100) return false;
+    if (this.pullsTold.size >= PULLS_FOLLOWED) this.pullsTold.delete(this.pullsTold.keys().next().value!);
+    this.pullsTold.set(key, step);
+    return true;
   }
 
   /**

@@ -1,6 +1,7 @@
 import type Dockerode from 'dockerode';
 import { monotonicMs } from '../backoff.js';
 import { withDeadline } from '../deadline.js';
+import type { PullMeasure } from './runtime.js';
 
 interface PullEvent {
   status?: string;
@@ -42,17 +43,22 @@ export class PullProgress {
     return stepped || layer.current > before || (status === 'Extracting' && detail?.current !== undefined);
   }
 
-  /** "pulling 43% of 120 MB", or "pulling" before any size is known. */
-  describe(): string {
+  /** How far the pull is, over the layers whose size is known; undefined before any is. */
+  measure(): PullMeasure | undefined {
     let total = 0;
     let current = 0;
     for (const layer of this.layers.values()) {
       total += layer.total;
       current += layer.done ? layer.total : layer.current;
     }
-    if (total === 0) return 'pulling';
-    const percent = Math.min(100, Math.floor((current / total) * 100));
-    return `pulling ${percent}% of ${formatBytes(total)}`;
+    if (total === 0) return undefined;
+    return { percent: Math.min(100, Math.floor((current / total) * 100)), totalBytes: total };
+  }
+
+  /** "pulling 43% of 120 MB", or "pulling" before any size is known. */
+  describe(): string {
+    const measure = this.measure();
+    return measure ? `pulling ${measure.percent}% of ${formatBytes(measure.totalBytes)}` : 'pulling';
   }
 }
 
@@ -71,7 +77,7 @@ export async function pullImage(
   docker: Dockerode,
   image: string,
   stallMs: number,
-  onProgress: (line: string) => void,
+  onProgress: (line: string, measure: PullMeasure | undefined) => void,
 ): Promise<void> {
   const stream = (await withDeadline(`docker pull ${image}`, stallMs, (abortSignal) =>
     docker.pull(image, { abortSignal }),
@@ -102,7 +108,7 @@ export async function pullImage(
         const now = monotonicMs();
         if (now - said < PROGRESS_EVERY_MS) return;
         said = now;
-        onProgress(progress.describe());
+        onProgress(progress.describe(), progress.measure());
       },
     );
   });

@@ -172,8 +172,8 @@ export class DockerRuntime implements Runtime {
     progress('pulling', `pulling image ${image}`);
     this.logger.info({ image }, 'pulling image');
     try {
-      await pullImage(this.docker, image, this.pullStallMs, (line) => {
-        progress('pulling', `${line} (image ${image})`);
+      await pullImage(this.docker, image, this.pullStallMs, (line, measure) => {
+        progress('pulling', `${line} (image ${image})`, measure);
         this.logger.debug({ image, progress: line }, 'pulling image');
       });
     } catch (error) {

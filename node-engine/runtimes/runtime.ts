@@ -80,7 +80,12 @@ export interface WorkloadStats {
 
 /** Phases a deploy goes through before the workload runs; the reconciler reports each one. */
 export type DeployPhase = 'pulling' | 'creating';
-export type DeployProgress = (phase: DeployPhase, detail: string) => void;
+/** How far an image pull is (InstanceStatusReport.pull). */
+export interface PullMeasure {
+  percent: number;
+  totalBytes: number;
+}
+export type DeployProgress = (phase: DeployPhase, detail: string, pull?: PullMeasure) => void;
 
 export type RuntimeErrorCode = 'image_pull_failed' | 'create_failed' | 'start_failed' | 'not_found';
 

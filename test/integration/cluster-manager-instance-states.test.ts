@@ -50,6 +50,44 @@ describe('instance states through the API', () => {
     await cm.stop();
   });
 
+  it('tells an image pull in events at each quarter, not at every report', async () => {
+    const node = await join('edge-pull', true);
+    const job = (await (
+      await cm.api('/api/jobs', { method: 'POST', json: { name: 'puller', image: 'edge/busybox:latest' } })
+    ).json()) as JobBody;
+    const { generation } = job.instances[0]!;
+    const pulling = (percent: number) =>
+      node.publish(topics.jobStatus(node.ack!.nodeId), {
+        job: job.id,
+        instance: 0,
+        generation,
+        status: 'pulling',
+        detail: `pulling ${percent}% of 120 MB (image edge/busybox:latest)`,
+        containerId: null,
+        pull: { percent, totalBytes: 120e6 },
+        ts: Date.now(),
+      });
+    await report(node, job.id, 0, generation, 'pulling');
+    for (const percent of [3, 10, 26, 30, 49, 51, 80, 99, 100]) await pulling(percent);
+    await report(node, job.id, 0, generation, 'running');
+    await waitFor(async () => (await getJob(job.id)).instances[0]?.status === 'running', 'running');
+    const events = (await (await cm.api(`/api/events?limit=100`)).json()) as {
+      type: string;
+      message: string;
+    }[];
+    const told = events
+      .filter((event) => event.message.startsWith('puller#0'))
+      .reverse()
+      .map((event) => `${event.type} ${event.message}`);
+    expect(told).toEqual([
+      'instance.status puller#0 pulling',
+      'instance.pulling puller#0 pulling 26% of 120 MB (image edge/busybox:latest)',
+      'instance.pulling puller#0 pulling 51% of 120 MB (image edge/busybox:latest)',
+      'instance.pulling puller#0 pulling 80% of 120 MB (image edge/busybox:latest)',
+      'instance.status puller#0 running',
+    ]);
+  });
+
   it('scaling down while the highest instance is moved removes the moved copy too', async () => {
     const a = await join('edge-a', true);
     const b = await join('edge-b', true);

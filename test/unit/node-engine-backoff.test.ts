@@ -92,6 +92,7 @@ describe('pull progress', () => {
   it('adds up the layers Docker reports, and tells progress from repeated events', () => {
     const progress = new PullProgress();
     expect(progress.describe()).toBe('pulling');
+    expect(progress.measure()).toBeUndefined();
     expect(progress.take({ status: 'Pulling from library/x', id: 'latest' })).toBe(true);
     expect(progress.take({ status: 'Pulling fs layer', id: 'a' })).toBe(true);
     expect(progress.take({ status: 'Pulling fs layer', id: 'b' })).toBe(true);
@@ -102,6 +103,7 @@ describe('pull progress', () => {
       progress.take({ status: 'Downloading', id: 'b', progressDetail: { current: 1e6, total: 20e6 } }),
     ).toBe(true);
     expect(progress.describe()).toBe('pulling 25% of 120 MB');
+    expect(progress.measure()).toEqual({ percent: 25, totalBytes: 120e6 });
     // The same numbers again are no progress: a stalled registry does not keep the pull alive.
     expect(
       progress.take({ status: 'Downloading', id: 'a', progressDetail: { current: 30e6, total: 100e6 } }),
