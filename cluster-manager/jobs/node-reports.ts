@@ -205,7 +205,9 @@ export class NodeReports {
         const name = `${job?.name ?? instance.jobId}#${instance.number}`;
         this.store.events.record(
           changed ? 'instance.status' : 'instance.pulling',
-          changed ? `${name} ${status}${report.detail ? `: ${report.detail}` : ''}` : `${name} ${report.detail}`,
+          changed
+            ? `${name} ${status}${report.detail ? `: ${report.detail}` : ''}`
+            : `${name} ${report.detail}`,
           { nodeId: instance.nodeId ?? undefined, jobId: instance.jobId },
         );
       }
