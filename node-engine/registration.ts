@@ -169,11 +169,6 @@ export class NodeRegistration {
     this.connect();
   }
 
-  /** Whether the Socket.IO connection is open (for a registration, then closed). */
-  get connected(): boolean {
-    return this.socket?.connected ?? false;
-  }
-
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
