@@ -441,12 +441,16 @@ start_program() {
   [ -f "$log" ] && mv -f "$log" "$log.1"
   rm -f "$pid_file" "$(program_pid_file "$program")"
   say "starting $program (log: $log)"
-  local node_flags=() tuning=()
-  # The node engine runs on small workers: a 1 MiB young generation (a few more sub-millisecond scavenges)
-  # and two malloc arenas keep its idle RSS ~15 MiB lower. test/helpers/programs.ts starts it the same way.
+  local node_flags=() tuning=() line
+  # The node engine runs on small workers: node-engine/node-options holds the V8 flags and environment that
+  # keep its idle memory low (the tests start it with the same file).
   if [ "$program" = node-engine ]; then
-    node_flags=(--max-semi-space-size=1)
-    tuning=(MALLOC_ARENA_MAX=2)
+    while IFS= read -r line; do
+      case $line in
+        --*) node_flags+=("$line") ;;
+        [A-Za-z_]*=*) tuning+=("$line") ;;
+      esac
+    done <"$PROJECT_DIR/node-engine/node-options"
   fi
   # The supervisor only appends its own start-up errors to the log it is told about (SC2094 does not apply).
   # shellcheck disable=SC2094

@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { containersWithLabel } from '../helpers/docker.js';
 import { E2eCluster, WORKLOAD } from '../helpers/e2e-cluster.js';
 import type { Program } from '../helpers/programs.js';
 import { waitFor } from '../helpers/wait.js';
+import { dockerRunOnce } from './docker-run.js';
 import { median, percentile, report, rssMiB } from './report.js';
 
 const DEPLOYS = Number(process.env.BENCH_DEPLOYS ?? 20);
@@ -26,21 +26,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster.stop();
 });
-
-/** `docker run -d` then `docker rm -f`: the baseline for the same image, in the same run. */
-function dockerRunOnce(): number {
-  const started = performance.now();
-  const id = execFileSync(
-    'docker',
-    ['run', '-d', '--label', 'edge.bench=1', 'edge/busybox:latest', ...WORKLOAD],
-    {
-      encoding: 'utf8',
-    },
-  ).trim();
-  const elapsed = performance.now() - started;
-  execFileSync('docker', ['rm', '-f', id], { stdio: 'ignore' });
-  return elapsed;
-}
 
 async function deployOnce(index: number): Promise<number> {
   const started = performance.now();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { trustedFetch } from '../../shared/index.js';
 import { removeContainersWithLabel } from './docker.js';
 import { freePort } from './ports.js';
-import { BINS, Program } from './programs.js';
+import { BINS, type NodeOptions, Program } from './programs.js';
 import { waitFor } from './wait.js';
 
 export interface JobBody {
@@ -123,12 +123,18 @@ export class E2eCluster {
   async startEngine(
     name: string,
     extraArgs: string[] = [],
-    options: { netns?: string; env?: Record<string, string> } = {},
+    options: {
+      netns?: string;
+      env?: Record<string, string>;
+      /** Another build of the node engine (a benchmark's baseline), and other Node.js flags than start-up.sh's. */
+      bin?: string;
+      nodeOptions?: NodeOptions;
+    } = {},
   ): Promise<Program> {
     if (!this.enginePorts.has(name)) this.enginePorts.set(name, await freePort());
     const engine = Program.start(
       name,
-      BINS.nodeEngine,
+      options.bin ?? BINS.nodeEngine,
       [
         ...['--cluster-manager', this.url, '--name', name],
         ...[
@@ -143,6 +149,7 @@ export class E2eCluster {
       ],
       { JOIN_TOKEN: this.joinToken, ...options.env },
       options.netns ? ['ip', 'netns', 'exec', options.netns] : [],
+      options.nodeOptions,
     );
     this.engines.set(name, engine);
     return engine;

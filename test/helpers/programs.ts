@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from './wait.js';
 
@@ -12,12 +13,28 @@ export const BINS = {
   fleetSim: join(ROOT, 'dist/fleet-sim/main.js'),
 } as const;
 
-/** Node flags and environment each program runs with, as start-up.sh starts it. */
-const NODE_FLAGS: Record<string, string[]> = {
-  [BINS.nodeEngine]: ['--max-semi-space-size=1'],
-};
-const TUNING_ENV: Record<string, Record<string, string>> = {
-  [BINS.nodeEngine]: { MALLOC_ARENA_MAX: '2' },
+/** V8 flags and environment Node.js runs a program with. */
+export interface NodeOptions {
+  flags: string[];
+  env: Record<string, string>;
+}
+
+/** Reads a node-options file (`node-engine/node-options`): `--flag` and `NAME=value` lines, `#` comments. */
+export function readNodeOptions(file: string): NodeOptions {
+  const options: NodeOptions = { flags: [], env: {} };
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (line.startsWith('--')) options.flags.push(line);
+    else if (/^[A-Za-z_][A-Za-z0-9_]*=/.test(line)) {
+      const at = line.indexOf('=');
+      options.env[line.slice(0, at)] = line.slice(at + 1);
+    }
+  }
+  return options;
+}
+
+/** How each program runs, as start-up.sh starts it (from the same file). */
+const NODE_OPTIONS: Record<string, NodeOptions> = {
+  [BINS.nodeEngine]: readNodeOptions(join(ROOT, 'node-engine/node-options')),
 };
 
 /** One of the project's programs, started from its built bin as a user would, with its log kept. */
@@ -38,7 +55,8 @@ export class Program {
 
   /**
    * `prefix` runs the program through another command, e.g. `['ip', 'netns', 'exec', '<ns>']` to start it in
-   * a network namespace (ip execs node in place, so `pid` is still the program's own).
+   * a network namespace (ip execs node in place, so `pid` is still the program's own). `nodeOptions`: other V8
+   * flags and environment than start-up.sh's (benchmarks compare them).
    */
   static start(
     name: string,
@@ -46,15 +64,16 @@ export class Program {
     args: string[],
     env: Record<string, string> = {},
     prefix: string[] = [],
+    nodeOptions: NodeOptions = NODE_OPTIONS[bin] ?? { flags: [], env: {} },
   ): Program {
     // E2E_CPU_PROF_DIR: every program writes a V8 CPU profile there when it exits (not on kill -9).
     const profile = process.env.E2E_CPU_PROF_DIR
       ? ['--cpu-prof', `--cpu-prof-dir=${process.env.E2E_CPU_PROF_DIR}`]
       : [];
-    const argv = [process.execPath, ...(NODE_FLAGS[bin] ?? []), ...profile, bin, ...args];
+    const argv = [process.execPath, ...nodeOptions.flags, ...profile, bin, ...args];
     const command = [...prefix, ...argv];
     const child = spawn(command[0]!, command.slice(1), {
-      env: { ...process.env, LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'info', ...TUNING_ENV[bin], ...env },
+      env: { ...process.env, LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'info', ...nodeOptions.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new Program(name, child);
