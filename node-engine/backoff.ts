@@ -1,12 +1,5 @@
 import { doublingDelay } from '../shared/backoff.js';
-
-/**
- * Monotonic milliseconds: every deadline of the node engine is measured on this clock, so that setting the date
- * forward or back (NTP after a boot without a real-time clock, an operator) neither stalls nor hurries a retry.
- */
-export function monotonicMs(): number {
-  return performance.now();
-}
+import { monotonicMs } from '../shared/monotonic-clock.js';
 
 /** The delay after `failures` failures in a row: none before the first, then the project's doubling. */
 function delayAfter(failures: number, baseMs: number, maxMs: number): number {

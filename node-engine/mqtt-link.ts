@@ -10,7 +10,7 @@ import {
   type NodeTelemetry,
   topics,
 } from '../shared/index.js';
-import { monotonicMs } from './backoff.js';
+import { monotonicMs } from '../shared/monotonic-clock.js';
 import { withDeadline } from './deadline.js';
 
 /** How long a close waits for messages in flight before it drops the connection. */

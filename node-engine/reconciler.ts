@@ -1,5 +1,6 @@
 import type { InstanceStatus, Logger, Technology } from '../shared/index.js';
-import { BackOff, formatDelay, monotonicMs } from './backoff.js';
+import { monotonicMs } from '../shared/monotonic-clock.js';
+import { BackOff, formatDelay } from './backoff.js';
 import { type InstanceState, InstanceStatusBook } from './instance-status.js';
 import type { OverlayAttachments } from './overlay-attachments.js';
 import { decideAfterExit, RESTART_BACKOFF_RESET_MS } from './restart-policy.js';

@@ -3,7 +3,7 @@ import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../shared/atomic-file.js';
 import type { Logger, Technology } from '../shared/index.js';
-import { monotonicMs } from './backoff.js';
+import { monotonicMs } from '../shared/monotonic-clock.js';
 import type { Runtime, RuntimeProbe } from './runtimes/runtime.js';
 
 export interface RuntimeHealthOptions {

@@ -1,3 +1,4 @@
+import { monotonicMs } from '../../shared/monotonic-clock.js';
 import { PROTOCOL_TCP } from './packet.js';
 
 /**
@@ -81,7 +82,7 @@ export class FlowTable {
     const capacity = Math.max(1, Math.floor(options.maxFlows ?? 65_536));
     this.capacity = capacity;
     this.idleMs = new Float64Array([options.tcpIdleMs ?? 10 * 60_000, options.otherIdleMs ?? 2 * 60_000]);
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? monotonicMs;
     this.protocol = new Uint8Array(capacity);
     this.localIp = new Uint32Array(capacity);
     this.localPort = new Uint16Array(capacity);

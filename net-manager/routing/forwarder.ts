@@ -1,3 +1,4 @@
+import { monotonicMs } from '../../shared/monotonic-clock.js';
 import { OVERLAY_MESSAGE } from '../../shared/overlay-wire.js';
 import type { PeerRoute, Peers } from '../secure/peers.js';
 import type { TunDevice } from '../tun.js';
@@ -136,7 +137,7 @@ export class Forwarder {
     this.query = options.query;
     this.onError = options.onError;
     this.onRendezvousAnswer = options.onRendezvousAnswer;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? monotonicMs;
     this.sources = new SourceCheck(this.translator.routes, this.query, this.counters);
   }
 

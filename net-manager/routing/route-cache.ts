@@ -1,4 +1,5 @@
 import { ipToNumber, numberToIp } from '../../shared/ipv4.js';
+import { monotonicMs } from '../../shared/monotonic-clock.js';
 import type { JobRouteTable, RouteTableInstance } from '../../shared/net.js';
 
 /**
@@ -134,7 +135,7 @@ export class RouteCache {
     this.missingTtlMs = options.missingTtlMs ?? 3000;
     this.pendingTtlMs = options.pendingTtlMs ?? 3000;
     this.maxUnresolved = options.maxUnresolved ?? 10_000;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? monotonicMs;
   }
 
   /** Number of jobs cached. */

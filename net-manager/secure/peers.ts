@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { numberToIp } from '../../shared/ipv4.js';
 import type { Logger } from '../../shared/logger.js';
+import { monotonicMs } from '../../shared/monotonic-clock.js';
 import { OVERLAY_MESSAGE, relayId } from '../../shared/overlay-wire.js';
 import { RELAY_HEADER, SEALED_HEADROOM, SEALED_TAG, type UdpEndpoint } from '../tunnel.js';
 import {
@@ -175,7 +176,7 @@ export class Peers {
     this.udp = options.udp;
     this.keys = options.keys;
     this.rekeyAfterMs = options.rekeyAfterMs ?? REKEY_AFTER_MS;
-    this.now = options.now ?? (() => performance.now());
+    this.now = options.now ?? monotonicMs;
   }
 
   get size(): number {

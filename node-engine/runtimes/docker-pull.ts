@@ -1,5 +1,5 @@
 import type Dockerode from 'dockerode';
-import { monotonicMs } from '../backoff.js';
+import { monotonicMs } from '../../shared/monotonic-clock.js';
 import { withDeadline } from '../deadline.js';
 import type { PullMeasure } from './runtime.js';
 

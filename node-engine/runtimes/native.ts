@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { Logger } from '../../shared/index.js';
-import { monotonicMs } from '../backoff.js';
+import { monotonicMs } from '../../shared/monotonic-clock.js';
 import { DEFAULT_LOG_LIMITS, type LogLimits, logLimitsOf, rotateIfLarger } from './log-limits.js';
 import { planLimits, releaseLimits } from './native-limits.js';
 import { asUser, type RunAs } from './native-user.js';

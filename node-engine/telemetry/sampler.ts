@@ -1,4 +1,4 @@
-import { monotonicMs } from '../backoff.js';
+import { monotonicMs } from '../../shared/monotonic-clock.js';
 import { withDeadline } from '../deadline.js';
 
 /** A value and whether it is from the latest round (else it is the last one that came in time). */

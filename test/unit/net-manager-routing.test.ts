@@ -93,6 +93,25 @@ function twoWorkers() {
 // --- route cache ---------------------------------------------------------------------------------------
 
 describe('net manager routing: route cache', () => {
+  it('keeps time on the monotonic clock: the date set a day forward expires nothing', () => {
+    const cache = new RouteCache({ localNodeId: 'w1' });
+    const flows = new FlowTable();
+    cache.apply(jobB);
+    flows.add(PROTOCOL_TCP, ip('10.18.0.2'), 40_000, ip('10.30.0.20'), 80, ip('10.30.0.21'));
+    const realNow = Date.now;
+    try {
+      Date.now = () => realNow() + 24 * 3600_000;
+      expect(cache.expire()).toEqual([]);
+      expect(flows.expire()).toBe(0);
+      expect(cache.lookup(ip('10.30.0.20'))?.kind).toBe('service');
+      expect(flows.lookupForward(PROTOCOL_TCP, ip('10.18.0.2'), 40_000, ip('10.30.0.20'), 80)).toBe(
+        ip('10.30.0.21'),
+      );
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   it('knows the endpoints of the workers its tables name, for as long as a table names them', () => {
     const cache = new RouteCache({ localNodeId: 'w1' });
     const w2 = ip('192.168.1.2');
