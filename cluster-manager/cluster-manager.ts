@@ -28,6 +28,7 @@ import { scheduleGarbageCollection } from './garbage-collection.js';
 import { Evaluations } from './jobs/evaluations.js';
 import { Failover } from './jobs/failover.js';
 import { JobService } from './jobs/job-service.js';
+import { NodeOperations } from './jobs/node-operations.js';
 import { type NodeRemoval, removeNode } from './jobs/node-removal.js';
 import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
@@ -224,6 +225,7 @@ export class ClusterManager {
       liveness: this.liveness,
       allocations: () => this.placement.schedulableNodesById(),
       removeNode: (ref) => this.removeNode(ref),
+      nodeOperations: new NodeOperations(this.store, this.evaluations),
       outbox: this.outbox,
       metrics: this.metrics,
       tokens: this.tokens,

@@ -5,6 +5,18 @@ import { ARCHES, TECHNOLOGIES } from './job.js';
 import { MqttLoginSchema } from './mqtt-login.js';
 import { RendezvousSchema } from './net.js';
 
+/** A label's key, on a node (its own or an operator's) or in a job's constraints. */
+export const LabelKeySchema = z.string().min(1).max(253);
+
+/**
+ * `PATCH /api/nodes/:id/labels`: labels an operator sets (a value) or removes (null) on a node, over those it
+ * announces and over the operator's earlier changes.
+ */
+export const NodeLabelPatchSchema = z
+  .record(LabelKeySchema, z.string().max(253).nullable())
+  .refine((patch) => Object.keys(patch).length > 0, 'at least one label')
+  .refine((patch) => Object.keys(patch).length <= 100, 'at most 100 labels at once');
+
 export const GpuSchema = z.object({
   index: z.number().int().min(0),
   vendor: z.string().max(200),
@@ -50,7 +62,7 @@ export const NodeInfoSchema = z.object({
   gpus: z.array(GpuSchema).max(64).default([]),
   sensors: z.array(SensorSchema).max(1000).default([]),
   runtimes: z.array(z.enum(TECHNOLOGIES)).max(TECHNOLOGIES.length),
-  labels: z.record(z.string().min(1).max(253), z.string().max(253)).default({}),
+  labels: z.record(LabelKeySchema, z.string().max(253)).default({}),
   version: z.string().max(64),
   overlay: z.boolean().default(false),
   /** What the node lets jobs use of its host; absent from node engines older than issue 11 (then: unknown). */
@@ -111,7 +123,12 @@ export interface NodeView {
   arch: NodeInfo['arch'];
   os: string;
   runtimes: NodeInfo['runtimes'];
+  /** Its labels: those it announces, with an operator's changes over them (`operatorLabels`). */
   labels: Record<string, string>;
+  /** What an operator set (a value) or removed (null) at run time; they outlast the node's registrations. */
+  operatorLabels: Record<string, string | null>;
+  /** An operator cordoned it: no new instance is placed or moved there. */
+  cordoned: boolean;
   capacity: { cpus: number; memoryBytes: number; gpus: Gpu[] };
   allocated: { cpus: number; memoryBytes: number; gpus: number };
   usage: { cpuPercent: number | null; memoryPercent: number | null; diskPercent: number | null };

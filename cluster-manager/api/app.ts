@@ -2,6 +2,7 @@ import express, { type Express, type Response } from 'express';
 import { type Logger, VERSION } from '../../shared/index.js';
 import type { AccessTokens } from '../access/access-tokens.js';
 import type { JobService } from '../jobs/job-service.js';
+import type { NodeOperations } from '../jobs/node-operations.js';
 import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import type { Metrics } from '../metrics.js';
@@ -22,6 +23,8 @@ export interface ApiDependencies {
   allocations: Allocations;
   /** Removes a node by id or name (404 when unknown); what it did. */
   removeNode: (ref: string) => { id: string; name: string } & NodeRemoval;
+  /** Cordon and labels of a node, set by an operator. */
+  nodeOperations: NodeOperations;
   /** What the outbox holds, for `/metrics`. */
   outbox: { readonly unackedCount: number };
   metrics: Metrics;
@@ -73,7 +76,10 @@ export function createApi(deps: ApiDependencies): Express {
     if (req.method !== 'GET' && req.method !== 'HEAD') answerOnceDurable(res, deps);
     next();
   });
-  api.use('/nodes', nodeRoutes(deps.store, deps.liveness, deps.allocations, deps.removeNode));
+  api.use(
+    '/nodes',
+    nodeRoutes(deps.store, deps.liveness, deps.allocations, deps.removeNode, deps.nodeOperations),
+  );
   api.use('/jobs', jobRoutes(deps.jobs));
   api.use('/tokens', tokenRoutes(deps.tokens));
   api.get('/events', (req, res) => {

@@ -13,7 +13,7 @@ export function errorBody(error: ClientError) {
 export const requireJson: RequestHandler = (req, _res, next) => {
   const hasBody =
     Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
-  if (req.method === 'POST' && hasBody && !req.is('application/json')) {
+  if (req.method !== 'GET' && req.method !== 'HEAD' && hasBody && !req.is('application/json')) {
     next(new ClientError(415, 'unsupported_media_type', 'send the body as application/json'));
     return;
   }

@@ -1,6 +1,6 @@
 import type { NodeTelemetry, NodeView } from '../../shared/index.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
-import type { NodeRecord } from '../store/index.js';
+import { labelsOf, type NodeRecord } from '../store/index.js';
 
 /** What each node has allocated, by node id, as the scheduler keeps it (Placement.schedulableNodesById). */
 export type Allocations = () => ReadonlyMap<string, { allocated: NodeView['allocated'] }>;
@@ -18,7 +18,9 @@ export function nodeViews(liveness: NodeLiveness, allocations: Allocations, node
       arch: node.info.arch,
       os: node.info.os,
       runtimes: node.info.runtimes,
-      labels: node.info.labels,
+      labels: labelsOf(node),
+      operatorLabels: node.operatorLabels,
+      cordoned: node.cordoned,
       capacity: {
         cpus: node.info.cpus,
         memoryBytes: node.info.memoryBytes,

@@ -104,6 +104,16 @@ export class ApiClient {
     return this.request('GET', `/api/nodes/${encodeURIComponent(ref)}`);
   }
 
+  /** Cordons (`true`) or uncordons a node. */
+  cordonNode(ref: string, cordoned: boolean): Promise<NodeView> {
+    return this.request('POST', `/api/nodes/${encodeURIComponent(ref)}/${cordoned ? 'cordon' : 'uncordon'}`);
+  }
+
+  /** Sets (a value) or removes (null) labels on a node. */
+  labelNode(ref: string, patch: Record<string, string | null>): Promise<NodeView> {
+    return this.request('PATCH', `/api/nodes/${encodeURIComponent(ref)}/labels`, patch);
+  }
+
   removeNode(
     ref: string,
   ): Promise<{ id: string; name: string; placedAgain: number; finished: number; jobsDeleted: number }> {

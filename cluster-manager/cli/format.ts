@@ -21,7 +21,8 @@ export function formatNodesTable(nodes: NodeView[], now: number): string {
   const rows = nodes.map((node) => [
     node.name,
     node.id,
-    node.status,
+    // kubectl's way: Ready,SchedulingDisabled.
+    node.cordoned ? `${node.status},cordoned` : node.status,
     node.arch,
     formatPercent(node.usage?.cpuPercent),
     formatPercent(node.usage?.memoryPercent),

@@ -144,21 +144,45 @@ export function buildProgram(io: EdgectlIo): Command {
 
   program
     .command('node')
-    .description('show one node, its telemetry and its instances; `node remove <node>` removes it for good')
-    .argument('<node>', 'node id or name (or `remove`, then the node)')
-    .argument('[node-to-remove]', 'with `remove`: the node id or name')
+    .description(
+      'show one node, its telemetry and its instances; `node cordon|uncordon <node>`: it takes no new ' +
+        'instances, or again; `node label <node> key=value key2-`: set or remove labels; `node remove <node>` ' +
+        'removes it for good',
+    )
+    .argument('<node>', 'node id or name (or `cordon`, `uncordon`, `label`, `remove`, then the node)')
+    .argument('[more...]', 'with an action: the node id or name, and for `label` the changes')
     .addOption(outputOption('yaml'))
-    .action(async (ref: string, toRemove: string | undefined, options: { output: OutputFormat }) => {
-      if (ref === 'remove' && toRemove !== undefined) {
-        const removed = await client().removeNode(toRemove);
+    .action(async (ref: string, more: string[], options: { output: OutputFormat }) => {
+      const [target, ...rest] = more;
+      if (target === undefined) {
+        print(formatOutput(await client().getNode(ref), options.output));
+        return;
+      }
+      if ((ref === 'remove' || ref === 'cordon' || ref === 'uncordon') && rest.length === 0) {
+        if (ref === 'remove') {
+          const removed = await client().removeNode(target);
+          print(
+            `removed node ${removed.name} (${removed.id}): its secret is revoked; ${removed.placedAgain} instances to place again elsewhere`,
+          );
+          return;
+        }
+        const node = await client().cordonNode(target, ref === 'cordon');
         print(
-          `removed node ${removed.name} (${removed.id}): its secret is revoked; ${removed.placedAgain} instances to place again elsewhere`,
+          node.cordoned
+            ? `node ${node.name} cordoned: no new instances there (what runs there stays)`
+            : `node ${node.name} uncordoned: it takes new instances`,
         );
         return;
       }
-      if (toRemove !== undefined)
-        throw new UsageError(`node: one node at a time (or \`node remove <node>\`)`);
-      print(formatOutput(await client().getNode(ref), options.output));
+      if (ref === 'label' && rest.length > 0) {
+        const node = await client().labelNode(target, parseLabelChanges(rest));
+        const labels = Object.entries(node.labels).map(([key, value]) => `${key}=${value}`);
+        print(`node ${node.name} labels: ${labels.length > 0 ? labels.join(', ') : '(none)'}`);
+        return;
+      }
+      throw new UsageError(
+        'node: `node <node>`, `node cordon|uncordon|remove <node>` or `node label <node> key=value key2-`',
+      );
     });
 
   program
@@ -366,4 +390,16 @@ function parsePositiveNumber(value: string): number {
   const number = parseWholeNumber(value);
   if (number === 0) throw new InvalidArgumentError('must be at least 1');
   return number;
+}
+
+/** `key=value` sets a label, `key-` removes it (kubectl's syntax). */
+export function parseLabelChanges(changes: string[]): Record<string, string | null> {
+  const patch: Record<string, string | null> = {};
+  for (const change of changes) {
+    const at = change.indexOf('=');
+    if (at > 0) patch[change.slice(0, at)] = change.slice(at + 1);
+    else if (change.endsWith('-') && change.length > 1) patch[change.slice(0, -1)] = null;
+    else throw new UsageError(`node label: "${change}" is neither key=value nor key- (to remove it)`);
+  }
+  return patch;
 }

@@ -1,6 +1,6 @@
 import { hostPortsOf } from '../scheduler/feasibility.js';
 import type { SchedulableNode } from '../scheduler/types.js';
-import { jobDefinition, type NodeRecord, type Store } from '../store/index.js';
+import { jobDefinition, labelsOf, type NodeRecord, type Store } from '../store/index.js';
 import { holdsResources } from './instance-states.js';
 
 const MIB = 1024 * 1024;
@@ -139,9 +139,10 @@ export function schedulableNodeOf(record: NodeRecord, online: boolean): Schedula
     id: record.id,
     name: record.name,
     status: online ? 'online' : 'offline',
+    ...(record.cordoned ? { cordoned: true } : {}),
     arch: record.info.arch,
     runtimes: record.info.runtimes,
-    labels: record.info.labels,
+    labels: labelsOf(record),
     sensors: record.info.sensors,
     ...(record.info.allowed ? { allowed: record.info.allowed } : {}),
     capacity: { cpus: record.info.cpus, memoryBytes: record.info.memoryBytes, gpus: record.info.gpus.length },

@@ -11,7 +11,8 @@ export type EvaluationTrigger =
   | 'node-online'
   | 'capacity-freed'
   | 'instance-stopped'
-  | 'node-removed';
+  | 'node-removed'
+  | 'node-updated';
 
 /** How long triggers are gathered before the queued jobs are evaluated in one pass. */
 const GATHER_MS = 50;

@@ -233,6 +233,8 @@ export class NodeRegistry {
       udpPort: previous?.udpPort ?? null,
       overlayKey: previous?.overlayKey ?? null,
       overlayCandidates: previous?.overlayCandidates ?? [],
+      cordoned: previous?.cordoned ?? false,
+      operatorLabels: previous?.operatorLabels ?? {},
     };
     this.store.transaction(() => {
       this.store.nodes.upsert(record);

@@ -9,6 +9,10 @@ export function checkOnline(_job: JobDefinition, node: SchedulableNode): string 
   return node.status === 'online' ? null : 'offline';
 }
 
+export function checkCordoned(_job: JobDefinition, node: SchedulableNode): string | null {
+  return node.cordoned ? 'cordoned' : null;
+}
+
 export function checkRuntime(job: JobDefinition, node: SchedulableNode): string | null {
   if (node.runtimes.includes(job.technology)) return null;
   const has = node.runtimes.length > 0 ? node.runtimes.join(', ') : 'none';
@@ -83,6 +87,7 @@ export function checkHostPorts(job: JobDefinition, node: SchedulableNode): strin
 /** In the order a user expects to read them: the cheap, coarse facts first, resources last. */
 export const feasibilityChecks: readonly FeasibilityCheck[] = [
   checkOnline,
+  checkCordoned,
   checkRuntime,
   checkHostAllowances,
   checkArch,

@@ -5,6 +5,8 @@ export interface SchedulableNode {
   id: string;
   name: string;
   status: 'online' | 'offline';
+  /** An operator cordoned it: it takes no new instance (what runs there stays). */
+  cordoned?: boolean;
   arch: string;
   runtimes: Technology[];
   labels: Record<string, string>;

@@ -136,6 +136,10 @@ const MIGRATIONS: string[] = [
   'ALTER TABLE nodes ADD COLUMN overlay_key TEXT;',
   // Where else its net manager may be reached (JSON [{ip, port}]: local addresses, its NAT's mapping).
   'ALTER TABLE nodes ADD COLUMN overlay_candidates TEXT;',
+  // An operator's say over a node: cordoned (no new instances), and labels set or removed at run time (JSON
+  // {key: value, or null for removed}), over those the node announces.
+  `ALTER TABLE nodes ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE nodes ADD COLUMN operator_labels TEXT NOT NULL DEFAULT '{}';`,
 ];
 
 /**

@@ -21,6 +21,20 @@ export interface NodeRecord {
   overlayKey: string | null;
   /** Other endpoints its net manager announced (local addresses, its NAT's mapping): peers try them all. */
   overlayCandidates: OverlayEndpoint[];
+  /** An operator cordoned it: nothing new is placed or moved here; what runs here stays. */
+  cordoned: boolean;
+  /** Labels an operator set (a value) or removed (null) at run time, over those the node announces. */
+  operatorLabels: Record<string, string | null>;
+}
+
+/** A node's labels: those it announces, with an operator's changes over them (see NodeRecord.operatorLabels). */
+export function labelsOf(node: Pick<NodeRecord, 'info' | 'operatorLabels'>): Record<string, string> {
+  const labels = { ...node.info.labels };
+  for (const [key, value] of Object.entries(node.operatorLabels)) {
+    if (value === null) delete labels[key];
+    else labels[key] = value;
+  }
+  return labels;
 }
 
 interface NodeRow {
@@ -38,6 +52,8 @@ interface NodeRow {
   udp_port: number | null;
   overlay_key: string | null;
   overlay_candidates: string | null;
+  cordoned: number;
+  operator_labels: string;
 }
 
 function fromRow(row: NodeRow): NodeRecord {
@@ -58,6 +74,8 @@ function fromRow(row: NodeRow): NodeRecord {
     overlayCandidates: row.overlay_candidates
       ? (JSON.parse(row.overlay_candidates) as OverlayEndpoint[])
       : [],
+    cordoned: row.cordoned === 1,
+    operatorLabels: JSON.parse(row.operator_labels) as Record<string, string | null>,
   };
 }
 
@@ -96,7 +114,10 @@ export class NodeStore {
     return this.byId.size;
   }
 
-  /** Rises whenever a node is added or its name or info changes (registrations): views built on them rebuild. */
+  /**
+   * Rises whenever a node is added or its name, info, labels or cordon change (registrations, an operator):
+   * views built on them rebuild.
+   */
   get version(): number {
     return this.infoVersion;
   }
@@ -123,7 +144,14 @@ export class NodeStore {
   upsert(
     node: Omit<
       NodeRecord,
-      'telemetry' | 'subnet' | 'publicIp' | 'udpPort' | 'overlayKey' | 'overlayCandidates'
+      | 'telemetry'
+      | 'subnet'
+      | 'publicIp'
+      | 'udpPort'
+      | 'overlayKey'
+      | 'overlayCandidates'
+      | 'cordoned'
+      | 'operatorLabels'
     >,
   ): void {
     this.db
@@ -143,6 +171,8 @@ export class NodeStore {
       udpPort: null,
       overlayKey: null,
       overlayCandidates: [],
+      cordoned: false,
+      operatorLabels: {},
       ...previous,
       ...node,
     };
@@ -179,6 +209,20 @@ export class NodeStore {
   setStatus(id: string, status: NodeStatus): void {
     this.db.prepare('UPDATE nodes SET status = ? WHERE id = ?').run(status, id);
     this.patch(id, { status }, () => this.changes.emit(id));
+  }
+
+  /** Cordons the node (no new instances) or lets it take them again. */
+  setCordoned(id: string, cordoned: boolean): void {
+    this.db.prepare('UPDATE nodes SET cordoned = ? WHERE id = ?').run(cordoned ? 1 : 0, id);
+    this.patch(id, { cordoned }, () => this.infoVersion++);
+  }
+
+  /** Sets the operator's label changes (a value sets a label, null removes it); they outlast registrations. */
+  setOperatorLabels(id: string, operatorLabels: Record<string, string | null>): void {
+    this.db
+      .prepare('UPDATE nodes SET operator_labels = ? WHERE id = ?')
+      .run(JSON.stringify(operatorLabels), id);
+    this.patch(id, { operatorLabels }, () => this.infoVersion++);
   }
 
   /** A node's worker subnet is set once and kept: see OverlayAddresses. */

@@ -18,6 +18,7 @@ import {
   formatTimestamp,
   formatYaml,
 } from '../../cluster-manager/cli/format.js';
+import { parseLabelChanges } from '../../cluster-manager/cli/program.js';
 import type { ClusterEvent, Job, NodeView } from '../../shared/index.js';
 import { runEdgectlHere } from '../helpers/edgectl.js';
 
@@ -33,6 +34,8 @@ function nodeView(name: string, overrides: Partial<NodeView> = {}): NodeView {
     os: 'Debian 12',
     runtimes: ['docker', 'native'],
     labels: {},
+    operatorLabels: {},
+    cordoned: false,
     capacity: { cpus: 4, memoryBytes: 4 * 1024 ** 3, gpus: [] },
     allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
     usage: { cpuPercent: 12.4, memoryPercent: 56.6, diskPercent: 10 },
@@ -115,14 +118,26 @@ describe('formatting', () => {
         usage: { cpuPercent: null, memoryPercent: null, diskPercent: null },
         lastSeen: null,
       }),
+      nodeView('edge-c', { cordoned: true }),
     ];
     expect(formatNodesTable(nodes, NOW)).toBe(
       [
-        'NAME     ID          STATUS    ARCH    CPU%   MEM%   RUNTIMES        LAST-SEEN',
-        'edge-a   id-edge-a   online    amd64   12%    57%    docker,native   3s ago',
-        'edge-b   id-edge-b   offline   arm64   -      -      docker          never',
+        'NAME     ID          STATUS            ARCH    CPU%   MEM%   RUNTIMES        LAST-SEEN',
+        'edge-a   id-edge-a   online            amd64   12%    57%    docker,native   3s ago',
+        'edge-b   id-edge-b   offline           arm64   -      -      docker          never',
+        'edge-c   id-edge-c   online,cordoned   amd64   12%    57%    docker,native   3s ago',
       ].join('\n'),
     );
+  });
+
+  it('reads label changes as kubectl writes them', () => {
+    expect(parseLabelChanges(['zone=north', 'rack-', 'empty=', 'a=b=c'])).toEqual({
+      zone: 'north',
+      rack: null,
+      empty: '',
+      a: 'b=c',
+    });
+    for (const bad of ['zone', '-', '=x']) expect(() => parseLabelChanges([bad])).toThrow(/key=value/);
   });
 
   it('prints the jobs table with instance counts', () => {

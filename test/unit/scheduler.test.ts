@@ -50,6 +50,14 @@ describe('placeInstances: fit', () => {
     });
   });
 
+  it('turns a cordoned node down, after offline and before anything else', () => {
+    expect(reasonFor(job(), node('edge-a', { cordoned: true }))).toBe('cordoned');
+    expect(reasonFor(job(), node('edge-a', { cordoned: true, status: 'offline' }))).toBe('offline');
+    expect(
+      placeInstances(job(), [0], [node('edge-a', { cordoned: true }), node('edge-b')]).placements,
+    ).toEqual([{ instance: 0, nodeId: 'id-edge-b' }]);
+  });
+
   it('places a job without cpu or memory requests on a node with nothing free', () => {
     const full = node('edge-a', { allocated: { cpus: 4, memoryBytes: 4 * GIB, gpus: 0 } });
     expect(placeInstances(job(), [0], [full]).placements).toEqual([{ instance: 0, nodeId: 'id-edge-a' }]);

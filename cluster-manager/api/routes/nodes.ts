@@ -1,9 +1,11 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { NODE_STATUSES } from '../../../shared/index.js';
+import { NODE_STATUSES, NodeLabelPatchSchema } from '../../../shared/index.js';
 import { notFound } from '../../errors.js';
+import type { NodeOperations } from '../../jobs/node-operations.js';
 import type { NodeLiveness } from '../../liveness/node-liveness.js';
-import { instanceView, type NodeRecord, type Store } from '../../store/index.js';
+import { instanceView, labelsOf, type NodeRecord, type Store } from '../../store/index.js';
+import { parseBody } from '../body.js';
 import { type Allocations, nodeViews } from '../node-views.js';
 import {
   compareText,
@@ -32,7 +34,9 @@ export function nodeRoutes(
   liveness: NodeLiveness,
   allocations: Allocations,
   removeNode: (ref: string) => object,
+  operations: NodeOperations,
 ): Router {
+  const view = (node: NodeRecord) => nodeViews(liveness, allocations, [node])[0]!;
   const router = Router();
   router.get('/', (req, res) => {
     const query = parseListQuery(req, byNameThenId, {
@@ -45,7 +49,7 @@ export function nodeRoutes(
       .filter(
         (node) =>
           (status === undefined || (liveness.isOnline(node.id) ? 'online' : 'offline') === status) &&
-          label.every(([key, value]) => node.info.labels[key] === value),
+          label.every(([key, value]) => labelsOf(node)[key] === value),
       );
     const page = paginate(matching, byNameThenId, query);
     sendPage(req, res, query, page.nextCursor, nodeViews(liveness, allocations, page.items));
@@ -70,6 +74,17 @@ export function nodeRoutes(
         ...instanceView(instance, node.name),
       })),
     });
+  });
+  // Cordoned, a node takes no new instance; what runs there stays (drain moves it away).
+  router.post('/:id/cordon', (req, res) => {
+    res.json(view(operations.setCordoned(req.params.id, true)));
+  });
+  router.post('/:id/uncordon', (req, res) => {
+    res.json(view(operations.setCordoned(req.params.id, false)));
+  });
+  router.patch('/:id/labels', (req, res) => {
+    const patch = parseBody(NodeLabelPatchSchema, req.body, 'label changes ({"key": "value" or null})');
+    res.json(view(operations.patchLabels(req.params.id, patch)));
   });
   // Removes the node for good: its instances are placed again elsewhere, its secret is revoked, it is cut off.
   router.delete('/:id', (req, res) => {
