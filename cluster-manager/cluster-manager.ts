@@ -123,8 +123,11 @@ export class ClusterManager {
       this.outbox,
       (trigger) => this.metrics.evaluations.inc({ trigger }),
       logger,
+      (seconds) => this.metrics.placementSeconds.observe(seconds),
     );
-    this.reports = new NodeReports(this.store, this.outbox, this.evaluations, logger);
+    this.reports = new NodeReports(this.store, this.outbox, this.evaluations, logger, (kind, seconds) =>
+      this.metrics.commandRoundTrip.observe({ kind }, seconds),
+    );
     this.jobs = new JobService(
       this.store,
       this.outbox,

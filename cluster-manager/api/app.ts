@@ -5,7 +5,7 @@ import type { JobService } from '../jobs/job-service.js';
 import type { NodeOperations } from '../jobs/node-operations.js';
 import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
-import type { Metrics } from '../metrics.js';
+import { type Metrics, setFleetGauges } from '../metrics.js';
 import type { Store } from '../store/index.js';
 import { requireToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
@@ -121,4 +121,25 @@ function refreshGauges({ store, liveness, outbox, metrics }: ApiDependencies): v
   metrics.unackedCommands.set(outbox.unackedCount);
   metrics.eventLoopStalled.set(liveness.clock.totalStalledMs / 1000);
   metrics.controlLag.set(liveness.controlLag / 1000);
+  const onlineNodes = store.nodes.list().filter((node) => liveness.isOnline(node.id));
+  const jobNames = new Map(store.jobs.listJobs().map((job) => [job.id, job.name]));
+  setFleetGauges(
+    metrics,
+    onlineNodes.map((node) => ({
+      name: node.name,
+      telemetry: liveness.latestTelemetry(node.id) ?? undefined,
+    })),
+    store.jobs.allInstances().flatMap((instance) =>
+      instance.nodeId === null
+        ? []
+        : [
+            {
+              job: jobNames.get(instance.jobId) ?? instance.jobId,
+              instance: instance.number,
+              node: store.nodes.nameOf(instance.nodeId),
+              restarts: instance.restarts,
+            },
+          ],
+    ),
+  );
 }

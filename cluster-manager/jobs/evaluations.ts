@@ -39,12 +39,20 @@ export class Evaluations {
     private readonly outbox: CommandOutbox,
     private readonly counted: (trigger: EvaluationTrigger) => void,
     private readonly logger: Logger,
+    /** How long placing one job's waiting instances took, in seconds (`edge_cm_placement_seconds`). */
+    private readonly timed: (seconds: number) => void = () => {},
   ) {}
 
   /** Call inside the transaction that made the instances: places them now (the API's triggers). */
   evaluate(job: JobRecord, numbers: number[], trigger: EvaluationTrigger, now = Date.now()): void {
     this.counted(trigger);
+    this.place(job, numbers, now);
+  }
+
+  private place(job: JobRecord, numbers: number[], now: number): void {
+    const started = performance.now();
     this.placement.place(job, numbers, now);
+    this.timed((performance.now() - started) / 1000);
   }
 
   /** Capacity came or went free: the blocked jobs are evaluated in the next pass. O(1) per trigger. */
@@ -75,7 +83,7 @@ export class Evaluations {
           .instancesOf(jobId)
           .filter((instance) => instance.status === 'pending')
           .map((instance) => instance.number);
-        this.placement.place(job, pending, now);
+        this.place(job, pending, now);
         placed += pending.length;
       }
     });

@@ -29,6 +29,8 @@ export class NodeReports {
     private readonly outbox: CommandOutbox,
     private readonly evaluations: Evaluations,
     private readonly logger: Logger,
+    /** A command was acked, this long (seconds) after it was made (`edge_cm_command_round_trip_seconds`). */
+    private readonly acked: (kind: string, seconds: number) => void = () => {},
   ) {}
 
   /** A status report counts only from the node that holds the instance at that generation (or a move target). */
@@ -56,6 +58,7 @@ export class NodeReports {
     this.store.transaction(() => {
       const error = ack.error ? `${ack.error.code}: ${ack.error.message}` : null;
       if (!this.store.commands.markAcked(ack.id, ack.ok, error, now)) return;
+      this.acked(command.kind, Math.max(0, now - command.createdAt) / 1000);
       const job = this.store.jobs.getJob(command.jobId);
       if (!job) return;
       if (!ack.ok && command.kind === 'move') {
