@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { InstanceState } from './instance-status.js';
+import { formatMetrics, type NodeEngineMetrics } from './metrics.js';
 
 /** What `GET /info` shows. */
 export interface NodeEngineInfo {
@@ -17,6 +18,7 @@ export interface NodeEngineInfo {
 export interface LocalApiSources {
   info: () => NodeEngineInfo;
   instances: () => InstanceState[];
+  metrics: () => NodeEngineMetrics;
 }
 
 function send(res: import('node:http').ServerResponse, status: number, body: unknown): void {
@@ -25,7 +27,7 @@ function send(res: import('node:http').ServerResponse, status: number, body: unk
   res.end(text);
 }
 
-/** The local, read-only info API: `GET /info` and `GET /containers`, on loopback only. */
+/** The local, read-only info API: `GET /info`, `GET /containers` and `GET /metrics`, on loopback only. */
 export async function startLocalApi(
   sources: LocalApiSources,
   port: number,
@@ -36,6 +38,12 @@ export async function startLocalApi(
     if (req.method !== 'GET')
       return send(res, 405, { error: { code: 'method_not_allowed', message: 'GET only' } });
     if (path === '/info') return send(res, 200, sources.info());
+    if (path === '/metrics') {
+      const text = formatMetrics(sources.metrics());
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(text);
+      return;
+    }
     if (path === '/containers') {
       return send(
         res,

@@ -130,7 +130,19 @@ export class NodeEngine {
       allowed: this.config.allowed,
     });
     const api = await startLocalApi(
-      { info: () => this.info(), instances: () => this.statuses.all() },
+      {
+        info: () => this.info(),
+        instances: () => this.statuses.all(),
+        metrics: () => ({
+          instances: this.statuses.all(),
+          mqttConnected: this.mqtt?.connected ?? false,
+          unsentStatuses: this.mqtt?.unsentStatuses ?? 0,
+          runtimes: this.config.runtimes.map((technology) => ({
+            technology,
+            up: this.health?.isUp(technology) ?? false,
+          })),
+        }),
+      },
       this.config.port,
     );
     this.api = api.server;

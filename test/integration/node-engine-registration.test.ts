@@ -220,6 +220,14 @@ describe('node engine registration, telemetry and restart', () => {
     await waitFor('running', () => reports.find((r) => r.job === 'job-reg' && r.status === 'running'));
     const containers = (await (await fetch(`${api}/containers`)).json()) as Array<{ status: string }>;
     expect(containers).toMatchObject([{ job: 'job-reg', instance: 0, status: 'running' }]);
+    const metrics = await (await fetch(`${api}/metrics`)).text();
+    expect(metrics).toMatch(/^edge_build_info\{version="[^"]+",nodejs="[^"]+"\} 1$/m);
+    expect(metrics).toMatch(/^process_resident_memory_bytes \d+$/m);
+    expect(metrics).toMatch(/^process_cpu_seconds_total [\d.]+$/m);
+    expect(metrics).toContain('edge_node_engine_instances{status="running"} 1');
+    expect(metrics).toContain('edge_node_engine_instance_restarts{job="reg",instance="0"} 0');
+    expect(metrics).toContain('edge_node_engine_runtime_up{runtime="docker"} 1');
+    expect(metrics).toContain('edge_node_engine_mqtt_connected 1');
     await engine.stop();
     await waitFor('retained offline', () => retained.get(topics.status(nodeId)) === 'offline');
     expect(containerIds(nodeId)).toHaveLength(1);
