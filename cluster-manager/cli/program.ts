@@ -9,6 +9,7 @@ import {
   VERSION,
 } from '../../shared/index.js';
 import { ApiClient, ApiError, ServerUnreachableError } from './api-client.js';
+import { bashCompletion } from './completion.js';
 import {
   formatApiError,
   formatEventsTable,
@@ -302,6 +303,15 @@ export function buildProgram(io: EdgectlIo): Command {
     .action(async (options: { output: OutputFormat }) => {
       const health = await client().health();
       print(formatOutput(health, options.output, () => `${health.status} (version ${health.version})`));
+    });
+
+  program
+    .command('completion')
+    .description('print a completion script: `source <(edgectl completion bash)` (in ~/.bashrc to keep it)')
+    .argument('<shell>', 'bash')
+    .action((shell: string) => {
+      if (shell !== 'bash') throw new UsageError(`completion: only bash is supported, not "${shell}"`);
+      io.stdout(bashCompletion(program));
     });
 
   return program;

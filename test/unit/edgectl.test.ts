@@ -456,6 +456,26 @@ describe('edgectl against an HTTP API', () => {
     expect(result).toEqual({ code: 2, stdout: '', stderr: 'edgectl: EDGE_SERVER: not a URL: nowhere\n' });
   });
 
+  it('prints a bash completion script that bash completes commands, actions and flags with', async () => {
+    const script = await edgectl(['completion', 'bash']);
+    expect(script.code).toBe(0);
+    const complete = (...words: string[]) =>
+      spawnSync(
+        'bash',
+        [
+          '-c',
+          `eval "$(cat)"; COMP_WORDS=(edgectl ${words.map((w) => `'${w}'`).join(' ')}); ` +
+            `COMP_CWORD=${words.length}; _edgectl; echo "\${COMPREPLY[*]}"`,
+        ],
+        { input: script.stdout, encoding: 'utf8' },
+      ).stdout.trim();
+    expect(complete('no')).toBe('nodes node');
+    expect(complete('node', 'c')).toBe('cordon');
+    expect(complete('--server', 'x', 'tok')).toBe('token');
+    expect(complete('nodes', '--st')).toBe('--status');
+    expect((await edgectl(['completion', 'zsh'])).code).toBe(2);
+  });
+
   it('exits 0 on --help and --version', async () => {
     const help = await edgectl(['--help']);
     expect(help.code).toBe(0);
