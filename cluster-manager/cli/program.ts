@@ -20,6 +20,7 @@ import {
   type OutputFormat,
 } from './format.js';
 import { JobFileError, readJobFile } from './job-file.js';
+import { outcomeOf, progressLines } from './job-progress.js';
 
 export const DEFAULT_SERVER = 'https://127.0.0.1:10100';
 /** Where the cluster manager keeps its generated API token, under the project directory. */
@@ -54,6 +55,12 @@ export async function runEdgectl(argv: string[], io: EdgectlIo): Promise<number>
   }
 }
 
+/** How often `deploy --wait` asks how the job stands. */
+const WAIT_POLL_MS = 1000;
+
+/** `deploy --wait` saw the job fail to run: exit 1 with the reason. */
+class WaitFailed extends Error {}
+
 function exitCodeFor(error: unknown, io: EdgectlIo): number {
   // Commander has already printed its one line; `--help` and `--version` are not errors.
   if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
@@ -72,7 +79,11 @@ function exitCodeFor(error: unknown, io: EdgectlIo): number {
     }
     return 1;
   }
-  if (error instanceof ServerUnreachableError || error instanceof JobFileError) {
+  if (
+    error instanceof ServerUnreachableError ||
+    error instanceof JobFileError ||
+    error instanceof WaitFailed
+  ) {
     io.stderr(`edgectl: ${error.message}\n`);
     return 1;
   }
@@ -208,9 +219,30 @@ export function buildProgram(io: EdgectlIo): Command {
     .command('deploy')
     .description('deploy a job from a YAML or JSON spec')
     .requiredOption('-f, --file <path>', 'job spec file, or - for stdin')
-    .action(async (options: { file: string }) => {
-      const job = await client().createJob(await readJobFile(options.file, io.readStdin));
+    .option('--wait', 'follow each instance until all run; exit 1 with the reason if one cannot run')
+    .option('--timeout <duration>', 'with --wait: give up after this long (default 5m)', parseDuration, 300)
+    .action(async (options: { file: string; wait?: boolean; timeout: number }) => {
+      const api = client();
+      let job = await api.createJob(await readJobFile(options.file, io.readStdin));
       print(`created job ${job.name} (id ${job.id})`);
+      // What the answer already says (where each instance goes, or why it waits), with or without --wait.
+      const seen = new Map<number, string>();
+      for (const line of progressLines(job, seen)) print(line);
+      if (!options.wait) return;
+      const deadline = io.now() + options.timeout * 1000;
+      for (;;) {
+        const outcome = outcomeOf(job);
+        if (outcome.done === 'running') {
+          print(`job ${job.name}: every instance is running`);
+          return;
+        }
+        if (outcome.done === 'cannot run') throw new WaitFailed(`cannot run: ${outcome.reason}`);
+        if (io.now() >= deadline)
+          throw new WaitFailed(`still not running after ${options.timeout} s; see edgectl job ${job.name}`);
+        await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
+        job = await api.getJob(job.id);
+        for (const line of progressLines(job, seen)) print(line);
+      }
     });
 
   program

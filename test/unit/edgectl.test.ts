@@ -348,7 +348,13 @@ describe('edgectl against an HTTP API', () => {
     const file = join(dir, 'job.yaml');
     writeFileSync(file, 'name: web\nimage: edge/busybox:latest\nreplicas: 2\n');
     const result = await edgectl(['deploy', '-f', file]);
-    expect(result).toEqual({ code: 0, stdout: 'created job web (id job-web)\n', stderr: '' });
+    // Where each instance went, or why it waits, as the answer says.
+    expect(result).toEqual({
+      code: 0,
+      stdout:
+        'created job web (id job-web)\nweb#0 running on edge-a\nweb#1 pending (no node fits: edge-b: offline)\n',
+      stderr: '',
+    });
     expect(api.requests.at(-1)).toMatchObject({
       method: 'POST',
       url: '/api/jobs',
@@ -360,7 +366,7 @@ describe('edgectl against an HTTP API', () => {
     const result = await edgectl(['deploy', '-f', '-'], {
       stdin: '{"name":"cam","image":"edge/busybox:latest"}',
     });
-    expect(result.stdout).toBe('created job cam (id job-cam)\n');
+    expect(result.stdout.split('\n')[0]).toBe('created job cam (id job-cam)');
   });
 
   it('prints the API message and each bad field, and exits 1', async () => {
