@@ -10,6 +10,7 @@ import type { Store } from '../store/index.js';
 import { requireToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
 import type { Allocations } from './node-views.js';
+import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
 import { tokenRoutes } from './routes/tokens.js';
@@ -82,11 +83,7 @@ export function createApi(deps: ApiDependencies): Express {
   );
   api.use('/jobs', jobRoutes(deps.jobs));
   api.use('/tokens', tokenRoutes(deps.tokens));
-  api.get('/events', (req, res) => {
-    const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));
-    const type = typeof req.query.type === 'string' && req.query.type !== '' ? req.query.type : undefined;
-    res.json(deps.store.events.recent(limit, type));
-  });
+  api.use('/events', eventRoutes(deps.store));
   app.use('/api', api);
   app.use(unknownRoute);
   app.use(errorHandler(deps.logger));

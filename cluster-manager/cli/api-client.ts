@@ -164,8 +164,12 @@ export class ApiClient {
     return this.request('POST', `/api/jobs/${encodeURIComponent(ref)}/replicate`, { replicas });
   }
 
-  listEvents(limit?: number): Promise<ClusterEvent[]> {
-    return this.request('GET', limit === undefined ? '/api/events' : `/api/events?limit=${limit}`);
+  /** The newest events first; `query`: limit, type, job, node (id or name) and after (an event id). */
+  listEvents(query: Record<string, string | number | undefined> = {}): Promise<ClusterEvent[]> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
+    const search = params.toString();
+    return this.request('GET', search ? `/api/events?${search}` : '/api/events');
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {

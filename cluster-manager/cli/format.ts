@@ -37,6 +37,11 @@ export function formatJobsTable(jobs: Job[]): string {
   return formatTable(['NAME', 'ID', 'STATE', 'INSTANCES'], rows);
 }
 
+/** One event on one line, as `events -f` prints them as they come. */
+export function formatEventLine(event: ClusterEvent): string {
+  return `${formatTimestamp(event.ts)}  ${event.type}  ${event.message}`;
+}
+
 export function formatEventsTable(events: ClusterEvent[]): string {
   const rows = events.map((event) => [formatTimestamp(event.ts), event.type, event.message]);
   return formatTable(['TIME', 'TYPE', 'MESSAGE'], rows);

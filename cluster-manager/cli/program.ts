@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
+  type ClusterEvent,
   NODE_STATUSES,
   type NodeStatus,
   resolveDataDir,
@@ -12,6 +13,7 @@ import { ApiClient, ApiError, ServerUnreachableError } from './api-client.js';
 import { bashCompletion } from './completion.js';
 import {
   formatApiError,
+  formatEventLine,
   formatEventsTable,
   formatJobsTable,
   formatNodesTable,
@@ -36,6 +38,8 @@ export interface EdgectlIo {
   fetch?: typeof fetch;
   readStdin: () => Promise<string>;
   now: () => number;
+  /** Ends what follows (`events -f`) when aborted; the program itself runs until it is interrupted. */
+  signal?: AbortSignal;
 }
 
 interface GlobalOptions {
@@ -55,8 +59,9 @@ export async function runEdgectl(argv: string[], io: EdgectlIo): Promise<number>
   }
 }
 
-/** How often `deploy --wait` asks how the job stands. */
+/** How often `deploy --wait` asks how the job stands, and `events -f` what is new. */
 const WAIT_POLL_MS = 1000;
+const FOLLOW_POLL_MS = 1000;
 
 /** `deploy --wait` saw the job fail to run: exit 1 with the reason. */
 class WaitFailed extends Error {}
@@ -277,13 +282,45 @@ export function buildProgram(io: EdgectlIo): Command {
 
   program
     .command('events')
-    .description('recent cluster events, newest first')
+    .description(
+      'recent cluster events, newest first; with -f the newest last, then each new one as it comes',
+    )
     .option('--limit <n>', 'how many events', parsePositiveNumber)
+    .option('--type <type>', 'of this type only (e.g. instance.status)')
+    .option('--job <job>', 'about this job only (id or name)')
+    .option('--node <node>', 'about this node only (id or name)')
+    .option('-f, --follow', 'keep printing new events until interrupted')
     .addOption(outputOption('table'))
-    .action(async (options: { limit?: number; output: OutputFormat }) => {
-      const events = await client().listEvents(options.limit);
-      print(formatOutput(events, options.output, () => formatEventsTable(events)));
-    });
+    .action(
+      async (options: {
+        limit?: number;
+        type?: string;
+        job?: string;
+        node?: string;
+        follow?: boolean;
+        output: OutputFormat;
+      }) => {
+        const api = client();
+        const query = { limit: options.limit, type: options.type, job: options.job, node: options.node };
+        const events = await api.listEvents(query);
+        if (!options.follow) {
+          print(formatOutput(events, options.output, () => formatEventsTable(events)));
+          return;
+        }
+        // Followed: oldest first, one line each (JSON lines with -o json), asking every second for what is newer.
+        const line = (event: ClusterEvent) =>
+          options.output === 'json' ? JSON.stringify(event) : formatEventLine(event);
+        let last = events[0]?.id ?? 0;
+        for (const event of [...events].reverse()) print(line(event));
+        while (!io.signal?.aborted) {
+          await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
+          if (io.signal?.aborted) break;
+          const newer = await api.listEvents({ ...query, limit: 1000, after: last });
+          for (const event of [...newer].reverse()) print(line(event));
+          last = newer[0]?.id ?? last;
+        }
+      },
+    );
 
   const token = program
     .command('token')

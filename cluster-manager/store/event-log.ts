@@ -3,6 +3,15 @@ import type { Db } from './database.js';
 
 const KEEP_EVENTS = 10_000;
 
+/** What `recent` keeps of the events: each given field must match. */
+export interface EventFilter {
+  type?: string;
+  nodeId?: string;
+  jobId?: string;
+  /** Only events after this one (by id). */
+  afterId?: number;
+}
+
 /** Recent cluster events (registrations, commands, status changes), newest first on read. */
 export class EventLog {
   constructor(private readonly db: Db) {}
@@ -24,13 +33,23 @@ export class EventLog {
       .changes;
   }
 
-  /** The newest `limit` events, of one type when `type` is given. */
-  recent(limit: number, type?: string): ClusterEvent[] {
-    const rows = (
-      type === undefined
-        ? this.db.prepare('SELECT * FROM events ORDER BY id DESC LIMIT ?').all(limit)
-        : this.db.prepare('SELECT * FROM events WHERE type = ? ORDER BY id DESC LIMIT ?').all(type, limit)
-    ) as {
+  /**
+   * The newest `limit` events, newest first: of one type, about one node or one job, and after one event (by id,
+   * for a follower that asks again) when those are given.
+   */
+  recent(limit: number, filter: EventFilter = {}): ClusterEvent[] {
+    const conditions = (
+      [
+        ['type = ?', filter.type],
+        ['node_id = ?', filter.nodeId],
+        ['job_id = ?', filter.jobId],
+        ['id > ?', filter.afterId],
+      ] as const
+    ).filter(([, value]) => value !== undefined);
+    const where = conditions.length > 0 ? ` WHERE ${conditions.map(([sql]) => sql).join(' AND ')}` : '';
+    const rows = this.db
+      .prepare(`SELECT * FROM events${where} ORDER BY id DESC LIMIT ?`)
+      .all(...conditions.map(([, value]) => value), limit) as {
       id: number;
       ts: number;
       type: string;

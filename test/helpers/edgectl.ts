@@ -3,13 +3,21 @@ import { type EdgectlIo, runEdgectl } from '../../cluster-manager/cli/program.js
 /** edgectl run in this process with this environment (and stdin, and clock); its exit code and what it printed. */
 export async function runEdgectlHere(
   argv: string[],
-  options: { env: NodeJS.ProcessEnv; stdin?: string; now?: () => number },
+  options: {
+    env: NodeJS.ProcessEnv;
+    stdin?: string;
+    now?: () => number;
+    signal?: AbortSignal;
+    /** Hears everything printed on stdout as it is printed (for what follows, like `events -f`). */
+    onStdout?: (text: string) => void;
+  },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
   const io: EdgectlIo = {
     stdout: (text) => {
       stdout += text;
+      options.onStdout?.(text);
     },
     stderr: (text) => {
       stderr += text;
@@ -17,6 +25,7 @@ export async function runEdgectlHere(
     env: options.env,
     readStdin: async () => options.stdin ?? '',
     now: options.now ?? Date.now,
+    ...(options.signal ? { signal: options.signal } : {}),
   };
   const code = await runEdgectl(argv, io);
   return { code, stdout, stderr };

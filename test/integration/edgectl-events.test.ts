@@ -1,0 +1,68 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
+import { edgectlFor, runEdgectlHere } from '../helpers/edgectl.js';
+import { TestNode } from '../helpers/test-node.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** `edgectl events` filtered by job and node, and followed with -f (issue 14, item 4). */
+describe('edgectl events', () => {
+  let cm: RunningClusterManager;
+  let node: TestNode;
+
+  beforeAll(async () => {
+    cm = await startClusterManager();
+    node = await TestNode.join(cm, 'ev-node');
+    for (const name of ['ev-web', 'ev-db'])
+      await cm.api('/api/jobs', { method: 'POST', json: { name, image: 'edge/busybox:latest' } });
+  });
+
+  afterAll(async () => {
+    await node?.close();
+    await cm?.stop();
+  });
+
+  it('keeps the events of one job or one node, and names what it does not know', async () => {
+    const edgectl = edgectlFor(cm);
+    const web = await edgectl(['events', '--job', 'ev-web', '-o', 'json']);
+    const events = JSON.parse(web.stdout) as { type: string; message: string; jobId?: string }[];
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((event) => event.message.includes('ev-web'))).toBe(true);
+    const onNode = JSON.parse((await edgectl(['events', '--node', 'ev-node', '-o', 'json'])).stdout) as {
+      nodeId?: string;
+    }[];
+    expect(onNode.length).toBeGreaterThan(0);
+    expect(onNode.every((event) => event.nodeId === node.ack!.nodeId)).toBe(true);
+    expect(await edgectl(['events', '--job', 'nope'])).toMatchObject({
+      code: 1,
+      stderr: 'error: job "nope" not found (HTTP 404)\n',
+    });
+    const bad = await cm.api('/api/events?after=-3');
+    expect(bad.status).toBe(400);
+  });
+
+  it('follows: the newest last, then each new event of the job as it comes, until interrupted', async () => {
+    const stop = new AbortController();
+    let printed = '';
+    const following = runEdgectlHere(['events', '-f', '--job', 'ev-web'], {
+      env: { EDGE_SERVER: cm.url, EDGE_API_TOKEN: cm.apiToken, EDGE_CA_FILE: `${cm.dataDir}/tls/ca.pem` },
+      signal: stop.signal,
+      onStdout: (text) => {
+        printed += text;
+      },
+    });
+    await waitFor(() => printed.includes('job.created'), 'the events so far');
+    // Oldest first: the job's first event leads (the newest-first list ends with it).
+    const listed = (await (await cm.api('/api/events?job=ev-web')).json()) as { message: string }[];
+    expect(printed.split('\n')[0]).toContain(listed.at(-1)!.message);
+    await cm.api('/api/jobs/ev-web/replicate', { method: 'POST', json: { replicas: 2 } });
+    await cm.api('/api/jobs/ev-db/replicate', { method: 'POST', json: { replicas: 2 } });
+    await waitFor(() => printed.includes('job ev-web scaled from 1 to 2'), 'the new event, as it comes');
+    stop.abort();
+    const result = await following;
+    expect(result.code).toBe(0);
+    expect(result.stdout).not.toContain('ev-db');
+    const lines = result.stdout.trim().split('\n');
+    expect(lines.at(-1)).toMatch(/^\S+\s+job\.scaled\s+job ev-web scaled from 1 to 2$/);
+    expect(new Set(lines).size).toBe(lines.length);
+  });
+});
