@@ -144,6 +144,15 @@ export class ApiClient {
     return this.request('GET', `/api/jobs/${encodeURIComponent(ref)}`);
   }
 
+  /** `POST /api/jobs?dryRun=true`: where each instance would go, or why not; nothing changes. */
+  planJob(spec: unknown): Promise<{
+    dryRun: true;
+    name: string;
+    instances: { number: number; node: string | null; reason?: string }[];
+  }> {
+    return this.request('POST', '/api/jobs?dryRun=true', spec);
+  }
+
   createJob(spec: unknown): Promise<Job> {
     return this.request('POST', '/api/jobs', spec);
   }

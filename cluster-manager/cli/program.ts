@@ -63,8 +63,8 @@ export async function runEdgectl(argv: string[], io: EdgectlIo): Promise<number>
 const WAIT_POLL_MS = 1000;
 const FOLLOW_POLL_MS = 1000;
 
-/** `deploy --wait` saw the job fail to run: exit 1 with the reason. */
-class WaitFailed extends Error {}
+/** What the command was for did not come about (`deploy --wait`, `plan`): exit 1 with the reason. */
+class NotAchieved extends Error {}
 
 function exitCodeFor(error: unknown, io: EdgectlIo): number {
   // Commander has already printed its one line; `--help` and `--version` are not errors.
@@ -87,7 +87,7 @@ function exitCodeFor(error: unknown, io: EdgectlIo): number {
   if (
     error instanceof ServerUnreachableError ||
     error instanceof JobFileError ||
-    error instanceof WaitFailed
+    error instanceof NotAchieved
   ) {
     io.stderr(`edgectl: ${error.message}\n`);
     return 1;
@@ -241,13 +241,30 @@ export function buildProgram(io: EdgectlIo): Command {
           print(`job ${job.name}: every instance is running`);
           return;
         }
-        if (outcome.done === 'cannot run') throw new WaitFailed(`cannot run: ${outcome.reason}`);
+        if (outcome.done === 'cannot run') throw new NotAchieved(`cannot run: ${outcome.reason}`);
         if (io.now() >= deadline)
-          throw new WaitFailed(`still not running after ${options.timeout} s; see edgectl job ${job.name}`);
+          throw new NotAchieved(`still not running after ${options.timeout} s; see edgectl job ${job.name}`);
         await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
         job = await api.getJob(job.id);
         for (const line of progressLines(job, seen)) print(line);
       }
+    });
+
+  program
+    .command('plan')
+    .description('where each instance of a job spec would go now, or why not; changes nothing')
+    .requiredOption('-f, --file <path>', 'job spec file, or - for stdin')
+    .action(async (options: { file: string }) => {
+      const plan = await client().planJob(await readJobFile(options.file, io.readStdin));
+      for (const instance of plan.instances)
+        print(
+          instance.node !== null
+            ? `${plan.name}#${instance.number} -> ${instance.node}`
+            : `${plan.name}#${instance.number} cannot be placed: ${instance.reason}`,
+        );
+      const unplaced = plan.instances.filter((instance) => instance.node === null).length;
+      if (unplaced > 0)
+        throw new NotAchieved(`${unplaced} of ${plan.instances.length} instances cannot be placed now`);
     });
 
   program

@@ -3,13 +3,20 @@ import type { Job, JobSpec, JobState, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { conflict, invalid, notFound } from '../errors.js';
 import type { OverlayAddresses } from '../network/overlay-addresses.js';
-import { pickMoveTarget } from '../scheduler/index.js';
+import { pickMoveTarget, placeInstances } from '../scheduler/index.js';
 import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import type { Evaluations } from './evaluations.js';
 import { countsTowardsReplicas, transition } from './instance-states.js';
 import { jobView } from './job-views.js';
 import { abandonMove } from './moves.js';
 import type { Placement } from './placement.js';
+
+/** What `POST /api/jobs?dryRun=true` answers: where each instance would go, or why it could not. */
+export interface JobPlan {
+  dryRun: true;
+  name: string;
+  instances: { number: number; node: string | null; reason?: string }[];
+}
 
 export interface JobFilter {
   state?: JobState;
@@ -57,6 +64,36 @@ export class JobService {
   }
 
   /** A job gets its service IP and every instance its instance IP here, or the job is refused whole (409). */
+  /**
+   * What creating the job would do now, changing nothing: the scheduler (which books on copies) places its
+   * instances on the fleet as it stands. A name a live job holds is a conflict here too.
+   */
+  plan(spec: JobSpec): JobPlan {
+    this.refuseTakenName(spec.name);
+    const numbers = Array.from({ length: spec.replicas }, (_, number) => number);
+    const result = placeInstances({ id: 'dry-run', ...spec }, numbers, this.placement.schedulableNodes());
+    const placed = new Map(result.placements.map((placement) => [placement.instance, placement.nodeId]));
+    const unplaced = new Map(result.unplaced.map((entry) => [entry.instance, entry.summary]));
+    return {
+      dryRun: true,
+      name: spec.name,
+      instances: numbers.map((number) => {
+        const nodeId = placed.get(number);
+        return nodeId !== undefined
+          ? { number, node: this.store.nodes.nameOf(nodeId) }
+          : { number, node: null, reason: unplaced.get(number) ?? 'not placed' };
+      }),
+    };
+  }
+
+  private refuseTakenName(name: string): void {
+    if (this.store.jobs.findLiveJobByName(name)) {
+      throw conflict(`a job named "${name}" exists`, [
+        { path: 'name', message: 'already used by a live job' },
+      ]);
+    }
+  }
+
   create(spec: JobSpec, now = Date.now()): Job {
     const job: JobRecord = {
       id: randomUUID(),
@@ -68,11 +105,7 @@ export class JobService {
       serviceIp: null,
     };
     this.store.transaction(() => {
-      if (this.store.jobs.findLiveJobByName(spec.name)) {
-        throw conflict(`a job named "${spec.name}" exists`, [
-          { path: 'name', message: 'already used by a live job' },
-        ]);
-      }
+      this.refuseTakenName(spec.name);
       const [serviceIp, ...instanceIps] = this.addresses.take(1 + spec.replicas);
       job.serviceIp = serviceIp!;
       this.store.jobs.insertJob(job);

@@ -81,6 +81,38 @@ describe('edgectl deploy --wait', () => {
     expect(plain.stdout).toMatch(/^too-big-2#0 pending \(no node fits: /m);
   });
 
+  it('plans (dry run): where each instance would go, or why not, changing nothing', async () => {
+    const edgectl = edgectlFor(cm);
+    const jobsBefore = await (await cm.api('/api/jobs')).json();
+    const eventsBefore = await (await cm.api('/api/events?limit=1000')).json();
+    const fits = await edgectl(['plan', '-f', file('planned', { replicas: 2 })]);
+    expect(fits).toEqual({ code: 0, stdout: 'planned#0 -> wait-node\nplanned#1 -> wait-node\n', stderr: '' });
+    const big = await edgectl(['plan', '-f', file('planned-big', { resources: { memoryMB: 10_000_000 } })]);
+    expect(big.code).toBe(1);
+    expect(big.stdout).toMatch(/^planned-big#0 cannot be placed: no node fits: wait-node: not enough memory/);
+    expect(big.stderr).toBe('edgectl: 1 of 1 instances cannot be placed now\n');
+    const answer = await cm.api('/api/jobs?dryRun=true', {
+      method: 'POST',
+      json: { name: 'planned', image: 'edge/busybox:latest' },
+    });
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toEqual({
+      dryRun: true,
+      name: 'planned',
+      instances: [{ number: 0, node: 'wait-node' }],
+    });
+    // Nothing changed: no job, no event, no command.
+    expect(await (await cm.api('/api/jobs')).json()).toEqual(jobsBefore);
+    expect(await (await cm.api('/api/events?limit=1000')).json()).toEqual(eventsBefore);
+    expect(node.commands.some((command) => command.job.name.startsWith('planned'))).toBe(false);
+    // A name a live job holds is a conflict, as it would be for real.
+    const taken = await cm.api('/api/jobs?dryRun=true', {
+      method: 'POST',
+      json: { name: 'waited', image: 'edge/busybox:latest' },
+    });
+    expect(taken.status).toBe(409);
+  });
+
   it('gives up after --timeout with the reason it waited for', async () => {
     const edgectl = edgectlFor(cm);
     const result = await edgectl(['deploy', '-f', file('slow', {}), '--wait', '--timeout', '2s']);

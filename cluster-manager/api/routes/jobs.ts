@@ -41,7 +41,9 @@ export function jobRoutes(jobs: JobService): Router {
   });
   router.post('/', (req, res) => {
     const spec = parseBody(JobSpecSchema, req.body, 'job spec');
-    res.status(201).json(jobs.create(spec));
+    // `?dryRun=true`: what it would do, changing nothing (`edgectl plan`).
+    if (req.query.dryRun === 'true') res.json(jobs.plan(spec));
+    else res.status(201).json(jobs.create(spec));
   });
   router.get('/:id', (req, res) => {
     res.json(jobs.get(req.params.id));
