@@ -118,7 +118,11 @@ export class TestNode {
   }
 
   /** One telemetry message with plausible numbers. */
-  sendTelemetry(instances: { job: string; instance: number; generation: number; status: 'running' }[] = []) {
+  /** A telemetry message with fixed numbers; `overrides` replaces parts of it (cpu, gpus, sensors...). */
+  sendTelemetry(
+    instances: { job: string; instance: number; generation: number; status: 'running' }[] = [],
+    overrides: Record<string, unknown> = {},
+  ) {
     const nodeId = this.ack!.nodeId;
     return this.publish(topics.information(nodeId), {
       nodeId,
@@ -129,6 +133,7 @@ export class TestNode {
       gpus: [],
       sensors: [],
       instances,
+      ...overrides,
     });
   }
 

@@ -31,12 +31,8 @@ describe('Prometheus metrics', () => {
 
   it('serves the build, standard process metrics, per-node and per-instance gauges and the histograms', async () => {
     const nodeId = node.ack!.nodeId;
-    await node.publish(topics.information(nodeId), {
-      nodeId,
-      ts: Date.now(),
+    await node.sendTelemetry([], {
       cpu: { percent: 33.5, cores: 4, load1: 0.3 },
-      memory: { totalBytes: 8e9, usedBytes: 2e9, percent: 25 },
-      disk: { totalBytes: 1e11, usedBytes: 5e10, percent: 50 },
       gpus: [
         {
           index: 0,
@@ -51,7 +47,6 @@ describe('Prometheus metrics', () => {
         { id: 'temp1', type: 'temperature', value: 21.5, unit: 'C', ts: Date.now() },
         { id: 'door', type: 'contact', value: 'open', ts: Date.now() },
       ],
-      instances: [],
     });
     const created = (await (
       await cm.api('/api/jobs', { method: 'POST', json: { name: 'metered', image: 'edge/busybox:latest' } })
