@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   type ClusterEvent,
+  type Job,
   NODE_STATUSES,
   type NodeStatus,
   resolveDataDir,
@@ -204,11 +205,26 @@ export function buildProgram(io: EdgectlIo): Command {
 
   program
     .command('jobs')
-    .description('list jobs')
+    .description('list jobs; with -w, then a line for each job whose state or instances change')
+    .option('-w, --watch', 'keep printing changes until interrupted')
     .addOption(outputOption('table'))
-    .action(async (options: { output: OutputFormat }) => {
-      const jobs = await client().listJobs();
+    .action(async (options: { watch?: boolean; output: OutputFormat }) => {
+      const api = client();
+      const jobs = await api.listJobs();
       print(formatOutput(jobs, options.output, () => formatJobsTable(jobs)));
+      if (!options.watch) return;
+      // kubectl get -w: the rows that changed, as they change (a gone job once more, as `deleted`).
+      const rowsOf = (list: Job[]) =>
+        new Map(list.map((job) => [job.id, { name: job.name, row: formatJobsTable([job]).split('\n')[1]! }]));
+      let shown = rowsOf(jobs);
+      while (!io.signal?.aborted) {
+        await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
+        if (io.signal?.aborted) break;
+        const now = rowsOf(await api.listJobs());
+        for (const [id, { row }] of now) if (shown.get(id)?.row !== row) print(row);
+        for (const [id, { name }] of shown) if (!now.has(id)) print(`${name}   ${id}   deleted`);
+        shown = now;
+      }
     });
 
   program

@@ -65,4 +65,32 @@ describe('edgectl events', () => {
     expect(lines.at(-1)).toMatch(/^\S+\s+job\.scaled\s+job ev-web scaled from 1 to 2$/);
     expect(new Set(lines).size).toBe(lines.length);
   });
+
+  it('watches jobs: the table, then a line for each job that changes, until interrupted', async () => {
+    const stop = new AbortController();
+    let printed = '';
+    const watching = runEdgectlHere(['jobs', '-w'], {
+      env: { EDGE_SERVER: cm.url, EDGE_API_TOKEN: cm.apiToken, EDGE_CA_FILE: `${cm.dataDir}/tls/ca.pem` },
+      signal: stop.signal,
+      onStdout: (text) => {
+        printed += text;
+      },
+    });
+    await waitFor(() => printed.startsWith('NAME'), 'the table');
+    const table = printed;
+    await cm.api('/api/jobs', { method: 'POST', json: { name: 'ev-new', image: 'edge/busybox:latest' } });
+    await waitFor(
+      () => /^ev-new\s+\S+\s+active\s/m.test(printed.slice(table.length)),
+      'the new job, as it comes',
+    );
+    await cm.api('/api/jobs/ev-db', { method: 'DELETE' });
+    await waitFor(
+      () => /^ev-db\s+\S+\s+(deleting|deleted)/m.test(printed.slice(table.length)),
+      'the deleted job, as it goes',
+    );
+    stop.abort();
+    expect((await watching).code).toBe(0);
+    // Only what changed: ev-web, untouched since, is not printed again.
+    expect(printed.slice(table.length)).not.toMatch(/^ev-web\s/m);
+  });
 });
