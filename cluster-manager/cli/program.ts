@@ -60,9 +60,18 @@ export async function runEdgectl(argv: string[], io: EdgectlIo): Promise<number>
   }
 }
 
-/** How often `deploy --wait` asks how the job stands, and `events -f` what is new. */
-const WAIT_POLL_MS = 1000;
-const FOLLOW_POLL_MS = 1000;
+/** How often `deploy --wait`, `jobs -w` and `events -f` ask the cluster manager again. */
+const POLL_MS = 1000;
+const pause = () => new Promise((resolve) => setTimeout(resolve, POLL_MS));
+
+/** What follows (`jobs -w`, `events -f`): `step` every POLL_MS until `io.signal` is aborted (or forever). */
+async function poll(io: EdgectlIo, step: () => Promise<void>): Promise<void> {
+  while (!io.signal?.aborted) {
+    await pause();
+    if (io.signal?.aborted) return;
+    await step();
+  }
+}
 
 /** What the command was for did not come about (`deploy --wait`, `plan`): exit 1 with the reason. */
 class NotAchieved extends Error {}
@@ -217,14 +226,12 @@ export function buildProgram(io: EdgectlIo): Command {
       const rowsOf = (list: Job[]) =>
         new Map(list.map((job) => [job.id, { name: job.name, row: formatJobsTable([job]).split('\n')[1]! }]));
       let shown = rowsOf(jobs);
-      while (!io.signal?.aborted) {
-        await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
-        if (io.signal?.aborted) break;
+      await poll(io, async () => {
         const now = rowsOf(await api.listJobs());
         for (const [id, { row }] of now) if (shown.get(id)?.row !== row) print(row);
         for (const [id, { name }] of shown) if (!now.has(id)) print(`${name}   ${id}   deleted`);
         shown = now;
-      }
+      });
     });
 
   program
@@ -260,7 +267,7 @@ export function buildProgram(io: EdgectlIo): Command {
         if (outcome.done === 'cannot run') throw new NotAchieved(`cannot run: ${outcome.reason}`);
         if (io.now() >= deadline)
           throw new NotAchieved(`still not running after ${options.timeout} s; see edgectl job ${job.name}`);
-        await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
+        await pause();
         job = await api.getJob(job.id);
         for (const line of progressLines(job, seen)) print(line);
       }
@@ -345,13 +352,11 @@ export function buildProgram(io: EdgectlIo): Command {
           options.output === 'json' ? JSON.stringify(event) : formatEventLine(event);
         let last = events[0]?.id ?? 0;
         for (const event of [...events].reverse()) print(line(event));
-        while (!io.signal?.aborted) {
-          await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
-          if (io.signal?.aborted) break;
+        await poll(io, async () => {
           const newer = await api.listEvents({ ...query, limit: 1000, after: last });
           for (const event of [...newer].reverse()) print(line(event));
           last = newer[0]?.id ?? last;
-        }
+        });
       },
     );
 
