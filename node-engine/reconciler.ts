@@ -443,7 +443,8 @@ export class Reconciler {
           return;
         }
       }
-      const ranLong = this.ranFor(track, workload, this.now()) >= RESTART_BACKOFF_RESET_MS;
+      this.noteRunning(track, workload);
+      const ranLong = this.ranFor(track, this.now()) >= RESTART_BACKOFF_RESET_MS;
       if (ranLong && track.consecutiveFailures > 0) {
         track.consecutiveFailures = 0;
         this.saveCounts(desired, track);
@@ -489,18 +490,20 @@ export class Reconciler {
   }
 
   /**
-   * How long the workload's current start has run, until `until` (monotonic): from when this process first saw it
-   * running. A start seen for the first time that this process did not make (adopted after a restart of the node
-   * engine) had run since its runtime's start time, by the wall clock, once.
+   * Records when this process first saw the workload's current start running. A start it did not make itself
+   * (adopted after a restart of the node engine) had run since its runtime's start time, by the wall clock, once.
    */
-  private ranFor(track: Track, workload: RuntimeWorkload, until: number): number {
+  private noteRunning(track: Track, workload: RuntimeWorkload): void {
     const startedAt = workload.startedAt;
-    if (startedAt === undefined) return 0;
-    if (track.runningSeen?.startedAt !== startedAt) {
-      const ranBefore = track.startedByUs === startedAt ? 0 : Math.max(0, Date.now() - startedAt);
-      track.runningSeen = { startedAt, at: this.now(), ranBefore };
-    }
-    return track.runningSeen.ranBefore + Math.max(0, until - track.runningSeen.at);
+    if (startedAt === undefined || track.runningSeen?.startedAt === startedAt) return;
+    const ranBefore = track.startedByUs === startedAt ? 0 : Math.max(0, Date.now() - startedAt);
+    track.runningSeen = { startedAt, at: this.now(), ranBefore };
+  }
+
+  /** How long the start `noteRunning` saw has run, until `until` (monotonic). */
+  private ranFor(track: Track, until: number): number {
+    const seen = track.runningSeen;
+    return seen ? seen.ranBefore + Math.max(0, until - seen.at) : 0;
   }
 
   private decide(desired: DesiredInstance, workload: RuntimeWorkload, track: Track, exitMark: number): void {
@@ -530,7 +533,7 @@ export class Reconciler {
     // before this process saw it run) by its runtime's own times.
     const ranFor =
       track.runningSeen !== undefined && track.runningSeen.startedAt === workload.startedAt
-        ? this.ranFor(track, workload, track.exitSeen?.at ?? this.now())
+        ? this.ranFor(track, track.exitSeen?.at ?? this.now())
         : (workload.finishedAt ?? 0) - (workload.startedAt ?? 0);
     if (ranFor >= RESTART_BACKOFF_RESET_MS) track.consecutiveFailures = 0;
     const decision = decideAfterExit(
