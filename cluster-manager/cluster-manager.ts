@@ -32,6 +32,7 @@ import { NodeOperations } from './jobs/node-operations.js';
 import { type NodeRemoval, removeNode } from './jobs/node-removal.js';
 import { NodeReports } from './jobs/node-reports.js';
 import { Placement } from './jobs/placement.js';
+import { Rollouts } from './jobs/rollouts.js';
 import { ControlLag } from './liveness/control-lag.js';
 import { NodeLiveness } from './liveness/node-liveness.js';
 import { createMetrics } from './metrics.js';
@@ -83,6 +84,7 @@ export class ClusterManager {
   private readonly placement: Placement;
   private readonly evaluations: Evaluations;
   private readonly failover: Failover;
+  private readonly rollouts: Rollouts;
   private readonly addresses: OverlayAddresses;
   private readonly netTables: NetTables;
   private readonly metrics = createMetrics();
@@ -128,12 +130,21 @@ export class ClusterManager {
     this.reports = new NodeReports(this.store, this.outbox, this.evaluations, logger, (kind, seconds) =>
       this.metrics.commandRoundTrip.observe({ kind }, seconds),
     );
+    this.rollouts = new Rollouts(
+      this.store,
+      this.outbox,
+      this.placement,
+      this.evaluations,
+      this.addresses,
+      logger,
+    );
     this.jobs = new JobService(
       this.store,
       this.outbox,
       this.placement,
       this.evaluations,
       this.addresses,
+      this.rollouts,
       logger,
     );
     this.netTables = new NetTables({
@@ -221,6 +232,7 @@ export class ClusterManager {
     this.netTables.attach(this.mqtt);
     this.liveness.start();
     this.failover.start();
+    this.rollouts.start();
 
     const app = createApi({
       store: this.store,
@@ -309,6 +321,7 @@ export class ClusterManager {
     clearInterval(this.tlsRenewal);
     this.outbox.stop();
     this.controlLag?.stop();
+    this.rollouts.stop();
     this.evaluations.stop();
     this.placement.stop();
     this.netTables.stop();

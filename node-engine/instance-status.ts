@@ -1,4 +1,4 @@
-import type { InstanceStatus, InstanceStatusReport, Technology } from '../shared/index.js';
+import type { HealthState, InstanceStatus, InstanceStatusReport, Technology } from '../shared/index.js';
 import { instanceKey } from './state/desired-state.js';
 
 /** What the node engine last said about one instance. */
@@ -20,6 +20,8 @@ export interface InstanceState {
   backOff?: { failures: number; retryInMs: number };
   /** Its image pull, while it is `pulling` (see InstanceStatusReport.pull). */
   pull?: { percent: number; totalBytes: number };
+  /** Its health check's verdict while it runs, for a job with one. */
+  health?: HealthState;
 }
 
 export type StatusPublisher = (report: InstanceStatusReport) => void;
@@ -35,7 +37,8 @@ function sameReport(a: InstanceState, b: InstanceState): boolean {
     a.startedAt === b.startedAt &&
     a.namespaceIp === b.namespaceIp &&
     a.backOff?.failures === b.backOff?.failures &&
-    a.pull?.percent === b.pull?.percent
+    a.pull?.percent === b.pull?.percent &&
+    a.health === b.health
   );
 }
 
@@ -53,6 +56,7 @@ export function toReport(state: InstanceState, ts = Date.now()): InstanceStatusR
     ...(state.namespaceIp !== undefined ? { namespaceIp: state.namespaceIp } : {}),
     ...(state.backOff !== undefined ? { backOff: state.backOff } : {}),
     ...(state.pull !== undefined ? { pull: state.pull } : {}),
+    ...(state.health !== undefined ? { health: state.health } : {}),
     ts,
   };
 }

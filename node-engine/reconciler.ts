@@ -1,6 +1,7 @@
 import type { InstanceStatus, Logger, Technology } from '../shared/index.js';
 import { monotonicMs } from '../shared/monotonic-clock.js';
 import { BackOff, formatDelay } from './backoff.js';
+import { HealthChecks } from './health-checks.js';
 import { type InstanceState, InstanceStatusBook } from './instance-status.js';
 import type { OverlayAttachments } from './overlay-attachments.js';
 import { decideAfterExit, RESTART_BACKOFF_RESET_MS } from './restart-policy.js';
@@ -101,6 +102,7 @@ export class Reconciler {
   /** Failed removals, by workload handle id. */
   private readonly removeBackOff: BackOff;
   private readonly tracks = new Map<string, Track>();
+  private readonly healthChecks: HealthChecks;
   /** Workloads being removed: handle id -> instance key. */
   private readonly removing = new Map<string, string>();
   private readonly inFlight = new Set<Promise<void>>();
@@ -126,6 +128,7 @@ export class Reconciler {
     this.deployBackOff = new BackOff(retry);
     this.removeBackOff = new BackOff(retry);
     this.attachBackOff = new BackOff({ ...retry, maxMs: ATTACH_RETRY_MAX_MS });
+    this.healthChecks = new HealthChecks(this.runtimes, () => this.trigger(), this.logger);
   }
 
   start(): void {
@@ -138,6 +141,7 @@ export class Reconciler {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.interval);
+    this.healthChecks.stop();
     for (const timer of this.timers) clearTimeout(timer);
     for (const unwatch of this.unwatch) unwatch();
     await this.running;
@@ -279,6 +283,7 @@ export class Reconciler {
     const previous = this.statuses.get(desired.job.id, desired.instance);
     const sameGeneration = previous?.generation === desired.generation;
     const track = this.tracks.get(instanceKey(desired.job.id, desired.instance));
+    if (status !== 'running') this.healthChecks.forget(instanceKey(desired.job.id, desired.instance));
     const state: InstanceState = {
       job: desired.job.id,
       jobName: desired.job.name,
@@ -300,10 +305,14 @@ export class Reconciler {
     startedAt: number | undefined,
     namespaceIp?: string,
   ): void {
+    const handle = { technology: desired.job.technology, id: containerId };
+    const key = instanceKey(desired.job.id, desired.instance);
+    const verdict = this.healthChecks.verdict(key, this.specOf(desired), handle, startedAt);
     this.report(desired, 'running', {
       containerId,
       ...(startedAt !== undefined ? { startedAt } : {}),
       ...(namespaceIp !== undefined ? { namespaceIp } : {}),
+      ...(verdict ? { health: verdict.health, detail: verdict.detail } : {}),
     });
   }
 

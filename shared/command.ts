@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { InstanceStatusSchema, JobDefinitionSchema } from './job.js';
+import { HealthStateSchema, InstanceStatusSchema, JobDefinitionSchema } from './job.js';
 import { InstanceNetworkSchema, Ipv4Schema } from './net.js';
 
 export const COMMAND_KINDS = ['deploy', 'delete', 'move', 'replicate'] as const;
@@ -57,6 +57,8 @@ export const InstanceStatusReportSchema = z.object({
   backOff: z.object({ failures: z.number().int().min(1), retryInMs: z.number().min(0) }).optional(),
   /** Its image is being pulled: how far (the detail says it in words: `pulling 43% of 120 MB`). */
   pull: z.object({ percent: z.number().min(0).max(100), totalBytes: z.number().min(0) }).optional(),
+  /** A running instance of a job with a health check: the check's verdict (the detail says why it fails). */
+  health: HealthStateSchema.optional(),
   ts: z.number(),
 });
 export type InstanceStatusReport = z.infer<typeof InstanceStatusReportSchema>;

@@ -69,6 +69,55 @@ export const RescheduleSchema = z
     path: ['maxDelayMs'],
   });
 
+/**
+ * How a changed spec rolls out (Nomad's `update` block): at most `maxParallel` new instances start at once, each
+ * must stay healthy for `minHealthyTimeMs` before an old one stops (make-before-break), and an update whose new
+ * instances are not healthy within `healthyDeadlineMs` fails: with `autoRevert`, the job goes back to the last
+ * version that ran healthy. Optional in the spec (older node engines refuse keys they do not know); these are
+ * the defaults.
+ */
+export const DEFAULT_UPDATE = {
+  maxParallel: 1,
+  minHealthyTimeMs: 10_000,
+  healthyDeadlineMs: 300_000,
+  autoRevert: true,
+};
+export const UpdateSchema = z
+  .strictObject({
+    maxParallel: z.number().int().min(1).max(1000).default(DEFAULT_UPDATE.maxParallel),
+    minHealthyTimeMs: z.number().int().min(0).max(3_600_000).default(DEFAULT_UPDATE.minHealthyTimeMs),
+    healthyDeadlineMs: z.number().int().min(1000).max(86_400_000).default(DEFAULT_UPDATE.healthyDeadlineMs),
+    autoRevert: z.boolean().default(DEFAULT_UPDATE.autoRevert),
+  })
+  .refine((policy) => policy.healthyDeadlineMs > policy.minHealthyTimeMs, {
+    message: 'healthyDeadlineMs must be longer than minHealthyTimeMs',
+    path: ['healthyDeadlineMs'],
+  });
+export type UpdatePolicy = z.infer<typeof UpdateSchema>;
+
+/**
+ * A check the node runs on each running instance: a command (in the container for Docker, on the host with the
+ * job's env for native; exit 0 is healthy) or an HTTP GET on the instance's port (2xx and 3xx are healthy).
+ * `failures` checks in a row that fail make it unhealthy; one that passes makes it healthy again.
+ */
+export const HealthCheckSchema = z
+  .strictObject({
+    command: z.array(z.string().max(4096)).min(1).max(100).optional(),
+    http: z
+      .strictObject({
+        port: z.number().int().min(1).max(65535),
+        path: z.string().startsWith('/', 'a path starting with /').max(2048).default('/'),
+      })
+      .optional(),
+    intervalMs: z.number().int().min(500).max(3_600_000).default(5000),
+    timeoutMs: z.number().int().min(100).max(600_000).default(2000),
+    failures: z.number().int().min(1).max(100).default(3),
+  })
+  .refine((check) => (check.command === undefined) !== (check.http === undefined), {
+    message: 'a health check has either a command or http, not both',
+  });
+export type HealthCheck = z.infer<typeof HealthCheckSchema>;
+
 /** What an operator posts to `POST /api/jobs`. Defaults are filled in on parse. */
 export const JobSpecSchema = z
   .strictObject({
@@ -96,6 +145,10 @@ export const JobSpecSchema = z
         maxFiles: z.number().int().min(1).max(100).optional(),
       })
       .optional(),
+    /** How an update rolls out; DEFAULT_UPDATE when absent. */
+    update: UpdateSchema.optional(),
+    /** A health check the node runs; without one, an instance is healthy while it runs. */
+    health: HealthCheckSchema.optional(),
   })
   .superRefine((spec, ctx) => {
     if (spec.technology === 'native' && !spec.image.startsWith('/')) {
@@ -144,6 +197,11 @@ export const INSTANCE_STATUSES = [
 export const InstanceStatusSchema = z.enum(INSTANCE_STATUSES);
 export type InstanceStatus = z.infer<typeof InstanceStatusSchema>;
 
+/** What the node's health check says of a running instance: no check passed yet, passing, failing. */
+export const HEALTH_STATES = ['starting', 'healthy', 'unhealthy'] as const;
+export const HealthStateSchema = z.enum(HEALTH_STATES);
+export type HealthState = z.infer<typeof HealthStateSchema>;
+
 export const InstanceSchema = z.object({
   number: z.number().int().min(0),
   nodeId: z.string().nullable(),
@@ -155,6 +213,10 @@ export const InstanceSchema = z.object({
   instanceIp: Ipv4Schema.optional(),
   namespaceIp: Ipv4Schema.optional(),
   restarts: z.number().int().min(0),
+  /** The job version it runs (see `GET /api/jobs/:id/versions`). */
+  version: z.number().int().min(1),
+  /** Its health check's verdict, for a job with one, while it runs. */
+  health: HealthStateSchema.optional(),
   startedAt: z.number().optional(),
   exitCode: z.number().int().optional(),
   updatedAt: z.number(),
@@ -164,8 +226,40 @@ export type Instance = z.infer<typeof InstanceSchema>;
 export const JOB_STATES = ['active', 'deleting'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
+/**
+ * Where a version's roll-out is: `running` while instances are replaced, then `succeeded` (the version is
+ * stable), `failed` (its new instances were not healthy in time), or `superseded` (another update came first).
+ */
+export const ROLLOUT_STATES = ['running', 'succeeded', 'failed', 'superseded'] as const;
+export type RolloutState = (typeof ROLLOUT_STATES)[number];
+
+export interface Rollout {
+  /** The version rolled out, and the one it replaces (0 for the job's first). */
+  version: number;
+  from: number;
+  state: RolloutState;
+  /** The failed version this one reverts, for an automatic revert. */
+  revertOf?: number;
+  startedAt: number;
+  updatedAt: number;
+  detail: string;
+}
+
+/** One entry of `GET /api/jobs/:id/versions`. */
+export interface JobVersion {
+  version: number;
+  spec: JobSpec;
+  createdAt: number;
+  /** Its roll-out succeeded: what an automatic revert goes back to. */
+  stable: boolean;
+}
+
 /** A job as the API returns it: the spec, its id and state, and its instances. */
 export type Job = JobDefinition & {
+  /** The version of the spec shown, the one the job rolls to. */
+  version: number;
+  /** The latest roll-out, the job's first placement included. */
+  rollout?: Rollout;
   state: JobState;
   createdAt: number;
   updatedAt: number;
@@ -173,3 +267,24 @@ export type Job = JobDefinition & {
   instances: Instance[];
   instanceCounts: Partial<Record<InstanceStatus, number>>;
 };
+
+/** What an update does: nothing, a scale, a new version that restarts nothing, or a roll-out. */
+export const UPDATE_ACTIONS = ['none', 'scale', 'in-place', 'rollout'] as const;
+export type UpdateAction = (typeof UPDATE_ACTIONS)[number];
+
+/** What `PUT /api/jobs/:id` did: the kind of change and the top-level fields that changed. */
+export interface JobChange {
+  action: UpdateAction;
+  changed: string[];
+}
+
+/**
+ * What `POST /api/jobs?dryRun=true` and `PUT /api/jobs/:id?dryRun=true` answer: where each instance would go
+ * now, or why it could not, and for an update what changes and how many running instances a roll-out replaces.
+ */
+export interface JobPlan {
+  dryRun: true;
+  name: string;
+  instances: { number: number; node: string | null; reason?: string }[];
+  update?: JobChange & { version: number; replaced: number };
+}

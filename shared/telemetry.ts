@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { InstanceStatusSchema } from './job.js';
+import { HealthStateSchema, InstanceStatusSchema } from './job.js';
 import { GpuSchema } from './node.js';
 
 /**
@@ -23,6 +23,7 @@ export const InstanceSummarySchema = z.object({
   instance: z.number().int().min(0),
   generation: z.number().int().min(0),
   status: InstanceStatusSchema,
+  health: HealthStateSchema.optional(),
 });
 export type InstanceSummary = z.infer<typeof InstanceSummarySchema>;
 

@@ -4,6 +4,9 @@ import {
   type ClusterEvent,
   describeConnectError,
   type Job,
+  type JobChange,
+  type JobPlan,
+  type JobVersion,
   type NodeStatus,
   type NodeView,
 } from '../../shared/index.js';
@@ -144,13 +147,33 @@ export class ApiClient {
     return this.request('GET', `/api/jobs/${encodeURIComponent(ref)}`);
   }
 
+  /** The job, or undefined when there is none of that id or name. */
+  async findJob(ref: string): Promise<Job | undefined> {
+    try {
+      return await this.getJob(ref);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+
   /** `POST /api/jobs?dryRun=true`: where each instance would go, or why not; nothing changes. */
-  planJob(spec: unknown): Promise<{
-    dryRun: true;
-    name: string;
-    instances: { number: number; node: string | null; reason?: string }[];
-  }> {
+  planJob(spec: unknown): Promise<JobPlan> {
     return this.request('POST', '/api/jobs?dryRun=true', spec);
+  }
+
+  /** `PUT /api/jobs/:id?dryRun=true`: what updating the job would change; nothing changes. */
+  planUpdate(ref: string, spec: unknown): Promise<JobPlan> {
+    return this.request('PUT', `/api/jobs/${encodeURIComponent(ref)}?dryRun=true`, spec);
+  }
+
+  /** `PUT /api/jobs/:id`: the job as it is now, with what the update did. */
+  updateJob(ref: string, spec: unknown): Promise<Job & { change: JobChange }> {
+    return this.request('PUT', `/api/jobs/${encodeURIComponent(ref)}`, spec);
+  }
+
+  jobVersions(ref: string): Promise<JobVersion[]> {
+    return this.request('GET', `/api/jobs/${encodeURIComponent(ref)}/versions`);
   }
 
   createJob(spec: unknown): Promise<Job> {

@@ -1,5 +1,12 @@
 import { stringify } from 'yaml';
-import type { ApiErrorBody, ClusterEvent, InstanceStatus, Job, NodeView } from '../../shared/index.js';
+import type {
+  ApiErrorBody,
+  ClusterEvent,
+  InstanceStatus,
+  Job,
+  JobVersion,
+  NodeView,
+} from '../../shared/index.js';
 
 export const OUTPUT_FORMATS = ['table', 'yaml', 'json'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
@@ -35,6 +42,17 @@ export function formatNodesTable(nodes: NodeView[], now: number): string {
 export function formatJobsTable(jobs: Job[]): string {
   const rows = jobs.map((job) => [job.name, job.id, job.state, formatInstanceCounts(job.instanceCounts)]);
   return formatTable(['NAME', 'ID', 'STATE', 'INSTANCES'], rows);
+}
+
+/** A job's versions, newest first: the current one marked, stable ones (what a revert goes back to) said. */
+export function formatVersionsTable(versions: JobVersion[], current: number): string {
+  const rows = versions.map((version) => [
+    `${version.version}${version.version === current ? ' (current)' : ''}`,
+    formatTimestamp(version.createdAt),
+    version.stable ? 'yes' : 'no',
+    version.spec.image,
+  ]);
+  return formatTable(['VERSION', 'CREATED', 'STABLE', 'IMAGE'], rows);
 }
 
 /** One event on one line, as `events -f` prints them as they come. */

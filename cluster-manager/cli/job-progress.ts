@@ -1,4 +1,4 @@
-import type { Instance, Job } from '../../shared/index.js';
+import type { Instance, Job, JobChange, JobPlan } from '../../shared/index.js';
 
 /** Where a followed job stands: every instance running, one that cannot run (and why), or still on its way. */
 export type JobOutcome = { done: 'running' } | { done: 'cannot run'; reason: string } | { done: false };
@@ -42,4 +42,59 @@ export function outcomeOf(job: Job): JobOutcome {
   if (job.instances.length > 0 && job.instances.every((instance) => instance.status === 'running'))
     return { done: 'running' };
   return { done: false };
+}
+
+/**
+ * Where a followed roll-out of `version` stands: it succeeded, it did not (failed, or another update came first;
+ * a failed one may already be reverting), or it is on its way (`progress` says how far, in words).
+ */
+export type RolloutOutcome =
+  | { done: 'succeeded' }
+  | { done: 'failed'; reason: string }
+  | { done: false; progress: string };
+
+export function rolloutOutcomeOf(job: Job, version: number): RolloutOutcome {
+  const rollout = job.rollout;
+  if (!rollout) return { done: 'succeeded' };
+  if (rollout.version === version) {
+    if (rollout.state === 'succeeded') return { done: 'succeeded' };
+    if (rollout.state === 'running') return { done: false, progress: rollout.detail };
+    return { done: 'failed', reason: `version ${version} ${rollout.state}: ${rollout.detail}` };
+  }
+  if (rollout.revertOf === version)
+    return {
+      done: 'failed',
+      reason: `version ${version} failed; reverting to the last stable version as version ${rollout.version}`,
+    };
+  return { done: 'failed', reason: `version ${version} was superseded by version ${job.version}` };
+}
+
+/** What `apply` says it did: `job web updated to version 3 (image changed): rolling out`. */
+export function describeChange(job: Job, change: JobChange): string {
+  const fields = change.changed.join(', ');
+  switch (change.action) {
+    case 'none':
+      return `job ${job.name} unchanged (version ${job.version})`;
+    case 'scale':
+      return `job ${job.name} scaled to ${job.replicas} replica(s)`;
+    case 'in-place':
+      return `job ${job.name} updated to version ${job.version} (${fields} changed): no instance restarts`;
+    case 'rollout':
+      return `job ${job.name} updated to version ${job.version} (${fields} changed): rolling out`;
+  }
+}
+
+/** What `plan` says an update would do: `web: version 3 (image changed), rolling out: 3 instance(s) replaced`. */
+export function describePlannedUpdate(name: string, update: NonNullable<JobPlan['update']>): string {
+  const fields = update.changed.join(', ');
+  switch (update.action) {
+    case 'none':
+      return `${name}: no change`;
+    case 'scale':
+      return `${name}: scale (replicas changed)`;
+    case 'in-place':
+      return `${name}: version ${update.version} (${fields} changed), no instance restarts`;
+    case 'rollout':
+      return `${name}: version ${update.version} (${fields} changed), rolling out: ${update.replaced} instance(s) replaced`;
+  }
 }

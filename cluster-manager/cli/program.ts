@@ -20,10 +20,17 @@ import {
   formatNodesTable,
   formatOutput,
   formatTokensTable,
+  formatVersionsTable,
   type OutputFormat,
 } from './format.js';
 import { JobFileError, readJobFile } from './job-file.js';
-import { outcomeOf, progressLines } from './job-progress.js';
+import {
+  describeChange,
+  describePlannedUpdate,
+  outcomeOf,
+  progressLines,
+  rolloutOutcomeOf,
+} from './job-progress.js';
 
 export const DEFAULT_SERVER = 'https://127.0.0.1:10100';
 /** Where the cluster manager keeps its generated API token, under the project directory. */
@@ -251,39 +258,93 @@ export function buildProgram(io: EdgectlIo): Command {
     .option('--timeout <duration>', 'with --wait: give up after this long (default 5m)', parseDuration, 300)
     .action(async (options: { file: string; wait?: boolean; timeout: number }) => {
       const api = client();
-      let job = await api.createJob(await readJobFile(options.file, io.readStdin));
+      const job = await api.createJob(await readJobFile(options.file, io.readStdin));
       print(`created job ${job.name} (id ${job.id})`);
-      // What the answer already says (where each instance goes, or why it waits), with or without --wait.
-      const seen = new Map<number, string>();
-      for (const line of progressLines(job, seen)) print(line);
-      if (!options.wait) return;
-      const deadline = io.now() + options.timeout * 1000;
-      for (;;) {
-        const outcome = outcomeOf(job);
-        if (outcome.done === 'running') {
-          print(`job ${job.name}: every instance is running`);
-          return;
-        }
-        if (outcome.done === 'cannot run') throw new NotAchieved(`cannot run: ${outcome.reason}`);
-        if (io.now() >= deadline)
-          throw new NotAchieved(`still not running after ${options.timeout} s; see edgectl job ${job.name}`);
-        await pause();
-        job = await api.getJob(job.id);
-        for (const line of progressLines(job, seen)) print(line);
+      await followInstances(api, job, options.wait === true, options.timeout);
+    });
+
+  program
+    .command('apply')
+    .description('create a job from a spec, or update it to the spec; the same spec again changes nothing')
+    .requiredOption('-f, --file <path>', 'job spec file, or - for stdin')
+    .option('--wait', 'follow the roll-out until it succeeds; exit 1 with the reason if it fails')
+    .option('--timeout <duration>', 'with --wait: give up after this long (default 10m)', parseDuration, 600)
+    .action(async (options: { file: string; wait?: boolean; timeout: number }) => {
+      const api = client();
+      const spec = await readJobFile(options.file, io.readStdin);
+      const existing = await api.findJob(nameOf(spec));
+      if (!existing) {
+        const job = await api.createJob(spec);
+        print(`created job ${job.name} (id ${job.id})`);
+        await followInstances(api, job, options.wait === true, options.timeout);
+        // Until version 1 is stable: what a later update's automatic revert goes back to.
+        if (options.wait) await followRollout(api, job, job.version, options.timeout);
+        return;
       }
+      const job = await api.updateJob(existing.id, spec);
+      print(describeChange(job, job.change));
+      if (options.wait && job.change.action !== 'none')
+        await followRollout(api, job, job.version, options.timeout);
+    });
+
+  program
+    .command('versions')
+    .description("a job's kept versions, newest first")
+    .argument('<job>', 'job id or name')
+    .addOption(outputOption('table'))
+    .action(async (ref: string, options: { output: OutputFormat }) => {
+      const api = client();
+      const [job, versions] = await Promise.all([api.getJob(ref), api.jobVersions(ref)]);
+      print(formatOutput(versions, options.output, () => formatVersionsTable(versions, job.version)));
+    });
+
+  program
+    .command('rollback')
+    .description('roll a job back to an earlier version (default: the last stable one before the current)')
+    .argument('<job>', 'job id or name')
+    .option('--to-version <n>', 'the version to go back to', parsePositiveNumber)
+    .option('--wait', 'follow the roll-out until it succeeds; exit 1 with the reason if it fails')
+    .option('--timeout <duration>', 'with --wait: give up after this long (default 10m)', parseDuration, 600)
+    .action(async (ref: string, options: { toVersion?: number; wait?: boolean; timeout: number }) => {
+      const api = client();
+      const [current, versions] = await Promise.all([api.getJob(ref), api.jobVersions(ref)]);
+      const target =
+        options.toVersion !== undefined
+          ? versions.find((version) => version.version === options.toVersion)
+          : versions.find((version) => version.stable && version.version < current.version);
+      if (!target) {
+        throw new NotAchieved(
+          options.toVersion !== undefined
+            ? `job ${current.name} has no version ${options.toVersion} (edgectl versions ${current.name})`
+            : `job ${current.name} has no stable version before version ${current.version}`,
+        );
+      }
+      // As `kubectl rollout undo`: the old spec at today's replica count.
+      const job = await api.updateJob(current.id, { ...target.spec, replicas: current.replicas });
+      print(`${describeChange(job, job.change)} (back to version ${target.version})`);
+      if (options.wait && job.change.action !== 'none')
+        await followRollout(api, job, job.version, options.timeout);
     });
 
   program
     .command('plan')
-    .description('where each instance of a job spec would go now, or why not; changes nothing')
+    .description(
+      'what applying a job spec would do now: where instances would go, or why not; changes nothing',
+    )
     .requiredOption('-f, --file <path>', 'job spec file, or - for stdin')
     .action(async (options: { file: string }) => {
-      const plan = await client().planJob(await readJobFile(options.file, io.readStdin));
+      const api = client();
+      const spec = await readJobFile(options.file, io.readStdin);
+      const existing = await api.findJob(nameOf(spec));
+      const plan = existing ? await api.planUpdate(existing.id, spec) : await api.planJob(spec);
+      if (plan.update) print(describePlannedUpdate(plan.name, plan.update));
+      // A new job's instances by number; an update's by what they are: new ones.
+      const label = (number: number) => `${plan.name}#${plan.update ? 'new' : number}`;
       for (const instance of plan.instances)
         print(
           instance.node !== null
-            ? `${plan.name}#${instance.number} -> ${instance.node}`
-            : `${plan.name}#${instance.number} cannot be placed: ${instance.reason}`,
+            ? `${label(instance.number)} -> ${instance.node}`
+            : `${label(instance.number)} cannot be placed: ${instance.reason}`,
         );
       const unplaced = plan.instances.filter((instance) => instance.node === null).length;
       if (unplaced > 0)
@@ -421,7 +482,66 @@ export function buildProgram(io: EdgectlIo): Command {
       io.stdout(bashCompletion(program));
     });
 
+  /** Prints where each instance went, or why it waits; with `wait`, follows them until all run (or cannot). */
+  async function followInstances(api: ApiClient, created: Job, wait: boolean, timeout: number) {
+    let job = created;
+    // What the answer already says (where each instance goes, or why it waits), with or without --wait.
+    const seen = new Map<number, string>();
+    for (const line of progressLines(job, seen)) print(line);
+    if (!wait) return;
+    const deadline = io.now() + timeout * 1000;
+    for (;;) {
+      const outcome = outcomeOf(job);
+      if (outcome.done === 'running') {
+        print(`job ${job.name}: every instance is running`);
+        return;
+      }
+      if (outcome.done === 'cannot run') throw new NotAchieved(`cannot run: ${outcome.reason}`);
+      if (io.now() >= deadline)
+        throw new NotAchieved(`still not running after ${timeout} s; see edgectl job ${job.name}`);
+      await pause();
+      job = await api.getJob(job.id);
+      for (const line of progressLines(job, seen)) print(line);
+    }
+  }
+
+  /** Follows the roll-out of `version`, printing its progress and each instance's, until it ends. */
+  async function followRollout(api: ApiClient, updated: Job, version: number, timeout: number) {
+    let job = updated;
+    const seen = new Map<number, string>();
+    let progress = '';
+    const deadline = io.now() + timeout * 1000;
+    for (;;) {
+      for (const line of progressLines(job, seen)) print(line);
+      const outcome = rolloutOutcomeOf(job, version);
+      if (outcome.done === 'succeeded') {
+        print(`job ${job.name}: version ${version} rolled out`);
+        return;
+      }
+      if (outcome.done === 'failed') {
+        const [failure] = await api.listEvents({ type: 'rollout.failed', job: job.id, limit: 1 });
+        throw new NotAchieved(`roll-out failed: ${outcome.reason}${failure ? ` (${failure.message})` : ''}`);
+      }
+      if (outcome.progress !== progress) {
+        progress = outcome.progress;
+        print(`job ${job.name} version ${version}: ${progress}`);
+      }
+      if (io.now() >= deadline)
+        throw new NotAchieved(`roll-out not done after ${timeout} s; see edgectl job ${job.name}`);
+      await pause();
+      job = await api.getJob(job.id);
+    }
+  }
+
   return program;
+}
+
+/** The `name` a job spec file gives, for finding the job it updates. */
+function nameOf(spec: unknown): string {
+  const name = (spec as { name?: unknown } | null)?.name;
+  if (typeof name !== 'string' || name.length === 0)
+    throw new UsageError('the job spec has no name (a job is applied by its name)');
+  return name;
 }
 
 function outputOption(defaultFormat: OutputFormat): Option {

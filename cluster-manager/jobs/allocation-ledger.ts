@@ -1,11 +1,14 @@
 import { hostPortsOf } from '../scheduler/feasibility.js';
 import type { SchedulableNode } from '../scheduler/types.js';
-import { jobDefinition, labelsOf, type NodeRecord, type Store } from '../store/index.js';
+import { definitionAt, labelsOf, type NodeRecord, type Store } from '../store/index.js';
 import { holdsResources } from './instance-states.js';
 
 const MIB = 1024 * 1024;
 
-/** What one job holds on one node: its instances there (placed or moving in) and what each asked for. */
+/**
+ * What one version of a job holds on its nodes: its instances there (placed or moving in) and what each asked
+ * for. A job holds one per version its instances run (two or more only while a roll-out replaces them).
+ */
 interface JobCharge {
   /** Node id -> how many of the job's instances (and moves in flight) it holds there. */
   counts: Map<string, number>;
@@ -27,7 +30,7 @@ interface JobCharge {
  * writes to what it gets: it books on copies.
  */
 export class AllocationLedger {
-  private readonly charges = new Map<string, JobCharge>();
+  private readonly charges = new Map<string, JobCharge[]>();
   private readonly dirtyJobs = new Set<string>();
   private readonly nodes = new Map<string, SchedulableNode>();
   private ordered: SchedulableNode[] = [];
@@ -86,31 +89,43 @@ export class AllocationLedger {
 
   /** Takes the job's old charges off its nodes and puts its current ones on. */
   private recharge(jobId: string): void {
-    const old = this.charges.get(jobId);
-    if (old) this.apply(jobId, old, -1);
+    for (const old of this.charges.get(jobId) ?? []) this.apply(jobId, old, -1);
     this.charges.delete(jobId);
     const job = this.store.jobs.getJob(jobId);
     if (!job) return;
-    const counts = new Map<string, number>();
+    const countsByVersion = new Map<number, Map<string, number>>();
     // Rows naming a node this view does not know charge nothing (the view rebuilds its nodes first, so there is
     // no such node); charging and uncharging use the same counts.
-    const add = (nodeId: string) => {
-      if (this.nodes.has(nodeId)) counts.set(nodeId, (counts.get(nodeId) ?? 0) + 1);
+    const add = (version: number, nodeId: string) => {
+      if (!this.nodes.has(nodeId)) return;
+      let counts = countsByVersion.get(version);
+      if (!counts) {
+        counts = new Map();
+        countsByVersion.set(version, counts);
+      }
+      counts.set(nodeId, (counts.get(nodeId) ?? 0) + 1);
     };
-    for (const instance of this.store.jobs.instancesOf(jobId))
-      if (holdsResources(instance)) add(instance.nodeId!);
-    for (const move of this.store.moves.ofJob(jobId)) add(move.toNode);
-    if (counts.size === 0) return;
-    const { resources } = job.spec;
-    const charge: JobCharge = {
-      counts,
-      cpus: resources.cpus ?? 0,
-      memoryBytes: (resources.memoryMB ?? 0) * MIB,
-      gpus: resources.gpus,
-      hostPorts: hostPortsOf(jobDefinition(job)),
-    };
-    this.charges.set(jobId, charge);
-    this.apply(jobId, charge, 1);
+    const instances = this.store.jobs.instancesOf(jobId);
+    for (const instance of instances) if (holdsResources(instance)) add(instance.version, instance.nodeId!);
+    for (const move of this.store.moves.ofJob(jobId)) {
+      const version = instances.find((instance) => instance.number === move.number)?.version ?? job.version;
+      add(version, move.toNode);
+    }
+    if (countsByVersion.size === 0) return;
+    const charges: JobCharge[] = [];
+    for (const [version, counts] of countsByVersion) {
+      const definition = definitionAt(this.store, job, version);
+      const { resources } = definition;
+      charges.push({
+        counts,
+        cpus: resources.cpus ?? 0,
+        memoryBytes: (resources.memoryMB ?? 0) * MIB,
+        gpus: resources.gpus,
+        hostPorts: hostPortsOf(definition),
+      });
+    }
+    this.charges.set(jobId, charges);
+    for (const charge of charges) this.apply(jobId, charge, 1);
   }
 
   private apply(jobId: string, charge: JobCharge, sign: 1 | -1): void {

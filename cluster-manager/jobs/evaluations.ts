@@ -7,6 +7,7 @@ import type { Placement } from './placement.js';
 export type EvaluationTrigger =
   | 'job-registered'
   | 'job-scaled'
+  | 'job-updated'
   | 'node-registered'
   | 'node-online'
   | 'capacity-freed'

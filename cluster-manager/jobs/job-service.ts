@@ -1,21 +1,31 @@
 import { randomUUID } from 'node:crypto';
-import type { Job, JobSpec, JobState, Logger } from '../../shared/index.js';
+import {
+  DEFAULT_UPDATE,
+  type Job,
+  type JobChange,
+  type JobPlan,
+  type JobSpec,
+  type JobState,
+  type JobVersion,
+  type Logger,
+  type UpdateAction,
+} from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { conflict, invalid, notFound } from '../errors.js';
 import type { OverlayAddresses } from '../network/overlay-addresses.js';
 import { pickMoveTarget, placeInstances } from '../scheduler/index.js';
-import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
+import { definitionAt, type JobRecord, jobDefinition, type Store } from '../store/index.js';
 import type { Evaluations } from './evaluations.js';
-import { countsTowardsReplicas, transition } from './instance-states.js';
+import { addInstances, newInstance, stopInstance } from './instance-lifecycle.js';
+import { countsTowardsReplicas } from './instance-states.js';
 import { jobView } from './job-views.js';
-import { abandonMove } from './moves.js';
 import type { Placement } from './placement.js';
+import type { Rollouts } from './rollouts.js';
+import { changedFields, runsTheSame } from './spec-changes.js';
 
-/** What `POST /api/jobs?dryRun=true` answers: where each instance would go, or why it could not. */
-export interface JobPlan {
-  dryRun: true;
-  name: string;
-  instances: { number: number; node: string | null; reason?: string }[];
+/** What `PUT /api/jobs/:id` did, with the job as it is now. */
+export interface UpdateResult extends JobChange {
+  job: Job;
 }
 
 export interface JobFilter {
@@ -32,6 +42,7 @@ export class JobService {
     private readonly placement: Placement,
     private readonly evaluations: Evaluations,
     private readonly addresses: OverlayAddresses,
+    private readonly rollouts: Rollouts,
     private readonly logger: Logger,
   ) {}
 
@@ -63,7 +74,6 @@ export class JobService {
     return jobView(this.store, this.find(idOrName));
   }
 
-  /** A job gets its service IP and every instance its instance IP here, or the job is refused whole (409). */
   /**
    * What creating the job would do now, changing nothing: the scheduler (which books on copies) places its
    * instances on the fleet as it stands. A name a live job holds is a conflict here too.
@@ -71,19 +81,52 @@ export class JobService {
   plan(spec: JobSpec): JobPlan {
     this.refuseTakenName(spec.name);
     const numbers = Array.from({ length: spec.replicas }, (_, number) => number);
-    const result = placeInstances({ id: 'dry-run', ...spec }, numbers, this.placement.schedulableNodes());
-    const placed = new Map(result.placements.map((placement) => [placement.instance, placement.nodeId]));
-    const unplaced = new Map(result.unplaced.map((entry) => [entry.instance, entry.summary]));
+    return { dryRun: true, name: spec.name, instances: this.wouldPlace('dry-run', spec, numbers) };
+  }
+
+  /**
+   * What updating the job to `spec` would do now, changing nothing: the kind of change, the fields, and where
+   * the instances a roll-out adds would go on the fleet as it stands (old ones still in place).
+   */
+  planUpdate(idOrName: string, spec: JobSpec): JobPlan {
+    const job = this.findActive(idOrName);
+    this.refuseRename(job, spec);
+    const change = this.classify(job, spec);
+    const replaced = this.store.jobs
+      .instancesOf(job.id)
+      .filter((instance) => countsTowardsReplicas(instance.status))
+      .filter((instance) => {
+        const ran = this.store.versions.specAt(job.id, instance.version) ?? job.spec;
+        return !runsTheSame(ran, spec);
+      }).length;
+    const adds =
+      change.action === 'rollout'
+        ? Math.min(spec.replicas, Math.max(1, updatePolicy(spec).maxParallel))
+        : Math.max(0, spec.replicas - job.spec.replicas);
+    const numbers = Array.from({ length: adds }, (_, number) => number);
     return {
       dryRun: true,
-      name: spec.name,
-      instances: numbers.map((number) => {
-        const nodeId = placed.get(number);
-        return nodeId !== undefined
-          ? { number, node: this.store.nodes.nameOf(nodeId) }
-          : { number, node: null, reason: unplaced.get(number) ?? 'not placed' };
-      }),
+      name: job.name,
+      instances: this.wouldPlace(job.id, spec, numbers),
+      update: {
+        action: change.action,
+        changed: change.changed,
+        version: change.action === 'rollout' || change.action === 'in-place' ? job.version + 1 : job.version,
+        replaced: change.action === 'rollout' ? replaced : 0,
+      },
     };
+  }
+
+  private wouldPlace(id: string, spec: JobSpec, numbers: number[]): JobPlan['instances'] {
+    const result = placeInstances({ id, ...spec }, numbers, this.placement.schedulableNodes());
+    const placed = new Map(result.placements.map((placement) => [placement.instance, placement.nodeId]));
+    const unplaced = new Map(result.unplaced.map((entry) => [entry.instance, entry.summary]));
+    return numbers.map((number) => {
+      const nodeId = placed.get(number);
+      return nodeId !== undefined
+        ? { number, node: this.store.nodes.nameOf(nodeId) }
+        : { number, node: null, reason: unplaced.get(number) ?? 'not placed' };
+    });
   }
 
   private refuseTakenName(name: string): void {
@@ -103,19 +146,24 @@ export class JobService {
       createdAt: now,
       updatedAt: now,
       serviceIp: null,
+      version: 1,
+      rollout: null,
     };
     this.store.transaction(() => {
       this.refuseTakenName(spec.name);
       const [serviceIp, ...instanceIps] = this.addresses.take(1 + spec.replicas);
       job.serviceIp = serviceIp!;
       this.store.jobs.insertJob(job);
+      this.store.versions.insert(job.id, job.version, spec, now);
       const numbers = Array.from({ length: spec.replicas }, (_, number) => number);
       for (const number of numbers)
-        this.store.jobs.insertInstance(newInstance(job.id, number, instanceIps[number]!, now));
+        this.store.jobs.insertInstance(newInstance(job, number, instanceIps[number]!, now));
       this.evaluations.evaluate(job, numbers, 'job-registered', now);
       this.store.events.record('job.created', `job ${job.name} created with ${spec.replicas} replica(s)`, {
         jobId: job.id,
       });
+      // Its first roll-out: once every instance is healthy, version 1 is stable (what a revert goes back to).
+      this.rollouts.begin(this.store.jobs.getJob(job.id)!, 0, now);
     });
     this.outbox.flush();
     this.logger.info({ job: job.id, name: job.name, replicas: spec.replicas }, 'job created');
@@ -131,6 +179,7 @@ export class JobService {
     if (job.state === 'deleting') return this.get(job.id);
     this.store.transaction(() => {
       this.store.jobs.setJobState(job.id, 'deleting', now);
+      this.rollouts.forget(job.id);
       const generation = this.store.jobs.nextGeneration(job.id);
       const nodes = new Set(this.store.commands.nodesEverCommanded(job.id));
       for (const instance of this.store.jobs.instancesOf(job.id)) {
@@ -158,35 +207,98 @@ export class JobService {
 
   /**
    * Scales to `replicas`: up takes the lowest free numbers, each with a new instance IP (409 when the overlay
-   * has too few left), down removes the highest-numbered instances; their IPs are free once their node acks.
+   * has too few left), down removes instances of older versions first, then the highest-numbered; their IPs are
+   * free once their node acks.
    */
   replicate(idOrName: string, replicas: number, now = Date.now()): Job {
     const job = this.findActive(idOrName);
-    this.store.transaction(() => {
-      const instances = this.store.jobs.instancesOf(job.id);
-      const live = instances.filter((instance) => countsTowardsReplicas(instance.status));
-      const updated: JobRecord = { ...job, spec: { ...job.spec, replicas }, updatedAt: now };
-      this.store.jobs.setJobSpec(job.id, updated.spec, now);
-      if (live.length < replicas) {
-        const taken = new Set(instances.map((instance) => instance.number));
-        const numbers: number[] = [];
-        for (let number = 0; numbers.length < replicas - live.length; number++) {
-          if (!taken.has(number)) numbers.push(number);
-        }
-        const instanceIps = this.addresses.take(numbers.length);
-        for (const [index, number] of numbers.entries())
-          this.store.jobs.insertInstance(newInstance(job.id, number, instanceIps[index]!, now));
-        this.evaluations.evaluate(updated, numbers, 'job-scaled', now);
-      } else {
-        const surplus = [...live].sort((a, b) => b.number - a.number).slice(0, live.length - replicas);
-        for (const instance of surplus) this.stopInstance(updated, instance, now);
-      }
-      this.store.events.record('job.scaled', `job ${job.name} scaled from ${live.length} to ${replicas}`, {
-        jobId: job.id,
-      });
-    });
+    this.store.transaction(() => this.scale(job, replicas, now));
     this.outbox.flush();
     return this.get(job.id);
+  }
+
+  /** Call inside a transaction. */
+  private scale(job: JobRecord, replicas: number, now: number): void {
+    const live = this.store.jobs
+      .instancesOf(job.id)
+      .filter((instance) => countsTowardsReplicas(instance.status));
+    this.store.jobs.setJobSpec(job.id, { ...job.spec, replicas }, now);
+    const updated = this.store.jobs.getJob(job.id)!;
+    // New ones run the current version, which is what a roll-out under way brings the others to.
+    if (live.length < replicas) {
+      addInstances(
+        this.store,
+        this.addresses,
+        this.evaluations,
+        updated,
+        replicas - live.length,
+        'job-scaled',
+        now,
+      );
+    } else if (live.length > replicas) {
+      const surplus = [...live]
+        .sort(
+          (a, b) =>
+            Number(a.version === job.version) - Number(b.version === job.version) || b.number - a.number,
+        )
+        .slice(0, live.length - replicas);
+      for (const instance of surplus)
+        stopInstance(this.store, this.outbox, updated, instance, 'the instance was scaled away', now);
+    }
+    this.store.events.record('job.scaled', `job ${job.name} scaled from ${live.length} to ${replicas}`, {
+      jobId: job.id,
+    });
+  }
+
+  /**
+   * Applies a full spec to the job (`PUT /api/jobs/:id`, `edgectl apply`): the same spec changes nothing; a new
+   * `replicas` alone scales; anything else makes a new version, which rolls out per the job's `update` block
+   * (instances that would run the same, as when only `update` or `reschedule` changed, take the new version where
+   * they are). The name cannot change.
+   */
+  update(idOrName: string, spec: JobSpec, now = Date.now()): UpdateResult {
+    const job = this.findActive(idOrName);
+    this.refuseRename(job, spec);
+    const change = this.classify(job, spec);
+    if (change.action === 'none') return { job: this.get(job.id), ...change };
+    this.store.transaction(() => {
+      if (change.action === 'scale') {
+        this.scale(job, spec.replicas, now);
+        return;
+      }
+      const version = job.version + 1;
+      this.store.versions.insert(job.id, version, spec, now);
+      this.store.jobs.setJobVersion(job.id, version, spec, now);
+      this.store.events.record(
+        'job.updated',
+        `job ${job.name} updated to version ${version}: ${change.changed.join(', ')} changed`,
+        { jobId: job.id },
+      );
+      this.rollouts.begin(this.store.jobs.getJob(job.id)!, job.version, now);
+    });
+    this.outbox.flush();
+    this.logger.info({ job: job.id, name: job.name, ...change }, 'job updated');
+    return { job: this.get(job.id), ...change };
+  }
+
+  /** Every kept version of the job, newest first. */
+  versions(idOrName: string): JobVersion[] {
+    return this.store.versions.list(this.find(idOrName).id);
+  }
+
+  private classify(job: JobRecord, spec: JobSpec): { action: UpdateAction; changed: string[] } {
+    const changed = changedFields(job.spec, spec);
+    if (changed.length === 0) return { action: 'none', changed };
+    if (changed.length === 1 && changed[0] === 'replicas') return { action: 'scale', changed };
+    return { action: runsTheSame(job.spec, spec) ? 'in-place' : 'rollout', changed };
+  }
+
+  private refuseRename(job: JobRecord, spec: JobSpec): void {
+    if (spec.name !== job.name) {
+      throw invalid(`a job's name cannot change (it is "${job.name}")`, [
+        { path: 'name', message: `must be "${job.name}"` },
+      ]);
+    }
   }
 
   /** Make-before-break: the target starts the instance; the source gets `delete` once it runs there. */
@@ -198,7 +310,7 @@ export class JobService {
       if (!instance.nodeId) throw conflict(`instance ${number} is not placed on any node yet`);
       if (this.store.moves.get(job.id, number))
         throw conflict(`a move of instance ${number} is already in flight`);
-      const definition = jobDefinition(job);
+      const definition = definitionAt(this.store, job, instance.version);
       const nodes = this.placement.schedulableNodes();
       const target = pickMoveTarget(definition, number, instance.nodeId, nodes, to);
       if (!('nodeId' in target)) {
@@ -236,23 +348,6 @@ export class JobService {
     return this.get(job.id);
   }
 
-  /**
-   * Sends `delete` for one instance; it disappears when its node acks. Unplaced ones go at once. A move of it
-   * under way is given up first, so that its target removes the copy it may already run.
-   */
-  private stopInstance(job: JobRecord, instance: InstanceRecord, now: number): void {
-    if (!instance.nodeId) {
-      this.store.jobs.removeInstance(job.id, instance.number);
-      return;
-    }
-    const move = this.store.moves.get(job.id, instance.number);
-    if (move) abandonMove(this.store, this.outbox, job, move, 'the instance was scaled away');
-    const next = transition(instance.status, { kind: 'stopAsked' });
-    if ('status' in next)
-      this.store.jobs.updateInstance({ ...instance, status: next.status, updatedAt: now });
-    this.outbox.enqueueDelete(instance.nodeId, jobDefinition(job), instance.number, instance.generation);
-  }
-
   private find(idOrName: string): JobRecord {
     const job = this.store.jobs.findJob(idOrName);
     if (!job) throw notFound('job', idOrName);
@@ -266,21 +361,6 @@ export class JobService {
   }
 }
 
-function newInstance(jobId: string, number: number, instanceIp: string, now: number): InstanceRecord {
-  return {
-    jobId,
-    number,
-    nodeId: null,
-    status: 'pending',
-    detail: 'waiting for placement',
-    containerId: null,
-    generation: 0,
-    restarts: 0,
-    startedAt: null,
-    exitCode: null,
-    updatedAt: now,
-    instanceIp,
-    namespaceIp: null,
-    reschedules: [],
-  };
+function updatePolicy(spec: JobSpec) {
+  return spec.update ?? DEFAULT_UPDATE;
 }

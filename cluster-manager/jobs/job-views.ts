@@ -14,6 +14,8 @@ export function jobView(store: Store, job: JobRecord): Job {
   return {
     id: job.id,
     ...job.spec,
+    version: job.version,
+    ...(job.rollout ? { rollout: job.rollout } : {}),
     state: job.state,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,

@@ -1,12 +1,13 @@
 import type { InstanceStatusReport } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import {
+  definitionAt,
   type InstanceRecord,
   type JobRecord,
-  jobDefinition,
   type MoveRecord,
   type Store,
 } from '../store/index.js';
+import { healthAfter } from './instance-lifecycle.js';
 
 /**
  * The end of a make-before-break move. Call inside a transaction. The target runs the instance: it becomes the
@@ -22,7 +23,12 @@ export function completeMove(
   now: number,
 ): void {
   store.moves.remove(move.jobId, move.number);
-  outbox.enqueueDelete(move.fromNode, jobDefinition(job), move.number, instance.generation);
+  outbox.enqueueDelete(
+    move.fromNode,
+    definitionAt(store, job, instance.version),
+    move.number,
+    instance.generation,
+  );
   store.jobs.updateInstance({
     ...instance,
     nodeId: move.toNode,
@@ -35,6 +41,7 @@ export function completeMove(
     exitCode: null,
     // The instance IP stays; the namespace IP is the one the target gave it (none if its overlay is off).
     namespaceIp: report.namespaceIp ?? null,
+    ...healthAfter({ healthySince: null }, 'running', report.health, now),
     updatedAt: now,
   });
   store.events.record('move.done', `${job.name}#${move.number} moved to ${store.nodes.nameOf(move.toNode)}`, {
@@ -55,7 +62,8 @@ export function abandonMove(
   reason: string,
 ): void {
   store.moves.remove(move.jobId, move.number);
-  outbox.enqueueDelete(move.toNode, jobDefinition(job), move.number, move.generation);
+  const version = store.jobs.getInstance(job.id, move.number)?.version ?? job.version;
+  outbox.enqueueDelete(move.toNode, definitionAt(store, job, version), move.number, move.generation);
   store.events.record('move.failed', `move of ${job.name}#${move.number} failed: ${reason}`, {
     jobId: job.id,
     nodeId: move.toNode,

@@ -1,7 +1,8 @@
 import type { CommandAck, InstanceStatusReport, InstanceSummary, Logger } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
-import { type InstanceRecord, jobDefinition, type MoveRecord, type Store } from '../store/index.js';
+import { definitionAt, type InstanceRecord, type MoveRecord, type Store } from '../store/index.js';
 import type { Evaluations } from './evaluations.js';
+import { healthAfter } from './instance-lifecycle.js';
 import { expectedOnNode, type InstanceMessage, transition } from './instance-states.js';
 import { abandonMove, completeMove } from './moves.js';
 
@@ -124,8 +125,10 @@ export class NodeReports {
       const instance = this.store.jobs.getInstance(summary.job, summary.instance);
       if (!instance || instance.nodeId !== nodeId || instance.generation !== summary.generation) continue;
       const next = transition(instance.status, { kind: 'listed', status: summary.status });
-      if ('status' in next)
-        this.store.jobs.updateInstance({ ...instance, status: next.status, updatedAt: now });
+      const status = 'status' in next ? next.status : instance.status;
+      const health = healthAfter(instance, status, summary.health, now);
+      if (status !== instance.status || health.health !== instance.health)
+        this.store.jobs.updateInstance({ ...instance, status, ...health, updatedAt: now });
     }
   }
 
@@ -152,7 +155,7 @@ export class NodeReports {
         if (job?.state !== 'active') continue;
         this.outbox.enqueue(nodeId, {
           kind: 'deploy',
-          job: jobDefinition(job),
+          job: definitionAt(this.store, job, instance.version),
           instance: instance.number,
           generation: instance.generation,
           worker: [nodeId],
@@ -190,6 +193,8 @@ export class NodeReports {
     if ('ignore' in next && instance.status !== report.status) return;
     const status = 'status' in next ? next.status : instance.status;
     const changed = instance.status !== status;
+    const health = healthAfter(instance, status, report.health, now);
+    const healthChanged = health.health !== instance.health && status === 'running' && !changed;
     this.store.transaction(() => {
       this.store.jobs.updateInstance({
         ...instance,
@@ -200,8 +205,17 @@ export class NodeReports {
         startedAt: report.startedAt ?? instance.startedAt,
         exitCode: report.exitCode ?? null,
         namespaceIp: report.namespaceIp ?? instance.namespaceIp,
+        ...health,
         updatedAt: now,
       });
+      if (healthChanged && health.health !== null) {
+        const job = this.store.jobs.getJob(instance.jobId);
+        this.store.events.record(
+          'instance.health',
+          `${job?.name ?? instance.jobId}#${instance.number} ${health.health}${report.detail ? `: ${report.detail}` : ''}`,
+          { nodeId: instance.nodeId ?? undefined, jobId: instance.jobId },
+        );
+      }
       const pullNews = this.pullProgressed(instance, status, report);
       if (changed || pullNews) {
         const job = this.store.jobs.getJob(instance.jobId);

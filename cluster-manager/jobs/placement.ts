@@ -1,7 +1,7 @@
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import type { SchedulableNode } from '../scheduler/index.js';
 import { placeInstances } from '../scheduler/index.js';
-import { type InstanceRecord, type JobRecord, jobDefinition, type Store } from '../store/index.js';
+import { definitionAt, type InstanceRecord, type JobRecord, type Store } from '../store/index.js';
 import { AllocationLedger } from './allocation-ledger.js';
 
 /** Places instances with the scheduler and turns each placement into a deploy command in the outbox. */
@@ -26,10 +26,21 @@ export class Placement {
     return this.ledger.byId();
   }
 
-  /** Call inside a transaction. Instances that fit nowhere stay `pending` with the reasons in `detail`. */
+  /**
+   * Call inside a transaction. Instances that fit nowhere stay `pending` with the reasons in `detail`. Each is
+   * placed as the version it runs asks (a roll-out may leave instances of an older one waiting).
+   */
   place(job: JobRecord, numbers: number[], now = Date.now()): void {
-    if (numbers.length === 0) return;
-    const definition = jobDefinition(job);
+    const byVersion = new Map<number, number[]>();
+    for (const number of numbers) {
+      const version = this.store.jobs.getInstance(job.id, number)?.version ?? job.version;
+      byVersion.set(version, [...(byVersion.get(version) ?? []), number]);
+    }
+    for (const [version, ofVersion] of byVersion) this.placeVersion(job, version, ofVersion, now);
+  }
+
+  private placeVersion(job: JobRecord, version: number, numbers: number[], now: number): void {
+    const definition = definitionAt(this.store, job, version);
     const result = placeInstances(definition, numbers, this.ledger.schedulableNodes());
     for (const placement of result.placements) {
       const instance = this.store.jobs.getInstance(job.id, placement.instance);
@@ -59,7 +70,7 @@ export class Placement {
     now = Date.now(),
     options: { avoid?: string; detail?: string } = {},
   ): boolean {
-    const definition = jobDefinition(job);
+    const definition = definitionAt(this.store, job, lost.version);
     const nodes = this.ledger.schedulableNodes();
     // A node to avoid (where it failed) is taken only when no other fits.
     const elsewhere = options.avoid ? nodes.filter((node) => node.id !== options.avoid) : nodes;
@@ -105,11 +116,15 @@ export class Placement {
       exitCode: null,
       // The namespace IP is the old node's; the new one reports its own once the instance is attached there.
       namespaceIp: null,
+      // A new attempt: a roll-out gives it its full deadline to become healthy.
+      versionSince: now,
+      health: null,
+      healthySince: null,
       updatedAt: now,
     });
     this.outbox.enqueue(nodeId, {
       kind: 'deploy',
-      job: jobDefinition(job),
+      job: definitionAt(this.store, job, instance.version),
       instance: instance.number,
       generation,
       worker: [nodeId],

@@ -89,6 +89,23 @@ export function bookInstance(job: JobDefinition, node: SchedulableNode): void {
   node.instanceCount++;
 }
 
+/** Takes one booked instance of the job off a copy of the node: what it holds if that instance leaves. */
+export function withoutInstance(job: JobDefinition, node: SchedulableNode): SchedulableNode {
+  const copy = cloneNode(node);
+  copy.allocated.cpus -= job.resources.cpus ?? 0;
+  copy.allocated.memoryBytes -= (job.resources.memoryMB ?? 0) * MIB;
+  copy.allocated.gpus -= job.resources.gpus;
+  for (const port of hostPortsOf(job)) {
+    const at = copy.usedHostPorts.indexOf(port);
+    if (at >= 0) copy.usedHostPorts.splice(at, 1);
+  }
+  const held = (copy.instancesByJob[job.id] ?? 0) - 1;
+  if (held > 0) copy.instancesByJob[job.id] = held;
+  else delete copy.instancesByJob[job.id];
+  copy.instanceCount--;
+  return copy;
+}
+
 export function cloneNode(node: SchedulableNode): SchedulableNode {
   return {
     ...node,

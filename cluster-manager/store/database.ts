@@ -140,6 +140,25 @@ const MIGRATIONS: string[] = [
   // {key: value, or null for removed}), over those the node announces.
   `ALTER TABLE nodes ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE nodes ADD COLUMN operator_labels TEXT NOT NULL DEFAULT '{}';`,
+  // Job versions: every spec a job had (the newest kept), the version each instance runs, the latest roll-out
+  // (JSON), and when an instance got its version and when it was last seen healthy. Jobs already there are
+  // version 1, stable.
+  `CREATE TABLE job_versions (
+     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+     version INTEGER NOT NULL,
+     spec TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     stable INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (job_id, version)
+   );
+   ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE jobs ADD COLUMN rollout TEXT;
+   ALTER TABLE instances ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE instances ADD COLUMN version_since INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE instances ADD COLUMN health TEXT;
+   ALTER TABLE instances ADD COLUMN healthy_since INTEGER;
+   INSERT INTO job_versions (job_id, version, spec, created_at, stable)
+     SELECT id, 1, spec, created_at, 1 FROM jobs;`,
 ];
 
 /**

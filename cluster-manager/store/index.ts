@@ -1,8 +1,10 @@
 import { type FileHandle, open } from 'node:fs/promises';
+import type { JobDefinition } from '../../shared/index.js';
 import { CommandStore } from './command-store.js';
 import { type Db, openDatabase } from './database.js';
 import { EventLog } from './event-log.js';
-import { JobStore, MoveStore } from './job-store.js';
+import { type JobRecord, JobStore, jobDefinition, MoveStore } from './job-store.js';
+import { JobVersionStore } from './job-version-store.js';
 import { NetInterestStore } from './net-interest-store.js';
 import { NodeStore } from './node-store.js';
 import { TokenStore } from './token-store.js';
@@ -13,6 +15,7 @@ export * from './command-store.js';
 export * from './database.js';
 export * from './event-log.js';
 export * from './job-store.js';
+export * from './job-version-store.js';
 export * from './net-interest-store.js';
 export * from './node-store.js';
 export * from './token-store.js';
@@ -30,6 +33,7 @@ type PublicOf<T> = { [K in keyof T]: T[K] };
 export interface Store {
   readonly nodes: PublicOf<NodeStore>;
   readonly jobs: PublicOf<JobStore>;
+  readonly versions: PublicOf<JobVersionStore>;
   readonly commands: PublicOf<CommandStore>;
   readonly events: PublicOf<EventLog>;
   readonly moves: PublicOf<MoveStore>;
@@ -42,10 +46,20 @@ export interface Store {
   close(): void;
 }
 
+/**
+ * The definition that instances of `version` run: the job's own spec for its current version, else the spec that
+ * version had (the current one if it was pruned, which no instance running it allows).
+ */
+export function definitionAt(store: Store, job: JobRecord, version: number): JobDefinition {
+  if (version === job.version) return jobDefinition(job);
+  return { id: job.id, ...(store.versions.specAt(job.id, version) ?? job.spec) };
+}
+
 /** The cluster manager's state in one SQLite database (WAL), held in memory by small stores. */
 export class SqliteStore implements Store {
   readonly nodes: NodeStore;
   readonly jobs: JobStore;
+  readonly versions: JobVersionStore;
   readonly commands: CommandStore;
   readonly events: EventLog;
   readonly moves: MoveStore;
@@ -57,6 +71,8 @@ export class SqliteStore implements Store {
   constructor(readonly db: Db) {
     this.nodes = new NodeStore(db, this.undo);
     this.jobs = new JobStore(db, this.undo);
+    this.versions = new JobVersionStore(db);
+    this.jobs.removed.subscribe((jobId) => this.versions.forgetJob(jobId));
     this.commands = new CommandStore(db);
     this.events = new EventLog(db);
     this.moves = new MoveStore(db, this.undo);

@@ -1,4 +1,12 @@
-import type { Instance, InstanceStatus, JobDefinition, JobSpec, JobState } from '../../shared/index.js';
+import type {
+  HealthState,
+  Instance,
+  InstanceStatus,
+  JobDefinition,
+  JobSpec,
+  JobState,
+  Rollout,
+} from '../../shared/index.js';
 import { ipToNumber, isIpv4 } from '../../shared/index.js';
 import { ChangeFeed } from './change-feed.js';
 import type { Db } from './database.js';
@@ -12,6 +20,10 @@ export interface JobRecord {
   createdAt: number;
   updatedAt: number;
   serviceIp: string | null;
+  /** The version `spec` is: what the job rolls to. */
+  version: number;
+  /** The latest roll-out (the first placement included); null for jobs from before versions. */
+  rollout: Rollout | null;
 }
 
 export interface InstanceRecord {
@@ -30,6 +42,13 @@ export interface InstanceRecord {
   namespaceIp: string | null;
   /** When it was placed again after failing, within its reschedule policy's interval (oldest first). */
   reschedules: number[];
+  /** The job version it runs, and since when (created for it, or found to run it unchanged). */
+  version: number;
+  versionSince: number;
+  /** What its health check says while it runs (null: no check, or not running). */
+  health: HealthState | null;
+  /** Since when it has been running and healthy, as the cluster manager heard it (null: it is not). */
+  healthySince: number | null;
 }
 
 interface JobRow {
@@ -40,6 +59,8 @@ interface JobRow {
   created_at: number;
   updated_at: number;
   service_ip: string | null;
+  version: number;
+  rollout: string | null;
 }
 
 interface InstanceRow {
@@ -57,6 +78,10 @@ interface InstanceRow {
   instance_ip: string | null;
   namespace_ip: string | null;
   reschedules: string;
+  version: number;
+  version_since: number;
+  health: HealthState | null;
+  healthy_since: number | null;
 }
 
 const jobFromRow = (row: JobRow): JobRecord => ({
@@ -67,6 +92,8 @@ const jobFromRow = (row: JobRow): JobRecord => ({
   createdAt: row.created_at,
   updatedAt: row.updated_at,
   serviceIp: row.service_ip,
+  version: row.version,
+  rollout: row.rollout === null ? null : (JSON.parse(row.rollout) as Rollout),
 });
 
 const instanceFromRow = (row: InstanceRow): InstanceRecord => ({
@@ -84,6 +111,10 @@ const instanceFromRow = (row: InstanceRow): InstanceRecord => ({
   instanceIp: row.instance_ip,
   namespaceIp: row.namespace_ip,
   reschedules: JSON.parse(row.reschedules) as number[],
+  version: row.version,
+  versionSince: row.version_since,
+  health: row.health,
+  healthySince: row.healthy_since,
 });
 
 export function jobDefinition(job: JobRecord): JobDefinition {
@@ -100,6 +131,8 @@ export function instanceView(instance: InstanceRecord, nodeName: string | null):
     containerId: instance.containerId,
     generation: instance.generation,
     restarts: instance.restarts,
+    version: instance.version,
+    ...(instance.health !== null ? { health: instance.health } : {}),
     ...(instance.instanceIp ? { instanceIp: instance.instanceIp } : {}),
     ...(instance.namespaceIp ? { namespaceIp: instance.namespaceIp } : {}),
     ...(instance.startedAt !== null ? { startedAt: instance.startedAt } : {}),
@@ -184,10 +217,14 @@ export class JobStore {
   insertJob(job: JobRecord): void {
     this.db
       .prepare(
-        `INSERT INTO jobs (id, name, spec, state, created_at, updated_at, service_ip)
-         VALUES (@id, @name, @spec, @state, @createdAt, @updatedAt, @serviceIp)`,
+        `INSERT INTO jobs (id, name, spec, state, created_at, updated_at, service_ip, version, rollout)
+         VALUES (@id, @name, @spec, @state, @createdAt, @updatedAt, @serviceIp, @version, @rollout)`,
       )
-      .run({ ...job, spec: JSON.stringify(job.spec) });
+      .run({
+        ...job,
+        spec: JSON.stringify(job.spec),
+        rollout: job.rollout === null ? null : JSON.stringify(job.rollout),
+      });
     this.changeJob(job.id, { ...job });
     this.setGeneration(job.id, 0);
   }
@@ -222,6 +259,19 @@ export class JobStore {
       .prepare('UPDATE jobs SET spec = ?, updated_at = ? WHERE id = ?')
       .run(JSON.stringify(spec), now, id);
     this.patchJob(id, { spec, updatedAt: now });
+  }
+
+  /** A new version of the spec becomes the job's (its row in job_versions is the caller's). */
+  setJobVersion(id: string, version: number, spec: JobSpec, now: number): void {
+    this.db
+      .prepare('UPDATE jobs SET spec = ?, version = ?, updated_at = ? WHERE id = ?')
+      .run(JSON.stringify(spec), version, now, id);
+    this.patchJob(id, { spec, version, updatedAt: now });
+  }
+
+  setRollout(id: string, rollout: Rollout): void {
+    this.db.prepare('UPDATE jobs SET rollout = ? WHERE id = ?').run(JSON.stringify(rollout), id);
+    this.patchJob(id, { rollout });
   }
 
   /** Generations are monotonic per job, so a number reused after a scale-down never looks stale to a node. */
@@ -268,9 +318,11 @@ export class JobStore {
     this.db
       .prepare(
         `INSERT INTO instances (job_id, number, node_id, status, detail, container_id, generation, restarts,
-           started_at, exit_code, updated_at, instance_ip, namespace_ip, reschedules)
+           started_at, exit_code, updated_at, instance_ip, namespace_ip, reschedules, version, version_since,
+           health, healthy_since)
          VALUES (@jobId, @number, @nodeId, @status, @detail, @containerId, @generation, @restarts,
-           @startedAt, @exitCode, @updatedAt, @instanceIp, @namespaceIp, @reschedules)`,
+           @startedAt, @exitCode, @updatedAt, @instanceIp, @namespaceIp, @reschedules, @version, @versionSince,
+           @health, @healthySince)`,
       )
       .run({ ...instance, reschedules: JSON.stringify(instance.reschedules) });
     this.changeInstance(instance.jobId, instance.number, { ...instance });
@@ -282,7 +334,8 @@ export class JobStore {
         `UPDATE instances SET node_id = @nodeId, status = @status, detail = @detail, container_id = @containerId,
            generation = @generation, restarts = @restarts, started_at = @startedAt, exit_code = @exitCode,
            updated_at = @updatedAt, instance_ip = @instanceIp, namespace_ip = @namespaceIp,
-           reschedules = @reschedules
+           reschedules = @reschedules, version = @version, version_since = @versionSince, health = @health,
+           healthy_since = @healthySince
          WHERE job_id = @jobId AND number = @number`,
       )
       .run({ ...instance, reschedules: JSON.stringify(instance.reschedules) });

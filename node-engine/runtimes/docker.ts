@@ -1,10 +1,11 @@
 import { get as httpGet } from 'node:http';
 import type Dockerode from 'dockerode';
-import { backoffDelay, type Logger } from '../../shared/index.js';
+import { backoffDelay, type HealthCheck, type Logger } from '../../shared/index.js';
 import { withDeadline } from '../deadline.js';
 import { containerCreateOptions } from './docker-config.js';
 import { demuxDockerLogs } from './docker-logs.js';
 import { pullImage } from './docker-pull.js';
+import { lastLine, probeHttp } from './health-probes.js';
 import type { LogLimits } from './log-limits.js';
 import {
   type DeployedWorkload,
@@ -317,6 +318,42 @@ export class DockerRuntime implements Runtime {
         .logs({ stdout: true, stderr: true, tail: tailLines, follow: false, abortSignal }),
     )) as unknown as Buffer;
     return demuxDockerLogs(buffer);
+  }
+
+  async checkHealth(handle: RuntimeHandle, _spec: InstanceSpec, check: HealthCheck): Promise<string | null> {
+    const container = this.docker.getContainer(handle.id);
+    try {
+      if (check.http) {
+        const info = await this.call('inspect', (abortSignal) => container.inspect({ abortSignal }));
+        const address = Object.values(info.NetworkSettings.Networks ?? {}).find(
+          (network) => network.IPAddress,
+        )?.IPAddress;
+        if (!address) return 'the container has no address to check';
+        return await probeHttp(address, check.http.port, check.http.path, check.timeoutMs);
+      }
+      return await withDeadline('health check', check.timeoutMs, async () => {
+        const exec = await container.exec({ Cmd: check.command!, AttachStdout: true, AttachStderr: true });
+        const stream = await exec.start({ hijack: true, stdin: false });
+        const chunks: Buffer[] = [];
+        let kept = 0;
+        await new Promise<void>((resolve, reject) => {
+          stream.on('data', (chunk: Buffer) => {
+            // The tail is what tells why; a chatty check keeps at most the last 64 KiB.
+            chunks.push(chunk);
+            kept += chunk.length;
+            while (kept > 65_536 && chunks.length > 1) kept -= chunks.shift()!.length;
+          });
+          stream.once('end', resolve);
+          stream.once('error', reject);
+        });
+        const { ExitCode } = await exec.inspect();
+        if (ExitCode === 0) return null;
+        const said = lastLine(demuxDockerLogs(Buffer.concat(chunks)));
+        return `exit ${ExitCode ?? 'unknown'}${said ? `: ${said}` : ''}`;
+      });
+    } catch (error) {
+      return `cannot run the check: ${message(error)}`;
+    }
   }
 
   watch(onChange: () => void): () => void {

@@ -5,8 +5,9 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
-import type { Logger } from '../../shared/index.js';
+import type { HealthCheck, Logger } from '../../shared/index.js';
 import { monotonicMs } from '../../shared/monotonic-clock.js';
+import { probeCommand, probeHttp } from './health-probes.js';
 import { DEFAULT_LOG_LIMITS, type LogLimits, logLimitsOf, rotateIfLarger } from './log-limits.js';
 import { planLimits, releaseLimits } from './native-limits.js';
 import { asUser, type RunAs } from './native-user.js';
@@ -290,6 +291,16 @@ export class NativeRuntime implements Runtime {
     const cpuPercent =
       previous && elapsed > 0 ? Math.max(0, ((sample.seconds - previous.seconds) / elapsed) * 100) : 0;
     return { cpuPercent, memoryBytes: residentBytes(workload.pid) };
+  }
+
+  async checkHealth(handle: RuntimeHandle, spec: InstanceSpec, check: HealthCheck): Promise<string | null> {
+    if (check.http) return probeHttp('127.0.0.1', check.http.port, check.http.path, check.timeoutMs);
+    // As the workload runs: its user, its env, its folder.
+    return probeCommand(asUser(this.runAs, check.command!), {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...spec.job.env },
+      cwd: join(this.root, handle.id),
+      timeoutMs: check.timeoutMs,
+    });
   }
 
   async logs(handle: RuntimeHandle, tailLines = 200): Promise<string> {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  type HealthCheck,
   type InstanceNetwork,
   InstanceNetworkSchema,
   type JobDefinition,
@@ -122,6 +123,12 @@ export interface Runtime {
   list(): Promise<RuntimeWorkload[]>;
   stats(handle: RuntimeHandle): Promise<WorkloadStats | null>;
   logs(handle: RuntimeHandle, tailLines?: number): Promise<string>;
+  /**
+   * Runs the job's health check once on a running workload: null when it passes, else why not. A command runs
+   * inside the container (Docker) or on the host as the workload's user with its env (native); an HTTP GET goes
+   * to the container's address (Docker) or to 127.0.0.1 (native). Never throws.
+   */
+  checkHealth(handle: RuntimeHandle, spec: InstanceSpec, check: HealthCheck): Promise<string | null>;
   /** Calls `onChange` when a workload of this node changes behind the node engine's back; returns an unsubscribe. */
   watch(onChange: () => void): () => void;
 }

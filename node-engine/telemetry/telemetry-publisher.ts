@@ -115,9 +115,13 @@ export class TelemetryPublisher {
     const readings = sensors.stale
       ? sensors.value.map((reading) => ({ ...reading, stale: true }))
       : sensors.value;
-    const instances = this.options.statuses
-      .all()
-      .map(({ job, instance, generation, status }) => ({ job, instance, generation, status }));
+    const instances = this.options.statuses.all().map(({ job, instance, generation, status, health }) => ({
+      job,
+      instance,
+      generation,
+      status,
+      ...(health !== undefined ? { health } : {}),
+    }));
     return { nodeId: this.options.nodeId, ts: now, ...system, gpus, sensors: readings, instances };
   }
 

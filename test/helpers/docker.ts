@@ -4,6 +4,7 @@ export interface ContainerSummary {
   id: string;
   name: string;
   state: string;
+  image: string;
   labels: Record<string, string>;
 }
 
@@ -20,7 +21,13 @@ export function containersWithLabel(label: string): ContainerSummary[] {
     .split('\n')
     .filter(Boolean)
     .map((line) => {
-      const row = JSON.parse(line) as { ID: string; Names: string; State: string; Labels: string };
+      const row = JSON.parse(line) as {
+        ID: string;
+        Names: string;
+        State: string;
+        Image: string;
+        Labels: string;
+      };
       const labels = Object.fromEntries(
         row.Labels.split(',')
           .filter(Boolean)
@@ -29,7 +36,7 @@ export function containersWithLabel(label: string): ContainerSummary[] {
             return [pair.slice(0, at), pair.slice(at + 1)];
           }),
       );
-      return { id: row.ID, name: row.Names, state: row.State, labels };
+      return { id: row.ID, name: row.Names, state: row.State, image: row.Image, labels };
     });
 }
 

@@ -84,6 +84,8 @@ describe('the allocation ledger', () => {
       createdAt: 1,
       updatedAt: 1,
       serviceIp: null,
+      version: 1,
+      rollout: null,
     });
   const instance = (jobId: string, number: number, nodeId: string | null, status: InstanceStatus) =>
     ({
@@ -101,6 +103,10 @@ describe('the allocation ledger', () => {
       instanceIp: null,
       namespaceIp: null,
       reschedules: [],
+      version: 1,
+      versionSince: 0,
+      health: null,
+      healthySince: null,
     }) satisfies InstanceRecord;
 
   beforeEach(() => {

@@ -63,6 +63,7 @@ function jobView(name: string, overrides: Partial<Job> = {}): Job {
     disconnect: { replaceAfterMs: 0 },
     reschedule: { attempts: 3, intervalMs: 3_600_000, delayMs: 5000, maxDelayMs: 300_000 },
     constraints: {},
+    version: 1,
     state: 'active',
     createdAt: NOW,
     updatedAt: NOW,
@@ -76,6 +77,7 @@ function jobView(name: string, overrides: Partial<Job> = {}): Job {
         containerId: 'c0',
         generation: 1,
         restarts: 0,
+        version: 1,
         updatedAt: NOW,
       },
       {
@@ -87,6 +89,7 @@ function jobView(name: string, overrides: Partial<Job> = {}): Job {
         containerId: null,
         generation: 0,
         restarts: 0,
+        version: 1,
         updatedAt: NOW,
       },
     ],

@@ -24,6 +24,8 @@ const job = (id: string, serviceIp: string | null): JobRecord => ({
   createdAt: 1,
   updatedAt: 1,
   serviceIp,
+  version: 1,
+  rollout: null,
 });
 
 const instance = (jobId: string, number: number, instanceIp: string | null): InstanceRecord => ({
@@ -41,6 +43,10 @@ const instance = (jobId: string, number: number, instanceIp: string | null): Ins
   instanceIp,
   namespaceIp: null,
   reschedules: [],
+  version: 1,
+  versionSince: 0,
+  health: null,
+  healthySince: null,
 });
 
 const node = (id: string) => ({

@@ -209,9 +209,12 @@ describe('JobDefinitionSchema and InstanceSchema', () => {
       containerId: null,
       generation: 0,
       restarts: 0,
+      version: 1,
       updatedAt: 1,
     };
     expect(InstanceSchema.parse(instance)).toEqual(instance);
+    expect(problemPaths(InstanceSchema, { ...instance, version: 0 })).toEqual(['version']);
+    expect(problemPaths(InstanceSchema, { ...instance, health: 'fine' })).toEqual(['health']);
     expect(problemPaths(InstanceSchema, { ...instance, status: 'sleeping' })).toEqual(['status']);
     expect(problemPaths(InstanceSchema, { ...instance, number: -1 })).toEqual(['number']);
   });

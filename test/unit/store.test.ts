@@ -25,6 +25,8 @@ describe('cluster manager store', () => {
     createdAt: 1,
     updatedAt: 1,
     serviceIp: null,
+    version: 1,
+    rollout: null,
   });
 
   it('keeps its data dir 0700 and the database with its WAL 0600, also when they were wider before', () => {
@@ -127,6 +129,10 @@ describe('cluster manager store', () => {
                 instanceIp: random(2) ? `10.30.1.${++ip}` : null,
                 namespaceIp: null,
                 reschedules: [],
+                version: 1,
+                versionSince: 0,
+                health: null,
+                healthySince: null,
               });
             } else if (action === 2 || action === 3) {
               const instances = store.jobs.instancesOf(target.id);

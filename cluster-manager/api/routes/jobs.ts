@@ -48,6 +48,19 @@ export function jobRoutes(jobs: JobService): Router {
   router.get('/:id', (req, res) => {
     res.json(jobs.get(req.params.id));
   });
+  // A full spec: the same one changes nothing, `replicas` alone scales, anything else rolls out a new version.
+  router.put('/:id', (req, res) => {
+    const spec = parseBody(JobSpecSchema, req.body, 'job spec');
+    if (req.query.dryRun === 'true') {
+      res.json(jobs.planUpdate(req.params.id, spec));
+      return;
+    }
+    const { job, action, changed } = jobs.update(req.params.id, spec);
+    res.json({ ...job, change: { action, changed } });
+  });
+  router.get('/:id/versions', (req, res) => {
+    res.json(jobs.versions(req.params.id));
+  });
   router.delete('/:id', (req, res) => {
     res.status(202).json(jobs.remove(req.params.id));
   });
