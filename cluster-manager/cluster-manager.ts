@@ -25,6 +25,7 @@ import { CommandOutbox } from './dispatch/command-outbox.js';
 import { subscribeToNodes } from './dispatch/node-messages.js';
 import { notFound } from './errors.js';
 import { scheduleGarbageCollection } from './garbage-collection.js';
+import { Drains } from './jobs/drains.js';
 import { Evaluations } from './jobs/evaluations.js';
 import { Failover } from './jobs/failover.js';
 import { JobService } from './jobs/job-service.js';
@@ -85,6 +86,7 @@ export class ClusterManager {
   private readonly evaluations: Evaluations;
   private readonly failover: Failover;
   private readonly rollouts: Rollouts;
+  private readonly drains: Drains;
   private readonly addresses: OverlayAddresses;
   private readonly netTables: NetTables;
   private readonly metrics = createMetrics();
@@ -147,6 +149,7 @@ export class ClusterManager {
       this.rollouts,
       logger,
     );
+    this.drains = new Drains(this.store, this.jobs, logger);
     this.netTables = new NetTables({
       store: this.store,
       isOnline,
@@ -233,6 +236,7 @@ export class ClusterManager {
     this.liveness.start();
     this.failover.start();
     this.rollouts.start();
+    this.drains.start();
 
     const app = createApi({
       store: this.store,
@@ -240,7 +244,7 @@ export class ClusterManager {
       liveness: this.liveness,
       allocations: () => this.placement.schedulableNodesById(),
       removeNode: (ref) => this.removeNode(ref),
-      nodeOperations: new NodeOperations(this.store, this.evaluations),
+      nodeOperations: new NodeOperations(this.store, this.evaluations, () => this.drains.process()),
       outbox: this.outbox,
       metrics: this.metrics,
       tokens: this.tokens,
@@ -322,6 +326,7 @@ export class ClusterManager {
     this.outbox.stop();
     this.controlLag?.stop();
     this.rollouts.stop();
+    this.drains.stop();
     this.evaluations.stop();
     this.placement.stop();
     this.netTables.stop();

@@ -129,6 +129,8 @@ export interface NodeView {
   operatorLabels: Record<string, string | null>;
   /** An operator cordoned it: no new instance is placed or moved there. */
   cordoned: boolean;
+  /** An operator is draining it: its instances move away, make-before-break (it is cordoned too). */
+  draining: boolean;
   capacity: { cpus: number; memoryBytes: number; gpus: Gpu[] };
   allocated: { cpus: number; memoryBytes: number; gpus: number };
   usage: { cpuPercent: number | null; memoryPercent: number | null; diskPercent: number | null };

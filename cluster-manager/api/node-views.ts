@@ -21,6 +21,7 @@ export function nodeViews(liveness: NodeLiveness, allocations: Allocations, node
       labels: labelsOf(node),
       operatorLabels: node.operatorLabels,
       cordoned: node.cordoned,
+      draining: node.draining,
       capacity: {
         cpus: node.info.cpus,
         memoryBytes: node.info.memoryBytes,

@@ -112,6 +112,11 @@ export class ApiClient {
     return this.request('POST', `/api/nodes/${encodeURIComponent(ref)}/${cordoned ? 'cordon' : 'uncordon'}`);
   }
 
+  /** Starts draining a node: everything there moves away, make-before-break. */
+  drainNode(ref: string): Promise<NodeView> {
+    return this.request('POST', `/api/nodes/${encodeURIComponent(ref)}/drain`);
+  }
+
   /** Sets (a value) or removes (null) labels on a node. */
   labelNode(ref: string, patch: Record<string, string | null>): Promise<NodeView> {
     return this.request('PATCH', `/api/nodes/${encodeURIComponent(ref)}/labels`, patch);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 
 /** Words that may follow a command (its actions), where the command takes them as its first argument. */
 const ACTIONS: Record<string, string[]> = {
-  node: ['cordon', 'uncordon', 'label', 'remove'],
+  node: ['cordon', 'uncordon', 'drain', 'label', 'remove'],
   token: ['create', 'list', 'revoke'],
 };
 

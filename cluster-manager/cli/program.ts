@@ -180,44 +180,67 @@ export function buildProgram(io: EdgectlIo): Command {
     .command('node')
     .description(
       'show one node, its telemetry and its instances; `node cordon|uncordon <node>`: it takes no new ' +
-        'instances, or again; `node label <node> key=value key2-`: set or remove labels; `node remove <node>` ' +
-        'removes it for good',
+        'instances, or again; `node drain <node> [--wait]`: move everything there away; ' +
+        '`node label <node> key=value key2-`: set or remove labels; `node remove <node>` removes it for good',
     )
-    .argument('<node>', 'node id or name (or `cordon`, `uncordon`, `label`, `remove`, then the node)')
+    .argument(
+      '<node>',
+      'node id or name (or `cordon`, `uncordon`, `drain`, `label`, `remove`, then the node)',
+    )
     .argument('[more...]', 'with an action: the node id or name, and for `label` the changes')
     .addOption(outputOption('yaml'))
-    .action(async (ref: string, more: string[], options: { output: OutputFormat }) => {
-      const [target, ...rest] = more;
-      if (target === undefined) {
-        print(formatOutput(await client().getNode(ref), options.output));
-        return;
-      }
-      if ((ref === 'remove' || ref === 'cordon' || ref === 'uncordon') && rest.length === 0) {
-        if (ref === 'remove') {
-          const removed = await client().removeNode(target);
+    .option(
+      '--wait',
+      'with drain: follow it until nothing runs there; exit 1 with the reason if something stays',
+    )
+    .option(
+      '--timeout <duration>',
+      'with drain --wait: give up after this long (default 10m)',
+      parseDuration,
+      600,
+    )
+    .action(
+      async (
+        ref: string,
+        more: string[],
+        options: { output: OutputFormat; wait?: boolean; timeout: number },
+      ) => {
+        const [target, ...rest] = more;
+        if (target === undefined) {
+          print(formatOutput(await client().getNode(ref), options.output));
+          return;
+        }
+        if (ref === 'drain' && rest.length === 0) {
+          await drainNode(client(), target, options.wait === true, options.timeout);
+          return;
+        }
+        if ((ref === 'remove' || ref === 'cordon' || ref === 'uncordon') && rest.length === 0) {
+          if (ref === 'remove') {
+            const removed = await client().removeNode(target);
+            print(
+              `removed node ${removed.name} (${removed.id}): its secret is revoked; ${removed.placedAgain} instances to place again elsewhere`,
+            );
+            return;
+          }
+          const node = await client().cordonNode(target, ref === 'cordon');
           print(
-            `removed node ${removed.name} (${removed.id}): its secret is revoked; ${removed.placedAgain} instances to place again elsewhere`,
+            node.cordoned
+              ? `node ${node.name} cordoned: no new instances there (what runs there stays)`
+              : `node ${node.name} uncordoned: it takes new instances`,
           );
           return;
         }
-        const node = await client().cordonNode(target, ref === 'cordon');
-        print(
-          node.cordoned
-            ? `node ${node.name} cordoned: no new instances there (what runs there stays)`
-            : `node ${node.name} uncordoned: it takes new instances`,
+        if (ref === 'label' && rest.length > 0) {
+          const node = await client().labelNode(target, parseLabelChanges(rest));
+          const labels = Object.entries(node.labels).map(([key, value]) => `${key}=${value}`);
+          print(`node ${node.name} labels: ${labels.length > 0 ? labels.join(', ') : '(none)'}`);
+          return;
+        }
+        throw new UsageError(
+          'node: `node <node>`, `node cordon|uncordon|drain|remove <node>` or `node label <node> key=value key2-`',
         );
-        return;
-      }
-      if (ref === 'label' && rest.length > 0) {
-        const node = await client().labelNode(target, parseLabelChanges(rest));
-        const labels = Object.entries(node.labels).map(([key, value]) => `${key}=${value}`);
-        print(`node ${node.name} labels: ${labels.length > 0 ? labels.join(', ') : '(none)'}`);
-        return;
-      }
-      throw new UsageError(
-        'node: `node <node>`, `node cordon|uncordon|remove <node>` or `node label <node> key=value key2-`',
-      );
-    });
+      },
+    );
 
   program
     .command('jobs')
@@ -481,6 +504,38 @@ export function buildProgram(io: EdgectlIo): Command {
       if (shell !== 'bash') throw new UsageError(`completion: only bash is supported, not "${shell}"`);
       io.stdout(bashCompletion(program));
     });
+
+  /** Starts a drain; with `wait`, follows it until nothing runs on the node (or something cannot move). */
+  async function drainNode(api: ApiClient, ref: string, wait: boolean, timeout: number) {
+    const remaining = async (id: string) =>
+      ((await api.getNode(id)).instances as { status: string }[]).filter(
+        (instance) => instance.status !== 'stopping' && instance.status !== 'stopped',
+      ).length;
+    let left = await remaining(ref);
+    const node = await api.drainNode(ref);
+    print(`node ${node.name} draining: ${left} instance(s) to move`);
+    if (!wait) return;
+    const deadline = io.now() + timeout * 1000;
+    for (;;) {
+      const now = await api.getNode(node.id);
+      if (!now.draining) {
+        print(`node ${node.name} drained`);
+        return;
+      }
+      const count = await remaining(node.id);
+      if (count !== left) {
+        left = count;
+        print(`node ${node.name}: ${left} instance(s) left`);
+      }
+      if (io.now() >= deadline) {
+        const [blocked] = await api.listEvents({ type: 'drain.blocked', node: node.id, limit: 1 });
+        throw new NotAchieved(
+          `node ${node.name} not drained after ${timeout} s${blocked ? `: ${blocked.message}` : ''}`,
+        );
+      }
+      await pause();
+    }
+  }
 
   /** Prints where each instance went, or why it waits; with `wait`, follows them until all run (or cannot). */
   async function followInstances(api: ApiClient, created: Job, wait: boolean, timeout: number) {

@@ -234,6 +234,7 @@ export class NodeRegistry {
       overlayKey: previous?.overlayKey ?? null,
       overlayCandidates: previous?.overlayCandidates ?? [],
       cordoned: previous?.cordoned ?? false,
+      draining: previous?.draining ?? false,
       operatorLabels: previous?.operatorLabels ?? {},
     };
     this.store.transaction(() => {

@@ -159,6 +159,8 @@ const MIGRATIONS: string[] = [
    ALTER TABLE instances ADD COLUMN healthy_since INTEGER;
    INSERT INTO job_versions (job_id, version, spec, created_at, stable)
      SELECT id, 1, spec, created_at, 1 FROM jobs;`,
+  // Draining: an operator asked for everything on it to move away (it is cordoned too).
+  'ALTER TABLE nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;',
 ];
 
 /**

@@ -23,6 +23,8 @@ export interface NodeRecord {
   overlayCandidates: OverlayEndpoint[];
   /** An operator cordoned it: nothing new is placed or moved here; what runs here stays. */
   cordoned: boolean;
+  /** An operator is draining it: what runs here moves away, make-before-break (it is cordoned too). */
+  draining: boolean;
   /** Labels an operator set (a value) or removed (null) at run time, over those the node announces. */
   operatorLabels: Record<string, string | null>;
 }
@@ -53,6 +55,7 @@ interface NodeRow {
   overlay_key: string | null;
   overlay_candidates: string | null;
   cordoned: number;
+  draining: number;
   operator_labels: string;
 }
 
@@ -75,6 +78,7 @@ function fromRow(row: NodeRow): NodeRecord {
       ? (JSON.parse(row.overlay_candidates) as OverlayEndpoint[])
       : [],
     cordoned: row.cordoned === 1,
+    draining: row.draining === 1,
     operatorLabels: JSON.parse(row.operator_labels) as Record<string, string | null>,
   };
 }
@@ -151,6 +155,7 @@ export class NodeStore {
       | 'overlayKey'
       | 'overlayCandidates'
       | 'cordoned'
+      | 'draining'
       | 'operatorLabels'
     >,
   ): void {
@@ -172,6 +177,7 @@ export class NodeStore {
       overlayKey: null,
       overlayCandidates: [],
       cordoned: false,
+      draining: false,
       operatorLabels: {},
       ...previous,
       ...node,
@@ -215,6 +221,12 @@ export class NodeStore {
   setCordoned(id: string, cordoned: boolean): void {
     this.db.prepare('UPDATE nodes SET cordoned = ? WHERE id = ?').run(cordoned ? 1 : 0, id);
     this.patch(id, { cordoned }, () => this.infoVersion++);
+  }
+
+  /** Starts or ends a drain (see NodeRecord.draining). */
+  setDraining(id: string, draining: boolean): void {
+    this.db.prepare('UPDATE nodes SET draining = ? WHERE id = ?').run(draining ? 1 : 0, id);
+    this.patch(id, { draining }, () => this.infoVersion++);
   }
 
   /** Sets the operator's label changes (a value sets a label, null removes it); they outlast registrations. */

@@ -132,6 +132,9 @@ describe('rolling updates', () => {
       'healthy',
       'healthy',
     ]);
+    const before = running(created.id)
+      .map((container) => container.id)
+      .sort();
     let fewest = Number.POSITIVE_INFINITY;
     let polling = true;
     const poller = (async () => {
@@ -158,8 +161,24 @@ describe('rolling updates', () => {
     expect(log.some((event) => event.type === 'rollout.reverting')).toBe(true);
     const health = log.find((event) => event.type === 'instance.health' && /unhealthy/.test(event.message));
     expect(health?.message).toMatch(/health check failing: exit 1/);
-    // The two that run are the version that ran healthy, taken over by version 3 without a restart.
-    expect(reverted.instances.map((instance) => instance.status)).toEqual(['running', 'running']);
+    // The two that run are the version that ran healthy, taken over by version 3 without a restart; the failed
+    // one is gone once its node acked its delete.
+    const settled = await cluster.waitForJob(
+      created.id,
+      (job) => job.instances.length === 2,
+      'the failed instance removed',
+    );
+    expect(
+      settled.instances.map((instance) => [instance.status, (instance as { version?: number }).version]),
+    ).toEqual([
+      ['running', 3],
+      ['running', 3],
+    ]);
+    expect(
+      running(created.id)
+        .map((container) => container.id)
+        .sort(),
+    ).toEqual(before);
     const versions = (await (await cluster.api(`/api/jobs/${created.id}/versions`)).json()) as JobVersion[];
     expect(versions.map((version) => [version.version, version.stable])).toEqual([
       [3, true],
@@ -195,5 +214,48 @@ describe('rolling updates', () => {
     expect(log.some((event) => /answered 404/.test(event.message))).toBe(true);
     // Without autoRevert it stays as it is: the old instance still serves.
     expect(running(created.id).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('drains a node of its 3 instances make-before-break, with never fewer than 3 running', async () => {
+    expect((await cluster.api('/api/nodes/roll-b/cordon', { method: 'POST' })).status).toBe(200);
+    const created = await cluster.createJob({
+      name: 'drain-me',
+      image: 'edge/busybox:latest',
+      command: WORKLOAD,
+      replicas: 3,
+      resources: { cpus: 0.1, memoryMB: 32 },
+    });
+    await cluster.waitForJob(created.id, allRunning, 'three running on roll-a');
+    await waitFor(() => running(created.id).length === 3, 'three containers');
+    expect((await cluster.api('/api/nodes/roll-b/uncordon', { method: 'POST' })).status).toBe(200);
+    let fewest = Number.POSITIVE_INFINITY;
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        fewest = Math.min(fewest, running(created.id).length);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    expect((await cluster.api('/api/nodes/roll-a/drain', { method: 'POST' })).status).toBe(200);
+    const target = cluster.nodeIds.get('roll-b')!;
+    await waitFor(
+      async () => {
+        const node = (await (await cluster.api('/api/nodes/roll-a')).json()) as { draining: boolean };
+        const here = running(created.id);
+        return !node.draining && here.length === 3 && here.every((c) => c.labels['edge.node'] === target);
+      },
+      'all three running on roll-b, roll-a drained',
+      90_000,
+    );
+    polling = false;
+    await poller;
+    expect(fewest).toBeGreaterThanOrEqual(3);
+    const job = await cluster.job(created.id);
+    expect(job.instances.map((instance) => [instance.number, instance.nodeId])).toEqual([
+      [0, target],
+      [1, target],
+      [2, target],
+    ]);
+    expect((await cluster.api('/api/nodes/roll-a/uncordon', { method: 'POST' })).status).toBe(200);
   });
 });

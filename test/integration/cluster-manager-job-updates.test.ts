@@ -2,10 +2,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Command, type Job, type JobVersion, topics } from '../../shared/index.js';
+import type { Job, JobVersion } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
 import { edgectlFor } from '../helpers/edgectl.js';
-import { TestNode } from '../helpers/test-node.js';
+import { ObedientNode } from '../helpers/obedient-node.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -15,39 +15,13 @@ import { waitFor } from '../helpers/wait.js';
  */
 describe('job updates', () => {
   let cm: RunningClusterManager;
-  let nodes: TestNode[] = [];
+  let nodes: ObedientNode[] = [];
   let dir: string;
-  const timers: NodeJS.Timeout[] = [];
 
-  /** A node that does what it is told: every deploy runs at once, every delete stops. */
-  async function obedientNode(name: string, cpus = 4): Promise<TestNode> {
-    const node = new TestNode(cm, TestNode.info(name, { cpus }));
-    await node.register({ token: cm.joinToken });
-    await node.connectMqtt(true);
-    await node.sendTelemetry();
-    let handled = 0;
-    timers.push(
-      setInterval(() => {
-        for (const command of node.commands.slice(handled)) act(node, command);
-        handled = node.commands.length;
-      }, 20),
-    );
+  async function obedientNode(name: string, cpus = 4): Promise<ObedientNode> {
+    const node = await ObedientNode.join(cm, name, { cpus });
     nodes.push(node);
     return node;
-  }
-
-  function act(node: TestNode, command: Command): void {
-    const status =
-      command.command === 'delete' ? 'stopped' : command.command === 'deploy' ? 'running' : undefined;
-    if (!status || command.instance < 0) return;
-    void node.publish(topics.jobStatus(node.ack!.nodeId), {
-      job: command.job.id,
-      instance: command.instance,
-      generation: command.generation,
-      status,
-      containerId: status === 'running' ? `c-${command.instance}-${command.generation}` : null,
-      ts: Date.now(),
-    });
   }
 
   beforeAll(async () => {
@@ -58,7 +32,6 @@ describe('job updates', () => {
     // Each test's jobs go with it: none is placed again on the next test's nodes.
     const jobs = (await (await cm.api('/api/jobs')).json()) as Job[];
     for (const job of jobs) await cm.api(`/api/jobs/${job.id}`, { method: 'DELETE' });
-    for (const timer of timers.splice(0)) clearInterval(timer);
     await Promise.all(nodes.map((node) => node.close()));
     nodes = [];
   });
@@ -202,25 +175,16 @@ describe('job updates', () => {
       async () => (await getJob(created.id)).instances.some((instance) => instance.version === 2),
       'a new instance',
     );
-    for (const timer of timers.splice(0)) clearInterval(timer);
     await Promise.all(nodes.splice(0).map((each) => each.close()));
     await cm.stop({ keepData: true });
     cm = await startClusterManager({ dataDir: cm.dataDir });
-    const back = new TestNode(cm, node.info);
-    await back.register({ nodeId: node.ack!.nodeId, nodeSecret: node.ack!.nodeSecret });
-    await back.connectMqtt(true);
-    await back.sendTelemetry();
+    const back = await ObedientNode.join(cm, 'upd-d', {
+      auth: { nodeId: node.nodeId, nodeSecret: node.node.ack!.nodeSecret },
+    });
     nodes.push(back);
-    let handled = 0;
-    timers.push(
-      setInterval(() => {
-        for (const command of back.commands.slice(handled)) act(back, command);
-        handled = back.commands.length;
-      }, 20),
-    );
     // What ran before the restart is said again by the node, as a node engine lists it in telemetry.
     const before = await getJob(created.id);
-    await back.sendTelemetry(
+    await back.node.sendTelemetry(
       before.instances.map((instance) => ({
         job: created.id,
         instance: instance.number,

@@ -36,6 +36,7 @@ function nodeView(name: string, overrides: Partial<NodeView> = {}): NodeView {
     labels: {},
     operatorLabels: {},
     cordoned: false,
+    draining: false,
     capacity: { cpus: 4, memoryBytes: 4 * 1024 ** 3, gpus: [] },
     allocated: { cpus: 0, memoryBytes: 0, gpus: 0 },
     usage: { cpuPercent: 12.4, memoryPercent: 56.6, diskPercent: 10 },

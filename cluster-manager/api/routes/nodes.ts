@@ -79,6 +79,10 @@ export function nodeRoutes(
   router.post('/:id/cordon', (req, res) => {
     res.json(view(operations.setCordoned(req.params.id, true)));
   });
+  // Drained, its instances move away make-before-break, each job's update.maxParallel at a time.
+  router.post('/:id/drain', (req, res) => {
+    res.json(view(operations.drain(req.params.id)));
+  });
   router.post('/:id/uncordon', (req, res) => {
     res.json(view(operations.setCordoned(req.params.id, false)));
   });
