@@ -44,6 +44,7 @@ import { RendezvousPort } from './network/rendezvous.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
 import { SqliteStore, type Store } from './store/index.js';
+import { TelemetryHistory } from './telemetry/telemetry-history.js';
 import { type ClusterTls, loadClusterTls } from './tls/cluster-tls.js';
 import { answerPlainHttp, TlsPort } from './tls/tls-port.js';
 
@@ -87,6 +88,7 @@ export class ClusterManager {
   private readonly failover: Failover;
   private readonly rollouts: Rollouts;
   private readonly drains: Drains;
+  private readonly history = new TelemetryHistory();
   private readonly addresses: OverlayAddresses;
   private readonly netTables: NetTables;
   private readonly metrics = createMetrics();
@@ -245,6 +247,7 @@ export class ClusterManager {
       allocations: () => this.placement.schedulableNodesById(),
       removeNode: (ref) => this.removeNode(ref),
       nodeOperations: new NodeOperations(this.store, this.evaluations, () => this.drains.process()),
+      history: this.history,
       outbox: this.outbox,
       metrics: this.metrics,
       tokens: this.tokens,
@@ -366,6 +369,7 @@ export class ClusterManager {
     if (!node) throw notFound('node', ref);
     const removal = removeNode(this.store, this.outbox, node);
     this.liveness.forget(node.id);
+    this.history.forget(node.id);
     this.relays.remove(node.id);
     this.registry?.disconnect(node.id);
     this.broker?.disconnect([`node-${node.id}`, `net-${node.id}`], [topics.status(node.id)]);
@@ -461,6 +465,7 @@ export class ClusterManager {
       telemetry: (nodeId: string, telemetry: Parameters<NodeLiveness['recordTelemetry']>[1]) => {
         if (!known(nodeId)) return;
         this.liveness.recordTelemetry(nodeId, telemetry);
+        this.history.record(nodeId, telemetry);
         this.reports.onInstanceSummaries(nodeId, telemetry.instances);
       },
       status: (nodeId: string, report: Parameters<NodeReports['onStatus']>[1]) => {

@@ -7,6 +7,7 @@ import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import { type Metrics, setFleetGauges } from '../metrics.js';
 import type { Store } from '../store/index.js';
+import type { TelemetryHistory } from '../telemetry/telemetry-history.js';
 import { requireToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
 import type { Allocations } from './node-views.js';
@@ -26,6 +27,8 @@ export interface ApiDependencies {
   removeNode: (ref: string) => { id: string; name: string } & NodeRemoval;
   /** Cordon and labels of a node, set by an operator. */
   nodeOperations: NodeOperations;
+  /** Each node's recent CPU, memory and GPU figures, for the dashboard's charts. */
+  history: TelemetryHistory;
   /** What the outbox holds, for `/metrics`. */
   outbox: { readonly unackedCount: number };
   metrics: Metrics;
@@ -79,7 +82,14 @@ export function createApi(deps: ApiDependencies): Express {
   });
   api.use(
     '/nodes',
-    nodeRoutes(deps.store, deps.liveness, deps.allocations, deps.removeNode, deps.nodeOperations),
+    nodeRoutes(
+      deps.store,
+      deps.liveness,
+      deps.allocations,
+      deps.removeNode,
+      deps.nodeOperations,
+      deps.history,
+    ),
   );
   api.use('/jobs', jobRoutes(deps.jobs));
   api.use('/tokens', tokenRoutes(deps.tokens));

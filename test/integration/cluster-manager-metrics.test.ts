@@ -85,4 +85,18 @@ describe('Prometheus metrics', () => {
     expect(text).not.toContain('sensor="door"');
     expect(sample(text, 'edge_cm_placement_seconds_count')).toBeGreaterThanOrEqual(1);
   });
+
+  it("keeps a short history of each node's CPU, memory and GPU for the dashboard's charts", async () => {
+    const history = await waitFor(async () => {
+      const body = (await (await cm.api('/api/nodes/metered-node/history')).json()) as {
+        node: string;
+        stepMs: number;
+        points: { cpuPercent: number; memoryPercent: number; gpuPercent: number | null }[];
+      };
+      return body.points.some((point) => point.gpuPercent === 40) && body;
+    }, 'a point with the GPU');
+    expect(history).toMatchObject({ node: 'metered-node', stepMs: 15_000 });
+    expect(history.points.at(-1)).toMatchObject({ cpuPercent: 33.5, memoryPercent: 25, gpuTemperatureC: 61 });
+    expect((await cm.api('/api/nodes/no-such-node/history')).status).toBe(404);
+  });
 });

@@ -5,6 +5,7 @@ import { notFound } from '../../errors.js';
 import type { NodeOperations } from '../../jobs/node-operations.js';
 import type { NodeLiveness } from '../../liveness/node-liveness.js';
 import { instanceView, labelsOf, type NodeRecord, type Store } from '../../store/index.js';
+import { HISTORY_STEP_MS, type TelemetryHistory } from '../../telemetry/telemetry-history.js';
 import { parseBody } from '../body.js';
 import { type Allocations, nodeViews } from '../node-views.js';
 import {
@@ -35,6 +36,7 @@ export function nodeRoutes(
   allocations: Allocations,
   removeNode: (ref: string) => object,
   operations: NodeOperations,
+  history: TelemetryHistory,
 ): Router {
   const view = (node: NodeRecord) => nodeViews(liveness, allocations, [node])[0]!;
   const router = Router();
@@ -74,6 +76,12 @@ export function nodeRoutes(
         ...instanceView(instance, node.name),
       })),
     });
+  });
+  // The last 30 minutes of CPU, memory and GPU figures, a point per 15 s at most, oldest first.
+  router.get('/:id/history', (req, res) => {
+    const node = store.nodes.find(req.params.id);
+    if (!node) throw notFound('node', req.params.id);
+    res.json({ node: node.name, stepMs: HISTORY_STEP_MS, points: history.of(node.id) });
   });
   // Cordoned, a node takes no new instance; what runs there stays (drain moves it away).
   router.post('/:id/cordon', (req, res) => {
