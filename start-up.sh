@@ -18,6 +18,9 @@ MIN_NODE_MAJOR=20
 # How long the supervisor gives a program after SIGTERM before SIGKILL; stop waits a little longer.
 STOP_GRACE_S=10
 HEALTH_TIMEOUT_S=60
+# The programs' logs under var/logs are rotated past this size; this many older ones are kept.
+LOG_MAX_MB=${START_UP_LOG_MAX_MB:-10}
+LOG_FILES=3
 NODE_JOIN_TIMEOUT_S=30
 EXAMPLE_JOB='{"name":"hello","image":"edge/busybox:latest","command":["sleep","3600"],"resources":{"cpus":0.5,"memoryMB":64}}'
 
@@ -61,7 +64,8 @@ print_help() {
   -h, --help        this help
 
 Programs run under a supervisor that restarts them with backoff (1 s doubling to 30 s). Logs go to
-var/logs/<program>.log, pids to var/run/<program>.pid (the supervisor) and var/run/<program>.child.pid
+var/logs/<program>.log (the previous run's in <program>.log.1; rotated past START_UP_LOG_MAX_MB, 10 MiB,
+keeping three older ones), pids to var/run/<program>.pid (the supervisor) and var/run/<program>.child.pid
 (the program). START_UP_STATE_DIR moves var/logs and var/run elsewhere. Every program reads its own
 environment variables (CM_HTTP_PORT, CM_DATA_DIR, NE_PORT, NE_DATA_DIR, NM_DATA_DIR, ...; see the README).
 
@@ -429,6 +433,22 @@ wait_until_gone() {
   return 1
 }
 
+# The node engine runs on small workers: node-engine/node-options holds the V8 flags and environment that keep
+# its idle memory low (the tests start it with the same file, and the installed units are written from it). Sets
+# NODE_FLAGS (--flags for node) and NODE_TUNING (NAME=value) for `program`; both empty for the others.
+read_node_options() {
+  local program=$1 line
+  NODE_FLAGS=()
+  NODE_TUNING=()
+  [ "$program" = node-engine ] || return 0
+  while IFS= read -r line; do
+    case $line in
+      --*) NODE_FLAGS+=("$line") ;;
+      [A-Za-z_]*=*) NODE_TUNING+=("$line") ;;
+    esac
+  done <"$PROJECT_DIR/node-engine/node-options"
+}
+
 # Starts `program` under its supervisor, detached into its own session so that it outlives this script and
 # a closed terminal. Extra arguments are VAR=value pairs for the program's environment.
 start_program() {
@@ -437,26 +457,16 @@ start_program() {
   local log=$LOG_DIR/$program.log pid_file
   pid_file=$(supervisor_pid_file "$program")
   mkdir -p "$LOG_DIR" "$RUN_DIR"
-  # Keep the previous run's log for a look after a crash.
-  [ -f "$log" ] && mv -f "$log" "$log.1"
   rm -f "$pid_file" "$(program_pid_file "$program")"
   say "starting $program (log: $log)"
-  local node_flags=() tuning=() line
-  # The node engine runs on small workers: node-engine/node-options holds the V8 flags and environment that
-  # keep its idle memory low (the tests start it with the same file).
-  if [ "$program" = node-engine ]; then
-    while IFS= read -r line; do
-      case $line in
-        --*) node_flags+=("$line") ;;
-        [A-Za-z_]*=*) tuning+=("$line") ;;
-      esac
-    done <"$PROJECT_DIR/node-engine/node-options"
-  fi
-  # The supervisor only appends its own start-up errors to the log it is told about (SC2094 does not apply).
+  read_node_options "$program"
+  # The supervisor keeps the previous run's log as $log.1 and rotates it by size (it only appends its own
+  # start-up errors to the log it is told about: SC2094 does not apply).
   # shellcheck disable=SC2094
-  env ${tuning[@]+"${tuning[@]}"} "$@" setsid node "$SUPERVISOR" --name "$program" --pid-file "$pid_file" \
+  env ${NODE_TUNING[@]+"${NODE_TUNING[@]}"} "$@" setsid node "$SUPERVISOR" --name "$program" --pid-file "$pid_file" \
     --child-pid-file "$(program_pid_file "$program")" --log "$log" --grace-ms "$((STOP_GRACE_S * 1000))" \
-    -- "$(command -v node)" ${node_flags[@]+"${node_flags[@]}"} "$PROJECT_DIR/dist/$program/main.js" </dev/null >>"$log" 2>&1 &
+    --log-max-bytes "$((LOG_MAX_MB * 1024 * 1024))" --log-files "$LOG_FILES" \
+    -- "$(command -v node)" ${NODE_FLAGS[@]+"${NODE_FLAGS[@]}"} "$PROJECT_DIR/dist/$program/main.js" </dev/null >>"$log" 2>&1 &
   STARTED+=("$program")
   # The supervisor writes its own pid file (setsid may fork, so $! is not always its pid).
   local i
@@ -807,6 +817,7 @@ stay_in_foreground() {
 
 main() {
   parse_args "$@"
+  [[ $LOG_MAX_MB =~ ^[1-9][0-9]{0,5}$ ]] || usage_error "START_UP_LOG_MAX_MB=$LOG_MAX_MB is not a whole number of MiB (1 or more)"
   cd "$PROJECT_DIR"
   case $COMMAND in
     stop)
