@@ -791,6 +791,8 @@ overlay_endpoint_line() {
 
 print_all_in_one_summary() {
   local http_port=$1 api_token=$2 join_token=$3 address=$4 scheme=$5 ca_file=$6 context_file=$7 cacert="" trust_line
+  local edgectl_line=$EDGECTL_LINE
+  [ -z "$context_file" ] || edgectl_line+=", context \"local\" in $context_file"
   if [ -n "$ca_file" ]; then
     cacert="--cacert $ca_file "
     trust_line="  Cluster CA: $ca_file (a browser warns until you import it, or accept the certificate once)"
@@ -803,7 +805,7 @@ print_all_in_one_summary() {
   Dashboard:  $scheme://$address:$http_port/   (and $scheme://127.0.0.1:$http_port/ on this machine)
 $trust_line
   API token:  $api_token
-  edgectl:    $EDGECTL_LINE${context_file:+, context "local" in $context_file}
+  edgectl:    $edgectl_line
     edgectl nodes
     echo '$EXAMPLE_JOB' | edgectl deploy -f -
   Deploy the example job with the raw API:

@@ -164,6 +164,8 @@ describe('start-up.sh install and uninstall', () => {
     expect(installed.status, installed.output_).toBe(0);
     expect(installed.stdout).toContain(`installed and started ${UNITS.join(' ')}`);
     expect(installed.stdout).toContain('the all-in-one cluster is installed as systemd services');
+    expect(installed.stdout).toContain(`${join(binDir, 'edgectl')} (`);
+    expect(installed.stdout).toContain(`context "local" in ${edgectlConfig}`);
     // Started in order with one restart (an upgrade restarts what ran), enabled for the next boot.
     expect(systemctlCalls()).toEqual([
       'daemon-reload',
