@@ -572,11 +572,16 @@ on_interrupt() {
 }
 
 show_status() {
-  local program supervisor child any=1
+  local program supervisor child state any=1
   for program in "${PROGRAMS[@]}"; do
     supervisor=$(supervisor_of "$program")
     child=$(program_of "$program")
-    if [ -n "$supervisor" ] || [ -n "$child" ]; then
+    if [ -f "$(unit_file "$program")" ] && systemd_runs; then
+      # Installed: systemd's word (active, activating, failed, inactive).
+      state=$(systemctl is-active "$(unit_name "$program")" 2>/dev/null || true)
+      [ "$state" != active ] || any=0
+      echo "$program: ${state:-unknown} (systemd unit $(unit_name "$program"); journalctl -u $(unit_name "$program"))"
+    elif [ -n "$supervisor" ] || [ -n "$child" ]; then
       any=0
       echo "$program: running (supervisor pid ${supervisor:-none}, program pid ${child:-restarting}), log $LOG_DIR/$program.log"
     else

@@ -312,10 +312,17 @@ describe('start-up.sh install and uninstall', () => {
     expect(containersWithLabel(`edge.node=${nodeId}`).length).toBe(1);
   });
 
-  it('refuses ./start-up.sh <arch> on a machine where it is installed', () => {
+  it('refuses ./start-up.sh <arch> where it is installed, and shows the services in status', () => {
     const refused = runScript([machineArch(), '-y'], env);
     expect(refused.status, refused.output_).toBe(1);
     expect(refused.stderr).toContain('installed as systemd services here');
+    const status = runScript(['status'], env);
+    // The fake systemd runs nothing: systemd's word for that, and exit 3 (LSB: not running).
+    expect(status.status, status.output_).toBe(3);
+    expect(status.stdout).toContain(
+      'node-engine: inactive (systemd unit edge-node-engine.service; journalctl -u edge-node-engine.service)',
+    );
+    systemctlCalls();
   });
 
   it("installs again as a worker: the cluster manager's and net manager's units go, the other settings stay", {
