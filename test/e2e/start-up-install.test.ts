@@ -84,7 +84,7 @@ describe('start-up.sh install and uninstall', () => {
   const namespace = `edge-uninst-${process.pid}`;
   const nodeName = `install-e2e-${process.pid}`;
   const env: NodeJS.ProcessEnv = {
-    ...baseEnv(),
+    ...baseEnv(dir),
     PATH: `${join(dir, 'fake')}:${process.env.PATH}`,
     FAKE_SYSTEMCTL_LOG: calls,
     START_UP_UNIT_DIR: unitDir,

@@ -45,7 +45,7 @@ describe('start-up.sh: arguments and environment', () => {
   beforeEach(() => {
     // Its own state dir: `stop` here must never touch a cluster started from the project's var/.
     stateDir = mkdtempSync(join(tmpdir(), 'start-up-args-'));
-    env = { ...baseEnv(), START_UP_STATE_DIR: stateDir };
+    env = { ...baseEnv(stateDir), START_UP_STATE_DIR: stateDir };
   });
   afterEach(() => rmSync(stateDir, { recursive: true, force: true }));
 
@@ -121,7 +121,7 @@ describe('start-up.sh: an all-in-one cluster', () => {
   const stateDir = join(tempDir, 'state');
   const nodeName = `start-up-e2e-${process.pid}`;
   // Set from the start: even a skipped test's afterAll must stop only what lives in this state dir.
-  const env: NodeJS.ProcessEnv = { ...baseEnv(), START_UP_STATE_DIR: stateDir };
+  const env: NodeJS.ProcessEnv = { ...baseEnv(tempDir), START_UP_STATE_DIR: stateDir };
 
   afterAll(() => {
     // Whatever the test left running (all ours: the state dir was made by this test).

@@ -1,6 +1,6 @@
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { arch, tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { arch } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,29 +16,17 @@ export function machineArch(): string {
   return name;
 }
 
-let scratch: string | undefined;
-
-/** A folder of this test process, removed when it exits. */
-function scratchDir(): string {
-  if (!scratch) {
-    const dir = mkdtempSync(join(tmpdir(), 'start-up-scratch-'));
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    scratch = dir;
-  }
-  return scratch;
-}
-
 /**
  * This process's environment without the variables that pick the start-up mode or its addresses, with the
- * edgectl link and config file start-up.sh writes kept in a folder of the test's (never the machine's
+ * edgectl link and config file start-up.sh writes kept under `dir`, a folder of the test's (never the machine's
  * /usr/local/bin or ~/.config).
  */
-export function baseEnv(): NodeJS.ProcessEnv {
+export function baseEnv(dir: string): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of ['CLUSTER_MANAGER_URL', 'JOIN_TOKEN', 'ADVERTISE_ADDRESS', 'NM_PUBLIC_IP'])
     delete env[name];
-  env.START_UP_BIN_DIR = join(scratchDir(), 'bin');
-  env.EDGECTL_CONFIG = join(scratchDir(), 'edgectl', 'config.json');
+  env.START_UP_BIN_DIR = join(dir, 'bin');
+  env.EDGECTL_CONFIG = join(dir, 'edgectl', 'config.json');
   return env;
 }
 
