@@ -83,7 +83,8 @@ program_variables() {
 }
 
 # Installing again (after a git pull, say) keeps the settings of the earlier install: each one not set now is
-# taken from its settings file. The join pair is not: it decides the mode (keep_installed_worker).
+# taken from its settings file. Not the join pair, which decides the mode (keep_installed_worker), nor the CA
+# file install gave the node engine of an all-in-one cluster (a worker now verifies another cluster manager).
 import_installed_settings() {
   local program file line name
   for program in "${PROGRAMS[@]}"; do
@@ -92,7 +93,10 @@ import_installed_settings() {
     while IFS= read -r line; do
       [[ $line =~ ^([A-Z_][A-Z0-9_]*)=\'(.*)\'$ ]] || continue
       name=${BASH_REMATCH[1]}
-      case $name in CLUSTER_MANAGER_URL | JOIN_TOKEN) continue ;; esac
+      case $name in
+        CLUSTER_MANAGER_URL | JOIN_TOKEN) continue ;;
+        NE_CA_FILE) [ ! -f "$(unit_file cluster-manager)" ] || continue ;;
+      esac
       [ -n "${!name:-}" ] || export "$name=${BASH_REMATCH[2]}"
     done <"$file"
   done
@@ -137,8 +141,7 @@ write_settings() {
   for name in $(program_variables "$program"); do values[$name]=${!name}; done
   for value in "$@"; do values[${value%%=*}]=${value#*=}; done
   file=$(settings_file "$program")
-  mkdir -p "$CONFIG_DIR"
-  chmod 700 "$CONFIG_DIR"
+  [ -d "$CONFIG_DIR" ] || mkdir -p -m 700 "$CONFIG_DIR"
   (
     umask 077
     {
@@ -445,6 +448,8 @@ remove_data() {
   local dirs=("$@")
   if [ -n "$node_id" ] && docker_works; then
     mapfile -t containers < <(docker ps -aq --filter "label=edge.node=$node_id")
+  elif [ -n "$node_id" ]; then
+    warn "the Docker engine does not answer: this node's containers (label edge.node=$node_id) stay, whatever the answer below"
   fi
   if [ ${#dirs[@]} -eq 0 ] && [ ${#containers[@]} -eq 0 ]; then
     say "no data of an install here ($DATA_ROOT)"

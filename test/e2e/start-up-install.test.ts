@@ -264,6 +264,7 @@ describe('start-up.sh install and uninstall', () => {
   });
 
   it('backs off between restarts where systemd can (254 and later)', { timeout: 120_000 }, () => {
+    const joinSecret = readSettings(join(configDir, 'cluster-manager.env')).CM_JOIN_TOKEN;
     const installed = runScript(['install', '-y'], { ...env, FAKE_SYSTEMD_VERSION: '255' }, 100_000);
     expect(installed.status, installed.output_).toBe(0);
     const unit = readUnit(join(unitDir, 'edge-node-engine.service'));
@@ -276,6 +277,9 @@ describe('start-up.sh install and uninstall', () => {
     expect(runScript(['install', '-y'], env, 100_000).status).toBe(0);
     expect(readUnit(join(unitDir, 'edge-node-engine.service')).get('RestartSec')).toEqual(['5']);
     systemctlCalls();
+    // Installed again, the cluster keeps its join secret (join tokens handed out before stay good).
+    expect(readSettings(join(configDir, 'cluster-manager.env')).CM_JOIN_TOKEN).toBe(joinSecret);
+    expect(readSettings(join(configDir, 'node-engine.env')).JOIN_TOKEN).toBe(joinSecret);
   });
 
   it("runs as a cluster from the units' command lines, which edgectl reaches by its context alone", {
@@ -356,13 +360,16 @@ describe('start-up.sh install and uninstall', () => {
     const ne = readUnit(join(unitDir, 'edge-node-engine.service'));
     expect(ne.get('After')).toEqual(['network-online.target docker.service']);
     // What was set before and not now stays (its name, its port); the join pair is the new one.
-    expect(readSettings(join(configDir, 'node-engine.env'))).toMatchObject({
+    const workerSettings = readSettings(join(configDir, 'node-engine.env'));
+    expect(workerSettings).toMatchObject({
       CLUSTER_MANAGER_URL: url,
       JOIN_TOKEN: 'a-join-token',
       NODE_NAME: nodeName,
       NE_PORT: env.NE_PORT,
       NE_DATA_DIR: join(dataRoot, 'node-engine'),
     });
+    // Not the CA of the cluster it left: the worker verifies its new cluster manager by the join token's pin.
+    expect(workerSettings.NE_CA_FILE).toBeUndefined();
     expect(installed.stderr).toContain(`${join(otherBin, 'edgectl')} is not this project's`);
     expect(readFileSync(join(otherBin, 'edgectl'), 'utf8')).toBe('#!/bin/sh\necho theirs\n');
 
