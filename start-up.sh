@@ -2,7 +2,8 @@
 # Starts the edge orchestrator on this machine, either as an all-in-one cluster (cluster manager with its
 # embedded broker, plus a net manager and a node engine joined to it) or as a worker that joins an existing
 # cluster (CLUSTER_MANAGER_URL and JOIN_TOKEN set). Checks prerequisites, installs and builds the project,
-# and supervises what it starts. Run ./start-up.sh --help for the options.
+# and supervises what it starts, or installs it as systemd services (`install`; `uninstall` removes them).
+# Run ./start-up.sh --help for the options.
 set -euo pipefail
 
 PROJECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,8 +19,16 @@ MIN_NODE_MAJOR=20
 # How long the supervisor gives a program after SIGTERM before SIGKILL; stop waits a little longer.
 STOP_GRACE_S=10
 HEALTH_TIMEOUT_S=60
+# The programs' logs under var/logs are rotated past this size; this many older ones are kept.
+LOG_MAX_MB=${START_UP_LOG_MAX_MB:-10}
+LOG_FILES=3
 NODE_JOIN_TIMEOUT_S=30
 EXAMPLE_JOB='{"name":"hello","image":"edge/busybox:latest","command":["sleep","3600"],"resources":{"cpus":0.5,"memoryMB":64}}'
+
+# shellcheck source=scripts/start-up/systemd-install.sh
+source "$PROJECT_DIR/scripts/start-up/systemd-install.sh"
+# shellcheck source=scripts/start-up/edgectl-setup.sh
+source "$PROJECT_DIR/scripts/start-up/edgectl-setup.sh"
 
 ASSUME_YES=0
 FOREGROUND=0
@@ -41,7 +50,8 @@ die() {
 }
 
 usage() {
-  echo "usage: ./start-up.sh <amd64|arm64|arm-7> [-y] [--foreground] [--no-net-manager] | stop | status | --help"
+  echo "usage: ./start-up.sh <amd64|arm64|arm-7> [-y] [--foreground] [--no-net-manager] | stop | status |"
+  echo "       install [-y] [--no-net-manager] | uninstall [-y] | --help"
 }
 
 print_help() {
@@ -55,15 +65,32 @@ print_help() {
                       node engine joined to it).
   stop              stop what start-up.sh started (by the pid files it wrote, and only those)
   status            show what runs (exit 0 if something does, 3 if nothing)
-  -y, --yes         do not ask: install missing prerequisites (Docker, a C++ toolchain) right away
+  install           as root, on a machine systemd runs: the same checks, install and build, and the same
+                    choice of all-in-one or worker, then a systemd unit per program (edge-cluster-manager,
+                    edge-net-manager, edge-node-engine), started now and at every boot, restarted whenever
+                    it exits. Settings in /etc/edge-orchestrator/<program>.env (the variables set now, kept
+                    by a later install), data in /var/lib/edge-orchestrator/, logs in the journal
+                    (journalctl -u edge-node-engine). Run it again after a git pull to upgrade.
+  uninstall         as root: stop and remove the units and their settings, the bridge, TUN, veths and
+                    iptables chain the net manager made, the edgectl link, and (asked first; -y: without
+                    asking) the data and this node's containers. Safe to run again.
+  -y, --yes         do not ask: install missing prerequisites (Docker, a C++ toolchain) right away; with
+                    uninstall, remove the data too
   --foreground      stay attached and show the logs; Ctrl-C stops everything it started
   --no-net-manager  do not start the net manager (the node runs with the overlay off)
   -h, --help        this help
 
 Programs run under a supervisor that restarts them with backoff (1 s doubling to 30 s). Logs go to
-var/logs/<program>.log, pids to var/run/<program>.pid (the supervisor) and var/run/<program>.child.pid
+var/logs/<program>.log (the previous run's in <program>.log.1; rotated past START_UP_LOG_MAX_MB, 10 MiB,
+keeping three older ones), pids to var/run/<program>.pid (the supervisor) and var/run/<program>.child.pid
 (the program). START_UP_STATE_DIR moves var/logs and var/run elsewhere. Every program reads its own
 environment variables (CM_HTTP_PORT, CM_DATA_DIR, NE_PORT, NE_DATA_DIR, NM_DATA_DIR, ...; see the README).
+
+After a start or an install, edgectl is on PATH: a link in /usr/local/bin (root) or ~/.local/bin
+(START_UP_BIN_DIR elsewhere; a file of that name that is not such a link is never replaced), and an all-in-one
+cluster writes edgectl's context "local" (its address, CA and token file) into ~/.config/edgectl/config.json
+(EDGECTL_CONFIG), made the current one when none is. START_UP_UNIT_DIR, START_UP_CONFIG_DIR and
+START_UP_DATA_DIR move the units, settings and data of an install elsewhere.
 
 ADVERTISE_ADDRESS is the IPv4 address other machines reach this one at. By default it is the address of the
 interface holding the default route. An all-in-one cluster prints it in the join command for other workers;
@@ -86,14 +113,18 @@ parse_args() {
         print_help
         exit 0
         ;;
-      amd64 | arm64 | arm-7 | stop | status)
+      amd64 | arm64 | arm-7 | stop | status | install | uninstall)
         [ -z "$COMMAND" ] || usage_error "one architecture or command, not both '$COMMAND' and '$arg'"
         COMMAND=$arg
         ;;
       *) usage_error "unknown argument '$arg'" ;;
     esac
   done
-  [ -n "$COMMAND" ] || usage_error "an architecture (amd64, arm64, arm-7) or a command (stop, status) is needed"
+  [ -n "$COMMAND" ] ||
+    usage_error "an architecture (amd64, arm64, arm-7) or a command (stop, status, install, uninstall) is needed"
+  if [ "$FOREGROUND" -eq 1 ] && { [ "$COMMAND" = install ] || [ "$COMMAND" = uninstall ]; }; then
+    usage_error "--foreground is for a start, not for $COMMAND (the installed services log to the journal)"
+  fi
 }
 
 usage_error() {
@@ -133,6 +164,14 @@ detect_mode() {
   else
     die 2 "JOIN_TOKEN is set but CLUSTER_MANAGER_URL is not: set both to join a cluster, or neither for an all-in-one cluster"
   fi
+}
+
+# An absolute path for a path the programs take relative to the project directory.
+absolute_path() {
+  case $1 in
+    /*) echo "$1" ;;
+    *) echo "$PROJECT_DIR/$1" ;;
+  esac
 }
 
 # A dotted quad other machines could send to: not loopback, unspecified, multicast or broadcast.
@@ -331,7 +370,7 @@ install_dependencies() {
 build_inputs() {
   local input
   for input in shared cluster-manager node-engine net-manager fleet-sim tsconfig.json package.json package-lock.json \
-    scripts/copy-assets.mjs; do
+    scripts/copy-assets.mjs scripts/mark-bins-executable.mjs; do
     [ -e "$input" ] && echo "$input"
   done
   return 0
@@ -353,10 +392,10 @@ build_project() {
 }
 
 # The net manager's TUN addon is built by npm install; a checkout whose dependencies were installed before
-# the addon existed (or changed) builds it here.
+# the addon existed (or changed) builds it here. Its sources only: node-gyp touches build/ after the addon.
 build_native_addon() {
   local addon=net-manager/native/build/Release/edge_tun.node
-  if [ -f "$addon" ] && [ -z "$(find net-manager/native -maxdepth 1 -newer "$addon" -print -quit)" ]; then
+  if [ -f "$addon" ] && [ -z "$(find net-manager/native -maxdepth 1 -type f -newer "$addon" -print -quit)" ]; then
     return 0
   fi
   say "building the net manager's TUN addon (npm run build:native)"
@@ -429,6 +468,22 @@ wait_until_gone() {
   return 1
 }
 
+# The node engine runs on small workers: node-engine/node-options holds the V8 flags and environment that keep
+# its idle memory low (the tests start it with the same file, and the installed units are written from it). Sets
+# NODE_FLAGS (--flags for node) and NODE_TUNING (NAME=value) for `program`; both empty for the others.
+read_node_options() {
+  local program=$1 line
+  NODE_FLAGS=()
+  NODE_TUNING=()
+  [ "$program" = node-engine ] || return 0
+  while IFS= read -r line; do
+    case $line in
+      --*) NODE_FLAGS+=("$line") ;;
+      [A-Za-z_]*=*) NODE_TUNING+=("$line") ;;
+    esac
+  done <"$PROJECT_DIR/node-engine/node-options"
+}
+
 # Starts `program` under its supervisor, detached into its own session so that it outlives this script and
 # a closed terminal. Extra arguments are VAR=value pairs for the program's environment.
 start_program() {
@@ -437,26 +492,16 @@ start_program() {
   local log=$LOG_DIR/$program.log pid_file
   pid_file=$(supervisor_pid_file "$program")
   mkdir -p "$LOG_DIR" "$RUN_DIR"
-  # Keep the previous run's log for a look after a crash.
-  [ -f "$log" ] && mv -f "$log" "$log.1"
   rm -f "$pid_file" "$(program_pid_file "$program")"
   say "starting $program (log: $log)"
-  local node_flags=() tuning=() line
-  # The node engine runs on small workers: node-engine/node-options holds the V8 flags and environment that
-  # keep its idle memory low (the tests start it with the same file).
-  if [ "$program" = node-engine ]; then
-    while IFS= read -r line; do
-      case $line in
-        --*) node_flags+=("$line") ;;
-        [A-Za-z_]*=*) tuning+=("$line") ;;
-      esac
-    done <"$PROJECT_DIR/node-engine/node-options"
-  fi
-  # The supervisor only appends its own start-up errors to the log it is told about (SC2094 does not apply).
+  read_node_options "$program"
+  # The supervisor keeps the previous run's log as $log.1 and rotates it by size (it only appends its own
+  # start-up errors to the log it is told about: SC2094 does not apply).
   # shellcheck disable=SC2094
-  env ${tuning[@]+"${tuning[@]}"} "$@" setsid node "$SUPERVISOR" --name "$program" --pid-file "$pid_file" \
+  env ${NODE_TUNING[@]+"${NODE_TUNING[@]}"} "$@" setsid node "$SUPERVISOR" --name "$program" --pid-file "$pid_file" \
     --child-pid-file "$(program_pid_file "$program")" --log "$log" --grace-ms "$((STOP_GRACE_S * 1000))" \
-    -- "$(command -v node)" ${node_flags[@]+"${node_flags[@]}"} "$PROJECT_DIR/dist/$program/main.js" </dev/null >>"$log" 2>&1 &
+    --log-max-bytes "$((LOG_MAX_MB * 1024 * 1024))" --log-files "$LOG_FILES" \
+    -- "$(command -v node)" ${NODE_FLAGS[@]+"${NODE_FLAGS[@]}"} "$PROJECT_DIR/dist/$program/main.js" </dev/null >>"$log" 2>&1 &
   STARTED+=("$program")
   # The supervisor writes its own pid file (setsid may fork, so $! is not always its pid).
   local i
@@ -527,11 +572,16 @@ on_interrupt() {
 }
 
 show_status() {
-  local program supervisor child any=1
+  local program supervisor child state any=1
   for program in "${PROGRAMS[@]}"; do
     supervisor=$(supervisor_of "$program")
     child=$(program_of "$program")
-    if [ -n "$supervisor" ] || [ -n "$child" ]; then
+    if [ -f "$(unit_file "$program")" ] && systemd_runs; then
+      # Installed: systemd's word (active, activating, failed, inactive).
+      state=$(systemctl is-active "$(unit_name "$program")" 2>/dev/null || true)
+      [ "$state" != active ] || any=0
+      echo "$program: ${state:-unknown} (systemd unit $(unit_name "$program"); journalctl -u $(unit_name "$program"))"
+    elif [ -n "$supervisor" ] || [ -n "$child" ]; then
       any=0
       echo "$program: running (supervisor pid ${supervisor:-none}, program pid ${child:-restarting}), log $LOG_DIR/$program.log"
     else
@@ -724,7 +774,12 @@ start_all_in_one() {
   start_program node-engine "CLUSTER_MANAGER_URL=$local_url" "JOIN_TOKEN=$join_token" ${socket_env:+"$socket_env"}
   node_name=${NODE_NAME:-$(hostname)}
   wait_for_node "$local_url" "$api_token" "$node_name" "$ca_file"
-  print_all_in_one_summary "$http_port" "$api_token" "$join_token" "${address:-<this-machine>}" "$scheme" "$ca_file"
+  link_edgectl
+  local token_file="" context_file
+  [ -n "${CM_API_TOKEN:-}" ] || token_file=$(absolute_path "$data_dir/api-token")
+  context_file=$(write_local_context "$local_url" "${ca_file:+$(absolute_path "$ca_file")}" "$token_file")
+  print_all_in_one_summary "$http_port" "$api_token" "$join_token" "${address:-<this-machine>}" "$scheme" "$ca_file" \
+    "$context_file"
 }
 
 # Which address the net manager announces, for the summaries (nothing when it does not run).
@@ -740,7 +795,9 @@ overlay_endpoint_line() {
 }
 
 print_all_in_one_summary() {
-  local http_port=$1 api_token=$2 join_token=$3 address=$4 scheme=$5 ca_file=$6 cacert="" trust_line
+  local http_port=$1 api_token=$2 join_token=$3 address=$4 scheme=$5 ca_file=$6 context_file=$7 cacert="" trust_line
+  local edgectl_line=$EDGECTL_LINE
+  [ -z "$context_file" ] || edgectl_line+=", context \"local\" in $context_file"
   if [ -n "$ca_file" ]; then
     cacert="--cacert $ca_file "
     trust_line="  Cluster CA: $ca_file (a browser warns until you import it, or accept the certificate once)"
@@ -753,7 +810,10 @@ print_all_in_one_summary() {
   Dashboard:  $scheme://$address:$http_port/   (and $scheme://127.0.0.1:$http_port/ on this machine)
 $trust_line
   API token:  $api_token
-  Deploy the example job:
+  edgectl:    $edgectl_line
+    edgectl nodes
+    echo '$EXAMPLE_JOB' | edgectl deploy -f -
+  Deploy the example job with the raw API:
     curl -sS ${cacert}-X POST $scheme://127.0.0.1:$http_port/api/jobs \\
       -H 'Authorization: Bearer $api_token' -H 'Content-Type: application/json' \\
       -d '$EXAMPLE_JOB'
@@ -782,9 +842,11 @@ start_join() {
   socket_env=$(net_manager_socket_env)
   # CLUSTER_MANAGER_URL and JOIN_TOKEN reach the node engine through the environment.
   start_program node-engine ${socket_env:+"$socket_env"}
+  link_edgectl
   cat <<EOF
 
 [start-up] this worker is running and joins the cluster at $CLUSTER_MANAGER_URL.
+  edgectl:    $EDGECTL_LINE (edgectl config set-context to reach the cluster manager)
 $(overlay_endpoint_line "${ADVERTISE_ADDRESS:-}")
   Logs: $LOG_DIR/   Status: ./start-up.sh status   Stop: ./start-up.sh stop
 EOF
@@ -807,6 +869,7 @@ stay_in_foreground() {
 
 main() {
   parse_args "$@"
+  [[ $LOG_MAX_MB =~ ^[1-9][0-9]{0,5}$ ]] || usage_error "START_UP_LOG_MAX_MB=$LOG_MAX_MB is not a whole number of MiB (1 or more)"
   cd "$PROJECT_DIR"
   case $COMMAND in
     stop)
@@ -817,15 +880,38 @@ main() {
       show_status || exit $?
       return 0
       ;;
+    uninstall)
+      uninstall
+      return 0
+      ;;
+    install)
+      [ -n "$(machine_arch)" ] || die 2 "this machine is $(uname -m): not supported (amd64, arm64, arm-7 are)"
+      require_root install
+      require_systemd
+      keep_installed_worker
+      import_installed_settings
+      ;;
+    *)
+      check_arch "$COMMAND"
+      if installed; then
+        die 1 "the edge orchestrator is installed as systemd services here (systemctl status edge-node-engine): ./start-up.sh uninstall first to start it this way"
+      fi
+      ;;
   esac
-  check_arch "$COMMAND"
   detect_mode
   check_advertise_address
   if any_running; then
     show_status
+    if [ "$COMMAND" = install ]; then
+      die 1 "start-up.sh runs the programs itself now: stop them first (./start-up.sh stop); the services take their place"
+    fi
     die 1 "already running; stop it first with ./start-up.sh stop"
   fi
-  say "starting the edge orchestrator ($MODE) on $COMMAND"
+  if [ "$COMMAND" = install ]; then
+    say "installing the edge orchestrator ($MODE) as systemd services"
+  else
+    say "starting the edge orchestrator ($MODE) on $COMMAND"
+  fi
   require_node
   require_docker
   install_dependencies
@@ -835,6 +921,10 @@ main() {
     require_built cluster-manager node-engine
   else
     require_built node-engine
+  fi
+  if [ "$COMMAND" = install ]; then
+    install_services
+    return 0
   fi
   trap on_interrupt INT TERM HUP
   if [ "$MODE" = all-in-one ]; then

@@ -27,6 +27,8 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 # The clock-jump test runs the node engine under libfaketime (its wall clock moved, its monotonic clock not).
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
+# The install test checks the systemd units start-up.sh writes with systemd-analyze verify (no systemd PID 1 needed).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The dashboard test drives Debian's Chromium with playwright-core (no browser download works here).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

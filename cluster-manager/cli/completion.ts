@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 const ACTIONS: Record<string, string[]> = {
   node: ['cordon', 'uncordon', 'drain', 'label', 'remove'],
   token: ['create', 'list', 'revoke'],
+  config: ['set-context', 'use-context', 'get-contexts', 'current-context', 'delete-context'],
 };
 
 /**

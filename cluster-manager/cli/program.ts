@@ -1,17 +1,25 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   type ClusterEvent,
   type Job,
   NODE_STATUSES,
   type NodeStatus,
-  resolveDataDir,
   trustedFetch,
   UsageError,
   VERSION,
 } from '../../shared/index.js';
 import { ApiClient, ApiError, ServerUnreachableError } from './api-client.js';
 import { bashCompletion } from './completion.js';
+import { addConfigCommands } from './config-commands.js';
+import { ConfigFileError, loadConfig } from './config-file.js';
+import {
+  type ConnectionFlags,
+  DEFAULT_CA_FILE,
+  DEFAULT_SERVER,
+  DEFAULT_TOKEN_FILE,
+  parseServerUrl,
+  resolveConnection,
+} from './connection.js';
 import {
   formatApiError,
   formatEventLine,
@@ -32,12 +40,6 @@ import {
   rolloutOutcomeOf,
 } from './job-progress.js';
 
-export const DEFAULT_SERVER = 'https://127.0.0.1:10100';
-/** Where the cluster manager keeps its generated API token, under the project directory. */
-export const DEFAULT_TOKEN_FILE = 'var/cluster-manager/api-token';
-/** Where the cluster manager keeps its cluster CA, under the project directory. */
-export const DEFAULT_CA_FILE = 'var/cluster-manager/tls/ca.pem';
-
 /** Everything edgectl touches outside itself, so that tests can run it in-process. */
 export interface EdgectlIo {
   stdout: (text: string) => void;
@@ -48,12 +50,6 @@ export interface EdgectlIo {
   now: () => number;
   /** Ends what follows (`events -f`) when aborted; the program itself runs until it is interrupted. */
   signal?: AbortSignal;
-}
-
-interface GlobalOptions {
-  server?: string;
-  token?: string;
-  caFile?: string;
 }
 
 /** Runs one edgectl command line (without `node edgectl`); resolves to the exit code. */
@@ -94,7 +90,7 @@ function exitCodeFor(error: unknown, io: EdgectlIo): number {
     io.stderr(`${formatApiError(error.body, error.status)}\n`);
     if (error.status === 401) {
       io.stderr(
-        `hint: pass --token or set EDGE_API_TOKEN (the cluster manager keeps it in ${DEFAULT_TOKEN_FILE})\n`,
+        `hint: pass --token or set EDGE_API_TOKEN, or use a context with a token (edgectl config set-context); the cluster manager keeps it in ${DEFAULT_TOKEN_FILE}\n`,
       );
     } else if (error.status === 403) {
       io.stderr('hint: this takes a token with another role (edgectl token list shows the roles)\n');
@@ -104,6 +100,7 @@ function exitCodeFor(error: unknown, io: EdgectlIo): number {
   if (
     error instanceof ServerUnreachableError ||
     error instanceof JobFileError ||
+    error instanceof ConfigFileError ||
     error instanceof NotAchieved
   ) {
     io.stderr(`edgectl: ${error.message}\n`);
@@ -118,13 +115,20 @@ export function buildProgram(io: EdgectlIo): Command {
     .version(VERSION)
     .option(
       '--server <url>',
-      `cluster manager URL (env EDGE_SERVER, default ${DEFAULT_SERVER})`,
+      `cluster manager URL (env EDGE_SERVER, else the context's, else ${DEFAULT_SERVER})`,
       parseServerUrl,
     )
-    .option('--token <token>', `API token (env EDGE_API_TOKEN, else ${DEFAULT_TOKEN_FILE})`)
+    .option(
+      '--token <token>',
+      `API token (env EDGE_API_TOKEN, else the context's, else ${DEFAULT_TOKEN_FILE})`,
+    )
     .option(
       '--ca-file <path>',
-      `the cluster CA to verify the server with (env EDGE_CA_FILE, else ${DEFAULT_CA_FILE} if there, else the system CAs)`,
+      `the cluster CA to verify the server with (env EDGE_CA_FILE, else the context's, else ${DEFAULT_CA_FILE} if there, else the system CAs)`,
+    )
+    .option(
+      '--context <name>',
+      'the context of the config file to use (env EDGE_CONTEXT, else its current one); see `edgectl config`',
     )
     .exitOverride()
     .configureOutput({
@@ -141,7 +145,7 @@ export function buildProgram(io: EdgectlIo): Command {
     })
     .showHelpAfterError(false);
 
-  const client = () => createClient(program.opts<GlobalOptions>(), io);
+  const client = () => createClient(program.opts<ConnectionFlags>(), io);
   const print = (text: string) => io.stdout(`${text}\n`);
 
   program
@@ -588,6 +592,7 @@ export function buildProgram(io: EdgectlIo): Command {
     }
   }
 
+  addConfigCommands(program, io);
   return program;
 }
 
@@ -604,59 +609,11 @@ function outputOption(defaultFormat: OutputFormat): Option {
   return new Option('-o, --output <format>', 'output format').choices(choices).default(defaultFormat);
 }
 
-function createClient(options: GlobalOptions, io: EdgectlIo): ApiClient {
-  const server = options.server ?? serverFromEnv(io.env.EDGE_SERVER) ?? DEFAULT_SERVER;
-  const token = options.token || io.env.EDGE_API_TOKEN || readTokenFile();
-  return new ApiClient({ server, token, fetch: io.fetch ?? trustedFetch(readCa(options, io)) });
-}
-
-/** The CA named by flag or env (it must be readable), else the all-in-one install's, if there. */
-function readCa(options: GlobalOptions, io: EdgectlIo): string | undefined {
-  const named = options.caFile || io.env.EDGE_CA_FILE;
-  if (named) {
-    try {
-      return readFileSync(named, 'utf8');
-    } catch (error) {
-      throw new UsageError(
-        `cannot read the CA file ${named}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-      );
-    }
-  }
-  const local = resolveDataDir(DEFAULT_CA_FILE);
-  return existsSync(local) ? readFileSync(local, 'utf8') : undefined;
-}
-
-function serverFromEnv(value: string | undefined): string | undefined {
-  if (!value) return undefined;
-  try {
-    return parseServerUrl(value);
-  } catch (error) {
-    throw new UsageError(`EDGE_SERVER: ${(error as Error).message}`);
-  }
-}
-
-/** The all-in-one install keeps the token next to the project; an operator there needs no flag. */
-function readTokenFile(): string | undefined {
-  const path = resolveDataDir(DEFAULT_TOKEN_FILE);
-  if (!existsSync(path)) return undefined;
-  try {
-    return readFileSync(path, 'utf8').trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function parseServerUrl(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new InvalidArgumentError(`not a URL: ${value}`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new InvalidArgumentError(`not an http(s) URL: ${value}`);
-  }
-  return value;
+function createClient(flags: ConnectionFlags, io: EdgectlIo): ApiClient {
+  const loaded = loadConfig(io.env);
+  if (loaded.warning) io.stderr(`edgectl: warning: ${loaded.warning}\n`);
+  const { server, token, ca } = resolveConnection(flags, io.env, loaded);
+  return new ApiClient({ server, token, fetch: io.fetch ?? trustedFetch(ca) });
 }
 
 function collectLabel(value: string, labels: string[]): string[] {

@@ -1,18 +1,28 @@
 // Keeps one program of start-up.sh running: restarts it with backoff (1 s doubling to 30 s) when it exits
 // unexpectedly; on SIGTERM, SIGINT or SIGHUP stops it (SIGTERM, then SIGKILL after a grace period) and exits.
 //
-//   node supervise.mjs --name NAME --pid-file FILE --child-pid-file FILE --log FILE [--grace-ms MS] -- CMD [ARG...]
+//   node supervise.mjs --name NAME --pid-file FILE --child-pid-file FILE --log FILE [--grace-ms MS]
+//                      [--log-max-bytes N] [--log-files N] [--log-check-ms MS] -- CMD [ARG...]
 //
 // The program writes straight into the log file (not through a pipe), so it keeps running and logging even if
 // this supervisor is killed with SIGKILL; start-up.sh then still finds it by the child pid file.
+//
+// The log is rotated by copy and truncate, since the program keeps its own descriptor (opened for appending, so
+// it writes on at the start of the emptied file): at start (the previous run's log becomes LOG.1, for a look
+// after a crash) and whenever it has grown past --log-max-bytes (checked every --log-check-ms). LOG.1 to
+// LOG.<log-files> are kept. A line written between the copy and the truncation is lost.
 import { spawn } from 'node:child_process';
 import {
   appendFileSync,
   closeSync,
+  copyFileSync,
+  existsSync,
   openSync,
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
+  truncateSync,
   writeFileSync,
 } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -30,6 +40,9 @@ const { values: opts, positionals: command } = parseArgs({
     'child-pid-file': { type: 'string' },
     log: { type: 'string' },
     'grace-ms': { type: 'string', default: '10000' },
+    'log-max-bytes': { type: 'string', default: String(10 * 1024 * 1024) },
+    'log-files': { type: 'string', default: '3' },
+    'log-check-ms': { type: 'string', default: '5000' },
   },
 });
 const name = opts.name;
@@ -37,9 +50,24 @@ const pidFile = opts['pid-file'];
 const childPidFile = opts['child-pid-file'];
 const logFile = opts.log;
 const graceMs = Number(opts['grace-ms']);
-if (!name || !pidFile || !childPidFile || !logFile || command.length === 0 || !(graceMs >= 0)) {
+const logMaxBytes = Number(opts['log-max-bytes']);
+const logFiles = Number(opts['log-files']);
+const logCheckMs = Number(opts['log-check-ms']);
+if (
+  !name ||
+  !pidFile ||
+  !childPidFile ||
+  !logFile ||
+  command.length === 0 ||
+  !(graceMs >= 0) ||
+  !(logMaxBytes > 0) ||
+  !Number.isInteger(logFiles) ||
+  !(logFiles >= 1) ||
+  !(logCheckMs > 0)
+) {
   console.error(
-    'usage: supervise.mjs --name NAME --pid-file FILE --child-pid-file FILE --log FILE [--grace-ms MS] -- CMD [ARG...]',
+    'usage: supervise.mjs --name NAME --pid-file FILE --child-pid-file FILE --log FILE [--grace-ms MS] ' +
+      '[--log-max-bytes N] [--log-files N] [--log-check-ms MS] -- CMD [ARG...]',
   );
   process.exit(2);
 }
@@ -62,6 +90,36 @@ function log(level, msg, extra = {}) {
     ...extra,
   };
   appendFileSync(logFile, `${JSON.stringify(line)}\n`);
+}
+
+/** LOG.1 ... LOG.<n-1> move up one (the last one goes), the log is copied to LOG.1 and emptied. */
+function rotateLog() {
+  for (let n = logFiles - 1; n >= 1; n--) {
+    if (existsSync(`${logFile}.${n}`)) renameSync(`${logFile}.${n}`, `${logFile}.${n + 1}`);
+  }
+  copyFileSync(logFile, `${logFile}.1`);
+  truncateSync(logFile, 0);
+}
+
+function logSize() {
+  try {
+    return statSync(logFile).size;
+  } catch {
+    return 0;
+  }
+}
+
+let rotationFailed = false;
+function rotateLogPast(bytes) {
+  if (logSize() <= bytes) return;
+  try {
+    rotateLog();
+    rotationFailed = false;
+  } catch (error) {
+    // A full disk, say: the log grows on, and the next check tries again (said once, not at every check).
+    if (!rotationFailed) log(40, `cannot rotate ${logFile}: ${error.message}`);
+    rotationFailed = true;
+  }
 }
 
 function writePidFile(file, pid) {
@@ -148,5 +206,7 @@ function finish(exitCode) {
 }
 
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => stop(signal));
+rotateLogPast(0);
+setInterval(() => rotateLogPast(logMaxBytes), logCheckMs).unref();
 writePidFile(pidFile, process.pid);
 startChild();

@@ -1,12 +1,21 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { trustedFetch } from '../../shared/index.js';
+import { runEdgectlHere } from '../helpers/edgectl.js';
 import { freePort } from '../helpers/ports.js';
-import { baseEnv, machineArch, pidAlive, pidsIn, runScript, stopStartUp } from '../helpers/start-up.js';
+import {
+  baseEnv,
+  machineArch,
+  PROJECT_DIR,
+  pidAlive,
+  pidsIn,
+  runScript,
+  stopStartUp,
+} from '../helpers/start-up.js';
 
 const USAGE_LINE = /usage: \.\/start-up\.sh <amd64\|arm64\|arm-7>/;
 
@@ -36,7 +45,7 @@ describe('start-up.sh: arguments and environment', () => {
   beforeEach(() => {
     // Its own state dir: `stop` here must never touch a cluster started from the project's var/.
     stateDir = mkdtempSync(join(tmpdir(), 'start-up-args-'));
-    env = { ...baseEnv(), START_UP_STATE_DIR: stateDir };
+    env = { ...baseEnv(stateDir), START_UP_STATE_DIR: stateDir };
   });
   afterEach(() => rmSync(stateDir, { recursive: true, force: true }));
 
@@ -112,7 +121,7 @@ describe('start-up.sh: an all-in-one cluster', () => {
   const stateDir = join(tempDir, 'state');
   const nodeName = `start-up-e2e-${process.pid}`;
   // Set from the start: even a skipped test's afterAll must stop only what lives in this state dir.
-  const env: NodeJS.ProcessEnv = { ...baseEnv(), START_UP_STATE_DIR: stateDir };
+  const env: NodeJS.ProcessEnv = { ...baseEnv(tempDir), START_UP_STATE_DIR: stateDir };
 
   afterAll(() => {
     // Whatever the test left running (all ours: the state dir was made by this test).
@@ -171,6 +180,15 @@ describe('start-up.sh: an all-in-one cluster', () => {
       return nodes.find((n) => n.name === nodeName && n.status === 'online');
     });
     expect(node.name).toBe(nodeName);
+
+    // edgectl on PATH (a link, here in the test's bin dir) and the context `local`: no token, server or CA given.
+    const link = join(env.START_UP_BIN_DIR!, 'edgectl');
+    expect(readlinkSync(link)).toBe(join(PROJECT_DIR, 'dist', 'cluster-manager', 'cli', 'edgectl.js'));
+    expect(started.stdout).toContain(`edgectl:    ${link} (`);
+    expect(started.stdout).toContain(`context "local" in ${env.EDGECTL_CONFIG}`);
+    const nodes = await runEdgectlHere(['nodes'], { env: { EDGECTL_CONFIG: env.EDGECTL_CONFIG } });
+    expect(nodes.code, nodes.stderr).toBe(0);
+    expect(nodes.stdout).toContain(nodeName);
 
     const status = runScript(['status'], env);
     expect(status.status, status.output_).toBe(0);

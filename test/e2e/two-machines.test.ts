@@ -36,8 +36,8 @@ describe("the README's two machines: an all-in-one cluster and a worker that joi
   const nameB = `machine-b-${tag}`;
   let network: TestNetwork | undefined;
   let hostB: TestHost;
-  const envA: NodeJS.ProcessEnv = { ...baseEnv(), START_UP_STATE_DIR: join(dir, 'a-state') };
-  let envB: NodeJS.ProcessEnv = { ...baseEnv(), START_UP_STATE_DIR: join(dir, 'b-state') };
+  const envA: NodeJS.ProcessEnv = { ...baseEnv(join(dir, 'a')), START_UP_STATE_DIR: join(dir, 'a-state') };
+  let envB: NodeJS.ProcessEnv = { ...baseEnv(join(dir, 'b')), START_UP_STATE_DIR: join(dir, 'b-state') };
   let baseUrl = '';
   let apiToken = '';
   let ca = '';

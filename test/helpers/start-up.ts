@@ -16,11 +16,17 @@ export function machineArch(): string {
   return name;
 }
 
-/** This process's environment without the variables that pick the start-up mode or its addresses. */
-export function baseEnv(): NodeJS.ProcessEnv {
+/**
+ * This process's environment without the variables that pick the start-up mode or its addresses, with the
+ * edgectl link and config file start-up.sh writes kept under `dir`, a folder of the test's (never the machine's
+ * /usr/local/bin or ~/.config).
+ */
+export function baseEnv(dir: string): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of ['CLUSTER_MANAGER_URL', 'JOIN_TOKEN', 'ADVERTISE_ADDRESS', 'NM_PUBLIC_IP'])
     delete env[name];
+  env.START_UP_BIN_DIR = join(dir, 'bin');
+  env.EDGECTL_CONFIG = join(dir, 'edgectl', 'config.json');
   return env;
 }
 
