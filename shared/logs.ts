@@ -4,15 +4,16 @@ import { TECHNOLOGIES } from './job.js';
 /**
  * Instance output streamed on demand (issue 14): the cluster manager asks a node on `nodes/<id>/logs/control`,
  * the node answers on `nodes/<id>/logs/stream` over the MQTT connection it dialled out. Flow control is by
- * credit: a node sends a chunk only while the number of chunks it sent is below the `upTo` it was granted, and
- * the cluster manager grants more only as its HTTP reader takes what it got. Every message is QoS 0: nothing of
- * a stream is queued for a node that is away, and sequence numbers make a lost chunk visible.
+ * credit, counted in bytes of output (the UTF-8 of the chunks' `data`): a node sends a chunk only while what it
+ * sent is below the `upTo` it was granted, and the cluster manager grants more only as its HTTP reader takes
+ * what it got. Every message is QoS 0: nothing of a stream is queued for a node that is away, and each chunk's
+ * `offset` (the bytes sent before it) makes a lost one visible.
  */
 
-/** Most bytes of output in one chunk (its JSON stays far below the broker's 256 KiB packet limit). */
+/** Most bytes of output read for one chunk (its JSON stays far below the broker's 256 KiB packet limit). */
 export const LOG_CHUNK_BYTES = 16 * 1024;
-/** Chunks a node may send ahead of what the cluster manager's HTTP reader took. */
-export const LOG_CREDIT_WINDOW = 8;
+/** Bytes of output a node may send ahead of what the cluster manager's HTTP reader took. */
+export const LOG_CREDIT_BYTES = 128 * 1024;
 /** How often the cluster manager renews each stream's lease (its credit again, changed or not). */
 export const LOG_KEEPALIVE_MS = 5_000;
 /** A stream whose lease is not renewed for this long ends at the node: its reader or cluster manager is gone. */
@@ -54,7 +55,7 @@ export const LogControlSchema = z.discriminatedUnion('type', [
     tail: z.number().int().min(0).max(MAX_LOG_TAIL).optional(),
     since: LogSinceSchema.optional(),
     streams: z.enum(LOG_STREAM_CHOICES).default('all'),
-    /** The first credit: chunks numbered below it may be sent. */
+    /** The first credit: chunks may be sent while the bytes sent are below it. */
     upTo: z.number().int().min(0),
   }),
   z.strictObject({ type: z.literal('credit'), requestId: RequestIdSchema, upTo: z.number().int().min(0) }),
@@ -68,8 +69,9 @@ export const LOG_END_REASONS = ['eof', 'cancelled', 'lease', 'error'] as const;
 export type LogEndReason = (typeof LOG_END_REASONS)[number];
 
 /**
- * `nodes/<id>/logs/stream`: `opened` once the workload's output is open, `chunk`s numbered from 0, one `end`
- * (`seq`: how many chunks were sent). A request the node cannot serve ends at once with an `error`:
+ * `nodes/<id>/logs/stream`: `opened` once the workload's output is open, `chunk`s (`offset`: the bytes of output
+ * sent before it), one `end` (`offset`: all bytes sent). A request the node cannot serve ends at once with an
+ * `error`:
  * `not_found` (no workload of that instance here), `too_many_streams`, `unknown_stream` (credit for a stream the
  * node does not have: it restarted), `runtime_error`.
  */
@@ -82,15 +84,18 @@ export const LogStreamMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('chunk'),
     requestId: RequestIdSchema,
-    seq: z.number().int().min(0),
+    offset: z.number().int().min(0),
     stream: z.enum(LOG_STREAM_NAMES),
-    // A chunk is at most LOG_CHUNK_BYTES of output; decoding may carry a partial character over from the last.
-    data: z.string().max(LOG_CHUNK_BYTES + 8),
+    // At most LOG_CHUNK_BYTES of output read, as text: a character split between reads comes whole with the second.
+    data: z
+      .string()
+      .min(1)
+      .max(LOG_CHUNK_BYTES + 8),
   }),
   z.strictObject({
     type: z.literal('end'),
     requestId: RequestIdSchema,
-    seq: z.number().int().min(0),
+    offset: z.number().int().min(0),
     reason: z.enum(LOG_END_REASONS),
     error: z.strictObject({ code: z.string().max(64), message: z.string().max(4096) }).optional(),
   }),

@@ -1,40 +1,42 @@
-import { LOG_CREDIT_WINDOW } from '../../shared/index.js';
+import { LOG_CREDIT_BYTES } from '../../shared/index.js';
 
 /**
- * The cluster manager's side of a log stream's flow control. Chunks are numbered from 0, and the node may send
- * those below `upTo`. More credit is granted as chunks arrive, but only while the reader takes what it got: once
- * a write says the reader is full, nothing more is granted until it drained. So at most `window` chunks are ever
- * on their way or waiting here beyond what the reader took, however slow it is. Grants are cumulative (`upTo`,
- * not "n more"): a lost or repeated credit message changes nothing, and the next one repairs it.
+ * The cluster manager's side of a log stream's flow control, in bytes of output. The node may send chunks while
+ * what it sent is below `upTo`. More credit is granted as chunks arrive, but only while the reader takes what it
+ * got: once a write says the reader is full, nothing more is granted until it drained. So at most `window` bytes
+ * (and the one chunk that crosses it) are ever on their way or waiting here beyond what the reader took, however
+ * slow it is. Grants are cumulative (`upTo`, not "n more"): a lost or repeated credit message changes nothing,
+ * and the next one repairs it. Chunks carry their offset, so one lost on the way is counted, not waited for.
  */
 export class CreditWindow {
-  /** The next chunk number expected. */
+  /** The offset of the next chunk expected: every byte before it arrived or was lost. */
   private expected = 0;
   private granted: number;
   private readerFull = false;
 
-  constructor(private readonly window = LOG_CREDIT_WINDOW) {
+  constructor(private readonly window = LOG_CREDIT_BYTES) {
     this.granted = window;
   }
 
-  /** Chunks numbered below this may be sent. */
+  /** The node may send while the bytes it sent are below this. */
   get upTo(): number {
     return this.granted;
   }
 
-  /** How many chunks were accounted for (taken or lost). */
+  /** The bytes accounted for (arrived or lost). */
   get received(): number {
     return this.expected;
   }
 
   /**
-   * A chunk arrived: take it (with how many before it never came), or drop it: a repeat, a late one, or one the
-   * node had no credit for (a node that sends more than it may is not buffered for).
+   * A chunk of `bytes` at `offset` arrived: take it (with how many bytes before it never came), or drop it: a
+   * repeat, a late one, or one the node had no credit for (a node that sends more than it may is not buffered
+   * for).
    */
-  arrive(seq: number): { take: true; lost: number } | { take: false } {
-    if (seq < this.expected || seq >= this.granted) return { take: false };
-    const lost = seq - this.expected;
-    this.expected = seq + 1;
+  arrive(offset: number, bytes: number): { take: true; lost: number } | { take: false } {
+    if (offset < this.expected || offset >= this.granted) return { take: false };
+    const lost = offset - this.expected;
+    this.expected = offset + bytes;
     return { take: true, lost };
   }
 
@@ -62,7 +64,7 @@ export class CreditWindow {
   private grant(): number | undefined {
     if (this.readerFull) return undefined;
     const next = this.expected + this.window;
-    if (next - this.granted < Math.ceil(this.window / 2)) return undefined;
+    if (next - this.granted < this.window / 2) return undefined;
     this.granted = next;
     return next;
   }

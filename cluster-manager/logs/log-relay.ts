@@ -126,7 +126,7 @@ export class RelayedLogStream {
         return;
       case 'chunk': {
         if (this.state !== 'open') return;
-        const arrival = this.credit.arrive(message.seq);
+        const arrival = this.credit.arrive(message.offset, Buffer.byteLength(message.data));
         if (!arrival.take) return;
         if (arrival.lost > 0) this.write(lostLine(arrival.lost));
         const upTo = this.credit.written(this.write(message.data));
@@ -139,7 +139,8 @@ export class RelayedLogStream {
           return;
         }
         if (this.state !== 'open') return;
-        if (message.seq > this.credit.received) this.write(lostLine(message.seq - this.credit.received));
+        if (message.offset > this.credit.received)
+          this.write(lostLine(message.offset - this.credit.received));
         this.close();
         this.finish(brokenBy(message, this.request));
         return;
@@ -273,8 +274,8 @@ export class LogRelay {
   }
 }
 
-function lostLine(chunks: number): string {
-  return `\n[edge: ${chunks} chunk${chunks === 1 ? '' : 's'} of output lost on the way]\n`;
+function lostLine(bytes: number): string {
+  return `\n[edge: ${bytes} bytes of output lost on the way]\n`;
 }
 
 /** The answer for a stream the node ended before it opened. */

@@ -99,6 +99,6 @@ export class LogStreams {
   }
 
   private refuse(requestId: string, error: { code: string; message: string }): void {
-    this.options.publish({ type: 'end', requestId, seq: 0, reason: 'error', error });
+    this.options.publish({ type: 'end', requestId, offset: 0, reason: 'error', error });
   }
 }

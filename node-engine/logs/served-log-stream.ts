@@ -22,14 +22,14 @@ interface Ending {
 
 /**
  * One log stream a cluster manager asked this node for: the instance's output read from its runtime only while
- * credit allows (chunks numbered below `upTo`), so a reader that does not keep up stops the reading here, and the
- * output waits where the workload wrote it (Docker's log file, the native output file). It ends at the end of the
- * output, on cancel, when its lease runs out (no credit for LOG_LEASE_MS: the reader or its cluster manager is
- * gone), or on an error.
+ * credit allows (bytes sent below `upTo`, and no read larger than the credit left), so a reader that does not
+ * keep up stops the reading here, and the output waits where the workload wrote it (Docker's log file, the
+ * native output file). It ends at the end of the output, on cancel, when its lease runs out (no credit for
+ * LOG_LEASE_MS: the reader or its cluster manager is gone), or on an error.
  */
 export class ServedLogStream {
   readonly requestId: string;
-  /** Chunks sent so far (the next chunk's number). */
+  /** Bytes of output sent so far (the next chunk's offset). */
   private sent = 0;
   private upTo: number;
   private ending: Ending | undefined;
@@ -108,7 +108,7 @@ export class ServedLogStream {
     this.publish({
       type: 'end',
       requestId: this.requestId,
-      seq: this.sent,
+      offset: this.sent,
       reason: ending.reason,
       ...(ending.error ? { error: ending.error } : {}),
     });
@@ -123,7 +123,7 @@ export class ServedLogStream {
       }
       this.waitingForCredit = false;
       if (this.ending) return;
-      const piece = await source.read(LOG_CHUNK_BYTES);
+      const piece = await source.read(Math.min(LOG_CHUNK_BYTES, this.upTo - this.sent));
       if (this.ending) return;
       if (!piece) {
         this.end({ reason: 'eof' });
@@ -136,7 +136,7 @@ export class ServedLogStream {
       const chunk: LogStreamMessage = {
         type: 'chunk',
         requestId: this.requestId,
-        seq: this.sent,
+        offset: this.sent,
         stream: piece.stream,
         data,
       };
@@ -145,7 +145,7 @@ export class ServedLogStream {
         if (this.ending) return;
         await this.nextWake();
       }
-      this.sent++;
+      this.sent += Buffer.byteLength(data);
     }
   }
 

@@ -1,6 +1,10 @@
 import type { Readable } from 'node:stream';
+import { monotonicMs } from '../../shared/index.js';
 import { DockerFrameDecoder } from './docker-logs.js';
 import type { LogPiece, LogSource } from './log-source.js';
+
+/** How long a read waits at most for more of a container's output to send with what came. */
+const GATHER_MS = 5;
 
 /**
  * A container's output from Docker's logs endpoint, pulled. The HTTP response is read only as far as `read`
@@ -30,13 +34,14 @@ export class DockerLogSource implements LogSource {
   async read(maxBytes: number): Promise<LogPiece | null> {
     for (;;) {
       if (this.closed) return null;
-      while (this.pendingBytes < maxBytes) {
-        const chunk = this.response.read() as Buffer | null;
-        if (chunk === null) break;
-        for (const piece of this.decoder.push(chunk)) {
-          if (piece.data.length === 0) continue;
-          this.pending.push(piece);
-          this.pendingBytes += piece.data.length;
+      this.drain(maxBytes);
+      // Docker sends a frame per line: what arrives within a few milliseconds goes out as one piece (one message,
+      // not one per line).
+      if (this.pendingBytes > 0 && this.pendingBytes < maxBytes) {
+        const until = monotonicMs() + GATHER_MS;
+        while (this.pendingBytes < maxBytes && !this.ended && !this.closed && monotonicMs() < until) {
+          await this.more(until - monotonicMs());
+          this.drain(maxBytes);
         }
       }
       const piece = this.take(maxBytes);
@@ -45,9 +50,31 @@ export class DockerLogSource implements LogSource {
         if (this.failure) throw this.failure;
         return null;
       }
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
+      await this.more();
+    }
+  }
+
+  /** Waits until something happens to the response (more output, its end), or `ms` passed. */
+  private more(ms?: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  /** Moves what the response has buffered into `pending`, up to `maxBytes`. */
+  private drain(maxBytes: number): void {
+    while (this.pendingBytes < maxBytes) {
+      const chunk = this.response.read() as Buffer | null;
+      if (chunk === null) break;
+      for (const piece of this.decoder.push(chunk)) {
+        if (piece.data.length === 0) continue;
+        this.pending.push(piece);
+        this.pendingBytes += piece.data.length;
+      }
     }
   }
 

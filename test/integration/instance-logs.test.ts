@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, optionSpecs } from '../../node-engine/config.js';
 import { NodeEngine } from '../../node-engine/node-engine.js';
-import { LOG_CHUNK_BYTES, LOG_CREDIT_WINDOW, parseOptions } from '../../shared/index.js';
+import { LOG_CHUNK_BYTES, LOG_CREDIT_BYTES, parseOptions } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
 import { removeContainersWithLabel } from '../helpers/docker.js';
 import { runEdgectlHere } from '../helpers/edgectl.js';
@@ -271,7 +271,8 @@ describe('instance logs through the cluster manager', () => {
     const inFlight =
       maximum('/proc/sys/net/ipv4/tcp_rmem') +
       maximum('/proc/sys/net/ipv4/tcp_wmem') +
-      LOG_CREDIT_WINDOW * LOG_CHUNK_BYTES * 2 +
+      LOG_CREDIT_BYTES +
+      LOG_CHUNK_BYTES * 3 +
       1_000_000;
     const received = text.length;
     // Soon the node reads nothing more while the workload writes megabytes: it waits for credit.
