@@ -63,7 +63,8 @@ export interface Page<T> {
 /** What `GET /api/jobs/:id/instances/:n/logs` is asked (see docs/api.md). */
 export interface LogsQuery {
   follow?: boolean;
-  tail?: number;
+  /** Lines, or `all` (the default). */
+  tail?: number | 'all';
   /** `10m`, an RFC 3339 time or epoch ms, as given. */
   since?: string;
   stream?: 'all' | 'stdout' | 'stderr';

@@ -345,7 +345,7 @@ export function buildProgram(io: EdgectlIo): Command {
     .action(
       async (
         target: string,
-        options: { follow?: boolean; tail?: number; since?: string; stream?: 'stdout' | 'stderr' },
+        options: { follow?: boolean; tail?: number | 'all'; since?: string; stream?: 'stdout' | 'stderr' },
       ) => {
         const { job, instance } = parseInstanceRef(target);
         const body = await client().openLogs(
@@ -560,8 +560,8 @@ function parseDuration(value: string): number {
   return Number(match[1]) * DURATION_UNITS[match[2]!]!;
 }
 
-function parseTail(value: string): number | undefined {
-  if (value === 'all') return undefined;
+function parseTail(value: string): number | 'all' {
+  if (value === 'all') return value;
   const lines = parseWholeNumber(value);
   if (lines > MAX_LOG_TAIL) throw new InvalidArgumentError(`at most ${MAX_LOG_TAIL}`);
   return lines;

@@ -14,17 +14,16 @@ interface Backlog {
  * last lines, or what was written since a time) and followed as it grows, across rotations: log-limits.ts
  * rotates by copy and truncate (`stdout.log` is copied to `stdout.log.1`, the older copies shift up, and the file
  * is truncated in place). Rotated copies are opened when this opens, so renaming them does not move what is read;
- * a new `.1` (another inode) means a rotation: what this had not read yet of the file is read from the copy.
+ * a new `.1` (another inode) means the file rotated: what this had not read yet of it is read from the copies.
  */
 export class FollowedOutput {
+  private readonly follow: boolean;
   private readonly backlog: Backlog[];
   private current: FileHandle | undefined;
   private position: number;
   /** The inode of `<path>.1` when last looked at: another one means the file rotated. */
   private rotatedInode: number | undefined;
   private closed = false;
-
-  private readonly follow: boolean;
 
   private constructor(
     private readonly path: string,
@@ -125,19 +124,27 @@ export class FollowedOutput {
   }
 
   /**
-   * A new `<path>.1` is the copy of the file as it rotated: what this had not read of the file is read from it
-   * first. The file is then read after what the copy holds until it is truncated, and from its start after.
+   * A new `<path>.1` (another inode) means the file rotated, maybe more than once since the last look: the copies
+   * made since are those newer than the `.1` seen then (it moved up to `.2`, `.3`...). The oldest of them holds the
+   * rest of what this was reading (from the same position), the others are read whole, then the file: after what
+   * the newest copy holds until it is truncated, and from its start after. A copy already deleted (the reader fell
+   * further behind than the files kept) is output lost.
    */
   private async noticeRotation(): Promise<boolean> {
-    const rotated = await stat(`${this.path}.1`).catch(() => undefined);
-    if (!rotated || rotated.ino === this.rotatedInode) return false;
-    this.rotatedInode = rotated.ino;
-    if (rotated.size > this.position) {
-      const copy = await open(`${this.path}.1`, 'r').catch(() => undefined);
-      if (copy) this.backlog.push({ file: copy, position: this.position, end: rotated.size });
+    const newest = await stat(`${this.path}.1`).catch(() => undefined);
+    if (!newest || newest.ino === this.rotatedInode) return false;
+    const copies = await openRotations(this.path, { copiesOnly: true });
+    const seenAt = copies.findIndex((copy) => copy.ino === this.rotatedInode);
+    const made = seenAt < 0 ? copies : copies.slice(seenAt + 1);
+    for (const [index, copy] of made.entries()) {
+      const from = index === 0 ? this.position : 0;
+      if (from < copy.size) this.backlog.push({ file: copy.file, position: from, end: copy.size });
+      else await copy.file.close();
     }
+    for (const copy of copies.slice(0, Math.max(0, seenAt + 1))) await copy.file.close();
+    this.rotatedInode = newest.ino;
     const size = this.current ? (await this.current.stat()).size : 0;
-    this.position = size >= rotated.size ? rotated.size : 0;
+    this.position = size >= newest.size ? newest.size : 0;
     return true;
   }
 }
@@ -151,8 +158,11 @@ interface OpenedFile {
   rotation: number;
 }
 
-/** The rotated copies of `path` there are (oldest first), then the file itself, each open with what it holds. */
-async function openRotations(path: string): Promise<OpenedFile[]> {
+/**
+ * The rotated copies of `path` there are (oldest first), then the file itself (unless `copiesOnly`), each open
+ * with what it holds.
+ */
+async function openRotations(path: string, options: { copiesOnly?: boolean } = {}): Promise<OpenedFile[]> {
   const name = basename(path);
   const names = await readdir(dirname(path)).catch(() => [] as string[]);
   const rotations = names
@@ -163,7 +173,7 @@ async function openRotations(path: string): Promise<OpenedFile[]> {
     .sort((a, b) => b - a);
   const opened: OpenedFile[] = [];
   try {
-    for (const rotation of [...rotations, 0]) {
+    for (const rotation of options.copiesOnly ? rotations : [...rotations, 0]) {
       const file = await open(rotation === 0 ? path : `${path}.${rotation}`, 'r').catch(() => undefined);
       if (!file) continue;
       const info = await file.stat();
