@@ -10,7 +10,8 @@ import {
   sinceTime,
 } from '../../shared/index.js';
 import type { LogSource } from '../runtimes/log-source.js';
-import { type Runtime, RuntimeError, type RuntimeWorkload } from '../runtimes/runtime.js';
+import { type Runtime, RuntimeError } from '../runtimes/runtime.js';
+import { findInstanceWorkload } from './instance-workload.js';
 
 export type LogOpenRequest = Extract<LogControl, { type: 'open' }>;
 
@@ -71,7 +72,7 @@ export class ServedLogStream {
         opened.source.close();
         return;
       }
-      this.publish({ type: 'opened', requestId: this.requestId, technology: opened.technology });
+      this.deps.publish({ type: 'opened', requestId: this.requestId, technology: opened.technology });
       await this.pump(opened.source);
     } catch (error) {
       if (!this.ending) {
@@ -105,7 +106,7 @@ export class ServedLogStream {
     clearTimeout(this.lease);
     this.source?.close();
     this.notify();
-    this.publish({
+    this.deps.publish({
       type: 'end',
       requestId: this.requestId,
       offset: this.sent,
@@ -141,7 +142,7 @@ export class ServedLogStream {
         data,
       };
       // Not connected: the chunk waits (one chunk) until credit or the lease's end says the link is back or over.
-      while (!this.publish(chunk)) {
+      while (!this.deps.publish(chunk)) {
         if (this.ending) return;
         await this.nextWake();
       }
@@ -152,26 +153,7 @@ export class ServedLogStream {
   /** The instance's workload here (the generation asked for, else the newest) and its output, or an `end`. */
   private async openSource(): Promise<{ source: LogSource; technology: Runtime['technology'] } | undefined> {
     const { request } = this;
-    let found: { runtime: Runtime; workload: RuntimeWorkload } | undefined;
-    const failures: string[] = [];
-    for (const runtime of this.deps.runtimes) {
-      let workloads: RuntimeWorkload[];
-      try {
-        workloads = await runtime.list();
-      } catch (error) {
-        failures.push(`${runtime.technology}: ${(error as Error).message}`);
-        continue;
-      }
-      for (const workload of workloads) {
-        if (workload.jobId !== request.job || workload.instance !== request.instance) continue;
-        const better =
-          !found ||
-          workload.generation === request.generation ||
-          (found.workload.generation !== request.generation &&
-            workload.generation > found.workload.generation);
-        if (better) found = { runtime, workload };
-      }
-    }
+    const { found, failures } = await findInstanceWorkload(this.deps.runtimes, request);
     if (!found) {
       const where = `no workload of job ${request.job} instance ${request.instance} on this node`;
       this.end({
@@ -204,10 +186,6 @@ export class ServedLogStream {
     clearTimeout(this.lease);
     this.lease = setTimeout(() => this.end({ reason: 'lease' }), this.deps.leaseMs ?? LOG_LEASE_MS);
     this.lease.unref();
-  }
-
-  private publish(message: LogStreamMessage): boolean {
-    return this.deps.publish(message);
   }
 
   private nextWake(): Promise<void> {
