@@ -36,6 +36,7 @@ import { Placement } from './jobs/placement.js';
 import { Rollouts } from './jobs/rollouts.js';
 import { ControlLag } from './liveness/control-lag.js';
 import { NodeLiveness } from './liveness/node-liveness.js';
+import { LogRelay } from './logs/log-relay.js';
 import { createMetrics } from './metrics.js';
 import { NetTables } from './network/net-tables.js';
 import { OverlayAddresses } from './network/overlay-addresses.js';
@@ -91,6 +92,8 @@ export class ClusterManager {
   private readonly history = new TelemetryHistory();
   private readonly addresses: OverlayAddresses;
   private readonly netTables: NetTables;
+  /** Instance output from nodes to HTTP readers. */
+  private readonly logs: LogRelay;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
   /** Stable across restarts: the cluster manager's MQTT session is persistent. */
@@ -159,6 +162,7 @@ export class ClusterManager {
       logger,
       sent: (kind, table) => this.metrics.netTables.inc({ kind, table }),
     });
+    this.logs = new LogRelay(logger);
     this.liveness = new NodeLiveness(
       this.store,
       {
@@ -172,6 +176,7 @@ export class ClusterManager {
         },
         onOffline: (nodeId) => {
           this.reports.onNodeOffline(nodeId);
+          this.logs.nodeOffline(nodeId);
           // Once for every node a sweep takes offline: none of them is a target for another's instances.
           this.failover.runSoon();
         },
@@ -235,6 +240,7 @@ export class ClusterManager {
     subscribeToNodes(this.mqtt, this.nodeMessageHandlers(), logger);
     this.outbox.attach(this.mqtt);
     this.netTables.attach(this.mqtt);
+    this.logs.attach(this.mqtt);
     this.liveness.start();
     this.failover.start();
     this.rollouts.start();
@@ -249,6 +255,7 @@ export class ClusterManager {
       nodeOperations: new NodeOperations(this.store, this.evaluations, () => this.drains.process()),
       history: this.history,
       outbox: this.outbox,
+      logs: this.logs,
       metrics: this.metrics,
       tokens: this.tokens,
       clusterCa: this.tls?.ca,
@@ -333,6 +340,7 @@ export class ClusterManager {
     this.evaluations.stop();
     this.placement.stop();
     this.netTables.stop();
+    this.logs.stop();
     this.failover.stop();
     this.liveness.stop();
     this.io?.disconnectSockets(true);
@@ -492,6 +500,9 @@ export class ClusterManager {
       },
       netQuery: (nodeId: string, query: Parameters<NetTables['onQuery']>[1]) => {
         if (known(nodeId)) this.netTables.onQuery(nodeId, query);
+      },
+      logStream: (nodeId: string, message: Parameters<LogRelay['onMessage']>[1]) => {
+        if (known(nodeId)) this.logs.onMessage(nodeId, message);
       },
       rejected: (topic: string, reason: string) => {
         this.metrics.rejectedMessages.inc({ topic_kind: topic.split('/').slice(2).join('/') || 'other' });

@@ -105,6 +105,11 @@ export function createMetrics() {
       help: 'commands waiting for an ack',
       registers: [registry],
     }),
+    logStreams: new Gauge({
+      name: 'edge_cm_log_streams',
+      help: 'instance log streams relayed from nodes to HTTP readers now',
+      registers: [registry],
+    }),
   };
 }
 

@@ -10,6 +10,8 @@ export interface NodeEngineMetrics {
   unsentStatuses: number;
   /** Every configured runtime, and whether it answered its last probe. */
   runtimes: { technology: string; up: boolean }[];
+  /** Log streams served now, those waiting for credit (a slow reader), and output read for them so far. */
+  logStreams: { open: number; waitingForCredit: number; bytesRead: number };
 }
 
 const startedAt = Date.now() / 1000 - process.uptime();
@@ -86,6 +88,18 @@ export function formatMetrics(metrics: NodeEngineMetrics): string {
   ]);
   metric('edge_node_engine_unsent_statuses', 'gauge', 'status reports waiting for the broker', [
     ['', metrics.unsentStatuses],
+  ]);
+  metric('edge_node_engine_log_streams', 'gauge', 'log streams this node serves now', [
+    ['', metrics.logStreams.open],
+  ]);
+  metric(
+    'edge_node_engine_log_streams_waiting_for_credit',
+    'gauge',
+    'log streams that sent what their credit allows and read nothing more until their reader takes it',
+    [['', metrics.logStreams.waitingForCredit]],
+  );
+  metric('edge_node_engine_log_read_bytes_total', 'counter', 'workload output read for log streams', [
+    ['', metrics.logStreams.bytesRead],
   ]);
   return `${lines.join('\n')}\n`;
 }

@@ -5,6 +5,7 @@ import {
   type InstanceStatusReport,
   type JobResources,
   type Logger,
+  type LogStreamMessage,
   type MqttClient,
   type MqttLogin,
   type NodeTelemetry,
@@ -29,6 +30,8 @@ export interface MqttLinkOptions {
   logger: Logger;
   /** Every message on `nodes/<id>/control`, raw: the command handler parses it. */
   onCommand: (payload: Buffer) => void;
+  /** Every message on `nodes/<id>/logs/control`, raw: the log streams parse it. */
+  onLogControl?: (payload: Buffer) => void;
   /**
    * Called on every connect, e.g. to send the current status of every instance again; `again`: the link had
    * been up before and dropped.
@@ -70,6 +73,7 @@ export class MqttLink {
     this.logger = options.logger.child({ part: 'mqtt', url: options.settings.url });
     const statusTopic = topics.status(this.nodeId);
     const controlTopic = topics.control(this.nodeId);
+    const logsControlTopic = topics.logsControl(this.nodeId);
     this.client = connectMqtt(options.settings.url, {
       username: options.settings.username,
       password: options.settings.password,
@@ -84,6 +88,14 @@ export class MqttLink {
       this.client.subscribe(controlTopic, { qos: 1 }, (error) => {
         if (error) this.logger.error({ err: error.message }, 'cannot subscribe to the control topic');
       });
+      // QoS 0: a log request is for now; none waits in the broker for a node that is away.
+      this.client.subscribe(logsControlTopic, { qos: 0 }, (error, granted) => {
+        if (error || granted?.some((grant) => grant.qos === 128))
+          this.logger.error(
+            { err: error?.message ?? 'refused by the broker' },
+            'cannot subscribe to the log control topic: logs cannot be read from this node',
+          );
+      });
       const unsent = [...this.unsent.values()];
       this.unsent.clear();
       for (const report of unsent) this.publishStatus(report);
@@ -97,6 +109,7 @@ export class MqttLink {
     });
     this.client.on('message', (topic, payload) => {
       if (topic === controlTopic) options.onCommand(payload);
+      else if (topic === logsControlTopic) options.onLogControl?.(payload);
     });
     this.client.on('error', (error) => {
       this.logger.warn({ err: describeConnectError(error) }, 'MQTT error');
@@ -149,6 +162,13 @@ export class MqttLink {
 
   publishResources(resources: JobResources): void {
     if (this.connected) this.publish(topics.jobResources(this.nodeId), resources, 0);
+  }
+
+  /** A log stream's message, QoS 0, only while connected: false when it did not go out. */
+  publishLogStream(message: LogStreamMessage): boolean {
+    if (!this.connected) return false;
+    this.publish(topics.logsStream(this.nodeId), message, 0);
+    return true;
   }
 
   /** QoS 1 messages published while offline wait in mqtt.js's queue and go out on reconnect. */

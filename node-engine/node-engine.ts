@@ -13,6 +13,7 @@ import { startLocalApi } from './api.js';
 import type { NodeEngineConfig } from './config.js';
 import { CommandHandler } from './control/command-handler.js';
 import { InstanceStatusBook, toReport } from './instance-status.js';
+import { LogStreams } from './logs/log-streams.js';
 import { MqttLink } from './mqtt-link.js';
 import { NetManagerLink } from './net-manager-link.js';
 import { collectNodeInfo } from './node-info.js';
@@ -41,6 +42,7 @@ interface ActiveNode {
   runtimes: Runtime[];
   reconciler: Reconciler;
   commands: CommandHandler;
+  logs: LogStreams;
 }
 
 /**
@@ -137,6 +139,11 @@ export class NodeEngine {
           instances: this.statuses.all(),
           mqttConnected: this.mqtt?.connected ?? false,
           unsentStatuses: this.mqtt?.unsentStatuses ?? 0,
+          logStreams: {
+            open: this.active?.logs.open ?? 0,
+            waitingForCredit: this.active?.logs.waitingForCredit ?? 0,
+            bytesRead: this.active?.logs.bytesRead ?? 0,
+          },
           runtimes: this.config.runtimes.map((technology) => ({
             technology,
             up: this.health?.isUp(technology) ?? false,
@@ -163,6 +170,7 @@ export class NodeEngine {
     this.telemetry?.stop();
     await this.activation;
     await this.handOvers;
+    this.active?.logs.closeAll();
     await this.active?.reconciler.stop();
     await this.mqtt?.close(true);
     await new Promise<void>((resolve) => (this.api ? this.api.close(() => resolve()) : resolve()));
@@ -243,7 +251,12 @@ export class NodeEngine {
       onChange: () => reconciler.trigger(),
       logger: this.logger,
     });
-    this.active = { nodeId, runtimes, reconciler, commands };
+    const logs = new LogStreams({
+      runtimes,
+      publish: (message) => this.mqtt?.publishLogStream(message) ?? false,
+      logger: this.logger,
+    });
+    this.active = { nodeId, runtimes, reconciler, commands, logs };
     reconciler.start();
     this.logger.info({ nodeId, desired: store.all().length }, 'node active: reconciling its desired state');
   }
@@ -254,6 +267,7 @@ export class NodeEngine {
    */
   private async retire(old: ActiveNode): Promise<void> {
     this.logger.warn({ nodeId: old.nodeId }, 'node id changed: removing the workloads of the old id');
+    old.logs.closeAll();
     await old.reconciler.stop();
     for (const runtime of old.runtimes) {
       for (const workload of await runtime.list().catch(() => [])) {
@@ -281,6 +295,7 @@ export class NodeEngine {
         settings: registered.mqtt,
         logger: this.logger,
         onCommand: (payload) => void active.commands.handle(payload),
+        onLogControl: (payload) => active.logs.handle(payload),
         // The cluster manager may have missed reports while the link was down: say where everything stands.
         // A link that dropped and came back may mean a cluster manager that restarted with other settings (a
         // telemetry interval, the overlay's encryption): registering again, on a short-lived connection, asks.

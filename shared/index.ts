@@ -9,6 +9,7 @@ export * from './ipv4.js';
 export * from './job.js';
 export * from './join-token.js';
 export * from './logger.js';
+export * from './logs.js';
 export * from './monotonic-clock.js';
 export * from './mqtt-client.js';
 export * from './mqtt-login.js';

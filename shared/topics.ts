@@ -13,6 +13,10 @@ export const topics = {
   netQuery: (nodeId: string) => `nodes/${nodeId}/net/query`,
   /** Cluster manager -> net manager: route tables, as answers and as pushes on change. */
   netTable: (nodeId: string) => `nodes/${nodeId}/net/table`,
+  /** Cluster manager -> node: open a log stream, grant it credit (which keeps it alive), cancel it. */
+  logsControl: (nodeId: string) => `nodes/${nodeId}/logs/control`,
+  /** Node -> cluster manager: a log stream's chunks and its end. */
+  logsStream: (nodeId: string) => `nodes/${nodeId}/logs/stream`,
 } as const;
 
 /**
@@ -27,6 +31,7 @@ export const topicFilters = {
   status: 'nodes/+/status',
   netAnnounce: 'nodes/+/net/announce',
   netQuery: 'nodes/+/net/query',
+  logsStream: 'nodes/+/logs/stream',
 } as const;
 
 export type TopicKind =
@@ -39,7 +44,9 @@ export type TopicKind =
   | 'netAnnounce'
   | 'netQuery'
   | 'netTable'
-  | 'net';
+  | 'net'
+  | 'logsControl'
+  | 'logsStream';
 
 /** Splits `nodes/<id>/<rest>` into the node id and what the topic is, or null for any other topic. */
 export function parseNodeTopic(topic: string): { nodeId: string; kind: TopicKind } | null {
@@ -57,6 +64,8 @@ export function parseNodeTopic(topic: string): { nodeId: string; kind: TopicKind
     'net/announce': 'netAnnounce',
     'net/query': 'netQuery',
     'net/table': 'netTable',
+    'logs/control': 'logsControl',
+    'logs/stream': 'logsStream',
   };
   const kind = kinds[rest] ?? (parts[2] === 'net' ? 'net' : undefined);
   return kind ? { nodeId, kind } : null;

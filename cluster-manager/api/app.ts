@@ -5,6 +5,7 @@ import type { JobService } from '../jobs/job-service.js';
 import type { NodeOperations } from '../jobs/node-operations.js';
 import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
+import type { LogRelay } from '../logs/log-relay.js';
 import { type Metrics, setFleetGauges } from '../metrics.js';
 import type { Store } from '../store/index.js';
 import type { TelemetryHistory } from '../telemetry/telemetry-history.js';
@@ -13,6 +14,7 @@ import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
 import type { Allocations } from './node-views.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
+import { logRoutes } from './routes/logs.js';
 import { nodeRoutes } from './routes/nodes.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { securityHeaders } from './security-headers.js';
@@ -31,6 +33,8 @@ export interface ApiDependencies {
   history: TelemetryHistory;
   /** What the outbox holds, for `/metrics`. */
   outbox: { readonly unackedCount: number };
+  /** Instance output from nodes (`GET /api/jobs/:id/instances/:n/logs`). */
+  logs: LogRelay;
   metrics: Metrics;
   tokens: AccessTokens;
   /** The cluster CA (PEM) handed to anyone at `GET /api/cluster/ca`; undefined without one. */
@@ -92,6 +96,7 @@ export function createApi(deps: ApiDependencies): Express {
     ),
   );
   api.use('/jobs', jobRoutes(deps.jobs));
+  api.use('/jobs', logRoutes(deps));
   api.use('/tokens', tokenRoutes(deps.tokens));
   api.use('/events', eventRoutes(deps.store));
   app.use('/api', api);
@@ -119,13 +124,14 @@ function answerOnceDurable(res: Response, { store, logger }: ApiDependencies): v
   }) as Response['json'];
 }
 
-function refreshGauges({ store, liveness, outbox, metrics }: ApiDependencies): void {
+function refreshGauges({ store, liveness, outbox, logs, metrics }: ApiDependencies): void {
   const online = liveness.onlineCount;
   metrics.nodes.set({ status: 'online' }, online);
   metrics.nodes.set({ status: 'offline' }, store.nodes.count - online);
   metrics.instances.reset();
   for (const { status, count } of store.jobs.countByStatus()) metrics.instances.set({ status }, count);
   metrics.unackedCommands.set(outbox.unackedCount);
+  metrics.logStreams.set(logs.count);
   metrics.eventLoopStalled.set(liveness.clock.totalStalledMs / 1000);
   metrics.controlLag.set(liveness.controlLag / 1000);
   const onlineNodes = store.nodes.list().filter((node) => liveness.isOnline(node.id));

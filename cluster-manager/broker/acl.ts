@@ -25,8 +25,8 @@ export function mayUseClientId(principal: MqttPrincipal, clientId: string): bool
 const OPERATOR_FILTER = /^nodes\/(\+|[^/+#]+)\/(information|jobs\/resources|jobs\/\+|job|status)$/;
 
 /**
- * A node publishes only under its own `nodes/<id>/`, never to its own control topic, nor to its own route
- * tables (`net/table`): those come from the cluster manager alone.
+ * A node publishes only under its own `nodes/<id>/`, never to its own control topics (`control`,
+ * `logs/control`), nor to its own route tables (`net/table`): those come from the cluster manager alone.
  */
 export function mayPublish(principal: MqttPrincipal, topic: string): boolean {
   switch (principal.role) {
@@ -40,6 +40,7 @@ export function mayPublish(principal: MqttPrincipal, topic: string): boolean {
       return (
         topic.startsWith(own) &&
         topic !== `${own}control` &&
+        topic !== `${own}logs/control` &&
         topic !== table &&
         !topic.startsWith(`${table}/`) &&
         !/[+#]/.test(topic)
@@ -64,7 +65,7 @@ export function mayRetain(principal: MqttPrincipal, topic: string): boolean {
   }
 }
 
-/** A node subscribes only to its own control topic and its own net topics. */
+/** A node subscribes only to its own control topics (`control`, `logs/control`) and its own net topics. */
 export function maySubscribe(principal: MqttPrincipal, filter: string): boolean {
   switch (principal.role) {
     case 'cluster-manager':
@@ -73,7 +74,7 @@ export function maySubscribe(principal: MqttPrincipal, filter: string): boolean 
       return OPERATOR_FILTER.test(filter);
     case 'node': {
       const own = `nodes/${principal.nodeId}/`;
-      if (filter === `${own}control`) return true;
+      if (filter === `${own}control` || filter === `${own}logs/control`) return true;
       if (!filter.startsWith(`${own}net/`)) return false;
       // `nodes/<id>/net/#` and concrete net topics; `+` stays inside the node's own net tree.
       return !filter.slice(own.length).includes('#') || filter.endsWith('/#');
@@ -92,17 +93,20 @@ export interface BrokerAcl {
 
 /**
  * The rules above for one node, as an external mosquitto's dynamic security plugin takes them: it publishes under
- * its own `nodes/<id>/` but not to its `control` nor its `net/table`, and subscribes to its `control` and its
- * `net/#` only. (Retained messages cannot be limited there: a node may retain on its own topics.)
+ * its own `nodes/<id>/` but not to its `control`, `logs/control` nor its `net/table`, and subscribes to its
+ * `control`, `logs/control` and its `net/#` only. (Retained messages cannot be limited there: a node may retain
+ * on its own topics.)
  */
 export function nodeBrokerAcls(nodeId: string): BrokerAcl[] {
   const own = `nodes/${nodeId}`;
   return [
     { acltype: 'publishClientSend', topic: `${own}/control`, allow: false, priority: 10 },
+    { acltype: 'publishClientSend', topic: `${own}/logs/control`, allow: false, priority: 10 },
     { acltype: 'publishClientSend', topic: `${own}/net/table`, allow: false, priority: 10 },
     { acltype: 'publishClientSend', topic: `${own}/net/table/#`, allow: false, priority: 10 },
     { acltype: 'publishClientSend', topic: `${own}/#`, allow: true, priority: 0 },
     { acltype: 'subscribeLiteral', topic: `${own}/control`, allow: true, priority: 0 },
+    { acltype: 'subscribeLiteral', topic: `${own}/logs/control`, allow: true, priority: 0 },
     { acltype: 'subscribePattern', topic: `${own}/net/#`, allow: true, priority: 0 },
   ];
 }

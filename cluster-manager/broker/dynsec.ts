@@ -66,7 +66,7 @@ export class DynamicSecurity {
   async prepare(): Promise<void> {
     await this.client.subscribeAsync(RESPONSE_TOPIC, { qos: 1 });
     if (!this.operatorSet) {
-      await this.ensureRole(OPERATOR_ROLE, OPERATOR_BROKER_ACLS, { update: true });
+      await this.ensureRole(OPERATOR_ROLE, OPERATOR_BROKER_ACLS, { update: 'always' });
       await this.ensureClient('operator', this.operatorPassword, OPERATOR_ROLE, { setPassword: true });
       this.operatorSet = true;
     }
@@ -84,7 +84,7 @@ export class DynamicSecurity {
         { acltype: 'publishClientSend', topic: 'nodes/#', allow: true, priority: 0 },
         { acltype: 'subscribePattern', topic: 'nodes/#', allow: true, priority: 0 },
       ],
-      { update: true },
+      { update: 'always' },
     );
     // Mosquitto drops a client whose roles change before it answers: nothing to wait for. It reconnects, and
     // this runs again and finds the role.
@@ -114,7 +114,7 @@ export class DynamicSecurity {
         ).unref(),
       ),
     ]);
-    await this.ensureRole(nodeRole(nodeId), nodeBrokerAcls(nodeId), { update: false });
+    await this.ensureRole(nodeRole(nodeId), nodeBrokerAcls(nodeId), { update: 'if-changed' });
     for (const [username, clientid] of [
       [nodeId, `node-${nodeId}`],
       [`net-${nodeId}`, `net-${nodeId}`],
@@ -130,16 +130,26 @@ export class DynamicSecurity {
     await this.run({ command: 'deleteRole', rolename: nodeRole(nodeId) });
   }
 
-  /** Creates the role; one that exists gets these ACLs with `update` (a newer version's rules), else stays. */
+  /**
+   * Creates the role. One that exists gets these ACLs with `update: 'always'`; with `'if-changed'` only when its
+   * ACLs differ (a role an older version made, without a newer version's topics): recent mosquittos disconnect
+   * a role's clients when its ACLs are set, and every node registers again after a restart of the cluster manager.
+   */
   private async ensureRole(
     rolename: string,
     acls: BrokerAcl[],
-    { update }: { update: boolean },
+    { update }: { update: 'always' | 'if-changed' },
   ): Promise<void> {
     const created = await this.run({ command: 'createRole', rolename, acls });
     if (!created.error) return;
     if (!/exists/i.test(created.error)) throw new Error(`createRole ${rolename}: ${created.error}`);
-    if (update) await this.send({ command: 'modifyRole', rolename, acls });
+    if (update === 'if-changed') {
+      const existing = await this.send({ command: 'getRole', rolename });
+      const held = (existing.data as { role?: { acls?: BrokerAcl[] } } | undefined)?.role?.acls ?? [];
+      if (sameAcls(held, acls)) return;
+      this.logger.info({ rolename }, 'giving a broker role the ACLs of this version');
+    }
+    await this.send({ command: 'modifyRole', rolename, acls });
   }
 
   /**
@@ -189,4 +199,11 @@ export class DynamicSecurity {
       });
     });
   }
+}
+
+/** Whether two ACL lists say the same, in any order. */
+function sameAcls(a: BrokerAcl[], b: BrokerAcl[]): boolean {
+  const key = (acl: BrokerAcl) => `${acl.acltype} ${acl.topic} ${acl.allow} ${acl.priority}`;
+  const keys = (acls: BrokerAcl[]) => acls.map(key).sort().join('\n');
+  return keys(a) === keys(b);
 }

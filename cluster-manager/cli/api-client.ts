@@ -63,6 +63,16 @@ export interface Page<T> {
   nextCursor?: string;
 }
 
+/** What `GET /api/jobs/:id/instances/:n/logs` is asked (see docs/api.md). */
+export interface LogsQuery {
+  follow?: boolean;
+  /** Lines, or `all` (the default). */
+  tail?: number | 'all';
+  /** `10m`, an RFC 3339 time or epoch ms, as given. */
+  since?: string;
+  stream?: 'all' | 'stdout' | 'stderr';
+}
+
 export interface ApiClientOptions {
   server: string;
   token?: string;
@@ -207,6 +217,49 @@ export class ApiClient {
     for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
     const search = params.toString();
     return this.request('GET', search ? `/api/events?${search}` : '/api/events');
+  }
+
+  /**
+   * `GET /api/jobs/:id/instances/:n/logs`: the body, as it streams. The timeout covers the answer's start only
+   * (the cluster manager answers within 10 s whether the node opened the output); `signal` ends it any time.
+   */
+  async openLogs(
+    ref: string,
+    instance: number,
+    query: LogsQuery,
+    signal?: AbortSignal,
+  ): Promise<ReadableStream<Uint8Array>> {
+    const params = new URLSearchParams();
+    if (query.follow) params.set('follow', 'true');
+    if (query.tail !== undefined) params.set('tail', String(query.tail));
+    if (query.since !== undefined) params.set('since', query.since);
+    if (query.stream !== undefined) params.set('stream', query.stream);
+    const search = params.toString();
+    const path = `/api/jobs/${encodeURIComponent(ref)}/instances/${instance}/logs${search ? `?${search}` : ''}`;
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new DOMException('no answer in time', 'TimeoutError')),
+      this.timeoutMs,
+    );
+    const stop = () => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', stop, { once: true });
+    let response: Response;
+    try {
+      response = await this.fetchImpl(`${this.server}${path}`, {
+        headers: { accept: 'text/plain', ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
+        signal: controller.signal,
+      });
+    } catch (error) {
+      signal?.removeEventListener('abort', stop);
+      throw new ServerUnreachableError(this.server, describeFetchFailure(controller.signal.reason ?? error));
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!response.ok || !response.body) {
+      signal?.removeEventListener('abort', stop);
+      throw new ApiError(response.status, errorBodyOf(response, parseBody(await response.text())));
+    }
+    return response.body;
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {

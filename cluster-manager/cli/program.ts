@@ -2,8 +2,10 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import {
   type ClusterEvent,
   type Job,
+  MAX_LOG_TAIL,
   NODE_STATUSES,
   type NodeStatus,
+  parseLogSince,
   trustedFetch,
   UsageError,
   VERSION,
@@ -50,6 +52,11 @@ export interface EdgectlIo {
   now: () => number;
   /** Ends what follows (`events -f`) when aborted; the program itself runs until it is interrupted. */
   signal?: AbortSignal;
+  /**
+   * Resolves once stdout took what was written to it (a pipe to a slow reader): `logs -f` reads no faster than
+   * its reader, so nothing piles up in edgectl, nor (by the API's flow control) in the cluster manager or the node.
+   */
+  stdoutDrained?: () => Promise<void>;
 }
 
 /** Runs one edgectl command line (without `node edgectl`); resolves to the exit code. */
@@ -409,6 +416,56 @@ export function buildProgram(io: EdgectlIo): Command {
     });
 
   program
+    .command('logs')
+    .description(
+      "an instance's output (stdout and stderr, as the node reads them), from its node; with -f, then what it " +
+        'writes until it stops',
+    )
+    .argument('<job>', 'job id or name, with #n for instance n (default #0): web#2')
+    .option('-f, --follow', 'keep printing what it writes, until it stops or edgectl is interrupted')
+    .option('--tail <lines>', 'the last lines only (native: of each of stdout and stderr), or all', parseTail)
+    .option(
+      '--since <when>',
+      "from then on: a duration back (90s, 10m, 2h, 7d, by the node's clock), an RFC 3339 time or epoch ms",
+      parseSince,
+    )
+    .addOption(new Option('--stream <stream>', 'one stream only').choices(['stdout', 'stderr']))
+    .action(
+      async (
+        target: string,
+        options: { follow?: boolean; tail?: number | 'all'; since?: string; stream?: 'stdout' | 'stderr' },
+      ) => {
+        const { job, instance } = parseInstanceRef(target);
+        const body = await client().openLogs(
+          job,
+          instance,
+          {
+            follow: options.follow ?? false,
+            ...(options.tail !== undefined ? { tail: options.tail } : {}),
+            ...(options.since !== undefined ? { since: options.since } : {}),
+            ...(options.stream !== undefined ? { stream: options.stream } : {}),
+          },
+          io.signal,
+        );
+        const reader = body.getReader();
+        const decoder = new TextDecoder();
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            io.stdout(decoder.decode(value, { stream: true }));
+            await io.stdoutDrained?.();
+          }
+        } catch {
+          if (io.signal?.aborted) return;
+          // The cluster manager wrote why as the output's last line.
+          throw new NotAchieved('the log stream broke off before its end');
+        }
+        io.stdout(decoder.decode());
+      },
+    );
+
+  program
     .command('events')
     .description(
       'recent cluster events, newest first; with -f the newest last, then each new one as it comes',
@@ -633,6 +690,29 @@ function parseDuration(value: string): number {
   const match = /^(\d+)([smhd])$/.exec(value.trim());
   if (!match) throw new InvalidArgumentError('a number and a unit: 90s, 30m, 24h, 7d');
   return Number(match[1]) * DURATION_UNITS[match[2]!]!;
+}
+
+function parseTail(value: string): number | 'all' {
+  if (value === 'all') return value;
+  const lines = parseWholeNumber(value);
+  if (lines > MAX_LOG_TAIL) throw new InvalidArgumentError(`at most ${MAX_LOG_TAIL}`);
+  return lines;
+}
+
+function parseSince(value: string): string {
+  const parsed = parseLogSince(value);
+  if ('problem' in parsed) throw new InvalidArgumentError(parsed.problem);
+  return value.trim();
+}
+
+/** `web`, `web#2`: a job id or name and an instance number (0 when none is given). */
+export function parseInstanceRef(value: string): { job: string; instance: number } {
+  const at = value.lastIndexOf('#');
+  if (at < 0) return { job: value, instance: 0 };
+  const number = value.slice(at + 1);
+  if (at === 0 || !/^\d{1,6}$/.test(number))
+    throw new UsageError(`"${value}" is not <job> or <job>#<instance number> (web, web#2)`);
+  return { job: value.slice(0, at), instance: Number(number) };
 }
 
 function parsePositiveNumber(value: string): number {

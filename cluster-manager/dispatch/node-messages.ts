@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type {
   CommandAck,
   InstanceStatusReport,
+  LogStreamMessage,
   NetAnnounce,
   NetQuery,
   NodeTelemetry,
@@ -11,6 +12,7 @@ import {
   describeProblems,
   InstanceStatusReportSchema,
   type Logger,
+  LogStreamMessageSchema,
   type MqttClient,
   NetAnnounceSchema,
   NetQuerySchema,
@@ -30,6 +32,8 @@ export interface NodeMessageHandlers {
   netAnnounce(nodeId: string, announce: NetAnnounce): void;
   /** A net manager asks which job owns an overlay address. */
   netQuery(nodeId: string, query: NetQuery): void;
+  /** A log stream's chunk, start or end. */
+  logStream(nodeId: string, message: LogStreamMessage): void;
   /** A message that did not parse: logged, counted, dropped. */
   rejected(topic: string, reason: string): void;
 }
@@ -103,6 +107,11 @@ function route(topic: string, payload: Buffer, retained: boolean, handlers: Node
     case 'netQuery': {
       const query = decode(NetQuerySchema);
       if (query) handlers.netQuery(nodeId, query);
+      break;
+    }
+    case 'logsStream': {
+      const message = decode(LogStreamMessageSchema);
+      if (message) handlers.logStream(nodeId, message);
       break;
     }
     default:

@@ -1,12 +1,15 @@
 import { get as httpGet } from 'node:http';
+import type { Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { backoffDelay, type HealthCheck, type Logger } from '../../shared/index.js';
 import { withDeadline } from '../deadline.js';
 import { containerCreateOptions } from './docker-config.js';
+import { DockerLogSource } from './docker-log-source.js';
 import { demuxDockerLogs } from './docker-logs.js';
 import { pullImage } from './docker-pull.js';
 import { lastLine, probeHttp } from './health-probes.js';
 import type { LogLimits } from './log-limits.js';
+import type { LogReadOptions, LogSource } from './log-source.js';
 import {
   type DeployedWorkload,
   type DeployProgress,
@@ -353,6 +356,44 @@ export class DockerRuntime implements Runtime {
       });
     } catch (error) {
       return `cannot run the check: ${message(error)}`;
+    }
+  }
+
+  /**
+   * Docker's logs endpoint as a stream, follow or not (dockerode would read a whole answer without `follow` into
+   * memory): stdout and stderr as asked, `tail` lines, `since` in whole seconds (rounded down: a little more,
+   * never less).
+   */
+  async openLogs(handle: RuntimeHandle, options: LogReadOptions): Promise<LogSource> {
+    const query = {
+      follow: options.follow,
+      stdout: options.streams !== 'stderr',
+      stderr: options.streams !== 'stdout',
+      tail: options.tail === undefined ? 'all' : String(options.tail),
+      ...(options.since !== undefined ? { since: Math.floor(options.since / 1000) } : {}),
+    };
+    try {
+      const response = await this.call(
+        'logs',
+        (abortSignal) =>
+          new Promise<Readable>((resolve, reject) => {
+            this.docker.modem.dial(
+              {
+                path: `/containers/${encodeURIComponent(handle.id)}/logs?`,
+                method: 'GET',
+                isStream: true,
+                abortSignal,
+                statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
+                options: query,
+              },
+              (error, stream) => (error ? reject(error) : resolve(stream as Readable)),
+            );
+          }),
+      );
+      return new DockerLogSource(response);
+    } catch (error) {
+      if (statusCode(error) === 404) throw new RuntimeError('not_found', `container ${handle.id} is gone`);
+      throw error;
     }
   }
 

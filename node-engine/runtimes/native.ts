@@ -7,9 +7,12 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { HealthCheck, Logger } from '../../shared/index.js';
 import { monotonicMs } from '../../shared/monotonic-clock.js';
+import { FollowedOutput } from './followed-output.js';
 import { probeCommand, probeHttp } from './health-probes.js';
 import { DEFAULT_LOG_LIMITS, type LogLimits, logLimitsOf, rotateIfLarger } from './log-limits.js';
+import type { LogReadOptions, LogSource } from './log-source.js';
 import { planLimits, releaseLimits } from './native-limits.js';
+import { NativeLogSource } from './native-log-source.js';
 import { asUser, type RunAs } from './native-user.js';
 import { cpuSeconds, isSameProcessAlive, readProcStat, residentBytes } from './proc.js';
 import {
@@ -318,6 +321,31 @@ export class NativeRuntime implements Runtime {
       )
       .filter(Boolean)
       .join('\n');
+  }
+
+  /** Its output files (see FollowedOutput), stdout and stderr as asked; `tail` counts in each file. */
+  async openLogs(handle: RuntimeHandle, options: LogReadOptions): Promise<LogSource> {
+    if (!(await this.readWorkload(handle.id)))
+      throw new RuntimeError('not_found', `native workload ${handle.id} is gone`);
+    const streams = options.streams === 'all' ? (['stdout', 'stderr'] as const) : [options.streams];
+    const outputs: ConstructorParameters<typeof NativeLogSource>[0] = [];
+    try {
+      for (const stream of streams) {
+        const output = await FollowedOutput.open(join(this.root, handle.id, `${stream}.log`), {
+          follow: options.follow,
+          ...(options.tail !== undefined ? { tail: options.tail } : {}),
+          ...(options.since !== undefined ? { since: options.since } : {}),
+        });
+        outputs.push({ stream, output });
+      }
+    } catch (error) {
+      await Promise.all(outputs.map(({ output }) => output.close()));
+      throw error;
+    }
+    return new NativeLogSource(outputs, options.follow, async () => {
+      const workload = await this.readWorkload(handle.id);
+      return workload !== undefined && isSameProcessAlive(workload.pid, workload.startTime);
+    });
   }
 
   watch(onChange: () => void): () => void {

@@ -7,6 +7,7 @@ import {
   JobDefinitionSchema,
   type Technology,
 } from '../../shared/index.js';
+import type { LogReadOptions, LogSource } from './log-source.js';
 
 /** What a runtime is asked to run: one instance of a job at one generation, for one node. */
 export interface InstanceSpec {
@@ -129,6 +130,11 @@ export interface Runtime {
    * to the container's address (Docker) or to 127.0.0.1 (native). Never throws.
    */
   checkHealth(handle: RuntimeHandle, spec: InstanceSpec, check: HealthCheck): Promise<string | null>;
+  /**
+   * The workload's output as a source read at the reader's pace (see LogSource); throws RuntimeError `not_found`
+   * when the workload is gone.
+   */
+  openLogs(handle: RuntimeHandle, options: LogReadOptions): Promise<LogSource>;
   /** Calls `onChange` when a workload of this node changes behind the node engine's back; returns an unsubscribe. */
   watch(onChange: () => void): () => void;
 }

@@ -155,6 +155,13 @@ export class E2eCluster {
     return engine;
   }
 
+  /** The local API port (`GET /metrics`...) of the node engine called `name`. */
+  enginePort(name: string): number {
+    const port = this.enginePorts.get(name);
+    if (port === undefined) throw new Error(`no node engine ${name}`);
+    return port;
+  }
+
   /** Starts the cluster manager and the named node engines, and waits until every node is online. */
   async start(names: string[]): Promise<void> {
     await this.startClusterManager();

@@ -92,7 +92,9 @@ export class TestNode {
       client.once('connect', () => resolve());
       client.once('error', reject);
     });
-    client.on('message', (_topic, payload) => {
+    client.on('message', (topic, payload) => {
+      // Other topics a test subscribes to (a node's log requests) are the test's own.
+      if (topic !== topics.control(ack.nodeId)) return;
       const command = JSON.parse(payload.toString()) as Command;
       this.commands.push(command);
       if (autoAck) this.publish(topics.controlAck(ack.nodeId), { id: command.id, ok: true });

@@ -1,5 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeBrokerAcls } from '../../cluster-manager/broker/acl.js';
 import { topics } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
 import { DYNSEC_ADMIN, Mosquitto } from '../helpers/mosquitto.js';
@@ -101,6 +102,40 @@ describe('external mosquitto with per-node logins (dynamic security)', () => {
     expect(cm.manager.store.nodes.get(bId)!.status).toBe('online');
   });
 
+  it("carries log streams: a node takes its own log requests and answers them, never another's nor forged ones", async () => {
+    const aId = a.ack!.nodeId;
+    const bId = b.ack!.nodeId;
+    const requests: string[] = [];
+    a.mqtt!.on('message', (topic, payload) => {
+      if (topic === topics.logsControl(aId)) requests.push(payload.toString());
+    });
+    await a.mqtt!.subscribeAsync(topics.logsControl(aId), { qos: 0 });
+    await expect(a.mqtt!.subscribeAsync(topics.logsControl(bId), { qos: 0 })).rejects.toThrow(
+      /Subscribe error/,
+    );
+    // Its own log control topic is the cluster manager's to publish on: a's forged request is dropped.
+    await a.mqtt!.publishAsync(topics.logsControl(aId), '{"forged":true}', { qos: 1 });
+    await a.sendTelemetry();
+    const reading = cm.api('/api/jobs/dyn-job/instances/0/logs');
+    const request = await waitFor(
+      () => requests.map((text) => JSON.parse(text) as { type: string; requestId: string })[0],
+      'the log request at the node',
+    );
+    expect(requests).toHaveLength(1);
+    expect(request.type).toBe('open');
+    const answer = (message: object) =>
+      a.mqtt!.publishAsync(
+        topics.logsStream(aId),
+        JSON.stringify({ requestId: request.requestId, ...message }),
+      );
+    await answer({ type: 'opened', technology: 'docker' });
+    await answer({ type: 'chunk', offset: 0, stream: 'stdout', data: 'through mosquitto\n' });
+    await answer({ type: 'end', offset: 18, reason: 'eof' });
+    const res = await reading;
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('through mosquitto\n');
+  });
+
   it('keeps every node connected across a restart of the cluster manager: registering again drops nobody', async () => {
     let dropped = 0;
     b.mqtt!.on('close', () => dropped++);
@@ -126,6 +161,42 @@ describe('external mosquitto with per-node logins (dynamic security)', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(dropped).toBe(0);
     expect(b.mqtt!.connected).toBe(true);
+  });
+
+  it('gives a node role an older version made the topics of this version when the node registers again', async () => {
+    const bId = b.ack!.nodeId;
+    // The role as a version before log streams made it.
+    const admin = await login(DYNSEC_ADMIN.username, DYNSEC_ADMIN.password, `admin-${process.pid}`);
+    clients.push(admin);
+    await admin.subscribeAsync('$CONTROL/dynamic-security/v1/response');
+    const answered = new Promise((resolve) => admin.once('message', resolve));
+    const older = nodeBrokerAcls(bId).filter((acl) => !acl.topic.includes('/logs/'));
+    await admin.publishAsync(
+      '$CONTROL/dynamic-security/v1',
+      JSON.stringify({ commands: [{ command: 'modifyRole', rolename: `edge-node-${bId}`, acls: older }] }),
+    );
+    await answered;
+    // The net manager's login has the node's role (the node engine's own connection is b's, left alone).
+    const node = await login(`net-${bId}`, b.ack!.nodeSecret, `net-${bId}`);
+    clients.push(node);
+    await expect(node.subscribeAsync(topics.logsControl(bId), { qos: 0 })).rejects.toThrow(/Subscribe error/);
+
+    await cm.stop({ keepData: true });
+    cm = await startClusterManager({
+      dataDir: cm.dataDir,
+      mqttUrl: broker.url,
+      mqttUsername: DYNSEC_ADMIN.username,
+      mqttPassword: DYNSEC_ADMIN.password,
+      mqttDynsec: true,
+    });
+    const again = new TestNode(cm, TestNode.info('dyn-b'));
+    await waitFor(
+      () =>
+        again.register({ nodeId: bId, nodeSecret: b.ack!.nodeSecret }).then((answer) => 'nodeId' in answer),
+      'b registered again',
+    );
+    again.socket?.close();
+    await expect(node.subscribeAsync(topics.logsControl(bId), { qos: 0 })).resolves.toBeDefined();
   });
 
   it('deletes the logins of a removed node: it is dropped and cannot log in again', async () => {

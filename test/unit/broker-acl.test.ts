@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { mayPublish, mayRetain, maySubscribe, mayUseClientId } from '../../cluster-manager/broker/acl.js';
+import {
+  mayPublish,
+  mayRetain,
+  maySubscribe,
+  mayUseClientId,
+  nodeBrokerAcls,
+} from '../../cluster-manager/broker/acl.js';
 
 const node = { role: 'node', nodeId: 'n1' } as const;
 const operator = { role: 'operator' } as const;
@@ -30,6 +36,26 @@ describe('MQTT topic ACLs', () => {
     expect(maySubscribe(node, 'nodes/+/net/#')).toBe(false);
     expect(maySubscribe(operator, 'nodes/+/net/table')).toBe(false);
     expect(mayPublish(manager, 'nodes/n1/net/table')).toBe(true);
+  });
+
+  it('lets a node take log requests on its own logs/control and answer on its logs/stream, never forge requests', () => {
+    expect(maySubscribe(node, 'nodes/n1/logs/control')).toBe(true);
+    expect(mayPublish(node, 'nodes/n1/logs/stream')).toBe(true);
+    expect(mayPublish(node, 'nodes/n1/logs/control')).toBe(false);
+    expect(mayPublish(node, 'nodes/n2/logs/stream')).toBe(false);
+    expect(maySubscribe(node, 'nodes/n2/logs/control')).toBe(false);
+    expect(maySubscribe(node, 'nodes/+/logs/control')).toBe(false);
+    expect(maySubscribe(node, 'nodes/n1/logs/stream')).toBe(false);
+    expect(maySubscribe(node, 'nodes/n1/logs/#')).toBe(false);
+    // Output may hold secrets: the operator login watches telemetry, not logs.
+    expect(maySubscribe(operator, 'nodes/+/logs/stream')).toBe(false);
+    expect(mayPublish(manager, 'nodes/n1/logs/control')).toBe(true);
+    expect(nodeBrokerAcls('n1')).toEqual(
+      expect.arrayContaining([
+        { acltype: 'publishClientSend', topic: 'nodes/n1/logs/control', allow: false, priority: 10 },
+        { acltype: 'subscribeLiteral', topic: 'nodes/n1/logs/control', allow: true, priority: 0 },
+      ]),
+    );
   });
 
   it('lets a node subscribe to its own control and net topics only', () => {

@@ -18,7 +18,7 @@ import {
   formatTimestamp,
   formatYaml,
 } from '../../cluster-manager/cli/format.js';
-import { parseLabelChanges } from '../../cluster-manager/cli/program.js';
+import { parseInstanceRef, parseLabelChanges } from '../../cluster-manager/cli/program.js';
 import type { ClusterEvent, Job, NodeView } from '../../shared/index.js';
 import { runEdgectlHere } from '../helpers/edgectl.js';
 
@@ -142,6 +142,14 @@ describe('formatting', () => {
       a: 'b=c',
     });
     for (const bad of ['zone', '-', '=x']) expect(() => parseLabelChanges([bad])).toThrow(/key=value/);
+  });
+
+  it('reads <job>#<n> as a job and an instance number, 0 when none is given', () => {
+    expect(parseInstanceRef('web')).toEqual({ job: 'web', instance: 0 });
+    expect(parseInstanceRef('web#12')).toEqual({ job: 'web', instance: 12 });
+    expect(parseInstanceRef('5f0c-7a#1')).toEqual({ job: '5f0c-7a', instance: 1 });
+    for (const bad of ['web#', '#1', 'web#x', 'web#-1', 'web#1.5'])
+      expect(() => parseInstanceRef(bad), bad).toThrow(/<job>#<instance number>/);
   });
 
   it('prints the jobs table with instance counts', () => {
@@ -272,6 +280,10 @@ function startFakeApi(): Promise<{ server: Server; url: string; requests: Record
       return send(res, 202, {});
     if (route.startsWith('GET /api/events')) {
       return send(res, 200, [{ id: 1, ts: NOW, type: 'job.created', message: 'job web created' }]);
+    }
+    if (route.startsWith('GET /api/jobs/web/instances/')) {
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+      return res.end('line one\nline twö\n');
     }
     if (route === 'GET /api/teapot') return res.writeHead(418).end('short and stout');
     send(res, 404, { error: { code: 'not_found', message: `no route ${route}`, details: [] } });
@@ -407,6 +419,51 @@ describe('edgectl against an HTTP API', () => {
     expect(broken.stderr).toMatch(/^edgectl: stdin is neither YAML nor JSON/);
   });
 
+  it("asks for an instance's output with what was given, and prints it as it comes", async () => {
+    const result = await edgectl([
+      'logs',
+      'web#2',
+      '-f',
+      '--tail',
+      '5',
+      '--since',
+      '10m',
+      '--stream',
+      'stderr',
+    ]);
+    expect(result).toEqual({ code: 0, stdout: 'line one\nline twö\n', stderr: '' });
+    expect(api.requests.at(-1)).toMatchObject({
+      method: 'GET',
+      url: '/api/jobs/web/instances/2/logs?follow=true&tail=5&since=10m&stream=stderr',
+      authorization: 'Bearer secret',
+    });
+    // Instance 0 unless named.
+    await edgectl(['logs', 'web']);
+    expect(api.requests.at(-1)?.url).toBe('/api/jobs/web/instances/0/logs');
+    await edgectl(['logs', 'web', '--tail', 'all']);
+    expect(api.requests.at(-1)?.url).toBe('/api/jobs/web/instances/0/logs?tail=all');
+    await edgectl(['logs', 'web', '--since', '2025-01-02T03:04:05Z']);
+    expect(api.requests.at(-1)?.url).toBe('/api/jobs/web/instances/0/logs?since=2025-01-02T03%3A04%3A05Z');
+    const sent = api.requests.length;
+    for (const argv of [
+      ['logs', 'web', '--tail', 'x'],
+      ['logs', 'web', '--since', 'yesterday'],
+      ['logs', 'web', '--stream', 'stdin'],
+      ['logs', 'web#'],
+      ['logs', '#1'],
+      ['logs', 'web#-1'],
+    ]) {
+      const refused = await edgectl(argv);
+      expect(refused.code, argv.join(' ')).toBe(2);
+      expect(refused.stderr).toMatch(/^edgectl: [^\n]+\n$/);
+    }
+    expect(api.requests.length).toBe(sent);
+    expect(await edgectl(['logs', 'nope'])).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('HTTP 404'),
+    });
+  });
+
   it('posts moves, scales and deletes', async () => {
     expect((await edgectl(['move', 'web', '--instance', '1', '--to', 'edge-b'])).stdout).toBe(
       'moving instance 1 of web to edge-b\n',
@@ -483,6 +540,8 @@ describe('edgectl against an HTTP API', () => {
     expect(complete('node', 'c')).toBe('cordon');
     expect(complete('--server', 'x', 'tok')).toBe('token');
     expect(complete('nodes', '--st')).toBe('--status');
+    expect(complete('lo')).toBe('logs');
+    expect(complete('logs', '--')).toBe('--follow --tail --since --stream');
     expect((await edgectl(['completion', 'zsh'])).code).toBe(2);
   });
 

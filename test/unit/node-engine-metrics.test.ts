@@ -24,6 +24,7 @@ describe('node engine metrics text', () => {
         { technology: 'docker', up: false },
         { technology: 'native', up: true },
       ],
+      logStreams: { open: 2, waitingForCredit: 1, bytesRead: 4096 },
     });
     expect(text).toContain('edge_node_engine_instance_restarts{job="we\\"b\\\\x",instance="0"} 3');
     expect(text).toContain('edge_node_engine_instances{status="pulling"} 1');
@@ -31,6 +32,9 @@ describe('node engine metrics text', () => {
     expect(text).toContain('edge_node_engine_runtime_up{runtime="docker"} 0');
     expect(text).toContain('edge_node_engine_runtime_up{runtime="native"} 1');
     expect(text).toContain('edge_node_engine_unsent_statuses 4');
+    expect(text).toContain('edge_node_engine_log_streams 2');
+    expect(text).toContain('edge_node_engine_log_streams_waiting_for_credit 1');
+    expect(text).toContain('edge_node_engine_log_read_bytes_total 4096');
     const names = [...text.matchAll(/^# TYPE (\S+) (gauge|counter)$/gm)].map((match) => match[1]);
     for (const line of text.split('\n').filter((l) => l && !l.startsWith('#')))
       expect(names).toContain(line.split(/[{ ]/)[0]);

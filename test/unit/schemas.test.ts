@@ -518,6 +518,8 @@ describe('parseNodeTopic and topics', () => {
     expect(parseNodeTopic('nodes/n1/control/ack')).toEqual({ nodeId: 'n1', kind: 'controlAck' });
     expect(parseNodeTopic('nodes/n1/status')).toEqual({ nodeId: 'n1', kind: 'status' });
     expect(parseNodeTopic('nodes/n1/net/route/query')).toEqual({ nodeId: 'n1', kind: 'net' });
+    expect(parseNodeTopic(topics.logsControl('n1'))).toEqual({ nodeId: 'n1', kind: 'logsControl' });
+    expect(parseNodeTopic(topics.logsStream('n1'))).toEqual({ nodeId: 'n1', kind: 'logsStream' });
   });
 
   it('is the inverse of topics', () => {
