@@ -39,6 +39,7 @@ import { NetTables } from './network/net-tables.js';
 import { OverlayAddresses } from './network/overlay-addresses.js';
 import { RelayDirectory } from './network/relay-directory.js';
 import { RendezvousPort } from './network/rendezvous.js';
+import { DEFAULT_STREAM_LIMITS, StreamHub } from './push/stream-hub.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
 import { SqliteStore, type Store } from './store/index.js';
@@ -85,6 +86,8 @@ export class ClusterManager {
   private readonly failover: Failover;
   private readonly addresses: OverlayAddresses;
   private readonly netTables: NetTables;
+  /** Clients following `GET /api/stream`. */
+  readonly streams: StreamHub;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
   /** Stable across restarts: the cluster manager's MQTT session is persistent. */
@@ -163,6 +166,12 @@ export class ClusterManager {
       },
       logger,
     );
+    this.streams = new StreamHub(
+      this.store,
+      { ...DEFAULT_STREAM_LIMITS, maxStreams: config.maxStreams },
+      { open: (count) => this.metrics.streams.set(count), cutOff: () => this.metrics.streamsCutOff.inc() },
+      logger,
+    );
     this.failover = new Failover({
       store: this.store,
       placement: this.placement,
@@ -232,6 +241,7 @@ export class ClusterManager {
       outbox: this.outbox,
       metrics: this.metrics,
       tokens: this.tokens,
+      streams: this.streams,
       clusterCa: this.tls?.ca,
       dashboardDir: dashboardDir(),
       logger,
@@ -314,6 +324,7 @@ export class ClusterManager {
     this.netTables.stop();
     this.failover.stop();
     this.liveness.stop();
+    this.streams.close();
     this.io?.disconnectSockets(true);
     await new Promise<void>((resolve) => (this.io ? this.io.close(() => resolve()) : resolve()));
     await this.httpListener?.close();
@@ -443,6 +454,7 @@ export class ClusterManager {
       telemetry: (nodeId: string, telemetry: Parameters<NodeLiveness['recordTelemetry']>[1]) => {
         if (!known(nodeId)) return;
         this.liveness.recordTelemetry(nodeId, telemetry);
+        this.streams.nodeChanged(nodeId);
         this.reports.onInstanceSummaries(nodeId, telemetry.instances);
       },
       status: (nodeId: string, report: Parameters<NodeReports['onStatus']>[1]) => {

@@ -1,9 +1,12 @@
 import type { FieldProblem } from '../shared/index.js';
 
-/** An error a client caused; mapped once to an HTTP status and the contract's error body. */
+/**
+ * An error a client caused, or one it should wait out (503: a limit of this server is reached); mapped once to
+ * an HTTP status and the contract's error body.
+ */
 export class ClientError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503,
     readonly code: string,
     message: string,
     readonly details?: FieldProblem[],

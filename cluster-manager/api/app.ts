@@ -6,6 +6,7 @@ import type { NodeOperations } from '../jobs/node-operations.js';
 import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import { type Metrics, setFleetGauges } from '../metrics.js';
+import type { StreamHub } from '../push/stream-hub.js';
 import type { Store } from '../store/index.js';
 import { requireToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
@@ -13,6 +14,7 @@ import type { Allocations } from './node-views.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
+import { streamRoutes } from './routes/stream.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { securityHeaders } from './security-headers.js';
 
@@ -30,6 +32,8 @@ export interface ApiDependencies {
   outbox: { readonly unackedCount: number };
   metrics: Metrics;
   tokens: AccessTokens;
+  /** The server push of `GET /api/stream`. */
+  streams: StreamHub;
   /** The cluster CA (PEM) handed to anyone at `GET /api/cluster/ca`; undefined without one. */
   clusterCa?: string;
   dashboardDir?: string;
@@ -84,6 +88,7 @@ export function createApi(deps: ApiDependencies): Express {
   api.use('/jobs', jobRoutes(deps.jobs));
   api.use('/tokens', tokenRoutes(deps.tokens));
   api.use('/events', eventRoutes(deps.store));
+  api.use('/stream', streamRoutes(deps.store, deps.streams, deps.tokens));
   app.use('/api', api);
   app.use(unknownRoute);
   app.use(errorHandler(deps.logger));
