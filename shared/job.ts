@@ -165,11 +165,16 @@ export const JOB_STATES = ['active', 'deleting'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
 /** A job as the API returns it: the spec, its id and state, and its instances. */
-export type Job = JobDefinition & {
-  state: JobState;
-  createdAt: number;
-  updatedAt: number;
-  serviceIp?: string;
-  instances: Instance[];
-  instanceCounts: Partial<Record<InstanceStatus, number>>;
-};
+export const JobSchema = z.object({
+  id: z.string(),
+  ...JobSpecSchema.shape,
+  state: z.enum(JOB_STATES),
+  createdAt: z.number(),
+  updatedAt: z.number(),
+  /** Its overlay service IP. */
+  serviceIp: Ipv4Schema.optional(),
+  instances: z.array(InstanceSchema),
+  /** How many instances are in each status (statuses with none are left out). */
+  instanceCounts: z.partialRecord(InstanceStatusSchema, z.number().int()),
+});
+export type Job = z.infer<typeof JobSchema>;

@@ -11,6 +11,7 @@ import type { Store } from '../store/index.js';
 import { requireToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
 import type { Allocations } from './node-views.js';
+import { openApiDocument } from './openapi/document.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
@@ -53,6 +54,11 @@ export function createApi(deps: ApiDependencies): Express {
   });
   app.get('/api/health', (_req, res) => {
     res.json({ status: 'ok', version: VERSION });
+  });
+  // Public: it describes the API and holds no data of the cluster.
+  const openApi = openApiDocument();
+  app.get('/api/openapi.json', (_req, res) => {
+    res.json(openApi);
   });
   // Public: a worker fetches it before it trusts anything, and takes it only if the join token pins it.
   app.get('/api/cluster/ca', (_req, res) => {
