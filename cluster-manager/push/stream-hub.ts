@@ -90,7 +90,9 @@ export class StreamHub {
    */
   open(res: ServerResponse, filter: StreamFilter, after: number | undefined, stillAllowed: () => boolean) {
     const newest = this.store.events.newestId();
-    const stream = new EventStream(res, filter, this.store, after ?? newest, {
+    // An id this log never reached (its data dir was started afresh): from now, and the client is told.
+    const from = after === undefined || after > newest ? newest : after;
+    const stream = new EventStream(res, filter, this.store, from, {
       now: monotonicMs,
       buffered: (bytes) => {
         this.peakBuffered = Math.max(this.peakBuffered, bytes);
@@ -101,7 +103,11 @@ export class StreamHub {
     this.hooks.open(this.streams.size);
     res.once('close', () => this.forget(stream));
     const oldest = this.store.events.oldestId();
-    if (after !== undefined && oldest > after + 1)
+    if (after !== undefined && after > newest)
+      stream.resync(
+        `no event ${after} here: the newest is ${newest} (the cluster manager's log started afresh)`,
+      );
+    else if (after !== undefined && oldest > after + 1)
       stream.resync(`events ${after + 1} to ${oldest - 1} were pruned before this client asked for them`);
     stream.catchUp();
   }

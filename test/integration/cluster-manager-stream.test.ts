@@ -131,6 +131,31 @@ describe('the event stream', () => {
     expect([...got, ...second.eventIds()]).toEqual(expected);
   });
 
+  it('says resync when it cannot give back what a client asks for: pruned events, or an id the log never had', async () => {
+    const { events } = cm.manager.store;
+    events.record('test.gap', 'before the prune');
+    const beyond = await follow('?kinds=event&type=test.gap', {
+      'last-event-id': String(events.newestId() + 1000),
+    });
+    events.prune(5);
+    const pruned = await follow('?kinds=event&type=test.gap&after=1');
+    events.record('test.gap', 'after the prune');
+    const messages = (stream: StreamReader) =>
+      stream.messages.map((m) =>
+        m.kind === 'event' ? m.data.message : m.kind === 'resync' ? m.data.reason : '',
+      );
+    // From now, with a word: the log never had that id (a cluster manager whose data was started afresh).
+    await waitFor(() => beyond.messages.length === 2, 'the resync and the new event');
+    expect(messages(beyond)).toEqual([expect.stringMatching(/log started afresh/), 'after the prune']);
+    // What is left, with a word for what is not.
+    await waitFor(() => pruned.messages.length === 3, 'the resync and the events left');
+    expect(messages(pruned)).toEqual([
+      expect.stringMatching(/^events 2 to \d+ were pruned/),
+      'before the prune',
+      'after the prune',
+    ]);
+  });
+
   it('cuts off a client that stops reading instead of buffering for it, and it resumes without loss', async () => {
     const before = cm.manager.streams.stats();
     const after = cm.manager.store.events.newestId();

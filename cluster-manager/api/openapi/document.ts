@@ -66,7 +66,7 @@ export function openApiDocument(operations: Operation[] = OPERATIONS): JsonSchem
 }
 
 function describeOperation(operation: Operation): JsonSchema {
-  const { params = {}, query, list, body, answers } = operation;
+  const { params = {}, query, headers, list, body, answers } = operation;
   const parameters = [
     ...Object.entries(params).map(([name, description]) => ({
       name,
@@ -75,7 +75,10 @@ function describeOperation(operation: Operation): JsonSchema {
       description,
       schema: { type: 'string' },
     })),
-    ...(query ? Object.entries(query.shape).map(([name, field]) => queryParameter(name, field)) : []),
+    ...(query ? Object.entries(query.shape).map(([name, field]) => parameter('query', name, field)) : []),
+    ...(headers
+      ? Object.entries(headers.shape).map(([name, field]) => parameter('header', name, field))
+      : []),
     ...(list
       ? [
           ...Object.entries(list).map(([name, parser]) => listParameter(name, parser.doc)),
@@ -118,11 +121,11 @@ function response(answer: Answer): JsonSchema {
   return { description: answer.description, content: { [answer.media]: { schema: answer.schema } } };
 }
 
-function queryParameter(name: string, field: z.ZodType): JsonSchema {
+function parameter(where: 'query' | 'header', name: string, field: z.ZodType): JsonSchema {
   const { description, ...schema } = jsonSchema(field, 'input');
   return {
     name,
-    in: 'query',
+    in: where,
     required: !field.safeParse(undefined).success,
     ...(description ? { description } : {}),
     schema,

@@ -15,7 +15,7 @@ import {
   ReplicateRequestSchema,
 } from '../routes/jobs.js';
 import { NODE_LIST_FILTERS } from '../routes/nodes.js';
-import { StreamQuerySchema } from '../routes/stream.js';
+import { StreamHeadersSchema, StreamQuerySchema } from '../routes/stream.js';
 import { CreateTokenSchema } from '../routes/tokens.js';
 import {
   CreatedTokenSchema,
@@ -43,6 +43,8 @@ export interface Operation {
   params?: Record<string, string>;
   /** The query parameters the handler parses with this schema (each key one parameter). */
   query?: z.ZodObject;
+  /** Request headers the handler parses with this schema (each key one header). */
+  headers?: z.ZodObject;
   /** A list's filters (with `limit` and `cursor`): what its handler parses with parseListQuery. */
   list?: Record<string, FilterParser<unknown>>;
   /** The JSON body the handler parses with this schema. */
@@ -219,6 +221,7 @@ export const OPERATIONS: Operation[] = [
     summary:
       'server-sent events: cluster events as they are recorded, and notices of jobs and nodes that changed',
     query: StreamQuerySchema,
+    headers: StreamHeadersSchema,
     answers: {
       200: text(
         'text/event-stream: `event` (id: the event id; data: an event), `job` and `node` (data: {"id"}), ' +

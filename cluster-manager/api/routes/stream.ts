@@ -38,7 +38,16 @@ export const StreamQuerySchema = z.object({
 });
 
 /** `Last-Event-ID`: the id of the last event a client got, sent again when it reconnects. */
-const LastEventIdSchema = z.coerce.number().int().min(0).optional();
+export const StreamHeadersSchema = z.object({
+  'last-event-id': z.coerce
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe(
+      'the id of the last event this client got: the stream starts after it (a reconnect misses none)',
+    ),
+});
 
 /**
  * `GET /api/stream`: server-sent events (see StreamHub). Filters are resolved once, as `GET /api/events` does:
@@ -49,7 +58,7 @@ export function streamRoutes(store: Store, hub: StreamHub, tokens: AccessTokens)
   router.get('/', (req, res) => {
     const query = parseBody(StreamQuerySchema, req.query, 'stream query');
     const lastEventId = parseBody(
-      z.object({ 'last-event-id': LastEventIdSchema }),
+      StreamHeadersSchema,
       { 'last-event-id': req.headers['last-event-id'] },
       'Last-Event-ID header (an event id)',
     )['last-event-id'];
