@@ -164,6 +164,8 @@ export class StreamHub {
     }
     for (;;) {
       const page = this.store.events.following(LIVE_PAGE, { afterId: this.newestSent });
+      // A token revoked ends its streams at once; one that expires, at the next heartbeat.
+      if (page.some((event) => event.type === 'token.revoked')) this.endRefused();
       for (const stream of this.streams) stream.onEvents(page);
       this.newestSent = page.at(-1)?.id ?? this.newestSent;
       if (page.length < LIVE_PAGE) break;
@@ -179,13 +181,19 @@ export class StreamHub {
     for (const stream of this.streams) stream.onNotices(kind, ids);
   }
 
-  private beat(): void {
-    const now = monotonicMs();
-    for (const stream of this.streams) {
+  /** Ends the streams whose token no longer opens them (revoked, expired). */
+  private endRefused(): void {
+    for (const stream of this.streams)
       if (!stream.stillAllowed()) {
         stream.end();
-        continue;
+        this.forget(stream);
       }
+  }
+
+  private beat(): void {
+    const now = monotonicMs();
+    this.endRefused();
+    for (const stream of this.streams) {
       if (stream.behindSince && now - stream.behindSince.at > this.limits.stallMs)
         this.cutOff(stream, `it did not read for ${Math.round(this.limits.stallMs / 1000)} s`);
       else stream.heartbeat();

@@ -109,6 +109,21 @@ describe('the event stream', () => {
     await waitFor(() => nodeNotices.messages.length > before, 'a notice after new telemetry');
   });
 
+  it('ends the streams of a token when it is revoked', async () => {
+    const created = await cm.api('/api/tokens', {
+      method: 'POST',
+      json: { name: 'st-revoked', role: 'read-only' },
+    });
+    const { token } = (await created.json()) as { token: string };
+    const stream = await follow('?kinds=event', { authorization: `Bearer ${token}` });
+    expect(stream.response.status).toBe(200);
+    const open = cm.manager.streams.stats().open;
+    await cm.api('/api/tokens/st-revoked', { method: 'DELETE' });
+    await stream.ended;
+    expect(cm.manager.streams.stats().open).toBe(open - 1);
+    expect((await openStream(cm, '', { authorization: `Bearer ${token}` })).response.status).toBe(401);
+  });
+
   it('resumes with Last-Event-ID: every event after it, once, in order, also while events keep coming', async () => {
     const record = (count: number) =>
       cm.manager.store.transaction(() => {
