@@ -169,7 +169,10 @@ export class ClusterManager {
     this.streams = new StreamHub(
       this.store,
       { ...DEFAULT_STREAM_LIMITS, maxStreams: config.maxStreams },
-      { open: (count) => this.metrics.streams.set(count), cutOff: () => this.metrics.streamsCutOff.inc() },
+      {
+        openCount: (count) => this.metrics.streams.set(count),
+        cutOff: () => this.metrics.streamsCutOff.inc(),
+      },
       logger,
     );
     this.failover = new Failover({

@@ -27,7 +27,8 @@ export const CATCH_UP_PAGE = 32;
  * `behind`: its socket did not take the last write (`res.write()` said false), so nothing more is written until
  * it drains. A stream behind holds no queue: the event log is its buffer (on drain it reads what it missed from
  * the log, from `cursor`), and notices it missed become one `resync`. What this process buffers for a client is
- * therefore at most its socket's high-water mark plus one chunk, however slow the client is.
+ * therefore at most its socket's high-water mark plus one write (a chunk of new events, or a page of the log
+ * while it catches up), however slow the client is.
  */
 export class EventStream {
   /** The newest event this stream has looked at (written, or passed over by its filter). */

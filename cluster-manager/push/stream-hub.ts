@@ -33,7 +33,8 @@ const LIVE_PAGE = 500;
 
 /** What the hub tells the cluster manager's metrics. */
 export interface StreamHooks {
-  open: (count: number) => void;
+  /** How many streams are open now, after each change. */
+  openCount: (count: number) => void;
   cutOff: () => void;
 }
 
@@ -86,7 +87,8 @@ export class StreamHub {
 
   /**
    * A new stream on `res` (headers already sent): it first catches up on the events after `after` (none when
-   * undefined: it starts now), then follows. `stillAllowed` is asked at every heartbeat (a revoked token ends it).
+   * undefined: it starts now), then follows. `stillAllowed` is asked whenever a token is revoked and at every
+   * heartbeat: false ends the stream.
    */
   open(res: ServerResponse, filter: StreamFilter, after: number | undefined, stillAllowed: () => boolean) {
     const newest = this.store.events.newestId();
@@ -100,7 +102,7 @@ export class StreamHub {
       stillAllowed,
     });
     this.streams.add(stream);
-    this.hooks.open(this.streams.size);
+    this.hooks.openCount(this.streams.size);
     res.once('close', () => this.forget(stream));
     const oldest = this.store.events.oldestId();
     if (after !== undefined && after > newest)
@@ -117,7 +119,7 @@ export class StreamHub {
     if (this.streams.size > 0) this.nodes.add(nodeId);
   }
 
-  /** For tests and `/metrics`: streams open, the most any stream held in this process's buffers, cut-offs. */
+  /** What the hub holds (tests read it): streams open, the most a stream held in this process's buffers, cut-offs. */
   stats(): {
     open: number;
     peakBufferedBytes: number;
@@ -213,6 +215,6 @@ export class StreamHub {
 
   private forget(stream: EventStream): void {
     if (!this.streams.delete(stream)) return;
-    this.hooks.open(this.streams.size);
+    this.hooks.openCount(this.streams.size);
   }
 }
