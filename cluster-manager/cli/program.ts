@@ -366,10 +366,11 @@ export function buildProgram(io: EdgectlIo): Command {
           ...(io.signal ? { signal: io.signal } : {}),
           onOpen: async () => {},
           onMessages: async (messages) => {
-            for (const message of messages) if (message.kind === 'event') print(line(message.data));
-            for (const message of messages)
-              if (message.kind === 'resync')
+            for (const message of messages) {
+              if (message.kind === 'event') print(line(message.data));
+              else if (message.kind === 'resync')
                 io.stderr(`edgectl: some events may be missing: ${message.data.reason}\n`);
+            }
           },
           onRetry: noteRetry(io),
         });
