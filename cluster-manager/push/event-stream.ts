@@ -109,18 +109,18 @@ export class EventStream {
     );
   }
 
-  /** `job` or `node` notices: each id once. */
-  onNotices(kind: 'job' | 'node', ids: Iterable<string>): void {
+  /** `job` or `node` notices, each id once, with its message (formatted once for every stream). */
+  onNotices(kind: 'job' | 'node', notices: ReadonlyMap<string, string>): void {
     if (!this.filter.kinds.has(kind) || this.isClosed) return;
     const only = kind === 'job' ? this.filter.jobId : this.filter.nodeId;
     let chunk = '';
-    for (const id of ids) {
+    for (const [id, text] of notices) {
       if (only !== undefined && id !== only) continue;
       if (this.state === 'behind') {
         this.missedNotices = true;
         return;
       }
-      chunk += message(kind, { id });
+      chunk += text;
       if (chunk.length >= CHUNK_BYTES) {
         this.write(chunk);
         chunk = '';
@@ -150,7 +150,7 @@ export class EventStream {
   private deliver(events: ClusterEvent[], chunkBytes: number): boolean {
     let chunk = '';
     for (const event of events) {
-      if (this.passes(event)) chunk += message('event', event, event.id);
+      if (this.passes(event)) chunk += eventMessage(event);
       this.cursor = event.id;
       if (chunk.length >= chunkBytes) {
         if (!this.write(chunk)) return false;
@@ -195,6 +195,17 @@ export class EventStream {
 }
 
 /** One SSE message; JSON has no raw line breaks, so `data` is one line. */
-function message(kind: string, data: unknown, id?: number): string {
+export function message(kind: string, data: unknown, id?: number): string {
   return `${id === undefined ? '' : `id: ${id}\n`}event: ${kind}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+/** An event's message, formatted once however many streams it goes to (the hub hands them all one object). */
+const eventMessages = new WeakMap<ClusterEvent, string>();
+function eventMessage(event: ClusterEvent): string {
+  let text = eventMessages.get(event);
+  if (text === undefined) {
+    text = message('event', event, event.id);
+    eventMessages.set(event, text);
+  }
+  return text;
 }

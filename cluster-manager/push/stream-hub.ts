@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { type Logger, monotonicMs } from '../../shared/index.js';
 import type { Store } from '../store/index.js';
-import { EventStream, type StreamFilter } from './event-stream.js';
+import { EventStream, message, type StreamFilter } from './event-stream.js';
 import { NoticeWindow } from './notice-window.js';
 
 export interface StreamLimits {
@@ -180,7 +180,8 @@ export class StreamHub {
   }
 
   private notify(kind: 'job' | 'node', ids: ReadonlySet<string>): void {
-    for (const stream of this.streams) stream.onNotices(kind, ids);
+    const notices = new Map([...ids].map((id) => [id, message(kind, { id })]));
+    for (const stream of this.streams) stream.onNotices(kind, notices);
   }
 
   /** Ends the streams whose token no longer opens them (revoked, expired). */
