@@ -42,6 +42,7 @@ import { NetTables } from './network/net-tables.js';
 import { OverlayAddresses } from './network/overlay-addresses.js';
 import { RelayDirectory } from './network/relay-directory.js';
 import { RendezvousPort } from './network/rendezvous.js';
+import { DEFAULT_STREAM_LIMITS, StreamHub } from './push/stream-hub.js';
 import { NodeRegistry } from './registry/node-registry.js';
 import { hashSecret, loadOrCreateToken, newSecret, sameSecret } from './secrets.js';
 import { SqliteStore, type Store } from './store/index.js';
@@ -94,6 +95,8 @@ export class ClusterManager {
   private readonly netTables: NetTables;
   /** Instance output from nodes to HTTP readers. */
   private readonly logs: LogRelay;
+  /** Clients following `GET /api/stream`. */
+  readonly streams: StreamHub;
   private readonly metrics = createMetrics();
   private readonly internalSecret = newSecret();
   /** Stable across restarts: the cluster manager's MQTT session is persistent. */
@@ -184,6 +187,15 @@ export class ClusterManager {
       },
       logger,
     );
+    this.streams = new StreamHub(
+      this.store,
+      { ...DEFAULT_STREAM_LIMITS, maxStreams: config.maxStreams },
+      {
+        openCount: (count) => this.metrics.streams.set(count),
+        cutOff: () => this.metrics.streamsCutOff.inc(),
+      },
+      logger,
+    );
     this.failover = new Failover({
       store: this.store,
       placement: this.placement,
@@ -258,6 +270,7 @@ export class ClusterManager {
       logs: this.logs,
       metrics: this.metrics,
       tokens: this.tokens,
+      streams: this.streams,
       clusterCa: this.tls?.ca,
       dashboardDir: dashboardDir(),
       logger,
@@ -343,6 +356,7 @@ export class ClusterManager {
     this.logs.stop();
     this.failover.stop();
     this.liveness.stop();
+    this.streams.close();
     this.io?.disconnectSockets(true);
     await new Promise<void>((resolve) => (this.io ? this.io.close(() => resolve()) : resolve()));
     await this.httpListener?.close();
@@ -474,6 +488,7 @@ export class ClusterManager {
         if (!known(nodeId)) return;
         this.liveness.recordTelemetry(nodeId, telemetry);
         this.history.record(nodeId, telemetry);
+        this.streams.nodeChanged(nodeId);
         this.reports.onInstanceSummaries(nodeId, telemetry.instances);
       },
       status: (nodeId: string, report: Parameters<NodeReports['onStatus']>[1]) => {

@@ -89,6 +89,12 @@ export const clusterManagerOptions = {
     description:
       'node registrations per second per source address, bursts of 10 s worth (0: no limit; raise it for big fleets behind one NAT)',
   },
+  'max-streams': {
+    env: 'CM_MAX_STREAMS',
+    type: 'integer',
+    default: 256,
+    description: 'clients following GET /api/stream at once (dashboards, edgectl -f/-w); more get 503',
+  },
   insecure: {
     env: 'CM_INSECURE',
     type: 'boolean',
@@ -161,6 +167,8 @@ export interface ClusterManagerConfig {
   advertiseMqttUrl?: string;
   /** `--registration-rate`: per source address per second; 0 is no limit. */
   registrationRatePerS: number;
+  /** `--max-streams`: streams of `GET /api/stream` open at once. */
+  maxStreams: number;
   /** Plain text on every port (`--insecure`); otherwise HTTPS, WSS and MQTTS. */
   insecure: boolean;
   /** `--overlay-plaintext`: net managers send overlay packets unencrypted and take them unauthenticated. */
@@ -211,6 +219,7 @@ export function buildClusterManagerConfig(
     telemetryIntervalMs: o['telemetry-interval'],
     advertiseMqttUrl: o['advertise-mqtt-url'],
     registrationRatePerS: o['registration-rate'],
+    maxStreams: o['max-streams'],
     insecure: o.insecure,
     overlayPlaintext: o['overlay-plaintext'],
     rendezvousPort: o['rendezvous-port'],

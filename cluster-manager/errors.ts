@@ -1,12 +1,12 @@
 import type { FieldProblem } from '../shared/index.js';
 
 /**
- * An error a client caused, or one the cluster manager answers for a node it asked (502, 504); mapped once to an
- * HTTP status and the contract's error body.
+ * An error a client caused, one the cluster manager answers for a node it asked (502, 504), or one to wait out
+ * (503: a limit of this server is reached); mapped once to an HTTP status and the contract's error body.
  */
 export class ClientError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 429 | 502 | 504,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 502 | 503 | 504,
     readonly code: string,
     message: string,
     readonly details?: FieldProblem[],

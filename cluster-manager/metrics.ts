@@ -100,6 +100,16 @@ export function createMetrics() {
       labelNames: ['trigger'],
       registers: [registry],
     }),
+    streams: new Gauge({
+      name: 'edge_cm_streams',
+      help: 'clients following GET /api/stream now',
+      registers: [registry],
+    }),
+    streamsCutOff: new Counter({
+      name: 'edge_cm_streams_cut_off_total',
+      help: 'streams ended because their client stopped reading (they resume with Last-Event-ID)',
+      registers: [registry],
+    }),
     unackedCommands: new Gauge({
       name: 'edge_cm_unacked_commands',
       help: 'commands waiting for an ack',

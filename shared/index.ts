@@ -18,6 +18,7 @@ export * from './node.js';
 export * from './options.js';
 export * from './overlay-wire.js';
 export * from './paths.js';
+export * from './stream.js';
 export * from './telemetry.js';
 export * from './topics.js';
 export * from './trusted-fetch.js';

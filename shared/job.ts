@@ -233,58 +233,70 @@ export type JobState = (typeof JOB_STATES)[number];
 export const ROLLOUT_STATES = ['running', 'succeeded', 'failed', 'superseded'] as const;
 export type RolloutState = (typeof ROLLOUT_STATES)[number];
 
-export interface Rollout {
+export const RolloutSchema = z.object({
   /** The version rolled out, and the one it replaces (0 for the job's first). */
-  version: number;
-  from: number;
-  state: RolloutState;
+  version: z.number().int().min(1),
+  from: z.number().int().min(0),
+  state: z.enum(ROLLOUT_STATES),
   /** The failed version this one reverts, for an automatic revert. */
-  revertOf?: number;
-  startedAt: number;
-  updatedAt: number;
-  detail: string;
-}
+  revertOf: z.number().int().min(1).optional(),
+  startedAt: z.number(),
+  updatedAt: z.number(),
+  /** How far it is (`1 of 3 new healthy, 2 old left`), or why it failed. */
+  detail: z.string(),
+});
+export type Rollout = z.infer<typeof RolloutSchema>;
 
 /** One entry of `GET /api/jobs/:id/versions`. */
-export interface JobVersion {
-  version: number;
-  spec: JobSpec;
-  createdAt: number;
+export const JobVersionSchema = z.object({
+  version: z.number().int().min(1),
+  spec: JobSpecSchema,
+  createdAt: z.number(),
   /** Its roll-out succeeded: what an automatic revert goes back to. */
-  stable: boolean;
-}
+  stable: z.boolean(),
+});
+export type JobVersion = z.infer<typeof JobVersionSchema>;
 
 /** A job as the API returns it: the spec, its id and state, and its instances. */
-export type Job = JobDefinition & {
+export const JobSchema = z.object({
+  id: z.string(),
+  ...JobSpecSchema.shape,
   /** The version of the spec shown, the one the job rolls to. */
-  version: number;
+  version: z.number().int().min(1),
   /** The latest roll-out, the job's first placement included. */
-  rollout?: Rollout;
-  state: JobState;
-  createdAt: number;
-  updatedAt: number;
-  serviceIp?: string;
-  instances: Instance[];
-  instanceCounts: Partial<Record<InstanceStatus, number>>;
-};
+  rollout: RolloutSchema.optional(),
+  state: z.enum(JOB_STATES),
+  createdAt: z.number(),
+  updatedAt: z.number(),
+  /** Its overlay service IP. */
+  serviceIp: Ipv4Schema.optional(),
+  instances: z.array(InstanceSchema),
+  /** How many instances are in each status (statuses with none are left out). */
+  instanceCounts: z.partialRecord(InstanceStatusSchema, z.number().int()),
+});
+export type Job = z.infer<typeof JobSchema>;
 
 /** What an update does: nothing, a scale, a new version that restarts nothing, or a roll-out. */
 export const UPDATE_ACTIONS = ['none', 'scale', 'in-place', 'rollout'] as const;
 export type UpdateAction = (typeof UPDATE_ACTIONS)[number];
 
 /** What `PUT /api/jobs/:id` did: the kind of change and the top-level fields that changed. */
-export interface JobChange {
-  action: UpdateAction;
-  changed: string[];
-}
+export const JobChangeSchema = z.object({ action: z.enum(UPDATE_ACTIONS), changed: z.array(z.string()) });
+export type JobChange = z.infer<typeof JobChangeSchema>;
 
 /**
  * What `POST /api/jobs?dryRun=true` and `PUT /api/jobs/:id?dryRun=true` answer: where each instance would go
  * now, or why it could not, and for an update what changes and how many running instances a roll-out replaces.
  */
-export interface JobPlan {
-  dryRun: true;
-  name: string;
-  instances: { number: number; node: string | null; reason?: string }[];
-  update?: JobChange & { version: number; replaced: number };
-}
+export const JobPlanSchema = z.object({
+  dryRun: z.literal(true),
+  name: z.string(),
+  instances: z.array(
+    z.object({ number: z.number().int().min(0), node: z.string().nullable(), reason: z.string().optional() }),
+  ),
+  update: JobChangeSchema.extend({
+    version: z.number().int().min(1),
+    replaced: z.number().int().min(0),
+  }).optional(),
+});
+export type JobPlan = z.infer<typeof JobPlanSchema>;

@@ -115,31 +115,38 @@ export const NODE_STATUSES = ['online', 'offline'] as const;
 export type NodeStatus = (typeof NODE_STATUSES)[number];
 
 /** A node as the API returns it. */
-export interface NodeView {
-  id: string;
-  name: string;
-  status: NodeStatus;
-  address: string | null;
-  arch: NodeInfo['arch'];
-  os: string;
-  runtimes: NodeInfo['runtimes'];
+export const NodeViewSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  status: z.enum(NODE_STATUSES),
+  address: z.string().nullable(),
+  arch: z.enum(ARCHES),
+  os: z.string(),
+  runtimes: z.array(z.enum(TECHNOLOGIES)),
   /** Its labels: those it announces, with an operator's changes over them (`operatorLabels`). */
-  labels: Record<string, string>;
+  labels: z.record(z.string(), z.string()),
   /** What an operator set (a value) or removed (null) at run time; they outlast the node's registrations. */
-  operatorLabels: Record<string, string | null>;
+  operatorLabels: z.record(z.string(), z.string().nullable()),
   /** An operator cordoned it: no new instance is placed or moved there. */
-  cordoned: boolean;
+  cordoned: z.boolean(),
   /** An operator is draining it: its instances move away, make-before-break (it is cordoned too). */
-  draining: boolean;
-  capacity: { cpus: number; memoryBytes: number; gpus: Gpu[] };
-  allocated: { cpus: number; memoryBytes: number; gpus: number };
-  usage: { cpuPercent: number | null; memoryPercent: number | null; diskPercent: number | null };
-  sensors: Sensor[];
-  overlay: boolean;
-  subnet?: string;
+  draining: z.boolean(),
+  capacity: z.object({ cpus: z.number(), memoryBytes: z.number(), gpus: z.array(GpuSchema) }),
+  allocated: z.object({ cpus: z.number(), memoryBytes: z.number(), gpus: z.number() }),
+  usage: z.object({
+    cpuPercent: z.number().nullable(),
+    memoryPercent: z.number().nullable(),
+    diskPercent: z.number().nullable(),
+  }),
+  sensors: z.array(SensorSchema),
+  overlay: z.boolean(),
+  subnet: z.string().optional(),
   /** The overlay endpoint its net manager announced, once it did. */
-  overlayEndpoint?: { publicIp: string; udpPort: number; publicKey?: string };
-  version: string;
-  registeredAt: number;
-  lastSeen: number | null;
-}
+  overlayEndpoint: z
+    .object({ publicIp: z.string(), udpPort: z.number().int(), publicKey: z.string().optional() })
+    .optional(),
+  version: z.string(),
+  registeredAt: z.number(),
+  lastSeen: z.number().nullable(),
+});
+export type NodeView = z.infer<typeof NodeViewSchema>;

@@ -47,6 +47,12 @@ export class AccessTokens {
     return token && isValid(token, now) ? token : undefined;
   }
 
+  /** Whether a token that authenticated earlier still would (not revoked, expired or replaced since). */
+  stillValid(token: TokenRecord, now = Date.now()): boolean {
+    const current = this.store.tokens.get(token.name);
+    return current !== undefined && current.secretHash === token.secretHash && isValid(current, now);
+  }
+
   /** A new token; its secret is in the answer and nowhere else (a join token in the form that pins the CA). */
   create(
     name: string,

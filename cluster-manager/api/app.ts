@@ -7,15 +7,18 @@ import type { NodeRemoval } from '../jobs/node-removal.js';
 import type { NodeLiveness } from '../liveness/node-liveness.js';
 import type { LogRelay } from '../logs/log-relay.js';
 import { type Metrics, setFleetGauges } from '../metrics.js';
+import type { StreamHub } from '../push/stream-hub.js';
 import type { Store } from '../store/index.js';
 import type { TelemetryHistory } from '../telemetry/telemetry-history.js';
 import { requireToken } from './auth.js';
 import { errorHandler, requireJson, unknownRoute } from './http-errors.js';
 import type { Allocations } from './node-views.js';
+import { openApiDocument } from './openapi/document.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { logRoutes } from './routes/logs.js';
 import { nodeRoutes } from './routes/nodes.js';
+import { streamRoutes } from './routes/stream.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { securityHeaders } from './security-headers.js';
 
@@ -37,6 +40,8 @@ export interface ApiDependencies {
   logs: LogRelay;
   metrics: Metrics;
   tokens: AccessTokens;
+  /** The server push of `GET /api/stream`. */
+  streams: StreamHub;
   /** The cluster CA (PEM) handed to anyone at `GET /api/cluster/ca`; undefined without one. */
   clusterCa?: string;
   dashboardDir?: string;
@@ -56,6 +61,11 @@ export function createApi(deps: ApiDependencies): Express {
   });
   app.get('/api/health', (_req, res) => {
     res.json({ status: 'ok', version: VERSION });
+  });
+  // Public: it describes the API and holds no data of the cluster.
+  const openApi = openApiDocument();
+  app.get('/api/openapi.json', (_req, res) => {
+    res.json(openApi);
   });
   // Public: a worker fetches it before it trusts anything, and takes it only if the join token pins it.
   app.get('/api/cluster/ca', (_req, res) => {
@@ -99,6 +109,7 @@ export function createApi(deps: ApiDependencies): Express {
   api.use('/jobs', logRoutes(deps));
   api.use('/tokens', tokenRoutes(deps.tokens));
   api.use('/events', eventRoutes(deps.store));
+  api.use('/stream', streamRoutes(deps.store, deps.streams, deps.tokens));
   app.use('/api', api);
   app.use(unknownRoute);
   app.use(errorHandler(deps.logger));

@@ -39,6 +39,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       clientError = new ClientError(400, 'bad_request', String(error.message ?? 'bad request'));
     }
     if (clientError) {
+      // A limit of this server (streams): worth trying again in a while, as a well-behaved client does.
+      if (clientError.status === 503) res.set('Retry-After', '5');
       res.status(clientError.status).json(errorBody(clientError));
       return;
     }

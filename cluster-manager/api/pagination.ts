@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { FieldProblem } from '../../shared/index.js';
 import { invalid } from '../errors.js';
 
@@ -19,8 +19,32 @@ export interface SortOrder<T, K> {
   cursor: z.ZodType<K>;
 }
 
-/** Reads a filter from every value given for its query parameter: the filter, or what is wrong with it. */
-export type FilterParser<T> = (values: string[]) => { value: T } | { problem: string };
+/**
+ * Reads a filter from every value given for its query parameter: the filter, or what is wrong with it. `doc`
+ * says what the parameter takes, for /api/openapi.json.
+ */
+export type FilterParser<T> = ((values: string[]) => { value: T } | { problem: string }) & {
+  readonly doc: QueryParameterDoc;
+};
+
+/** A query parameter as /api/openapi.json describes it: the schema of one value; `repeatable`: given again. */
+export interface QueryParameterDoc {
+  schema: z.ZodType;
+  description: string;
+  repeatable?: boolean;
+}
+
+/** `limit` and `cursor` of every list, as /api/openapi.json describes them. */
+export const PAGE_PARAMETERS: Record<'limit' | 'cursor', QueryParameterDoc> = {
+  limit: {
+    schema: z.int().min(1).max(MAX_PAGE_LIMIT),
+    description: `at most this many items (without it: all of them)`,
+  },
+  cursor: {
+    schema: z.string().max(MAX_CURSOR_LENGTH),
+    description: 'the page after this one: X-Next-Cursor (or the Link header) of the previous page',
+  },
+};
 
 export interface ListQuery<K, F> {
   limit?: number;
@@ -38,34 +62,46 @@ export interface Page<T> {
 }
 
 /** A filter given at most once, one of `values`. */
-export function oneOf<T extends string>(values: readonly T[]): FilterParser<T | undefined> {
-  return (given) => {
+export function oneOf<const T extends readonly [string, ...string[]]>(
+  values: T,
+  description: string,
+): FilterParser<T[number] | undefined> {
+  const parse = (given: string[]) => {
     if (given.length > 1) return { problem: 'given more than once' };
     const [value] = given;
     if (value === undefined) return { value: undefined };
     return (values as readonly string[]).includes(value)
-      ? { value: value as T }
+      ? { value: value as T[number] }
       : { problem: `must be one of ${values.join(', ')}` };
   };
+  return Object.assign(parse, { doc: { schema: z.enum(values), description } });
 }
 
 /** A filter given at most once, any text that is not empty (an id or a name). */
-export const someText: FilterParser<string | undefined> = (given) => {
-  if (given.length > 1) return { problem: 'given more than once' };
-  const [value] = given;
-  return value === '' ? { problem: 'must not be empty' } : { value };
-};
+export function someText(description: string): FilterParser<string | undefined> {
+  const parse = (given: string[]) => {
+    if (given.length > 1) return { problem: 'given more than once' };
+    const [value] = given;
+    return value === '' ? { problem: 'must not be empty' } : { value };
+  };
+  return Object.assign(parse, { doc: { schema: z.string().min(1), description } });
+}
 
 /** A filter given any number of times as `key=value` (the first `=` splits); an item must match all of them. */
-export const keyValuePairs: FilterParser<[string, string][]> = (given) => {
-  const pairs: [string, string][] = [];
-  for (const text of given) {
-    const split = text.indexOf('=');
-    if (split < 1) return { problem: `"${text}" is not key=value` };
-    pairs.push([text.slice(0, split), text.slice(split + 1)]);
-  }
-  return { value: pairs };
-};
+export function keyValuePairs(description: string): FilterParser<[string, string][]> {
+  const parse = (given: string[]) => {
+    const pairs: [string, string][] = [];
+    for (const text of given) {
+      const split = text.indexOf('=');
+      if (split < 1) return { problem: `"${text}" is not key=value` };
+      pairs.push([text.slice(0, split), text.slice(split + 1)]);
+    }
+    return { value: pairs };
+  };
+  return Object.assign(parse, {
+    doc: { schema: z.string().regex(/^[^=]+=/), description, repeatable: true },
+  });
+}
 
 type Filters<P> = { [N in keyof P]: P[N] extends FilterParser<infer T> ? T : never };
 

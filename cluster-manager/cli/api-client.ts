@@ -262,6 +262,31 @@ export class ApiClient {
     return response.body;
   }
 
+  /**
+   * `GET /api/stream` with `query` (kinds, job, node, type), from after `lastEventId` when given: the body of the
+   * open stream, read until `signal` aborts it; an ApiError for any other answer.
+   */
+  async openStream(
+    query: Record<string, string | undefined>,
+    lastEventId: number | undefined,
+    signal: AbortSignal,
+  ): Promise<ReadableStream<Uint8Array>> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, value);
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (lastEventId !== undefined) headers['last-event-id'] = String(lastEventId);
+    let response: Response;
+    try {
+      response = await this.fetchImpl(`${this.server}/api/stream?${params}`, { headers, signal });
+    } catch (error) {
+      throw new ServerUnreachableError(this.server, describeFetchFailure(error));
+    }
+    if (!response.ok || !response.body)
+      throw new ApiError(response.status, errorBodyOf(response, parseBody(await response.text())));
+    return response.body;
+  }
+
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     return (await this.exchange<T>(method, path, body)).body;
   }

@@ -41,6 +41,7 @@ import {
   progressLines,
   rolloutOutcomeOf,
 } from './job-progress.js';
+import { followStream } from './stream-follower.js';
 
 /** Everything edgectl touches outside itself, so that tests can run it in-process. */
 export interface EdgectlIo {
@@ -70,17 +71,14 @@ export async function runEdgectl(argv: string[], io: EdgectlIo): Promise<number>
   }
 }
 
-/** How often `deploy --wait`, `jobs -w` and `events -f` ask the cluster manager again. */
+/** How often `deploy --wait` asks the cluster manager again (`jobs -w` and `events -f` follow its stream). */
 const POLL_MS = 1000;
 const pause = () => new Promise((resolve) => setTimeout(resolve, POLL_MS));
 
-/** What follows (`jobs -w`, `events -f`): `step` every POLL_MS until `io.signal` is aborted (or forever). */
-async function poll(io: EdgectlIo, step: () => Promise<void>): Promise<void> {
-  while (!io.signal?.aborted) {
-    await pause();
-    if (io.signal?.aborted) return;
-    await step();
-  }
+/** What the followers (`jobs -w`, `events -f`) say on stderr when their stream drops: it is tried again. */
+function noteRetry(io: EdgectlIo) {
+  return (reason: string, delayMs: number) =>
+    io.stderr(`edgectl: stream interrupted (${reason}); reconnecting in ${(delayMs / 1000).toFixed(1)} s\n`);
 }
 
 /** What the command was for did not come about (`deploy --wait`, `plan`): exit 1 with the reason. */
@@ -267,11 +265,21 @@ export function buildProgram(io: EdgectlIo): Command {
       const rowsOf = (list: Job[]) =>
         new Map(list.map((job) => [job.id, { name: job.name, row: formatJobsTable([job]).split('\n')[1]! }]));
       let shown = rowsOf(jobs);
-      await poll(io, async () => {
+      const printChanges = async () => {
         const now = rowsOf(await api.listJobs());
         for (const [id, { row }] of now) if (shown.get(id)?.row !== row) print(row);
         for (const [id, { name }] of shown) if (!now.has(id)) print(`${name}   ${id}   deleted`);
         shown = now;
+      };
+      // The list again whenever the stream says a job changed, and at every (re)connect (what changed before).
+      await followStream(api, {
+        query: { kinds: 'job' },
+        ...(io.signal ? { signal: io.signal } : {}),
+        onOpen: printChanges,
+        onMessages: async (messages) => {
+          if (messages.some((message) => message.kind !== 'event')) await printChanges();
+        },
+        onRetry: noteRetry(io),
       });
     });
 
@@ -492,15 +500,24 @@ export function buildProgram(io: EdgectlIo): Command {
           print(formatOutput(events, options.output, () => formatEventsTable(events)));
           return;
         }
-        // Followed: oldest first, one line each (JSON lines with -o json), asking every second for what is newer.
+        // Followed: oldest first, one line each (JSON lines with -o json), then each new one as the stream
+        // brings it (from after the newest shown, again after a reconnect: none missed, none twice).
         const line = (event: ClusterEvent) =>
           options.output === 'json' ? JSON.stringify(event) : formatEventLine(event);
-        let last = events[0]?.id ?? 0;
         for (const event of [...events].reverse()) print(line(event));
-        await poll(io, async () => {
-          const newer = await api.listEvents({ ...query, limit: 1000, after: last });
-          for (const event of [...newer].reverse()) print(line(event));
-          last = newer[0]?.id ?? last;
+        await followStream(api, {
+          query: { kinds: 'event', type: options.type, job: options.job, node: options.node },
+          after: events[0]?.id ?? 0,
+          ...(io.signal ? { signal: io.signal } : {}),
+          onOpen: async () => {},
+          onMessages: async (messages) => {
+            for (const message of messages) {
+              if (message.kind === 'event') print(line(message.data));
+              else if (message.kind === 'resync')
+                io.stderr(`edgectl: some events may be missing: ${message.data.reason}\n`);
+            }
+          },
+          onRetry: noteRetry(io),
         });
       },
     );

@@ -14,7 +14,7 @@ import { CreditWindow } from './credit-window.js';
 
 /** How long a node has to open the output asked for before the reader gets 504. */
 const OPEN_TIMEOUT_MS = 10_000;
-/** Streams the cluster manager relays at once; one more is refused with 429. */
+/** Streams the cluster manager relays at once; one more is refused with 503 (as a stream beyond `--max-streams`). */
 const MAX_STREAMS = 256;
 
 /** What a reader asks for: an instance's output on the node it is placed on. */
@@ -41,7 +41,7 @@ export interface LogSink {
 
 /**
  * One stream relayed from a node to a reader. `opened` resolves once the node opened the output, or rejects with
- * the ClientError to answer (404, 409, 429, 502, 504). Output that comes before a sink is attached (at most
+ * the ClientError to answer (404, 409, 502, 503, 504). Output that comes before a sink is attached (at most
  * the credit window's) waits here.
  */
 export class RelayedLogStream {
@@ -193,11 +193,11 @@ export class LogRelay {
     return this.streams.size;
   }
 
-  /** Asks the node for the output; throws 429 when the cluster manager relays its most already. */
+  /** Asks the node for the output; throws 503 when the cluster manager relays its most already. */
   open(request: LogRequest): RelayedLogStream {
     if (this.streams.size >= MAX_STREAMS)
       throw new ClientError(
-        429,
+        503,
         'too_many_streams',
         `the cluster manager relays ${this.streams.size} log streams already, its most at once`,
       );
@@ -285,7 +285,7 @@ function refusal(message: Extract<LogStreamMessage, { type: 'end' }>, request: L
     case 'not_found':
       return new ClientError(409, 'no_workload', `node ${request.nodeName}: ${said}`);
     case 'too_many_streams':
-      return new ClientError(429, 'too_many_streams', `node ${request.nodeName}: ${said}`);
+      return new ClientError(503, 'too_many_streams', `node ${request.nodeName}: ${said}`);
     default:
       return new ClientError(502, 'node_error', `node ${request.nodeName} cannot read the output: ${said}`);
   }

@@ -92,6 +92,8 @@ function fromRow(row: NodeRow): NodeRecord {
 export class NodeStore {
   /** Node ids whose status or overlay endpoint changed. */
   readonly changes = new ChangeFeed();
+  /** Node ids whose registration, labels or cordon changed: the rest of what a view of the node shows. */
+  readonly updated = new ChangeFeed();
   private readonly byId = new Map<string, NodeRecord>();
   private infoVersion = 0;
   private readonly idByName = new Map<string, string>();
@@ -183,7 +185,7 @@ export class NodeStore {
       ...node,
     };
     // The info version rises with the change and again if it is taken back: views built on it rebuild.
-    this.undo.swap(previous, record, this.index, () => this.infoVersion++);
+    this.undo.swap(previous, record, this.index, () => this.infoChanged(node.id));
   }
 
   /**
@@ -220,7 +222,7 @@ export class NodeStore {
   /** Cordons the node (no new instances) or lets it take them again. */
   setCordoned(id: string, cordoned: boolean): void {
     this.db.prepare('UPDATE nodes SET cordoned = ? WHERE id = ?').run(cordoned ? 1 : 0, id);
-    this.patch(id, { cordoned }, () => this.infoVersion++);
+    this.patch(id, { cordoned }, () => this.infoChanged(id));
   }
 
   /** Starts or ends a drain (see NodeRecord.draining). */
@@ -234,7 +236,7 @@ export class NodeStore {
     this.db
       .prepare('UPDATE nodes SET operator_labels = ? WHERE id = ?')
       .run(JSON.stringify(operatorLabels), id);
-    this.patch(id, { operatorLabels }, () => this.infoVersion++);
+    this.patch(id, { operatorLabels }, () => this.infoChanged(id));
   }
 
   /** A node's worker subnet is set once and kept: see OverlayAddresses. */
@@ -286,6 +288,11 @@ export class NodeStore {
       .prepare('UPDATE nodes SET telemetry = ?, last_seen = ? WHERE id = ?')
       .run(JSON.stringify(telemetry), seenAt, id);
     this.patch(id, { telemetry, lastSeen: seenAt });
+  }
+
+  private infoChanged(id: string): void {
+    this.infoVersion++;
+    this.updated.emit(id);
   }
 
   /** Changes the node in memory; inside a transaction, how to take that back goes to the undo log. */

@@ -84,4 +84,32 @@ describe('the web dashboard in a real browser', () => {
     const storage = '[globalThis.sessionStorage.length > 0, globalThis.localStorage.length]';
     expect(await page.evaluate(storage)).toEqual([true, 0]);
   });
+
+  it('follows the push: a job deployed through the API and new telemetry show without a reload or a poll', async () => {
+    const requests: string[] = [];
+    page.on('request', (request) => {
+      const url = new URL(request.url());
+      requests.push(`${request.method()} ${url.pathname}${url.search}`);
+    });
+    // The page keeps one stream open (GET /api/stream), and shows what the last test left.
+    await expect.poll(() => cm.manager.streams.stats().open).toBe(1);
+    const created = await cm.api('/api/jobs', {
+      method: 'POST',
+      json: { name: 'pushed-job', image: 'edge/busybox:latest' },
+    });
+    const job = (await created.json()) as { id: string };
+    await expect.poll(() => page.locator('#jobs').textContent(), { timeout: 10_000 }).toContain('pushed-job');
+    await expect
+      .poll(() => page.locator('#events').textContent())
+      .toContain('job pushed-job created with 1 replica(s)');
+    await node.sendTelemetry([], { cpu: { percent: 87, cores: 4, load1: 1 } });
+    await expect.poll(() => page.locator('#nodes').textContent(), { timeout: 10_000 }).toContain('87%');
+    // Only what a notice named was fetched again: that job and that node; no list was polled, no page loaded.
+    expect(requests).toContain(`GET /api/jobs/${job.id}`);
+    expect(requests).toContain(`GET /api/nodes/${node.ack!.nodeId}`);
+    const polled = requests.filter((request) =>
+      /^GET \/(api\/jobs|api\/nodes|api\/events)?(\?.*)?$/.test(request),
+    );
+    expect(polled).toEqual([]);
+  });
 });

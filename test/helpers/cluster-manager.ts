@@ -55,6 +55,7 @@ export async function startClusterManager(
     rendezvousPort: 0,
     tlsSans: [],
     registrationRatePerS: 50,
+    maxStreams: 256,
     mqttDynsec: false,
     addressPlan: parseAddressPlan(workerSubnets, serviceSubnet),
     ...rest,

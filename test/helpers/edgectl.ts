@@ -10,6 +10,8 @@ export async function runEdgectlHere(
     signal?: AbortSignal;
     /** Hears everything printed on stdout as it is printed (for what follows, like `events -f`). */
     onStdout?: (text: string) => void;
+    /** Hears everything printed on stderr as it is printed. */
+    onStderr?: (text: string) => void;
   },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
@@ -21,6 +23,7 @@ export async function runEdgectlHere(
     },
     stderr: (text) => {
       stderr += text;
+      options.onStderr?.(text);
     },
     env: options.env,
     readStdin: async () => options.stdin ?? '',

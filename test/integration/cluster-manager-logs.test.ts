@@ -180,10 +180,10 @@ describe('log streams through the cluster manager (nodes driven by the test)', (
     await other.close();
   });
 
-  it('answers 409, 429 or 502 for a request its node refuses', async () => {
+  it('answers 409, 503 or 502 for a request its node refuses', async () => {
     for (const [code, status, answer] of [
       ['not_found', 409, 'no_workload'],
-      ['too_many_streams', 429, 'too_many_streams'],
+      ['too_many_streams', 503, 'too_many_streams'],
       ['runtime_error', 502, 'node_error'],
     ] as const) {
       const { response, open } = await request();

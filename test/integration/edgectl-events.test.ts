@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
 import { edgectlFor, runEdgectlHere } from '../helpers/edgectl.js';
@@ -51,6 +54,8 @@ describe('edgectl events', () => {
       },
     });
     await waitFor(() => printed.includes('job.created'), 'the events so far');
+    // It follows the server's push (GET /api/stream), not a poll.
+    await waitFor(() => cm.manager.streams.stats().open === 1, 'the stream open');
     // Oldest first: the job's first event leads (the newest-first list ends with it).
     const listed = (await (await cm.api('/api/events?job=ev-web')).json()) as { message: string }[];
     expect(printed.split('\n')[0]).toContain(listed.at(-1)!.message);
@@ -78,6 +83,7 @@ describe('edgectl events', () => {
     });
     await waitFor(() => printed.startsWith('NAME'), 'the table');
     const table = printed;
+    await waitFor(() => cm.manager.streams.stats().open === 1, 'the stream open');
     await cm.api('/api/jobs', { method: 'POST', json: { name: 'ev-new', image: 'edge/busybox:latest' } });
     await waitFor(
       () => /^ev-new\s+\S+\s+active\s/m.test(printed.slice(table.length)),
@@ -92,5 +98,54 @@ describe('edgectl events', () => {
     expect((await watching).code).toBe(0);
     // Only what changed: ev-web, untouched since, is not printed again.
     expect(printed.slice(table.length)).not.toMatch(/^ev-web\s/m);
+  });
+
+  it('follows across a restart of the cluster manager: reconnects from its last event, none missed or twice', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edge-cm-restart-'));
+    let first: RunningClusterManager | undefined = await startClusterManager({ dataDir });
+    let second: RunningClusterManager | undefined;
+    try {
+      await first.api('/api/jobs', {
+        method: 'POST',
+        json: { name: 'rs-job', image: 'edge/busybox:latest' },
+      });
+      const stop = new AbortController();
+      let printed = '';
+      let noted = '';
+      const env = {
+        EDGE_SERVER: first.url,
+        EDGE_API_TOKEN: first.apiToken,
+        EDGE_CA_FILE: join(dataDir, 'tls/ca.pem'),
+      };
+      const following = runEdgectlHere(['events', '-f', '--job', 'rs-job'], {
+        env,
+        signal: stop.signal,
+        onStdout: (text) => {
+          printed += text;
+        },
+        onStderr: (text) => {
+          noted += text;
+        },
+      });
+      const running = first;
+      await waitFor(() => running.manager.streams.stats().open === 1, 'the stream open');
+      const httpPort = Number(new URL(first.url).port);
+      await first.stop({ keepData: true });
+      first = undefined;
+      second = await startClusterManager({ dataDir, httpPort });
+      // Recorded while edgectl waits to reconnect, or after: it comes once either way.
+      await second.api('/api/jobs/rs-job/replicate', { method: 'POST', json: { replicas: 2 } });
+      await waitFor(() => printed.includes('job rs-job scaled from 1 to 2'), 'the event after the restart');
+      expect(noted).toMatch(/^edgectl: stream interrupted \(.+\); reconnecting in \d+\.\d s$/m);
+      stop.abort();
+      expect((await following).code).toBe(0);
+      const lines = printed.trim().split('\n');
+      expect(new Set(lines).size).toBe(lines.length);
+      expect(lines.filter((line) => line.includes('job.created'))).toHaveLength(1);
+    } finally {
+      await first?.stop();
+      await second?.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -139,10 +139,10 @@ describe('the log relay, on a clock the test moves', () => {
     expect(other.state).toBe('opening');
   });
 
-  it('refuses more streams than it relays at once with 429', () => {
+  it('refuses more streams than it relays at once with 503', () => {
     for (let index = 0; index < 256; index++) relay.open(request);
     expect(() => relay.open(request)).toThrow(
-      expect.objectContaining({ status: 429, code: 'too_many_streams' }),
+      expect.objectContaining({ status: 503, code: 'too_many_streams' }),
     );
   });
 });

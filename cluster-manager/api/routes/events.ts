@@ -4,19 +4,22 @@ import { notFound } from '../../errors.js';
 import type { Store } from '../../store/index.js';
 import { parseBody } from '../body.js';
 
-const EventQuerySchema = z.object({
+export const EventQuerySchema = z.object({
   /** 1 to 1000 (outside: the nearest; unreadable: 100), as it always was. */
   limit: z
     .unknown()
     .optional()
-    .transform((value) => Math.min(1000, Math.max(1, Number.parseInt(String(value ?? '100'), 10) || 100))),
-  type: z.string().min(1).max(100).optional(),
-  /** A job's id or name: its events only. */
-  job: z.string().min(1).max(253).optional(),
-  /** A node's id or name: its events only. */
-  node: z.string().min(1).max(253).optional(),
-  /** Only events newer than this one (a follower's last): `edgectl events -f`. */
-  after: z.coerce.number().int().min(0).optional(),
+    .transform((value) => Math.min(1000, Math.max(1, Number.parseInt(String(value ?? '100'), 10) || 100)))
+    .describe('how many, 1 to 1000 (default 100; a number outside: the nearest)'),
+  type: z.string().min(1).max(100).optional().describe('events of this type only'),
+  job: z.string().min(1).max(253).optional().describe("a job's id or name: its events only"),
+  node: z.string().min(1).max(253).optional().describe("a node's id or name: its events only"),
+  after: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe("only events newer than this one (a follower's last)"),
 });
 
 /** `GET /api/events`: the newest events first, filtered by type, job, node, and after an event id. */

@@ -14,11 +14,25 @@ import {
   someText,
 } from '../pagination.js';
 
-const MoveRequestSchema = z.strictObject({
+/** `GET /api/jobs`' filters (with `limit` and `cursor`). */
+export const JOB_LIST_FILTERS = {
+  state: oneOf(JOB_STATES, 'jobs in this state only'),
+  node: someText("a node's id or name: the jobs with an instance on that node"),
+};
+
+/** `POST /api/jobs`' query: a dry run changes nothing. */
+export const CreateJobQuerySchema = z.object({
+  dryRun: z
+    .string()
+    .optional()
+    .describe('`true`: where each instance would go now, or why not; nothing is created'),
+});
+
+export const MoveRequestSchema = z.strictObject({
   instance: z.number().int().min(0).default(0),
   to: z.string().min(1).max(253).optional(),
 });
-const ReplicateRequestSchema = z.strictObject({ replicas: z.number().int().min(0).max(1000) });
+export const ReplicateRequestSchema = z.strictObject({ replicas: z.number().int().min(0).max(1000) });
 
 interface JobKey {
   createdAt: number;
@@ -35,7 +49,7 @@ const byCreationThenId: SortOrder<JobRecord, JobKey> = {
 export function jobRoutes(jobs: JobService): Router {
   const router = Router();
   router.get('/', (req, res) => {
-    const query = parseListQuery(req, byCreationThenId, { state: oneOf(JOB_STATES), node: someText });
+    const query = parseListQuery(req, byCreationThenId, JOB_LIST_FILTERS);
     const page = paginate(jobs.records(query.filters), byCreationThenId, query);
     sendPage(req, res, query, page.nextCursor, jobs.views(page.items));
   });

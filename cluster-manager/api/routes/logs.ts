@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import { Router } from 'express';
+import { z } from 'zod';
 import {
   type FieldProblem,
   LOG_STREAM_CHOICES,
@@ -21,7 +22,18 @@ export interface LogQuery {
   streams: LogStreamChoice;
 }
 
-const QUERY_PARAMETERS = ['follow', 'tail', 'since', 'stream'];
+/**
+ * The query as the OpenAPI document describes it; `parseLogQuery` is what reads it (it says more precisely what
+ * is wrong with a value than a schema would).
+ */
+export const LogQueryDocumentSchema = z.object({
+  follow: z.string().optional().describe('`true` (or `1`): then what it writes until it stops'),
+  tail: z.string().optional().describe(`the last lines only (at most ${MAX_LOG_TAIL}), or \`all\``),
+  since: z.string().optional().describe('from this time on: `90s`, `10m`, an RFC 3339 time or epoch ms'),
+  stream: z.enum(LOG_STREAM_CHOICES).optional().describe('`stdout` or `stderr` only (default: both)'),
+});
+
+const QUERY_PARAMETERS = Object.keys(LogQueryDocumentSchema.shape);
 
 /**
  * The query of a log request: `follow` (true/false, 1/0), `tail` (lines, or `all`), `since` (90s, 10m, an RFC 3339
@@ -69,7 +81,7 @@ export function parseLogQuery(query: Request['query']): LogQuery | { problems: F
 
 /**
  * `GET /api/jobs/:id/instances/:n/logs`: the instance's output, streamed from its node as `text/plain` (chunked),
- * at the pace the reader takes it. Before anything is sent the answer may still be an error (404, 409, 429, 502,
+ * at the pace the reader takes it. Before anything is sent the answer may still be an error (404, 409, 502, 503,
  * 504); once the output flows, a stream that breaks off (the node went offline...) ends with a line saying why,
  * and the connection is closed without ending the chunked body, so that a program reading it sees the break.
  */

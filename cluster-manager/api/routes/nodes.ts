@@ -23,6 +23,12 @@ interface NodeKey {
   id: string;
 }
 
+/** `GET /api/nodes`' filters (with `limit` and `cursor`). */
+export const NODE_LIST_FILTERS = {
+  status: oneOf(NODE_STATUSES, 'nodes with this status only'),
+  label: keyValuePairs('key=value: nodes with this label only; given again, nodes with all of them'),
+};
+
 /** By name, then id: names are unique among online nodes only. */
 const byNameThenId: SortOrder<NodeRecord, NodeKey> = {
   keyOf: (node) => ({ name: node.name, id: node.id }),
@@ -41,10 +47,7 @@ export function nodeRoutes(
   const view = (node: NodeRecord) => nodeViews(liveness, allocations, [node])[0]!;
   const router = Router();
   router.get('/', (req, res) => {
-    const query = parseListQuery(req, byNameThenId, {
-      status: oneOf(NODE_STATUSES),
-      label: keyValuePairs,
-    });
+    const query = parseListQuery(req, byNameThenId, NODE_LIST_FILTERS);
     const { status, label } = query.filters;
     const matching = store.nodes
       .list()

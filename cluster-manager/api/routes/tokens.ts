@@ -4,7 +4,7 @@ import type { AccessTokens } from '../../access/access-tokens.js';
 import { TOKEN_ROLES } from '../../store/index.js';
 import { parseBody } from '../body.js';
 
-const CreateTokenSchema = z.strictObject({
+export const CreateTokenSchema = z.strictObject({
   name: z
     .string()
     .regex(

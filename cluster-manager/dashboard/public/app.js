@@ -1,8 +1,16 @@
-// The cluster dashboard: polls the operator API every 2 s and renders it. Plain DOM, no framework, no
-// innerHTML: every value from the API goes in as text, so a job or node name cannot inject markup.
+// The cluster dashboard: follows the cluster manager's push (GET /api/stream) and fetches again only the job or
+// node a notice names; it polls every 2 s only while the stream is down. Plain DOM, no framework, no innerHTML:
+// every value from the API goes in as text, so a job or node name cannot inject markup.
 
 const TOKEN_KEY = 'edge.apiToken';
+/** The fallback poll, while the stream is down. */
 const POLL_MS = 2000;
+/** Reconnecting the stream: from 1 s, doubling to 30 s. */
+const RECONNECT_MS = 1000;
+const RECONNECT_MAX_MS = 30_000;
+/** More notices than this at once: the whole list is fetched instead of each one. */
+const FETCH_EACH_MAX = 20;
+const EVENTS_SHOWN = 20;
 const STATUS_ORDER = [
   'running',
   'pending',
@@ -17,7 +25,13 @@ const STATUS_ORDER = [
 ];
 
 const expandedJobs = new Set();
+/** What the page shows, by id: kept up to date by the stream's notices. */
+const shown = { nodes: new Map(), jobs: new Map(), events: [] };
 let pollTimer = null;
+/** The open stream's AbortController; null while there is none. */
+let stream = null;
+let reconnectTimer = null;
+let reconnectAttempt = 0;
 
 const $ = (id) => document.getElementById(id);
 
@@ -257,54 +271,209 @@ function setConnection(text, ok) {
   node.classList.toggle('bad', !ok);
 }
 
-// ---- polling
+// ---- fetching what changed
 
-/** Jobs in the list may come without instances; expanded ones are fetched in full. */
-async function withInstances(jobs) {
-  return Promise.all(
-    jobs.map((job) =>
-      expandedJobs.has(job.id) && !Array.isArray(job.instances)
-        ? api('GET', `/api/jobs/${encodeURIComponent(job.id)}`)
-        : job,
-    ),
-  );
+function byName(a, b) {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1;
+}
+
+function byCreation(a, b) {
+  return a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1);
+}
+
+function render() {
+  const jobs = [...shown.jobs.values()].sort(byCreation);
+  renderNodes([...shown.nodes.values()].sort(byName), jobs);
+  renderJobs(jobs);
+  renderEvents(shown.events);
+}
+
+/** A node as the list shows it: the one-node answer also carries its telemetry and instances. */
+function listedNode(node) {
+  const { telemetry: _telemetry, instances: _instances, ...view } = node;
+  return view;
+}
+
+/** Everything afresh: at start, after every (re)connect of the stream, and on the fallback poll. */
+async function fetchAll() {
+  const [nodes, jobs, events] = await Promise.all([
+    api('GET', '/api/nodes'),
+    api('GET', '/api/jobs'),
+    api('GET', `/api/events?limit=${EVENTS_SHOWN}`),
+  ]);
+  shown.nodes = new Map(nodes.map((node) => [node.id, node]));
+  shown.jobs = new Map(jobs.map((job) => [job.id, job]));
+  shown.events = events;
+}
+
+/** One job or node again; a 404 means it is gone. */
+async function fetchOne(kind, id) {
+  const map = kind === 'job' ? shown.jobs : shown.nodes;
+  try {
+    const item = await api('GET', `/api/${kind}s/${encodeURIComponent(id)}`);
+    map.set(id, kind === 'job' ? item : listedNode(item));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) map.delete(id);
+    else throw error;
+  }
+}
+
+async function fetchList(kind) {
+  const items = await api('GET', `/api/${kind}s`);
+  const map = new Map(items.map((item) => [item.id, item]));
+  if (kind === 'job') shown.jobs = map;
+  else shown.nodes = map;
+}
+
+/** Notices gathered while a fetch runs; applied one batch at a time. */
+const noticed = { job: new Set(), node: new Set() };
+let applying = false;
+
+function notice(kind, id) {
+  noticed[kind].add(id);
+  applyNoticesSoon();
+}
+
+function applyNoticesSoon() {
+  if (applying) return;
+  applying = true;
+  applyNotices().finally(() => {
+    applying = false;
+    // Noticed after the last look of the loop, before this ran.
+    if (noticed.job.size > 0 || noticed.node.size > 0) applyNoticesSoon();
+  });
+}
+
+async function applyNotices() {
+  try {
+    while (noticed.job.size > 0 || noticed.node.size > 0) {
+      const work = [];
+      for (const kind of ['job', 'node']) {
+        const ids = [...noticed[kind]];
+        noticed[kind].clear();
+        if (ids.length > FETCH_EACH_MAX) work.push(fetchList(kind));
+        else for (const id of ids) work.push(fetchOne(kind, id));
+      }
+      await Promise.all(work);
+      render();
+    }
+  } catch (error) {
+    handleFailure(error);
+  }
 }
 
 async function refresh() {
   try {
-    const [nodes, listedJobs, events] = await Promise.all([
-      api('GET', '/api/nodes'),
-      api('GET', '/api/jobs'),
-      api('GET', '/api/events?limit=20'),
-    ]);
-    const jobs = await withInstances(listedJobs);
-    renderNodes(nodes, jobs);
-    renderJobs(jobs);
-    renderEvents(events);
-    setConnection(`updated ${clock(Date.now())}`, true);
+    await fetchAll();
+    render();
+    setConnection(`${stream ? 'live' : 'polling'} · updated ${clock(Date.now())}`, true);
   } catch (error) {
+    handleFailure(error);
+  }
+}
+
+function handleFailure(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    showLogin('The cluster manager refused this token.');
+    return;
+  }
+  setConnection(
+    error instanceof ApiError ? `error: ${error.message}` : 'cluster manager unreachable, retrying…',
+    false,
+  );
+}
+
+// ---- the stream (GET /api/stream: server-sent events, read with fetch to send the token)
+
+/** Reads text/event-stream: `event:` and `data:` lines, a blank line ends a message, `:` lines are comments. */
+function sseParser(onMessage) {
+  let buffer = '';
+  let event = '';
+  let data = [];
+  return (chunk) => {
+    buffer += chunk;
+    const lines = buffer.split(/\r\n|\r|\n/);
+    buffer = lines.pop();
+    for (const line of lines) {
+      if (line === '') {
+        if (data.length > 0) onMessage(event || 'message', data.join('\n'));
+        event = '';
+        data = [];
+      } else if (line.startsWith('event:')) event = line.slice(6).trim();
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+    }
+  };
+}
+
+function onStreamMessage(kind, data) {
+  const message = JSON.parse(data);
+  if (kind === 'event') {
+    // Newer than what the page shows (the list fetched at connect may hold it already).
+    if (shown.events.length > 0 && message.id <= shown.events[0].id) return;
+    shown.events = [message, ...shown.events].slice(0, EVENTS_SHOWN);
+    renderEvents(shown.events);
+  } else if (kind === 'job' || kind === 'node') notice(kind, message.id);
+  else if (kind === 'resync') refresh();
+}
+
+async function connectStream() {
+  const controller = new AbortController();
+  stream = controller;
+  try {
+    const response = await fetch('/api/stream?kinds=event,job,node', {
+      headers: {
+        authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ''}`,
+        accept: 'text/event-stream',
+      },
+      signal: controller.signal,
+    });
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => undefined));
+    reconnectAttempt = 0;
+    clearTimeout(pollTimer);
+    await refresh();
+    const parse = sseParser(onStreamMessage);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parse(value);
+    }
+    throw new Error('the stream ended');
+  } catch (error) {
+    if (stream !== controller) return;
+    stream = null;
     if (error instanceof ApiError && error.status === 401) {
       showLogin('The cluster manager refused this token.');
       return;
     }
-    setConnection(
-      error instanceof ApiError ? `error: ${error.message}` : 'cluster manager unreachable, retrying…',
-      false,
-    );
+    // Down: poll until it is back.
+    schedulePoll();
+    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MS * 2 ** reconnectAttempt++);
+    reconnectTimer = setTimeout(connectStream, delay);
   }
-  schedule();
 }
 
-function schedule() {
+function schedulePoll() {
   clearTimeout(pollTimer);
-  pollTimer = setTimeout(refresh, POLL_MS);
+  pollTimer = setTimeout(async () => {
+    if (stream) return;
+    await refresh();
+    schedulePoll();
+  }, POLL_MS);
+}
+
+function stopFollowing() {
+  const open = stream;
+  stream = null;
+  open?.abort();
+  clearTimeout(pollTimer);
+  clearTimeout(reconnectTimer);
 }
 
 function toggleJob(jobId) {
   if (expandedJobs.has(jobId)) expandedJobs.delete(jobId);
   else expandedJobs.add(jobId);
-  clearTimeout(pollTimer);
-  refresh();
+  render();
 }
 
 // ---- actions
@@ -319,8 +488,7 @@ async function deleteJob(job) {
     message.textContent = `Could not delete ${job.name}: ${error.message}`;
     message.hidden = false;
   }
-  clearTimeout(pollTimer);
-  refresh();
+  notice('job', job.id);
 }
 
 async function deploy(event) {
@@ -337,8 +505,7 @@ async function deploy(event) {
     const job = await api('POST', '/api/jobs', spec);
     result.replaceChildren(el('p', { class: 'ok', text: `Created job ${job.name} (${job.id}).` }));
     expandedJobs.add(job.id);
-    clearTimeout(pollTimer);
-    refresh();
+    notice('job', job.id);
   } catch (error) {
     const details = error instanceof ApiError ? error.details : [];
     result.replaceChildren(
@@ -360,7 +527,7 @@ async function deploy(event) {
 // ---- token
 
 function showLogin(message) {
-  clearTimeout(pollTimer);
+  stopFollowing();
   $('cluster').hidden = true;
   $('change-token').hidden = true;
   $('login').hidden = false;
@@ -374,7 +541,9 @@ function showCluster() {
   $('login').hidden = true;
   $('cluster').hidden = false;
   $('change-token').hidden = false;
-  refresh();
+  stopFollowing();
+  setConnection('connecting…', true);
+  connectStream();
 }
 
 $('login-form').addEventListener('submit', (event) => {
