@@ -1,6 +1,7 @@
 import express, { type Express, type Response } from 'express';
 import { type Logger, VERSION } from '../../shared/index.js';
 import type { AccessTokens } from '../access/access-tokens.js';
+import { yamlBrowserDir } from '../dashboard/index.js';
 import type { JobService } from '../jobs/job-service.js';
 import type { NodeOperations } from '../jobs/node-operations.js';
 import type { NodeRemoval } from '../jobs/node-removal.js';
@@ -81,7 +82,10 @@ export function createApi(deps: ApiDependencies): Express {
     res.type('application/x-pem-file').send(deps.clusterCa);
   });
   app.use(securityHeaders);
-  if (deps.dashboardDir) app.use(express.static(deps.dashboardDir, { index: 'index.html' }));
+  if (deps.dashboardDir) {
+    app.use(express.static(deps.dashboardDir, { index: 'index.html' }));
+    app.use('/vendor/yaml', express.static(yamlBrowserDir()));
+  }
 
   const auth = requireToken(deps.tokens);
   app.get('/metrics', auth, async (_req, res) => {

@@ -1,9 +1,10 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { topics } from '../../shared/index.js';
 import { type RunningClusterManager, startClusterManager } from '../helpers/cluster-manager.js';
 import { TestNode } from '../helpers/test-node.js';
 
@@ -111,5 +112,142 @@ describe('the web dashboard in a real browser', () => {
       /^GET \/(api\/jobs|api\/nodes|api\/events)?(\?.*)?$/.test(request),
     );
     expect(polled).toEqual([]);
+  });
+
+  it('shows a node in detail, acts on nodes and jobs, deploys YAML, follows logs, at desktop and phone widths', async () => {
+    const nodeId = node.ack!.nodeId;
+    // The node answers log requests as a node engine would: opened, then what the instance printed.
+    node.mqtt!.on('message', (topic, payload) => {
+      if (topic !== topics.logsControl(nodeId)) return;
+      const control = JSON.parse(payload.toString()) as { type: string; requestId: string };
+      if (control.type !== 'open') return;
+      void node.publish(topics.logsStream(nodeId), {
+        type: 'opened',
+        requestId: control.requestId,
+        technology: 'docker',
+      });
+      void node.publish(topics.logsStream(nodeId), {
+        type: 'chunk',
+        requestId: control.requestId,
+        offset: 0,
+        stream: 'stdout',
+        data: 'hello from the log pane\n',
+      });
+    });
+    await node.mqtt!.subscribeAsync(topics.logsControl(nodeId), { qos: 0 });
+    page.on('dialog', (dialog) => void dialog.accept());
+    await node.sendTelemetry([], {
+      gpus: [
+        {
+          index: 0,
+          vendor: 'NVIDIA',
+          model: 'T4',
+          memoryTotalMB: 15360,
+          utilizationPercent: 40,
+          temperatureC: 61,
+        },
+      ],
+      sensors: [{ id: 'temp1', type: 'temperature', value: 21.5, unit: 'C', ts: Date.now() }],
+    });
+
+    // The node in detail: its GPU and sensor figures, and the chart of its history.
+    await page.getByRole('button', { name: 'Show node dash-node' }).click();
+    const detail = page.locator('#node-detail');
+    await expect.poll(() => detail.textContent(), { timeout: 10_000 }).toContain('NVIDIA T4');
+    expect(await detail.textContent()).toContain('61 °C');
+    expect(await page.locator('#sensors').textContent()).toContain('21.5 C');
+    await expect
+      .poll(() => page.locator('#node-detail svg.chart polyline[data-series="gpuPercent"]').count())
+      .toBe(1);
+    expect(await detail.textContent()).toMatch(/GPU 40%/);
+
+    // Cordon and uncordon from the page.
+    await detail.getByRole('button', { name: 'Cordon' }).click();
+    await expect
+      .poll(
+        async () => ((await (await cm.api('/api/nodes/dash-node')).json()) as { cordoned: boolean }).cordoned,
+      )
+      .toBe(true);
+    await detail.getByRole('button', { name: 'Uncordon' }).click();
+    await expect
+      .poll(
+        async () => ((await (await cm.api('/api/nodes/dash-node')).json()) as { cordoned: boolean }).cordoned,
+      )
+      .toBe(false);
+
+    // A job from YAML, then an update of it through Edit, Plan and Apply.
+    await page
+      .locator('#deploy-spec')
+      .fill('name: yaml-job\nimage: edge/busybox:latest\ncommand: [sleep, "3600"]\n');
+    await page.locator('#deploy-form button[type=submit]').click();
+    await expect.poll(() => page.locator('#deploy-result').textContent()).toContain('Created job yaml-job');
+    const row = page.locator('#jobs tr.job', { hasText: 'yaml-job' });
+    await row.getByRole('button', { name: 'Edit' }).click();
+    expect(await page.locator('#deploy-spec').inputValue()).toMatch(/^name: yaml-job$/m);
+    const edited = `${await page.locator('#deploy-spec').inputValue()}`.replace(
+      /^env: \{\}$/m,
+      'env:\n  MODE: blue',
+    );
+    await page.locator('#deploy-spec').fill(edited);
+    await page.locator('#plan-button').click();
+    await expect
+      .poll(() => page.locator('#deploy-result').textContent())
+      .toContain('yaml-job: version 2 (env)');
+    await page.locator('#deploy-form button[type=submit]').click();
+    await expect
+      .poll(() => page.locator('#deploy-result').textContent())
+      .toContain('updated to version 2 (env): rolling out');
+    const job = (await (await cm.api('/api/jobs/yaml-job')).json()) as {
+      id: string;
+      version: number;
+      env: object;
+    };
+    expect([job.version, job.env]).toEqual([2, { MODE: 'blue' }]);
+    await expect.poll(() => row.textContent()).toContain('v2');
+
+    // Scale from the row; then the instances, their logs, and a move that cannot work (one node) says why.
+    await row.getByLabel('Replicas of yaml-job').fill('2');
+    await row.getByRole('button', { name: 'Scale' }).click();
+    await expect
+      .poll(
+        async () => ((await (await cm.api('/api/jobs/yaml-job')).json()) as { replicas: number }).replicas,
+      )
+      .toBe(2);
+    // A job deployed from the page opens its instances at once.
+    await expect.poll(() => row.getByRole('button', { name: 'Hide instances of yaml-job' }).count()).toBe(1);
+    // The row after the job's own: its instances.
+    const instances = row.locator('xpath=following-sibling::tr[1]');
+    await instances.getByRole('button', { name: 'Logs' }).first().click();
+    await expect
+      .poll(() => page.locator('#log-output').textContent(), { timeout: 10_000 })
+      .toContain('hello from the log pane');
+    expect(await page.locator('#log-title').textContent()).toMatch(/^yaml-job#\d+$/);
+    await instances.getByRole('button', { name: 'Move' }).first().click();
+    await expect.poll(() => page.locator('#jobs-message').textContent()).toMatch(/cannot move/);
+
+    // Drain from the node's detail: nothing else can take its instances, so it stays draining, and says so.
+    await detail.getByRole('button', { name: 'Drain' }).click();
+    await expect
+      .poll(
+        async () => ((await (await cm.api('/api/nodes/dash-node')).json()) as { draining: boolean }).draining,
+      )
+      .toBe(true);
+    await expect.poll(() => detail.textContent()).toContain('draining');
+
+    // Screenshots kept as test artifacts, at desktop and phone widths; the phone layout never scrolls sideways.
+    const artifacts = join(process.cwd(), 'test-artifacts');
+    mkdirSync(artifacts, { recursive: true });
+    for (const [name, width, height] of [
+      ['desktop', 1280, 900],
+      ['phone', 390, 844],
+    ] as const) {
+      await page.setViewportSize({ width, height });
+      await page.screenshot({ path: join(artifacts, `dashboard-${name}.png`), fullPage: true });
+      const scrollWidth = await page.evaluate('document.documentElement.scrollWidth');
+      expect(scrollWidth).toBeLessThanOrEqual(width);
+    }
+    await page.locator('#log-stop').click();
+    await expect.poll(() => page.locator('#log-state').textContent()).toBe('stopped');
+    await cm.api('/api/nodes/dash-node/uncordon', { method: 'POST' });
   });
 });

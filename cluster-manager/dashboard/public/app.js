@@ -1,8 +1,14 @@
 // The cluster dashboard: follows the cluster manager's push (GET /api/stream) and fetches again only the job or
 // node a notice names; it polls every 2 s only while the stream is down. Plain DOM, no framework, no innerHTML:
-// every value from the API goes in as text, so a job or node name cannot inject markup.
+// every value from the API goes in as text, so a job or node name cannot inject markup. The parts: dom.js
+// (elements, API calls), node-detail.js and chart.js (a node's detail and history), job-editor.js (YAML or JSON
+// deploy and update), log-pane.js (an instance's output as it streams).
 
-const TOKEN_KEY = 'edge.apiToken';
+import { $, ApiError, age, api, clock, el, errorView, TOKEN_KEY, usageBar } from './dom.js';
+import { applySpec, editJob, planSpec } from './job-editor.js';
+import { openLogs, stopLogs } from './log-pane.js';
+import { refreshNode, selectedNode, showNode } from './node-detail.js';
+
 /** The fallback poll, while the stream is down. */
 const POLL_MS = 2000;
 /** Reconnecting the stream: from 1 s, doubling to 30 s. */
@@ -25,6 +31,8 @@ const STATUS_ORDER = [
 ];
 
 const expandedJobs = new Set();
+/** Replica counts typed but not submitted yet, by job id: a re-render (a notice) keeps what the operator typed. */
+const typedReplicas = new Map();
 /** What the page shows, by id: kept up to date by the stream's notices. */
 const shown = { nodes: new Map(), jobs: new Map(), events: [] };
 let pollTimer = null;
@@ -33,70 +41,7 @@ let stream = null;
 let reconnectTimer = null;
 let reconnectAttempt = 0;
 
-const $ = (id) => document.getElementById(id);
-
-/** Creates an element; `props` sets classes, text, attributes and `on*` handlers; children are nodes or text. */
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === 'class') node.className = value;
-    else if (key === 'text') node.textContent = String(value);
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? '' : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === undefined || child === null || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super(body?.error?.message ?? `HTTP ${status}`);
-    this.status = status;
-    this.details = body?.error?.details ?? [];
-  }
-}
-
-async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ''}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  let data;
-  try {
-    data = text ? JSON.parse(text) : undefined;
-  } catch {
-    data = undefined;
-  }
-  if (!response.ok) throw new ApiError(response.status, data);
-  return data;
-}
-
 // ---- formatting
-
-function percent(value) {
-  return typeof value === 'number' && Number.isFinite(value) ? Math.max(0, Math.min(100, value)) : null;
-}
-
-function age(ts) {
-  if (typeof ts !== 'number') return 'never';
-  const seconds = Math.max(0, Math.round((Date.now() - ts) / 1000));
-  if (seconds < 120) return `${seconds}s ago`;
-  if (seconds < 7200) return `${Math.floor(seconds / 60)}m ago`;
-  if (seconds < 172800) return `${Math.floor(seconds / 3600)}h ago`;
-  return `${Math.floor(seconds / 86400)}d ago`;
-}
-
-function clock(ts) {
-  return new Date(ts).toLocaleTimeString([], { hour12: false });
-}
 
 function sortedCounts(counts) {
   return Object.entries(counts ?? {})
@@ -105,15 +50,6 @@ function sortedCounts(counts) {
 }
 
 // ---- rendering
-
-function usageBar(value) {
-  const pct = percent(value);
-  if (pct === null) return el('span', { class: 'muted', text: '–' });
-  const bar = el('span', { class: 'bar-fill' });
-  bar.style.width = `${pct}%`;
-  if (pct >= 90) bar.classList.add('hot');
-  return el('span', { class: 'usage' }, el('span', { class: 'bar' }, bar), `${Math.round(pct)}%`);
-}
 
 function instancesOnNode(node, jobs) {
   if (Array.isArray(node.instances)) return node.instances.length;
@@ -133,7 +69,16 @@ function renderNodes(nodes, jobs) {
         'td',
         {},
         el('span', { class: `dot ${node.status}`, title: node.status }),
-        el('strong', { text: node.name }),
+        el('button', {
+          type: 'button',
+          class: 'link node-link',
+          text: node.name,
+          'aria-label': `Show node ${node.name}`,
+          onclick: () => showNode(node.id),
+        }),
+        node.cordoned
+          ? el('span', { class: 'badge cordoned', text: node.draining ? 'draining' : 'cordoned' })
+          : null,
         el('div', { class: 'muted small', text: node.id }),
       ),
       el('td', { text: node.status }),
@@ -179,24 +124,51 @@ function renderJobs(jobs) {
         el('td', {}, el('span', { class: `badge ${job.state}`, text: job.state })),
         el('td', {}, instanceChips(job.instanceCounts)),
         el('td', { class: 'mono', text: job.image }),
-        el(
-          'td',
-          {},
-          el('button', {
-            type: 'button',
-            class: 'danger',
-            disabled: job.state === 'deleting',
-            text: 'Delete',
-            onclick: () => deleteJob(job),
-          }),
-        ),
+        el('td', {}, versionView(job)),
+        el('td', { class: 'actions' }, jobActions(job)),
       ),
     );
-    if (open) rows.push(el('tr', { class: 'instances' }, el('td', { colspan: 6 }, instancesTable(job))));
+    if (open) rows.push(el('tr', { class: 'instances' }, el('td', { colspan: 7 }, instancesTable(job))));
   }
-  if (rows.length === 0) rows.push(emptyRow(6, 'No jobs. Deploy one below.'));
+  if (rows.length === 0) rows.push(emptyRow(7, 'No jobs. Deploy one below.'));
   $('jobs').tBodies[0].replaceChildren(...rows);
   $('job-count').textContent = String(jobs.length);
+}
+
+/** `v3 · rolling: 1 of 3 new healthy` while a roll-out runs; the version alone otherwise. */
+function versionView(job) {
+  const rollout = job.rollout;
+  const state =
+    rollout && rollout.state !== 'succeeded' && rollout.version === job.version
+      ? el('div', {
+          class: `muted small rollout ${rollout.state}`,
+          text: `${rollout.state}: ${rollout.detail}`,
+        })
+      : null;
+  return [el('span', { text: `v${job.version ?? 1}` }), state];
+}
+
+function jobActions(job) {
+  if (job.state === 'deleting') return el('span', { class: 'muted', text: 'deleting' });
+  const replicas = el('input', {
+    type: 'number',
+    min: 0,
+    max: 1000,
+    value: typedReplicas.get(job.id) ?? job.replicas,
+    class: 'replicas',
+    'aria-label': `Replicas of ${job.name}`,
+    oninput: (event) => typedReplicas.set(job.id, event.target.value),
+  });
+  return [
+    el(
+      'form',
+      { class: 'inline-form scale', onsubmit: (event) => scaleJob(event, job, replicas) },
+      replicas,
+      el('button', { type: 'submit', class: 'secondary', text: 'Scale' }),
+    ),
+    el('button', { type: 'button', class: 'secondary', text: 'Edit', onclick: () => editJob(job) }),
+    el('button', { type: 'button', class: 'danger', text: 'Delete', onclick: () => deleteJob(job) }),
+  ];
 }
 
 function instanceChips(counts) {
@@ -218,7 +190,7 @@ function instancesTable(job) {
       el(
         'tr',
         {},
-        ['#', 'Node', 'Status', 'Detail', 'Overlay IP', 'Restarts', 'Generation'].map((h) =>
+        ['#', 'Node', 'Status', 'Health', 'Detail', 'Overlay IP', 'Restarts', 'Version', ''].map((h) =>
           el('th', { text: h }),
         ),
       ),
@@ -233,6 +205,11 @@ function instancesTable(job) {
           el('td', { text: instance.number }),
           el('td', { text: instance.nodeName ?? instance.nodeId ?? '–' }),
           el('td', {}, el('span', { class: `chip ${instance.status}`, text: instance.status })),
+          el(
+            'td',
+            {},
+            instance.health ? el('span', { class: `chip ${instance.health}`, text: instance.health }) : '–',
+          ),
           el('td', { class: 'detail', text: instance.detail || '' }),
           el('td', {
             class: 'mono',
@@ -240,7 +217,25 @@ function instancesTable(job) {
             title: instance.namespaceIp ? `namespace IP ${instance.namespaceIp}` : undefined,
           }),
           el('td', { text: instance.restarts ?? 0 }),
-          el('td', { text: instance.generation ?? 0 }),
+          el('td', { text: `v${instance.version ?? 1}`, title: `generation ${instance.generation ?? 0}` }),
+          el(
+            'td',
+            { class: 'actions' },
+            el('button', {
+              type: 'button',
+              class: 'secondary',
+              text: 'Logs',
+              disabled: !instance.nodeId,
+              onclick: () => openLogs(job, instance),
+            }),
+            el('button', {
+              type: 'button',
+              class: 'secondary',
+              text: 'Move',
+              disabled: !instance.nodeId || job.state !== 'active',
+              onclick: () => moveInstance(job, instance),
+            }),
+          ),
         ),
       ),
     ),
@@ -412,8 +407,10 @@ function onStreamMessage(kind, data) {
     if (shown.events.length > 0 && message.id <= shown.events[0].id) return;
     shown.events = [message, ...shown.events].slice(0, EVENTS_SHOWN);
     renderEvents(shown.events);
-  } else if (kind === 'job' || kind === 'node') notice(kind, message.id);
-  else if (kind === 'resync') refresh();
+  } else if (kind === 'job' || kind === 'node') {
+    notice(kind, message.id);
+    if (kind === 'node' && message.id === selectedNode()) refreshNode();
+  } else if (kind === 'resync') refresh();
 }
 
 async function connectStream() {
@@ -485,43 +482,46 @@ async function deleteJob(job) {
     await api('DELETE', `/api/jobs/${encodeURIComponent(job.id)}`);
     message.hidden = true;
   } catch (error) {
-    message.textContent = `Could not delete ${job.name}: ${error.message}`;
+    message.replaceChildren(...errorView(error));
+    message.className = 'error';
     message.hidden = false;
   }
   notice('job', job.id);
 }
 
-async function deploy(event) {
+/** The job a page action changed: fetched again at once (its notice comes too; this one is quicker). */
+function changed(jobId, created) {
+  if (created) expandedJobs.add(jobId);
+  notice('job', jobId);
+}
+
+async function scaleJob(event, job, input) {
   event.preventDefault();
-  const result = $('deploy-result');
-  let spec;
+  const message = $('jobs-message');
+  typedReplicas.delete(job.id);
   try {
-    spec = JSON.parse($('deploy-spec').value);
+    await api('POST', `/api/jobs/${encodeURIComponent(job.id)}/replicate`, { replicas: Number(input.value) });
+    message.hidden = true;
   } catch (error) {
-    result.replaceChildren(el('p', { class: 'error', text: `Not valid JSON: ${error.message}` }));
-    return;
+    message.replaceChildren(...errorView(error));
+    message.className = 'error';
+    message.hidden = false;
   }
+  changed(job.id, false);
+}
+
+async function moveInstance(job, instance) {
+  const message = $('jobs-message');
   try {
-    const job = await api('POST', '/api/jobs', spec);
-    result.replaceChildren(el('p', { class: 'ok', text: `Created job ${job.name} (${job.id}).` }));
-    expandedJobs.add(job.id);
-    notice('job', job.id);
+    await api('POST', `/api/jobs/${encodeURIComponent(job.id)}/move`, { instance: instance.number });
+    message.textContent = `Moving ${job.name}#${instance.number}: it runs on its new node before it stops here.`;
+    message.className = 'ok';
   } catch (error) {
-    const details = error instanceof ApiError ? error.details : [];
-    result.replaceChildren(
-      el('p', {
-        class: 'error',
-        text: error instanceof ApiError ? error.message : 'Cluster manager unreachable.',
-      }),
-      details.length > 0
-        ? el(
-            'ul',
-            { class: 'details' },
-            details.map((detail) => el('li', {}, el('code', { text: detail.path }), `: ${detail.message}`)),
-          )
-        : null,
-    );
+    message.replaceChildren(...errorView(error));
+    message.className = 'error';
   }
+  message.hidden = false;
+  changed(job.id, false);
 }
 
 // ---- token
@@ -530,6 +530,7 @@ function showLogin(message) {
   stopFollowing();
   $('cluster').hidden = true;
   $('change-token').hidden = true;
+  stopLogs();
   $('login').hidden = false;
   $('login-error').hidden = !message;
   $('login-error').textContent = message ?? '';
@@ -560,7 +561,12 @@ $('change-token').addEventListener('click', () => {
   showLogin();
 });
 
-$('deploy-form').addEventListener('submit', deploy);
+$('deploy-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  applySpec(changed);
+});
+$('plan-button').addEventListener('click', () => planSpec());
+$('log-stop').addEventListener('click', () => stopLogs());
 
 if (sessionStorage.getItem(TOKEN_KEY)) showCluster();
 else showLogin();
