@@ -130,7 +130,9 @@ export class AllocationLedger {
 
   private apply(jobId: string, charge: JobCharge, sign: 1 | -1): void {
     for (const [nodeId, count] of charge.counts) {
-      const node = this.nodes.get(nodeId)!;
+      // A node removed since the charge was made has gone from the view with what it held: nothing to take off.
+      const node = this.nodes.get(nodeId);
+      if (!node) continue;
       node.allocated.cpus += sign * count * charge.cpus;
       node.allocated.memoryBytes += sign * count * charge.memoryBytes;
       node.allocated.gpus += sign * count * charge.gpus;

@@ -180,4 +180,17 @@ describe('the allocation ledger', () => {
     agrees();
     expect(ledger.schedulableNodes()[0]!.allocated.cpus).toBe(2);
   });
+
+  it('forgets a removed node: a job charged there changes afterwards without a fault', () => {
+    addJob('left', { resources: { cpus: 1 } });
+    store.jobs.insertInstance(instance('left', 0, 'id-edge-c', 'running'));
+    agrees();
+    store.transaction(() => store.nodes.remove('id-edge-c', 1));
+    agrees();
+    // The job changes after its node is gone: its old charge there is taken off a node the ledger no longer has.
+    const left = store.jobs.getInstance('left', 0)!;
+    store.jobs.updateInstance({ ...left, nodeId: 'id-edge-a' });
+    agrees();
+    expect(ledger.schedulableNodes().map((node) => node.name)).toEqual(['edge-a', 'edge-b']);
+  });
 });
