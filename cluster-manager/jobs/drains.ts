@@ -38,7 +38,8 @@ export class Drains {
 
   /** One look at every draining node (the timer's work; public for tests and for a drain just started). */
   process(now = Date.now()): void {
-    const draining = this.store.nodes.list().filter((node) => node.draining);
+    // Every second: at 10,000 nodes a sorted copy of the fleet would cost more than the drains themselves.
+    const draining = this.store.nodes.draining();
     if (draining.length === 0) this.told.clear();
     for (const node of draining) this.drainNode(node.id, now);
   }

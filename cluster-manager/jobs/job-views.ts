@@ -1,5 +1,6 @@
-import type { Instance, InstanceStatus, Job } from '../../shared/index.js';
+import type { Instance, InstanceStatus, Job, Rollout } from '../../shared/index.js';
 import { instanceView, type JobRecord, type Store } from '../store/index.js';
+import { rolloutProgress } from './rollouts.js';
 
 /** A job as the API shows it: the spec, its state, every instance and counts by status. */
 export function jobView(store: Store, job: JobRecord): Job {
@@ -15,7 +16,7 @@ export function jobView(store: Store, job: JobRecord): Job {
     id: job.id,
     ...job.spec,
     version: job.version,
-    ...(job.rollout ? { rollout: job.rollout } : {}),
+    ...(job.rollout ? { rollout: rolloutView(store, job, job.rollout) } : {}),
     state: job.state,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
@@ -23,4 +24,11 @@ export function jobView(store: Store, job: JobRecord): Job {
     instances,
     instanceCounts,
   };
+}
+
+/** A running roll-out says how far it is now; one that ended says how it ended. */
+function rolloutView(store: Store, job: JobRecord, rollout: Rollout): Rollout {
+  return rollout.state === 'running' && rollout.version === job.version
+    ? { ...rollout, detail: rolloutProgress(store, job) }
+    : rollout;
 }

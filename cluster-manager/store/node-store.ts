@@ -120,6 +120,13 @@ export class NodeStore {
     return this.byId.size;
   }
 
+  /** The nodes an operator is draining, in no order: a walk over the map, no copy or sort of the fleet. */
+  draining(): NodeRecord[] {
+    const found: NodeRecord[] = [];
+    for (const node of this.byId.values()) if (node.draining) found.push(node);
+    return found;
+  }
+
   /**
    * Rises whenever a node is added or its name, info, labels or cordon change (registrations, an operator):
    * views built on them rebuild.

@@ -43,20 +43,20 @@ export class TelemetryHistory {
     const newest = (ring.next + HISTORY_POINTS - 1) % HISTORY_POINTS;
     // Within a step of the newest point, the newest figures replace its own: the chart ends with what is now.
     const within = ring.filled > 0 && now - ring.ts[newest]! < HISTORY_STEP_MS;
-    const utilization = telemetry.gpus.map((gpu) => gpu.utilizationPercent ?? Number.NaN);
-    const temperature = telemetry.gpus.map((gpu) => gpu.temperatureC ?? Number.NaN);
-    const point = [
-      telemetry.cpu.percent,
-      telemetry.memory.percent,
-      largest(utilization),
-      largest(temperature),
-    ];
-    if (within) {
-      ring.values.set(point, newest * SERIES.length);
-      return;
+    // Every telemetry message of every node comes here: no arrays made, four numbers written.
+    let utilization = Number.NaN;
+    let temperature = Number.NaN;
+    for (const gpu of telemetry.gpus) {
+      utilization = larger(utilization, gpu.utilizationPercent);
+      temperature = larger(temperature, gpu.temperatureC);
     }
+    const slot = (within ? newest : ring.next) * SERIES.length;
+    ring.values[slot] = telemetry.cpu.percent;
+    ring.values[slot + 1] = telemetry.memory.percent;
+    ring.values[slot + 2] = utilization;
+    ring.values[slot + 3] = temperature;
+    if (within) return;
     ring.ts[ring.next] = now;
-    ring.values.set(point, ring.next * SERIES.length);
     ring.next = (ring.next + 1) % HISTORY_POINTS;
     ring.filled = Math.min(HISTORY_POINTS, ring.filled + 1);
   }
@@ -84,8 +84,8 @@ export class TelemetryHistory {
   }
 }
 
-/** The largest number said, or NaN when none was. */
-function largest(values: number[]): number {
-  const said = values.filter((value) => !Number.isNaN(value));
-  return said.length > 0 ? Math.max(...said) : Number.NaN;
+/** The larger of a running maximum (NaN: none yet) and a figure a GPU may not have said. */
+function larger(so: number, value: number | null | undefined): number {
+  if (value === null || value === undefined) return so;
+  return Number.isNaN(so) || value > so ? value : so;
 }
