@@ -429,7 +429,10 @@ export function buildProgram(io: EdgectlIo): Command {
       "an instance's output (stdout and stderr, as the node reads them), from its node; with -f, then what it " +
         'writes until it stops',
     )
-    .argument('<job>', 'job id or name, with #n for instance n (default #0): web#2')
+    .argument(
+      '<job>',
+      'job id or name, with #n for instance n (default: its lowest-numbered running one): web#2',
+    )
     .option('-f, --follow', 'keep printing what it writes, until it stops or edgectl is interrupted')
     .option('--tail <lines>', 'the last lines only (native: of each of stdout and stderr), or all', parseTail)
     .option(
@@ -443,7 +446,10 @@ export function buildProgram(io: EdgectlIo): Command {
         target: string,
         options: { follow?: boolean; tail?: number | 'all'; since?: string; stream?: 'stdout' | 'stderr' },
       ) => {
-        const { job, instance } = parseInstanceRef(target);
+        const ref = parseInstanceRef(target);
+        const job = ref.job;
+        // Without #n: the lowest-numbered running instance (numbers change with roll-outs), else the first placed.
+        const instance = ref.instance ?? defaultInstance(await client().getJob(job));
         const body = await client().openLogs(
           job,
           instance,
@@ -670,6 +676,17 @@ export function buildProgram(io: EdgectlIo): Command {
   return program;
 }
 
+/** The instance `logs <job>` reads: the lowest-numbered running one, else the lowest-numbered placed one. */
+export function defaultInstance(job: Job): number {
+  const byNumber = [...job.instances].sort((a, b) => a.number - b.number);
+  const chosen =
+    byNumber.find((instance) => instance.status === 'running') ??
+    byNumber.find((instance) => instance.nodeId !== null);
+  if (!chosen)
+    throw new NotAchieved(`job ${job.name} has no instance on a node yet (edgectl job ${job.name})`);
+  return chosen.number;
+}
+
 /** The `name` a job spec file gives, for finding the job it updates. */
 function nameOf(spec: unknown): string {
   const name = (spec as { name?: unknown } | null)?.name;
@@ -723,9 +740,9 @@ function parseSince(value: string): string {
 }
 
 /** `web`, `web#2`: a job id or name and an instance number (0 when none is given). */
-export function parseInstanceRef(value: string): { job: string; instance: number } {
+export function parseInstanceRef(value: string): { job: string; instance?: number } {
   const at = value.lastIndexOf('#');
-  if (at < 0) return { job: value, instance: 0 };
+  if (at < 0) return { job: value };
   const number = value.slice(at + 1);
   if (at === 0 || !/^\d{1,6}$/.test(number))
     throw new UsageError(`"${value}" is not <job> or <job>#<instance number> (web, web#2)`);

@@ -18,7 +18,7 @@ import {
   formatTimestamp,
   formatYaml,
 } from '../../cluster-manager/cli/format.js';
-import { parseInstanceRef, parseLabelChanges } from '../../cluster-manager/cli/program.js';
+import { defaultInstance, parseInstanceRef, parseLabelChanges } from '../../cluster-manager/cli/program.js';
 import type { ClusterEvent, Job, NodeView } from '../../shared/index.js';
 import { runEdgectlHere } from '../helpers/edgectl.js';
 
@@ -144,12 +144,30 @@ describe('formatting', () => {
     for (const bad of ['zone', '-', '=x']) expect(() => parseLabelChanges([bad])).toThrow(/key=value/);
   });
 
-  it('reads <job>#<n> as a job and an instance number, 0 when none is given', () => {
-    expect(parseInstanceRef('web')).toEqual({ job: 'web', instance: 0 });
+  it('reads <job>#<n> as a job and an instance number, none when none is given', () => {
+    expect(parseInstanceRef('web')).toEqual({ job: 'web' });
     expect(parseInstanceRef('web#12')).toEqual({ job: 'web', instance: 12 });
     expect(parseInstanceRef('5f0c-7a#1')).toEqual({ job: '5f0c-7a', instance: 1 });
     for (const bad of ['web#', '#1', 'web#x', 'web#-1', 'web#1.5'])
       expect(() => parseInstanceRef(bad), bad).toThrow(/<job>#<instance number>/);
+  });
+
+  it('reads the logs of the lowest-numbered running instance when no number is given', () => {
+    const rolled = jobView('web');
+    const [first, second] = rolled.instances;
+    // After a roll-out the numbers are no longer 0 and 1: #4 waits, #3 runs.
+    const instances = [
+      { ...first!, number: 4, status: 'pending' as const, nodeId: null },
+      { ...second!, number: 3, status: 'running' as const, nodeId: 'id-edge-a' },
+    ];
+    expect(defaultInstance({ ...rolled, instances })).toBe(3);
+    expect(
+      defaultInstance({
+        ...rolled,
+        instances: [{ ...second!, number: 5, status: 'scheduled', nodeId: 'n' }],
+      }),
+    ).toBe(5);
+    expect(() => defaultInstance({ ...rolled, instances: [] })).toThrow(/no instance on a node yet/);
   });
 
   it('prints the jobs table with instance counts', () => {
