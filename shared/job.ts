@@ -95,6 +95,11 @@ export const UpdateSchema = z
   });
 export type UpdatePolicy = z.infer<typeof UpdateSchema>;
 
+/** A spec's update policy: its `update` block, or the defaults when it has none. */
+export function updatePolicyOf(spec: { update?: UpdatePolicy }): UpdatePolicy {
+  return spec.update ?? DEFAULT_UPDATE;
+}
+
 /**
  * A check the node runs on each running instance: a command (in the container for Docker, on the host with the
  * job's env for native; exit 0 is healthy) or an HTTP GET on the instance's port (2xx and 3xx are healthy).

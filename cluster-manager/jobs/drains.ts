@@ -1,8 +1,7 @@
-import type { Logger } from '../../shared/index.js';
+import { type Logger, updatePolicyOf } from '../../shared/index.js';
 import type { Store } from '../store/index.js';
 import { countsTowardsReplicas } from './instance-states.js';
 import type { JobService } from './job-service.js';
-import { updatePolicyOf } from './rollouts.js';
 
 /** How often draining nodes are looked at: moves that ended make room for the next ones. */
 const TICK_MS = 1000;
@@ -62,7 +61,7 @@ export class Drains {
       if (this.store.moves.get(instance.jobId, instance.number)) continue;
       const job = this.store.jobs.getJob(instance.jobId);
       if (job?.state !== 'active') continue;
-      if (this.store.moves.ofJob(job.id).length >= updatePolicyOf(job).maxParallel) continue;
+      if (this.store.moves.ofJob(job.id).length >= updatePolicyOf(job.spec).maxParallel) continue;
       const key = `${job.id}/${instance.number}`;
       try {
         this.jobs.move(job.id, instance.number, undefined, now);

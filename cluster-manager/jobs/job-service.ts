@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import {
-  DEFAULT_UPDATE,
   type Job,
   type JobChange,
   type JobPlan,
@@ -9,6 +8,7 @@ import {
   type JobVersion,
   type Logger,
   type UpdateAction,
+  updatePolicyOf,
 } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import { conflict, invalid, notFound } from '../errors.js';
@@ -101,7 +101,7 @@ export class JobService {
       }).length;
     const adds =
       change.action === 'rollout'
-        ? Math.min(spec.replicas, Math.max(1, updatePolicy(spec).maxParallel))
+        ? Math.min(spec.replicas, updatePolicyOf(spec).maxParallel)
         : Math.max(0, spec.replicas - job.spec.replicas);
     const numbers = Array.from({ length: adds }, (_, number) => number);
     return {
@@ -359,8 +359,4 @@ export class JobService {
     if (job.state !== 'active') throw conflict(`job ${job.name} is being deleted`);
     return job;
   }
-}
-
-function updatePolicy(spec: JobSpec) {
-  return spec.update ?? DEFAULT_UPDATE;
 }

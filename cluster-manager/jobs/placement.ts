@@ -34,7 +34,9 @@ export class Placement {
     const byVersion = new Map<number, number[]>();
     for (const number of numbers) {
       const version = this.store.jobs.getInstance(job.id, number)?.version ?? job.version;
-      byVersion.set(version, [...(byVersion.get(version) ?? []), number]);
+      const numbersOf = byVersion.get(version);
+      if (numbersOf) numbersOf.push(number);
+      else byVersion.set(version, [number]);
     }
     for (const [version, ofVersion] of byVersion) this.placeVersion(job, version, ofVersion, now);
   }

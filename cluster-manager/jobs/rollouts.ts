@@ -1,4 +1,4 @@
-import { DEFAULT_UPDATE, type Logger, type Rollout, type UpdatePolicy } from '../../shared/index.js';
+import { type Logger, type Rollout, type UpdatePolicy, updatePolicyOf } from '../../shared/index.js';
 import type { CommandOutbox } from '../dispatch/command-outbox.js';
 import type { OverlayAddresses } from '../network/overlay-addresses.js';
 import { placeInstances, withoutInstance } from '../scheduler/index.js';
@@ -19,10 +19,6 @@ import { runsTheSame } from './spec-changes.js';
 const GATHER_MS = 50;
 /** How often every job with a roll-out under way takes a step anyway (minimum healthy times, deadlines). */
 const TICK_MS = 1000;
-
-export function updatePolicyOf(job: JobRecord): UpdatePolicy {
-  return job.spec.update ?? DEFAULT_UPDATE;
-}
 
 /**
  * Drives each job to its current version, one step at a time (`planRolloutStep` decides, this carries it
@@ -140,7 +136,7 @@ export class Rollouts {
       this.rolling.delete(jobId);
       return;
     }
-    const policy = updatePolicyOf(job);
+    const policy = updatePolicyOf(job.spec);
     const instances = this.store.jobs.instancesOf(job.id);
     const step = planRolloutStep(job.version, job.spec.replicas, policy, instances, now);
     if (step.outcome === 'succeeded') {
@@ -256,7 +252,7 @@ export class Rollouts {
  * is made, so that a roll-out's progress costs no write per instance change.
  */
 export function rolloutProgress(store: Store, job: JobRecord, now = Date.now()): string {
-  const policy = updatePolicyOf(job);
+  const policy = updatePolicyOf(job.spec);
   return planRolloutStep(job.version, job.spec.replicas, policy, store.jobs.instancesOf(job.id), now)
     .progress;
 }
