@@ -198,12 +198,19 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 
 # Yes with -y; asks when there is a terminal; no (never blocks) when there is none.
 confirm() {
-  local question=$1 answer
+  ask "$1" yes
+}
+
+# A yes/no question: yes with -y; no (never blocking) without a terminal; else the answer, or `default` (yes or
+# no) for an empty one. A question whose yes destroys something defaults to no (see confirm_removal).
+ask() {
+  local question=$1 default=$2 answer hint="[Y/n]"
+  [ "$default" = no ] && hint="[y/N]"
   [ "$ASSUME_YES" -eq 1 ] && return 0
   has_terminal || return 1
-  read -r -p "[start-up] $question [Y/n] " answer || return 1
-  case $answer in
-    "" | y | Y | yes | YES) return 0 ;;
+  read -r -p "[start-up] $question $hint " answer || return 1
+  case ${answer:-$default} in
+    y | Y | yes | YES) return 0 ;;
     *) return 1 ;;
   esac
 }

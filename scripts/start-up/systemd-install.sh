@@ -361,14 +361,7 @@ EOF
 
 # A yes/no question whose answer destroys something: no unless asked with -y or answered yes on a terminal.
 confirm_removal() {
-  local question=$1 answer
-  [ "$ASSUME_YES" -eq 1 ] && return 0
-  has_terminal || return 1
-  read -r -p "[start-up] $question [y/N] " answer || return 1
-  case $answer in
-    y | Y | yes | YES) return 0 ;;
-    *) return 1 ;;
-  esac
+  ask "$1" no
 }
 
 remove_units() {
